@@ -1,0 +1,1 @@
+"""qsmprep.qsm."""
