@@ -1,0 +1,148 @@
+"""Derivative naming, staging and publication.
+
+Outputs are never written straight into the output folder by the node that makes them. Each
+``DerivativesSink`` node gives its file the final BIDS-derivatives name inside its own Nipype
+working directory (so a rerun resumes from the cache), and one ``PublishDerivatives`` node per
+subject, which runs only when every output of that subject exists, copies them into
+``output_dir`` (write to a temporary name, then an atomic rename). A subject that crashes
+half-way leaves nothing under ``output_dir/sub-<label>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    InputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
+
+#: BIDS entity order used for derived names (subset relevant to qsmprep).
+ENTITY_ORDER = ("sub", "ses", "acq", "rec", "run", "from", "to", "mode", "space", "atlas", "desc")
+#: Entities of the raw MEGRE name that derived names drop.
+DROPPED = ("echo", "part")
+
+
+def parse_entities(fname: str) -> dict:
+    """Key-value entities of a BIDS file name (suffix and extension excluded)."""
+    base = os.path.basename(str(fname))
+    stem = base.split(".")[0]
+    parts = stem.split("_")
+    out = {}
+    for p in parts[:-1] if "-" not in parts[-1] else parts:
+        if "-" in p:
+            k, v = p.split("-", 1)
+            out[k] = v
+    return out
+
+
+def build_name(source_file: str, suffix: str, extension: str, **entities) -> str:
+    """Derived file name from the source's entities plus ``entities`` (``None`` drops one)."""
+    ents = {k: v for k, v in parse_entities(source_file).items() if k not in DROPPED}
+    for k, v in entities.items():
+        if v is None or v == "":
+            ents.pop(k, None)
+        else:
+            ents[k] = str(v)
+    unknown = [k for k in ents if k not in ENTITY_ORDER]
+    ordered = [k for k in ENTITY_ORDER if k in ents] + unknown
+    stem = "_".join(f"{k}-{ents[k]}" for k in ordered)
+    return f"{stem}_{suffix}{extension}"
+
+
+def relative_dir(fname: str) -> str:
+    """Where a derived file goes under ``output_dir``, inferred from its name."""
+    base = os.path.basename(fname)
+    if base.endswith(".html"):
+        return ""
+    ents = parse_entities(base)
+    sub = f"sub-{ents['sub']}"
+    if base.endswith((".svg", ".png")):
+        return f"{sub}/figures"
+    if "ses" in ents:
+        return f"{sub}/ses-{ents['ses']}/anat"
+    return f"{sub}/anat"
+
+
+class _SinkInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True)
+    source_file = traits.Str(mandatory=True, desc="BIDS file whose entities name the output")
+    suffix = traits.Str(mandatory=True)
+    entities = traits.Dict(desc="entities to add (or drop with an empty value)")
+    sidecar = traits.Dict(desc="JSON sidecar content")
+    extension = traits.Str(desc="force an extension (default: that of in_file)")
+
+
+class _SinkOutputSpec(TraitedSpec):
+    out_file = File(exists=True)
+
+
+class DerivativesSink(SimpleInterface):
+    """Give a file its BIDS-derivatives name (and sidecar) in the node's working directory."""
+
+    input_spec = _SinkInputSpec
+    output_spec = _SinkOutputSpec
+
+    def _run_interface(self, runtime):
+        src = self.inputs.in_file
+        if isdefined(self.inputs.extension) and self.inputs.extension:
+            ext = self.inputs.extension
+        else:
+            m = re.search(r"(\.nii\.gz|\.[A-Za-z0-9]+)$", os.path.basename(src))
+            ext = m.group(1) if m else ""
+        ents = dict(self.inputs.entities) if isdefined(self.inputs.entities) else {}
+        name = build_name(self.inputs.source_file, self.inputs.suffix, ext, **ents)
+        out = os.path.join(runtime.cwd, name)
+        shutil.copyfile(src, out)
+        if isdefined(self.inputs.sidecar) and self.inputs.sidecar:
+            side = out[: -len(ext)] + ".json"
+            Path(side).write_text(json.dumps(self.inputs.sidecar, indent=2, sort_keys=True))
+        self._results["out_file"] = out
+        return runtime
+
+
+class _PublishInputSpec(BaseInterfaceInputSpec):
+    in_files = InputMultiObject(traits.Either(File(exists=True), traits.List(File(exists=True))),
+                                mandatory=True)
+    output_dir = traits.Str(mandatory=True)
+
+
+class _PublishOutputSpec(TraitedSpec):
+    out_files = traits.List(traits.Str)
+
+
+class PublishDerivatives(SimpleInterface):
+    """Copy finished derivatives (and their JSON sidecars) into ``output_dir`` atomically."""
+
+    input_spec = _PublishInputSpec
+    output_spec = _PublishOutputSpec
+
+    def _run_interface(self, runtime):
+        files = []
+        for item in self.inputs.in_files:
+            files.extend(item if isinstance(item, list) else [item])
+        written = []
+        for f in files:
+            pairs = [f]
+            stem = re.sub(r"(\.nii\.gz|\.[A-Za-z0-9]+)$", "", f)
+            if os.path.exists(stem + ".json") and not f.endswith(".json"):
+                pairs.append(stem + ".json")
+            for src in pairs:
+                dest_dir = Path(self.inputs.output_dir) / relative_dir(src)
+                dest_dir.mkdir(parents=True, exist_ok=True)
+                dest = dest_dir / os.path.basename(src)
+                tmp = dest_dir / f".{dest.name}.tmp-{os.getpid()}"
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, dest)
+                written.append(str(dest))
+        self._results["out_files"] = written
+        return runtime

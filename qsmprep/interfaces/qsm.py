@@ -1,0 +1,315 @@
+"""Thin Nipype interfaces around :mod:`qsmprep.qsm` (load NIfTI, call one function, save).
+
+Each interface also returns a ``provenance`` dict (method + parameters) that the derivatives
+sink merges into the Chimap sidecar.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import nibabel as nb
+import numpy as np
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    InputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
+
+from ..qsm import pipeline
+from ..qsm.kernels import b0_direction_from_affine, voxel_size_from_affine
+from ..qsm.phase import choose_phase_values, detect_and_rescale_phase
+from ._io import load, load_mask, save, write_json
+
+
+def _geometry(img):
+    return (
+        tuple(float(v) for v in voxel_size_from_affine(img.affine)),
+        b0_direction_from_affine(img.affine),
+    )
+
+
+def _method_opts(value):
+    return dict(value) if isdefined(value) and value else {}
+
+
+# --------------------------------------------------------------------------------------------
+class _LoadGREInputSpec(BaseInterfaceInputSpec):
+    mag_files = InputMultiObject(File(exists=True), mandatory=True, desc="magnitude, one per echo")
+    phase_files = InputMultiObject(File(exists=True), mandatory=True, desc="phase, one per echo")
+    phase_units = traits.Str("", usedefault=True, desc="BIDS 'Units' of the phase sidecar")
+
+
+class _LoadGREOutputSpec(TraitedSpec):
+    mag_file = File(exists=True, desc="4-D magnitude (float32)")
+    phase_file = File(exists=True, desc="4-D phase in radians [-pi, pi) (float32)")
+    mag_ref_file = File(exists=True, desc="3-D root-sum-of-squares magnitude (registration target)")
+    provenance = traits.Dict(desc="phase scaling detected per echo")
+
+
+class LoadGRE(SimpleInterface):
+    """Stack echoes into 4-D magnitude/phase and bring phase to radians (scaling detected)."""
+
+    input_spec = _LoadGREInputSpec
+    output_spec = _LoadGREOutputSpec
+
+    def _run_interface(self, runtime):
+        mags, phases, infos = [], [], []
+        ref = nb.load(self.inputs.mag_files[0])
+        for mfile, pfile in zip(self.inputs.mag_files, self.inputs.phase_files):
+            mags.append(np.nan_to_num(np.asarray(nb.load(mfile).dataobj, dtype=np.float32)))
+            pimg = nb.load(pfile)
+            values, note = choose_phase_values(
+                np.asarray(pimg.get_fdata(dtype=np.float32)),
+                np.asarray(pimg.dataobj.get_unscaled(), dtype=np.float32),
+            )
+            phase, info = detect_and_rescale_phase(values, units=self.inputs.phase_units or None)
+            info = dict(info, header_scaling=note, file=os.path.basename(pfile))
+            phases.append(phase)
+            infos.append(info)
+        mag4d = np.stack(mags, axis=-1)
+        phase4d = np.stack(phases, axis=-1)
+        self._results["mag_file"] = save(mag4d, ref, os.path.join(runtime.cwd, "mag4d.nii.gz"))
+        self._results["phase_file"] = save(phase4d, ref, os.path.join(runtime.cwd, "phase4d.nii.gz"))
+        self._results["mag_ref_file"] = save(
+            np.sqrt(np.sum(mag4d**2, axis=-1)), ref, os.path.join(runtime.cwd, "mag_rss.nii.gz")
+        )
+        self._results["provenance"] = {"PhaseScaling": infos}
+        return runtime
+
+
+# --------------------------------------------------------------------------------------------
+class _MaskInputSpec(BaseInterfaceInputSpec):
+    mag_file = File(exists=True, mandatory=True)
+    phase_file = File(exists=True, mandatory=True)
+    echo_times = traits.List(traits.Float, mandatory=True)
+    method = traits.Str(mandatory=True)
+    user_mask = File(exists=True, desc="user-supplied mask (skips computation)")
+    method_options = traits.Dict()
+
+
+class _MaskOutputSpec(TraitedSpec):
+    mask_file = File(exists=True)
+    provenance = traits.Dict()
+
+
+class BrainMask(SimpleInterface):
+    """Brain mask from magnitude and phase quality (:func:`qsmprep.qsm.pipeline.brain_mask`)."""
+
+    input_spec = _MaskInputSpec
+    output_spec = _MaskOutputSpec
+
+    def _run_interface(self, runtime):
+        mag, img = load(self.inputs.mag_file)
+        if isdefined(self.inputs.user_mask):
+            mask, _ = load_mask(self.inputs.user_mask)
+            method = "user"
+        else:
+            phase, _ = load(self.inputs.phase_file)
+            voxel_size, _ = _geometry(img)
+            mask = pipeline.brain_mask(
+                mag, phase, self.inputs.echo_times, voxel_size, self.inputs.method,
+                **_method_opts(self.inputs.method_options),
+            )
+            method = self.inputs.method
+        vox = float(np.prod(voxel_size_from_affine(img.affine)))
+        self._results["mask_file"] = save(mask, img.slicer[..., 0] if img.ndim == 4 else img,
+                                          os.path.join(runtime.cwd, "mask.nii.gz"))
+        self._results["provenance"] = {
+            "BrainMask": {"Method": method, "Parameters": _method_opts(self.inputs.method_options),
+                          "VolumeML": round(float(mask.sum()) * vox / 1000.0, 2)}
+        }
+        return runtime
+
+
+# --------------------------------------------------------------------------------------------
+class _FieldInputSpec(BaseInterfaceInputSpec):
+    mag_file = File(exists=True, mandatory=True)
+    phase_file = File(exists=True, mandatory=True)
+    mask_file = File(exists=True, mandatory=True)
+    echo_times = traits.List(traits.Float, mandatory=True)
+    b0 = traits.Float(mandatory=True, desc="field strength (T)")
+    combination = traits.Str(mandatory=True)
+    unwrapping = traits.Str(mandatory=True)
+    method_options = traits.Dict()
+
+
+class _FieldOutputSpec(TraitedSpec):
+    field_file = File(exists=True, desc="total field (ppm)")
+    reliability_file = File(exists=True, desc="fit reliability 0..1")
+    provenance = traits.Dict()
+
+
+class TotalField(SimpleInterface):
+    """Echo combination and unwrapping (:func:`qsmprep.qsm.pipeline.total_field`)."""
+
+    input_spec = _FieldInputSpec
+    output_spec = _FieldOutputSpec
+
+    def _run_interface(self, runtime):
+        mag, img = load(self.inputs.mag_file)
+        phase, _ = load(self.inputs.phase_file)
+        mask, mimg = load_mask(self.inputs.mask_file)
+        voxel_size, _ = _geometry(img)
+        res = pipeline.total_field(
+            phase, mag, self.inputs.echo_times, mask, voxel_size, self.inputs.b0,
+            self.inputs.combination, self.inputs.unwrapping, **_method_opts(self.inputs.method_options),
+        )
+        rel = res.get("reliability")
+        if rel is None:
+            rel = mask.astype(np.float32)
+        self._results["field_file"] = save(res["field_ppm"], mimg, os.path.join(runtime.cwd, "field_ppm.nii.gz"))
+        self._results["reliability_file"] = save(rel, mimg, os.path.join(runtime.cwd, "reliability.nii.gz"))
+        self._results["provenance"] = {
+            "EchoCombination": {"Method": self.inputs.combination,
+                                "Parameters": _method_opts(self.inputs.method_options)},
+            "PhaseUnwrapping": {"Method": self.inputs.unwrapping},
+        }
+        return runtime
+
+
+# --------------------------------------------------------------------------------------------
+class _BFRInputSpec(BaseInterfaceInputSpec):
+    field_file = File(exists=True, mandatory=True)
+    mask_file = File(exists=True, mandatory=True)
+    reliability_file = File(exists=True)
+    method = traits.Str(mandatory=True)
+    method_options = traits.Dict()
+
+
+class _BFROutputSpec(TraitedSpec):
+    local_file = File(exists=True, desc="local field (ppm)")
+    mask_file = File(exists=True, desc="eroded mask")
+    provenance = traits.Dict()
+
+
+class BackgroundRemoval(SimpleInterface):
+    """Background field removal (:func:`qsmprep.qsm.pipeline.remove_background`)."""
+
+    input_spec = _BFRInputSpec
+    output_spec = _BFROutputSpec
+
+    def _run_interface(self, runtime):
+        field, img = load(self.inputs.field_file)
+        mask, _ = load_mask(self.inputs.mask_file)
+        weights = load(self.inputs.reliability_file)[0] if isdefined(self.inputs.reliability_file) else None
+        voxel_size, b0_dir = _geometry(img)
+        local, eroded = pipeline.remove_background(
+            field, mask, voxel_size, b0_dir, self.inputs.method, weights=weights,
+            **_method_opts(self.inputs.method_options),
+        )
+        self._results["local_file"] = save(local, img, os.path.join(runtime.cwd, "local_ppm.nii.gz"))
+        self._results["mask_file"] = save(eroded, img, os.path.join(runtime.cwd, "mask_eroded.nii.gz"))
+        vox = float(np.prod(voxel_size))
+        self._results["provenance"] = {
+            "BackgroundFieldRemoval": {"Method": self.inputs.method,
+                                       "Parameters": _method_opts(self.inputs.method_options),
+                                       "ErodedMaskVolumeML": round(float(eroded.sum()) * vox / 1000, 2)},
+            "B0Direction": [round(float(v), 6) for v in b0_dir],
+        }
+        return runtime
+
+
+# --------------------------------------------------------------------------------------------
+class _InvInputSpec(BaseInterfaceInputSpec):
+    local_file = File(exists=True, mandatory=True)
+    mask_file = File(exists=True, mandatory=True)
+    reliability_file = File(exists=True)
+    mag_file = File(exists=True, desc="4-D magnitude (for morphology-enabled methods)")
+    method = traits.Str(mandatory=True)
+    method_options = traits.Dict()
+
+
+class _InvOutputSpec(TraitedSpec):
+    chi_file = File(exists=True, desc="susceptibility (ppm), not referenced")
+    provenance = traits.Dict()
+
+
+class DipoleInversion(SimpleInterface):
+    """Dipole inversion (:func:`qsmprep.qsm.pipeline.dipole_inversion`)."""
+
+    input_spec = _InvInputSpec
+    output_spec = _InvOutputSpec
+
+    def _run_interface(self, runtime):
+        local, img = load(self.inputs.local_file)
+        mask, _ = load_mask(self.inputs.mask_file)
+        weights = load(self.inputs.reliability_file)[0] if isdefined(self.inputs.reliability_file) else None
+        magnitude = None
+        if isdefined(self.inputs.mag_file):
+            mag4d, _ = load(self.inputs.mag_file)
+            magnitude = np.sqrt(np.sum(mag4d**2, axis=-1)) if mag4d.ndim == 4 else mag4d
+        voxel_size, b0_dir = _geometry(img)
+        chi = pipeline.dipole_inversion(
+            local, mask, voxel_size, b0_dir, self.inputs.method,
+            weights=None if weights is None else weights * mask, magnitude=magnitude,
+            **_method_opts(self.inputs.method_options),
+        )
+        self._results["chi_file"] = save(chi, img, os.path.join(runtime.cwd, "chi_unreferenced.nii.gz"))
+        self._results["provenance"] = {
+            "DipoleInversion": {"Method": self.inputs.method,
+                                "Parameters": _method_opts(self.inputs.method_options)}
+        }
+        return runtime
+
+
+# --------------------------------------------------------------------------------------------
+class _RefInputSpec(BaseInterfaceInputSpec):
+    chi_file = File(exists=True, mandatory=True)
+    mask_file = File(exists=True, mandatory=True)
+    ref_mask_file = File(exists=True, desc="reference region (e.g. CSF) on the same grid")
+    method = traits.Str(mandatory=True)
+
+
+class _RefOutputSpec(TraitedSpec):
+    chi_file = File(exists=True, desc="referenced susceptibility (ppm)")
+    provenance = traits.Dict()
+
+
+class ReferenceChi(SimpleInterface):
+    """Susceptibility referencing (:func:`qsmprep.qsm.pipeline.reference_chi`)."""
+
+    input_spec = _RefInputSpec
+    output_spec = _RefOutputSpec
+
+    def _run_interface(self, runtime):
+        chi, img = load(self.inputs.chi_file)
+        mask, _ = load_mask(self.inputs.mask_file)
+        ref_mask = load_mask(self.inputs.ref_mask_file)[0] if isdefined(self.inputs.ref_mask_file) else None
+        chi_ref, info = pipeline.reference_chi(chi, mask, self.inputs.method, ref_mask=ref_mask)
+        self._results["chi_file"] = save(chi_ref, img, os.path.join(runtime.cwd, "chi.nii.gz"))
+        self._results["provenance"] = {"Reference": info}
+        return runtime
+
+
+# --------------------------------------------------------------------------------------------
+class _MergeProvInputSpec(BaseInterfaceInputSpec):
+    provenance = traits.List(traits.Dict, mandatory=True)
+    extra = traits.Dict(desc="static entries (EchoTime, MagneticFieldStrength, ...)")
+
+
+class _MergeProvOutputSpec(TraitedSpec):
+    sidecar = traits.Dict()
+    sidecar_file = File(exists=True)
+
+
+class MergeProvenance(SimpleInterface):
+    """Merge per-step provenance dicts into one Chimap sidecar."""
+
+    input_spec = _MergeProvInputSpec
+    output_spec = _MergeProvOutputSpec
+
+    def _run_interface(self, runtime):
+        out = {}
+        if isdefined(self.inputs.extra):
+            out.update(self.inputs.extra)
+        for item in self.inputs.provenance:
+            out.update(item)
+        self._results["sidecar"] = json.loads(json.dumps(out, default=float))
+        self._results["sidecar_file"] = write_json(out, os.path.join(runtime.cwd, "sidecar.json"))
+        return runtime

@@ -1,0 +1,132 @@
+"""Per-session QSM reconstruction workflow (wiring only)."""
+
+from __future__ import annotations
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+
+from ..interfaces.qsm import (
+    BackgroundRemoval,
+    BrainMask,
+    DipoleInversion,
+    LoadGRE,
+    MergeProvenance,
+    ReferenceChi,
+    TotalField,
+)
+
+
+def init_qsm_wf(
+    *,
+    echo_times,
+    b0,
+    masking,
+    combination,
+    unwrapping,
+    bf_removal,
+    inversion,
+    reference,
+    method_options=None,
+    phase_units="",
+    mem_gb=2.0,
+    name="qsm_wf",
+):
+    """Reconstruct a susceptibility map from multi-echo magnitude and phase.
+
+    Steps (one node each, each wrapping one function of :mod:`qsmprep.qsm.pipeline`):
+    load + phase scaling -> brain mask -> echo combination/unwrapping (total field, ppm)
+    -> background field removal (local field, eroded mask) -> dipole inversion -> referencing.
+
+    Inputs
+    ------
+    mag_files, phase_files : lists of per-echo NIfTI files, sorted by echo number
+    user_mask : optional brain mask on the GRE grid
+    ref_mask : optional reference-region mask on the GRE grid (CSF referencing)
+
+    Outputs
+    -------
+    chi : referenced susceptibility (ppm)
+    mask : final (eroded) mask, the support of ``chi``
+    brain_mask : mask before background removal
+    field, local_field : total and local field (ppm)
+    reliability : echo-fit reliability (0..1)
+    mag4d : 4-D magnitude (float32)
+    mag_ref : 3-D root-sum-of-squares magnitude (registration target)
+    sidecar : dict with every algorithm and parameter used
+    """
+    method_options = method_options or {}
+    wf = pe.Workflow(name=name)
+    inputnode = pe.Node(
+        niu.IdentityInterface(fields=["mag_files", "phase_files", "user_mask", "ref_mask"]),
+        name="inputnode",
+    )
+    outputnode = pe.Node(
+        niu.IdentityInterface(
+            fields=["chi", "mask", "brain_mask", "field", "local_field", "reliability", "mag4d", "mag_ref", "sidecar"]
+        ),
+        name="outputnode",
+    )
+    load = pe.Node(LoadGRE(phase_units=phase_units or ""), name="load_gre", mem_gb=mem_gb)
+    mask = pe.Node(
+        BrainMask(echo_times=list(echo_times), method=masking,
+                  method_options=method_options.get("masking", {})),
+        name="brain_mask", mem_gb=mem_gb,
+    )
+    field = pe.Node(
+        TotalField(echo_times=list(echo_times), b0=float(b0), combination=combination,
+                   unwrapping=unwrapping, method_options=method_options.get("combination", {})),
+        name="total_field", mem_gb=mem_gb * 2,
+    )
+    bfr = pe.Node(
+        BackgroundRemoval(method=bf_removal, method_options=method_options.get("bf_removal", {})),
+        name="bf_removal", mem_gb=mem_gb * 2,
+    )
+    inv = pe.Node(
+        DipoleInversion(method=inversion, method_options=method_options.get("inversion", {})),
+        name="dipole_inversion", mem_gb=mem_gb * 2,
+    )
+    ref = pe.Node(ReferenceChi(method=reference), name="reference")
+    merge = pe.Node(niu.Merge(6), name="merge_provenance")
+    prov = pe.Node(
+        MergeProvenance(
+            extra={
+                "Units": "ppm",
+                "SkullStripped": True,
+                "EchoTime": [float(t) for t in echo_times],
+                "MagneticFieldStrength": float(b0),
+            }
+        ),
+        name="chimap_sidecar",
+    )
+
+    # fmt: off
+    wf.connect([
+        (inputnode, load, [("mag_files", "mag_files"), ("phase_files", "phase_files")]),
+        (inputnode, mask, [("user_mask", "user_mask")]),
+        (load, mask, [("mag_file", "mag_file"), ("phase_file", "phase_file")]),
+        (load, field, [("mag_file", "mag_file"), ("phase_file", "phase_file")]),
+        (mask, field, [("mask_file", "mask_file")]),
+        (field, bfr, [("field_file", "field_file"), ("reliability_file", "reliability_file")]),
+        (mask, bfr, [("mask_file", "mask_file")]),
+        (bfr, inv, [("local_file", "local_file"), ("mask_file", "mask_file")]),
+        (field, inv, [("reliability_file", "reliability_file")]),
+        (load, inv, [("mag_file", "mag_file")]),
+        (inv, ref, [("chi_file", "chi_file")]),
+        (bfr, ref, [("mask_file", "mask_file")]),
+        (inputnode, ref, [("ref_mask", "ref_mask_file")]),
+        (load, merge, [("provenance", "in1")]),
+        (mask, merge, [("provenance", "in2")]),
+        (field, merge, [("provenance", "in3")]),
+        (bfr, merge, [("provenance", "in4")]),
+        (inv, merge, [("provenance", "in5")]),
+        (ref, merge, [("provenance", "in6")]),
+        (merge, prov, [("out", "provenance")]),
+        (ref, outputnode, [("chi_file", "chi")]),
+        (bfr, outputnode, [("mask_file", "mask"), ("local_file", "local_field")]),
+        (mask, outputnode, [("mask_file", "brain_mask")]),
+        (field, outputnode, [("field_file", "field"), ("reliability_file", "reliability")]),
+        (load, outputnode, [("mag_file", "mag4d"), ("mag_ref_file", "mag_ref")]),
+        (prov, outputnode, [("sidecar", "sidecar")]),
+    ])
+    # fmt: on
+    return wf
