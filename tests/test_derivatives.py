@@ -1,0 +1,56 @@
+"""Derivative naming and atomic publication."""
+
+import json
+
+from qsmprep.interfaces.derivatives import (
+    DerivativesSink,
+    PublishDerivatives,
+    build_name,
+    parse_entities,
+    relative_dir,
+)
+
+SRC = "/data/sub-01/ses-baseline/anat/sub-01_ses-baseline_acq-qsm_run-2_echo-10_part-phase_MEGRE.nii.gz"
+
+
+def test_parse_entities():
+    ents = parse_entities(SRC)
+    assert ents == {"sub": "01", "ses": "baseline", "acq": "qsm", "run": "2", "echo": "10", "part": "phase"}
+
+
+def test_build_name_drops_echo_part_and_orders_entities():
+    name = build_name(SRC, "Chimap", ".nii.gz", desc="tvadmm")
+    assert name == "sub-01_ses-baseline_acq-qsm_run-2_desc-tvadmm_Chimap.nii.gz"
+    name = build_name(SRC, "stats", ".tsv", desc="dgm", atlas="DGM")
+    assert name == "sub-01_ses-baseline_acq-qsm_run-2_atlas-DGM_desc-dgm_stats.tsv"
+    name = build_name("sub-02_T1w.nii.gz", "xfm", ".h5", **{"from": "MNI152NLin2009cAsym", "to": "T1w", "mode": "image"})
+    assert name == "sub-02_from-MNI152NLin2009cAsym_to-T1w_mode-image_xfm.h5"
+    assert build_name(SRC, "mask", ".nii.gz", acq=None, run=None, desc="brain") == "sub-01_ses-baseline_desc-brain_mask.nii.gz"
+
+
+def test_relative_dir():
+    assert relative_dir("sub-01_ses-b_desc-x_Chimap.nii.gz") == "sub-01/ses-b/anat"
+    assert relative_dir("sub-01_desc-template_T1w.nii.gz") == "sub-01/anat"
+    assert relative_dir("sub-01_ses-b_desc-qsm_figure.svg") == "sub-01/figures"
+    assert relative_dir("sub-01.html") == ""
+
+
+def test_sink_and_publish(tmp_path):
+    src = tmp_path / "chi.nii.gz"
+    src.write_bytes(b"not really nifti")
+    work = tmp_path / "work"
+    work.mkdir()
+    res = DerivativesSink(
+        in_file=str(src), source_file=SRC, suffix="Chimap", entities={"desc": "tkd"},
+        sidecar={"Units": "ppm"},
+    ).run(cwd=str(work))
+    out = res.outputs.out_file
+    assert out.endswith("sub-01_ses-baseline_acq-qsm_run-2_desc-tkd_Chimap.nii.gz")
+    outdir = tmp_path / "out"
+    pub = PublishDerivatives(in_files=[out], output_dir=str(outdir)).run(cwd=str(work))
+    dest = outdir / "sub-01/ses-baseline/anat/sub-01_ses-baseline_acq-qsm_run-2_desc-tkd_Chimap.nii.gz"
+    assert dest.read_bytes() == b"not really nifti"
+    assert json.loads(dest.with_name(dest.name.replace(".nii.gz", ".json")).read_text()) == {"Units": "ppm"}
+    assert len(pub.outputs.out_files) == 2
+    # no temporary files left behind
+    assert not list(outdir.rglob(".*tmp*"))
