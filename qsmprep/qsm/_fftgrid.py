@@ -1,0 +1,175 @@
+"""Private helpers shared by :mod:`qsmprep.qsm.background` and :mod:`qsmprep.qsm.inversion`.
+
+* :class:`CropGrid` crops a volume to the bounding box of the mask plus a margin and zero-pads it
+  to an FFT-friendly, even shape (``kernels.next_fast_shape``). Every FFT-based solver works on
+  that smaller grid: at 1 mm the brain's bounding box is much smaller than the acquisition matrix,
+  so each FFT is cheaper, and the margin keeps the periodic wrap-around of the FFT convolution
+  away from the mask.
+* Real FFT wrappers (``scipy.fft.rfftn``/``irfftn`` with ``workers``), float32/complex64.
+* Forward-difference gradient / its adjoint with periodic boundaries (matching the k-space symbol
+  ``exp(2 pi i k / n) - 1``), written into preallocated buffers.
+* A conjugate-gradient solver for symmetric positive (semi)definite operators on float32 arrays.
+
+No nipype, no I/O.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft as sfft
+
+from . import kernels
+
+
+def as_float32(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def normalise_inputs(field, mask, voxel_size, b0_dir):
+    field = np.asarray(field)
+    mask = np.asarray(mask).astype(bool)
+    if field.ndim != 3:
+        raise ValueError(f"Expected a 3-D field, got shape {field.shape}.")
+    if field.shape != mask.shape:
+        raise ValueError(f"Field shape {field.shape} and mask shape {mask.shape} differ.")
+    if not mask.any():
+        raise ValueError("The mask is empty.")
+    vox = tuple(float(v) for v in np.asarray(voxel_size, dtype=float).ravel()[:3])
+    if len(vox) != 3 or min(vox) <= 0:
+        raise ValueError(f"voxel_size must be three positive numbers (mm), got {voxel_size!r}.")
+    b = np.asarray(b0_dir, dtype=float).ravel()
+    if b.size != 3 or not np.isfinite(b).all() or np.linalg.norm(b) == 0:
+        raise ValueError(f"b0_dir must be a non-zero 3-vector, got {b0_dir!r}.")
+    b = tuple(float(x) for x in b / np.linalg.norm(b))
+    return field, mask, vox, b
+
+
+def normalise_weights(weights, mask) -> np.ndarray | None:
+    """Data weights >= 0, scaled to mean 1 inside the mask (so regularisation weights keep
+    their meaning whatever the scale of the reliability map); ``None`` stays ``None``."""
+    if weights is None:
+        return None
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != mask.shape:
+        raise ValueError(f"weights shape {w.shape} differs from mask shape {mask.shape}.")
+    w = np.where(np.isfinite(w) & mask, np.clip(w, 0, None), 0.0)
+    mean = w[mask].mean()
+    if mean <= 0:
+        raise ValueError("weights are zero everywhere inside the mask.")
+    return (w / mean).astype(np.float32)
+
+
+def workers(n=None) -> int:
+    return int(n) if n else kernels.fft_workers()
+
+
+class CropGrid:
+    """Crop to the mask's bounding box plus ``margin`` voxels per side, pad to a fast shape."""
+
+    def __init__(self, mask: np.ndarray, margin) -> None:
+        mask = np.asarray(mask, dtype=bool)
+        self.full_shape = mask.shape
+        margin = np.broadcast_to(np.asarray(margin, dtype=int), (3,))
+        idx = np.nonzero(mask)
+        lo = np.array([i.min() for i in idx])
+        hi = np.array([i.max() + 1 for i in idx])
+        size = hi - lo + 2 * margin
+        self.shape = kernels.next_fast_shape(tuple(int(s) for s in size))
+        self.start = lo - margin - (np.array(self.shape) - size) // 2
+        src, dst = [], []
+        for st, m, n in zip(self.start, self.shape, self.full_shape):
+            a, b = max(st, 0), min(st + m, n)
+            src.append(slice(int(a), int(b)))
+            dst.append(slice(int(a - st), int(b - st)))
+        self._src, self._dst = tuple(src), tuple(dst)
+
+    def embed(self, vol, dtype=np.float32) -> np.ndarray:
+        out = np.zeros(self.shape, dtype=dtype)
+        out[self._dst] = np.asarray(vol)[self._src]
+        return out
+
+    def extract(self, vol, dtype=np.float32) -> np.ndarray:
+        out = np.zeros(self.full_shape, dtype=dtype)
+        out[self._src] = vol[self._dst]
+        return out
+
+
+def rfft(x, w):
+    return sfft.rfftn(x, workers=w)
+
+
+def irfft(X, shape, w):
+    return sfft.irfftn(X, s=shape, workers=w)
+
+
+def grad(x: np.ndarray, voxel_size, out: np.ndarray) -> np.ndarray:
+    """Forward differences with periodic boundaries, in 1/mm, into ``out`` (shape ``(3,) + x.shape``)."""
+    for ax in range(3):
+        o = np.moveaxis(out[ax], ax, 0)
+        xa = np.moveaxis(x, ax, 0)
+        np.subtract(xa[1:], xa[:-1], out=o[:-1])
+        np.subtract(xa[:1], xa[-1:], out=o[-1:])
+        o *= 1.0 / voxel_size[ax]
+    return out
+
+
+def grad_adj(g: np.ndarray, voxel_size, out: np.ndarray) -> np.ndarray:
+    """Adjoint of :func:`grad` (minus the backward-difference divergence) into ``out``."""
+    out[...] = 0
+    for ax in range(3):
+        o = np.moveaxis(out, ax, 0)
+        ga = np.moveaxis(g[ax], ax, 0)
+        s = 1.0 / voxel_size[ax]
+        # (G^T g)_i = (g_{i-1} - g_i) / d
+        o[1:] += ga[:-1] * s
+        o[:1] += ga[-1:] * s
+        o -= ga * s
+    return out
+
+
+def grad_symbol_sq(shape, voxel_size, rfft_half=True) -> np.ndarray:
+    """``|G(k)|^2 = sum_a (2 - 2 cos(2 pi k_a / n_a)) / d_a^2`` (mm^-2) for the gradient above."""
+    return -kernels.laplacian_kernel(shape, voxel_size, rfft=rfft_half, dtype=np.float32)
+
+
+def dot(a, b) -> float:
+    return float(np.dot(a.ravel(), b.ravel()))
+
+
+def cg(apply_a, b: np.ndarray, x0=None, tol=1e-3, max_iter=100, callback=None):
+    """Conjugate gradients for a symmetric positive semidefinite operator.
+
+    ``apply_a(p, out)`` writes ``A p`` into ``out``. Stops when ``||r|| <= tol * ||b||``.
+    Returns ``(x, n_iter, rel_residual)``. Buffers are allocated once.
+    """
+    x = np.zeros_like(b) if x0 is None else x0.astype(b.dtype, copy=True)
+    ap = np.empty_like(b)
+    if x0 is None:
+        r = b.copy()
+    else:
+        apply_a(x, ap)
+        r = b - ap
+    p = r.copy()
+    bnorm = np.sqrt(dot(b, b))
+    if bnorm == 0:
+        return x, 0, 0.0
+    rr = dot(r, r)
+    it = 0
+    rel = np.sqrt(rr) / bnorm
+    while it < max_iter and rel > tol:
+        apply_a(p, ap)
+        pap = dot(p, ap)
+        if pap <= 0:
+            break
+        alpha = rr / pap
+        x += b.dtype.type(alpha) * p
+        r -= b.dtype.type(alpha) * ap
+        rr_new = dot(r, r)
+        p *= b.dtype.type(rr_new / rr)
+        p += r
+        rr = rr_new
+        it += 1
+        rel = np.sqrt(rr) / bnorm
+        if callback is not None:
+            callback(it, rel)
+    return x, it, float(rel)
