@@ -1,0 +1,275 @@
+"""Per-label susceptibility statistics (pure numpy/pandas: no nipype, no file I/O).
+
+The ROI table contract (``docs/architecture.md``): columns, in order,
+``index, name, structure, hemisphere, mean_ppb, median_ppb, sd_ppb, n_voxels, volume_mm3``;
+one row per atlas label; a label with no usable voxel has ``NaN`` statistics (written as
+``n/a`` in TSV files) and ``n_voxels = 0``.
+
+Voxel selection, in this order:
+
+1. optional per-label erosion by ``erode_vox`` voxels (6-connected): a voxel is kept only if
+   every voxel within ``erode_vox`` steps carries the same label. This removes the outer
+   shell of each structure, where partial volume with neighbouring tissue (e.g. the internal
+   capsule next to the pallidum, CSF next to the caudate) biases the mean;
+2. restriction to the (final, eroded) QSM mask;
+3. optional exclusion of voxels whose multi-echo reliability (0..1, 1 = reliable) is below
+   ``min_reliability``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+COLUMNS = [
+    "index",
+    "name",
+    "structure",
+    "hemisphere",
+    "mean_ppb",
+    "median_ppb",
+    "sd_ppb",
+    "n_voxels",
+    "volume_mm3",
+]
+CHANGE_COLUMNS = [
+    "index",
+    "name",
+    "structure",
+    "hemisphere",
+    "baseline_session",
+    "followup_session",
+    "baseline_mean_ppb",
+    "followup_mean_ppb",
+    "change_mean_ppb",
+    "baseline_median_ppb",
+    "followup_median_ppb",
+    "change_median_ppb",
+    "baseline_n_voxels",
+    "followup_n_voxels",
+]
+PPM_TO_PPB = 1000.0
+
+
+def erode_labels(labels: np.ndarray, n_vox: int) -> np.ndarray:
+    """Erode every label of an integer label image by ``n_vox`` voxels (6-connectivity).
+
+    A voxel keeps its label when all voxels of its 6-neighbourhood carry the same label,
+    repeated ``n_vox`` times; labels therefore shrink away from the background *and* from each
+    other. Image borders are treated as a continuation of the edge voxel (``mode='nearest'``).
+    """
+    labels = np.asarray(labels)
+    if n_vox < 0:
+        raise ValueError(f"erode_vox must be >= 0, got {n_vox}")
+    out = labels.copy()
+    footprint = ndimage.generate_binary_structure(labels.ndim, 1)
+    for _ in range(int(n_vox)):
+        lo = ndimage.minimum_filter(out, footprint=footprint, mode="nearest")
+        hi = ndimage.maximum_filter(out, footprint=footprint, mode="nearest")
+        out = np.where(lo == hi, out, 0).astype(labels.dtype, copy=False)
+    return out
+
+
+def select_voxels(
+    labels: np.ndarray,
+    mask: np.ndarray | None = None,
+    erode_vox: int = 0,
+    reliability: np.ndarray | None = None,
+    min_reliability: float | None = None,
+) -> np.ndarray:
+    """Return the label image actually used for statistics (0 = not used), see module doc."""
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        rounded = np.rint(labels)
+        if not np.allclose(rounded, labels):
+            raise ValueError("labels must hold integer values")
+        labels = rounded.astype(np.int32)
+    sel = erode_labels(labels, erode_vox) if erode_vox else labels.copy()
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != labels.shape:
+            raise ValueError(f"mask shape {mask.shape} != labels shape {labels.shape}")
+        sel[~mask] = 0
+    if min_reliability is not None:
+        if reliability is None:
+            raise ValueError("min_reliability given but no reliability map")
+        reliability = np.asarray(reliability, dtype=float)
+        if reliability.shape != labels.shape:
+            raise ValueError(
+                f"reliability shape {reliability.shape} != labels shape {labels.shape}"
+            )
+        sel[~(reliability >= float(min_reliability))] = 0
+    return sel
+
+
+def roi_statistics(
+    chi_ppm: np.ndarray,
+    labels: np.ndarray,
+    label_table: pd.DataFrame,
+    voxel_size: Sequence[float],
+    mask: np.ndarray | None = None,
+    erode_vox: int = 0,
+    reliability: np.ndarray | None = None,
+    min_reliability: float | None = None,
+) -> pd.DataFrame:
+    """Susceptibility statistics per atlas label, in ppb.
+
+    Parameters
+    ----------
+    chi_ppm : (X, Y, Z) float array, susceptibility in ppm (already referenced).
+    labels : (X, Y, Z) integer label image on the same grid.
+    label_table : DataFrame with at least ``index``, ``name``; ``structure`` and
+        ``hemisphere`` are copied when present (else ``n/a``).
+    voxel_size : voxel size in mm (3 values), used for ``volume_mm3``.
+    mask : optional boolean QSM mask; labels outside it are ignored.
+    erode_vox : erode each label by this many voxels before anything else (0 = off).
+    reliability, min_reliability : exclude voxels with ``reliability < min_reliability``.
+
+    Returns
+    -------
+    DataFrame with columns :data:`COLUMNS`, one row per row of ``label_table`` (same order).
+    ``sd_ppb`` is the sample standard deviation (``ddof=1``; NaN for a single voxel).
+    Non-finite susceptibility values are not counted.
+    """
+    chi_ppm = np.asarray(chi_ppm, dtype=float)
+    if chi_ppm.shape != np.shape(labels):
+        raise ValueError(f"chi shape {chi_ppm.shape} != labels shape {np.shape(labels)}")
+    sel = select_voxels(labels, mask, erode_vox, reliability, min_reliability)
+    sel[~np.isfinite(chi_ppm)] = 0
+    voxel_volume = float(np.prod(np.asarray(voxel_size, dtype=float)[:3]))
+
+    order = np.argsort(sel, axis=None, kind="stable")
+    flat_lab = sel.ravel()[order]
+    flat_chi = chi_ppm.ravel()[order]
+    rows = []
+    for rec in label_table.to_dict("records"):
+        idx = int(rec["index"])
+        lo = np.searchsorted(flat_lab, idx, side="left")
+        hi = np.searchsorted(flat_lab, idx, side="right")
+        vals = flat_chi[lo:hi] * PPM_TO_PPB if idx != 0 else flat_chi[:0]
+        n = int(vals.size)
+        rows.append(
+            {
+                "index": idx,
+                "name": rec.get("name", "n/a"),
+                "structure": rec.get("structure", "n/a"),
+                "hemisphere": rec.get("hemisphere", "n/a"),
+                "mean_ppb": float(np.mean(vals)) if n else np.nan,
+                "median_ppb": float(np.median(vals)) if n else np.nan,
+                "sd_ppb": float(np.std(vals, ddof=1)) if n > 1 else np.nan,
+                "n_voxels": n,
+                "volume_mm3": n * voxel_volume,
+            }
+        )
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df["index"] = df["index"].astype(int)
+    df["n_voxels"] = df["n_voxels"].astype(int)
+    return df
+
+
+def longitudinal_change(
+    stats_by_session: Mapping[str, pd.DataFrame], baseline: str, followup: str
+) -> pd.DataFrame:
+    """Follow-up minus baseline per label (ppb), from two :func:`roi_statistics` tables.
+
+    Labels are matched on ``index``; a label missing or empty in either session gives NaN.
+    """
+    for ses in (baseline, followup):
+        if ses not in stats_by_session:
+            raise KeyError(f"session {ses!r} not in {sorted(stats_by_session)}")
+    keys = ["index", "name", "structure", "hemisphere"]
+    base = stats_by_session[baseline]
+    foll = stats_by_session[followup]
+    cols = ["index", "mean_ppb", "median_ppb", "n_voxels"]
+    merged = base[keys + cols[1:]].merge(
+        foll[cols], on="index", how="outer", suffixes=("_b", "_f"), sort=False
+    )
+    out = pd.DataFrame(
+        {
+            "index": merged["index"].astype(int),
+            "name": merged["name"],
+            "structure": merged["structure"],
+            "hemisphere": merged["hemisphere"],
+            "baseline_session": baseline,
+            "followup_session": followup,
+            "baseline_mean_ppb": merged["mean_ppb_b"],
+            "followup_mean_ppb": merged["mean_ppb_f"],
+            "change_mean_ppb": merged["mean_ppb_f"] - merged["mean_ppb_b"],
+            "baseline_median_ppb": merged["median_ppb_b"],
+            "followup_median_ppb": merged["median_ppb_f"],
+            "change_median_ppb": merged["median_ppb_f"] - merged["median_ppb_b"],
+            "baseline_n_voxels": merged["n_voxels_b"].fillna(0).astype(int),
+            "followup_n_voxels": merged["n_voxels_f"].fillna(0).astype(int),
+        },
+        columns=CHANGE_COLUMNS,
+    )
+    return out.reset_index(drop=True)
+
+
+def roi_sidecar(
+    reference: str | Mapping | None = None,
+    atlas_name: str = "DGM",
+    erode_vox: int = 0,
+    min_reliability: float | None = None,
+    masked: bool = True,
+    change: bool = False,
+) -> dict:
+    """JSON data dictionary for a ROI statistics table (``*_stats.tsv``).
+
+    ``reference`` names the susceptibility reference region (string, or the info dict returned
+    by ``qsm.reference``). ``change=True`` describes a :func:`longitudinal_change` table.
+    """
+    common = {
+        "index": {"Description": f"Label value in the atlas-{atlas_name} label image"},
+        "name": {"Description": "Label name"},
+        "structure": {"Description": "Anatomical structure (both hemispheres share it)"},
+        "hemisphere": {"Description": "Hemisphere", "Levels": {"left": "left", "right": "right"}},
+    }
+    if change:
+        cols = {
+            **common,
+            "baseline_session": {"Description": "Session used as baseline"},
+            "followup_session": {"Description": "Session used as follow-up"},
+            "baseline_mean_ppb": {"Description": "Mean susceptibility at baseline", "Units": "ppb"},
+            "followup_mean_ppb": {"Description": "Mean susceptibility at follow-up", "Units": "ppb"},
+            "change_mean_ppb": {
+                "Description": "Follow-up minus baseline mean susceptibility",
+                "Units": "ppb",
+            },
+            "baseline_median_ppb": {"Description": "Median at baseline", "Units": "ppb"},
+            "followup_median_ppb": {"Description": "Median at follow-up", "Units": "ppb"},
+            "change_median_ppb": {"Description": "Follow-up minus baseline median", "Units": "ppb"},
+            "baseline_n_voxels": {"Description": "Voxels used at baseline"},
+            "followup_n_voxels": {"Description": "Voxels used at follow-up"},
+        }
+    else:
+        cols = {
+            **common,
+            "mean_ppb": {"Description": "Mean magnetic susceptibility in the label", "Units": "ppb"},
+            "median_ppb": {"Description": "Median magnetic susceptibility", "Units": "ppb"},
+            "sd_ppb": {
+                "Description": "Sample standard deviation (ddof=1) of susceptibility",
+                "Units": "ppb",
+            },
+            "n_voxels": {"Description": "Number of voxels used (n/a statistics when 0)"},
+            "volume_mm3": {"Description": "n_voxels times the voxel volume", "Units": "mm^3"},
+        }
+    selection = []
+    if erode_vox:
+        selection.append(f"each label eroded by {erode_vox} voxel(s) (6-connectivity)")
+    if masked:
+        selection.append("restricted to the final QSM mask")
+    if min_reliability is not None:
+        selection.append(f"voxels with multi-echo reliability < {min_reliability} excluded")
+    return {
+        **cols,
+        "SusceptibilityReference": reference if reference is not None else "n/a",
+        "Atlas": atlas_name,
+        "VoxelSelection": selection,
+        "ErodeVoxels": int(erode_vox),
+        "MinReliability": min_reliability if min_reliability is not None else "n/a",
+        "MissingValues": "n/a",
+    }
