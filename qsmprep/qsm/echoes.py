@@ -268,7 +268,7 @@ def fit_nonlinear(phase4d, mag4d, tes, mask, voxel_size, unwrapping="romeo", n_i
     ``2 pi f = angle(sum_e S_e+1 conj(S_e)) / dTE`` and ``phi0 = angle(sum_e S_e exp(-i 2 pi f TE_e))``.
     The fitted field is only determined modulo ``1 / dTE`` (dTE = first echo spacing): the
     aliased ``wrap(2 pi f dTE)`` is spatially unwrapped with ``unwrapping``, ``phi0`` is shifted
-    consistently (``phi0 -= 2 pi (f_unwrapped - f) TE_1``) and two more Gauss-Newton steps refine
+    consistently (``phi0 -= 2 pi (f_unwrapped - f) TE_1``) and Gauss-Newton is run again to refine
     both (exact for uniform echo spacing; a refinement for non-uniform spacing).
 
     Returns dict(field_hz, offset_rad, reliability, noise_std_hz, n_iter, method, unwrapping).
@@ -300,7 +300,7 @@ def fit_nonlinear(phase4d, mag4d, tes, mask, voxel_size, unwrapping="romeo", n_i
     k = np.round((u[mask] - omega * dte) / TWO_PI)
     omega_new = omega + TWO_PI * k / dte
     phi0 = phi0 - (omega_new - omega) * tes[0]
-    omega, phi0, n2 = _gauss_newton(phi, w, tes, omega_new, phi0, 2)
+    omega, phi0, n2 = _gauss_newton(phi, w, tes, omega_new, phi0, n_iter)
     resid = wrap_to_pi(phi - (phi0[:, None] + omega[:, None] * tes[None, :]))
     noise, rel = _noise_and_reliability(w, tes, resid, mask, mag4d[..., 0], shape)
     field = np.zeros(shape, np.float32)

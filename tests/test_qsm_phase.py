@@ -1,0 +1,83 @@
+"""Phase range detection and rescaling (qsmprep.qsm.phase)."""
+
+import numpy as np
+import pytest
+
+from qsmprep.qsm.phase import choose_phase_values, detect_and_rescale_phase, wrap_to_pi
+
+
+@pytest.fixture
+def true_phase():
+    rng = np.random.default_rng(0)
+    return rng.uniform(-np.pi, np.pi, size=(8, 9, 7, 2))
+
+
+def test_radians_detected_and_unchanged(true_phase):
+    out, info = detect_and_rescale_phase(true_phase)
+    assert info["detected"] == "radians"
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, true_phase, atol=1e-6)
+    assert out.min() >= -np.pi and out.max() < np.pi
+
+
+def test_siemens_signed_integers(true_phase):
+    raw = np.clip(np.round(true_phase / np.pi * 4096), -4096, 4095).astype(np.int16)
+    out, info = detect_and_rescale_phase(raw)
+    assert info["detected"] == "integer -4096..4095"
+    np.testing.assert_allclose(out, raw * np.pi / 4096, atol=1e-6)
+    assert np.max(np.abs(wrap_to_pi(out - true_phase))) < 2 * np.pi / 8192 + 1e-6
+
+
+def test_unsigned_12bit_integers(true_phase):
+    raw = np.clip(np.round((true_phase + np.pi) / (2 * np.pi) * 4096), 0, 4095).astype(np.uint16)
+    out, info = detect_and_rescale_phase(raw.astype(np.float32))  # float storage of ints too
+    assert info["detected"] == "integer 0..4095"
+    assert np.max(np.abs(wrap_to_pi(out - true_phase))) < 2 * np.pi / 4096 + 1e-6
+    assert out.min() >= -np.pi and out.max() < np.pi
+
+
+def test_arbitrary_range_minmax(true_phase):
+    true_phase = true_phase.copy()
+    true_phase[0, 0, 0, 0], true_phase[0, 0, 0, 1] = -np.pi, np.pi  # full range stored
+    raw = true_phase * 7.3 + 100.0  # float, not integer-like, not radians
+    out, info = detect_and_rescale_phase(raw)
+    assert info["detected"] == "minmax"
+    assert np.max(np.abs(wrap_to_pi(out - true_phase))) < 1e-3
+
+
+def test_units_rad_forces_wrap_only():
+    raw = np.array([0.0, 3.5, -4.0, 1.0], dtype=np.float32)
+    out, info = detect_and_rescale_phase(raw, units="rad")
+    assert info["detected"] == "radians"
+    np.testing.assert_allclose(out, wrap_to_pi(raw.astype(np.float64)), atol=1e-6)
+    with pytest.raises(ValueError):
+        detect_and_rescale_phase(raw, units="degrees")
+
+
+def test_nans_set_to_zero_and_counted(true_phase):
+    raw = true_phase.copy()
+    raw[0, 0, 0, 0] = np.nan
+    raw[1, 2, 3, 1] = np.inf
+    out, info = detect_and_rescale_phase(raw)
+    assert info["n_nonfinite"] == 2
+    assert np.all(np.isfinite(out))
+    assert out[0, 0, 0, 0] == 0 and out[1, 2, 3, 1] == 0
+    assert info["detected"] == "radians"
+
+
+def test_header_scaling_trap(true_phase):
+    """ROMEO's files: scl_slope = 1/855 makes scaled phase +-0.0037 while raw is -pi..pi."""
+    unscaled = true_phase.astype(np.float32)
+    scaled = unscaled * (1.0 / 855.0)
+    values, note = choose_phase_values(scaled, unscaled)
+    assert values is unscaled
+    assert "header scaling ignored" in note
+    out, info = detect_and_rescale_phase(values)
+    assert info["detected"] == "radians"
+    # and with sane scaling the scaled values are kept
+    values2, note2 = choose_phase_values(unscaled, unscaled)
+    assert values2 is unscaled and "header-scaled" in note2
+    # integer storage with a slope that maps onto radians: scaled version wins
+    ints = np.round(true_phase / np.pi * 4096).clip(-4096, 4095)
+    v3, _ = choose_phase_values(ints * np.pi / 4096, ints)
+    assert np.abs(v3).max() <= np.pi + 1e-3
