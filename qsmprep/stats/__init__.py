@@ -1,1 +1,39 @@
-"""qsmprep.stats."""
+"""Group-level statistics on the cohort's DGM susceptibility tables.
+
+Pure functions: pandas DataFrames in, DataFrames out; no nipype, no file I/O.
+
+* :mod:`.cohort` - long table (``dgm_long.tsv``) and the per-structure analysis table
+* :mod:`.descriptives` - mean +/- SD per structure x group x session
+* :mod:`.anova` - mixed ANOVA (group x time), pingouin
+* :mod:`.ttests` - paired and Welch t-tests, Cohen's d_z / d with noncentral-t CIs
+* :mod:`.lmm` - linear mixed model ``chi ~ group * time + covariates + (1 | subject)``
+* :mod:`.multiple` - Benjamini-Hochberg FDR across structures per test family
+"""
+
+from .anova import mixed_anova, mixed_anova_one
+from .cohort import analysis_table, build_long_table, group_order, order_sessions, session_sort_key
+from .descriptives import descriptives
+from .lmm import fit_lmm, fit_lmm_one
+from .multiple import add_fdr, fdr_bh
+from .ttests import cohen_d_pooled, cohen_dz, follow_up_ttests, noncentral_t_ci, paired_test, welch_test
+
+__all__ = [
+    "add_fdr",
+    "analysis_table",
+    "build_long_table",
+    "cohen_d_pooled",
+    "cohen_dz",
+    "descriptives",
+    "fdr_bh",
+    "fit_lmm",
+    "fit_lmm_one",
+    "follow_up_ttests",
+    "group_order",
+    "mixed_anova",
+    "mixed_anova_one",
+    "noncentral_t_ci",
+    "order_sessions",
+    "paired_test",
+    "session_sort_key",
+    "welch_test",
+]

@@ -1,0 +1,441 @@
+"""Group report: per-structure figures and one self-contained HTML page (``group/report.html``).
+
+Figures are written as SVG under ``group/figures/`` and embedded in the page as base64 data URIs,
+so the HTML can be e-mailed or archived on its own.  The methods paragraph is generated from
+what was actually run (software versions, the reconstruction provenance recorded in the Chimap
+sidecars, the tests and their corrections, what was skipped and why).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import platform
+from importlib import metadata
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import jinja2  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+TEMPLATE = Path(__file__).resolve().parents[1] / "data" / "templates" / "group_report.html"
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+
+REFERENCES = {
+    "seed": "Hagemeier J, et al. Changes of deep gray matter magnetic susceptibility over 2 years in "
+    "multiple sclerosis and healthy control brain. NeuroImage Clin 2018;18:1007-1016. "
+    "doi:10.1016/j.nicl.2017.04.008",
+    "pingouin": "Vallat R. Pingouin: statistics in Python. J Open Source Softw 2018;3(31):1026.",
+    "statsmodels": "Seabold S, Perktold J. statsmodels: econometric and statistical modeling with "
+    "Python. Proc 9th Python in Science Conf 2010.",
+    "scipy": "Virtanen P, et al. SciPy 1.0: fundamental algorithms for scientific computing in "
+    "Python. Nat Methods 2020;17:261-272.",
+    "bh": "Benjamini Y, Hochberg Y. Controlling the false discovery rate: a practical and powerful "
+    "approach to multiple testing. J R Stat Soc B 1995;57:289-300.",
+    "ncp": "Steiger JH, Fouladi RT. Noncentrality interval estimation and the evaluation of "
+    "statistical models. In: Harlow LL, et al., eds. What if there were no significance tests? "
+    "Erlbaum; 1997:221-257.",
+    "lmm": "Lindstrom MJ, Bates DM. Newton-Raphson and EM algorithms for linear mixed-effects "
+    "models for repeated-measures data. J Am Stat Assoc 1988;83:1014-1022.",
+    "welch": "Welch BL. The generalization of 'Student's' problem when several different population "
+    "variances are involved. Biometrika 1947;34:28-35.",
+}
+
+_STEP_NAMES = {
+    "BrainMask": "brain mask",
+    "EchoCombination": "multi-echo field estimation",
+    "PhaseUnwrapping": "phase unwrapping",
+    "BackgroundFieldRemoval": "background field removal",
+    "DipoleInversion": "dipole inversion",
+    "Reference": "susceptibility referencing",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# formatting helpers
+def fmt_p(p):
+    if p is None or not np.isfinite(p):
+        return "n/a"
+    if p < 0.001:
+        return "&lt;0.001"
+    return f"{p:.3f}"
+
+
+def p_eq(p):
+    """``= 0.012`` or ``&lt; 0.001`` for running text."""
+    txt = fmt_p(p)
+    return txt.replace("&lt;", "&lt; ") if txt.startswith("&lt;") else f"= {txt}"
+
+
+def fmt_num(x, digits=1):
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "n/a"
+    return f"{x:.{digits}f}"
+
+
+def _version(pkg):
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return "n/a"
+
+
+def software_versions():
+    return {
+        "Python": platform.python_version(),
+        **{p: _version(p) for p in ("numpy", "scipy", "pandas", "pingouin", "statsmodels", "matplotlib")},
+    }
+
+
+def _group_colors(groups):
+    return {g: PALETTE[i % len(PALETTE)] for i, g in enumerate(groups)}
+
+
+def _svg_data_uri(path):
+    return "data:image/svg+xml;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+# --------------------------------------------------------------------------------------------
+# figures
+def _label(session):
+    return str(session).removeprefix("ses-")
+
+
+def boxstrip_figure(sub, groups, sessions, structure, out_file, seed=0):
+    """Box plot per group x session with every participant as a jittered point (ppb)."""
+    colors = _group_colors(groups)
+    rng = np.random.default_rng(seed)
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    width = 0.8 / max(len(groups), 1)
+    for gi, grp in enumerate(groups):
+        for si, ses in enumerate(sessions):
+            vals = sub.loc[(sub["group"] == grp) & (sub["session_id"] == ses), "chi_ppb"].dropna().to_numpy()
+            pos = si + (gi - (len(groups) - 1) / 2) * width
+            if vals.size:
+                bp = ax.boxplot(
+                    vals, positions=[pos], widths=width * 0.8, patch_artist=True, showfliers=False,
+                    medianprops={"color": "black", "linewidth": 1.2},
+                )
+                for patch in bp["boxes"]:
+                    patch.set_facecolor(colors[grp])
+                    patch.set_alpha(0.25)
+                    patch.set_edgecolor(colors[grp])
+                ax.scatter(
+                    pos + rng.uniform(-width * 0.25, width * 0.25, vals.size), vals, s=12,
+                    color=colors[grp], alpha=0.85, linewidths=0, zorder=3,
+                )
+    ax.set_xticks(range(len(sessions)), [_label(s) for s in sessions])
+    ax.set_xlim(-0.6, len(sessions) - 0.4)
+    ax.set_ylabel("susceptibility (ppb)")
+    ax.set_title(f"{structure}: group x session", fontsize=10)
+    handles = [plt.Line2D([], [], marker="s", ls="", color=colors[g], label=g) for g in groups]
+    ax.legend(handles=handles, fontsize=8, frameon=False, loc="best")
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(out_file, format="svg")
+    plt.close(fig)
+    return out_file
+
+
+def spaghetti_figure(sub, groups, sessions, structure, out_file):
+    """Each participant's trajectory over sessions (thin lines; participants with one session as
+    open markers) and the group mean +/- SEM (thick)."""
+    colors = _group_colors(groups)
+    pos = {s: i for i, s in enumerate(sessions)}
+    fig, axes = plt.subplots(1, len(groups), figsize=(2.3 * len(groups) + 0.6, 3.4), sharey=True, squeeze=False)
+    for ax, grp in zip(axes[0], groups):
+        gsub = sub[sub["group"] == grp]
+        for _, psub in gsub.groupby("participant_id"):
+            psub = psub.dropna(subset=["chi_ppb"]).sort_values("time_index")
+            x = psub["session_id"].map(pos).to_numpy()
+            y = psub["chi_ppb"].to_numpy()
+            if len(x) >= 2:
+                ax.plot(x, y, color=colors[grp], alpha=0.35, lw=0.8, marker="o", ms=2.5)
+            elif len(x) == 1:
+                ax.plot(x, y, ls="", marker="o", mfc="white", mec=colors[grp], ms=4, alpha=0.9)
+        stats = gsub.groupby("session_id")["chi_ppb"].agg(["mean", "sem"]).reindex(sessions)
+        ax.errorbar(range(len(sessions)), stats["mean"], yerr=stats["sem"], color="black", lw=2, capsize=3, zorder=4)
+        ax.set_xticks(range(len(sessions)), [_label(s) for s in sessions])
+        ax.set_xlim(-0.3, len(sessions) - 0.7)
+        ax.set_title(f"{grp} (n={gsub['participant_id'].nunique()})", fontsize=9, color=colors[grp])
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0][0].set_ylabel("susceptibility (ppb)")
+    fig.suptitle(f"{structure}: individual change", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out_file, format="svg")
+    plt.close(fig)
+    return out_file
+
+
+def make_figures(table, groups, sessions, structures, fig_dir):
+    """Write both figures for every structure; returns a list of dicts
+    (``structure``, ``kind``, ``path``)."""
+    fig_dir = Path(fig_dir)
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    plt.rcParams["svg.fonttype"] = "none"
+    plt.rcParams["svg.hashsalt"] = "qsmprep"
+    out = []
+    for struct in structures:
+        sub = table[table["structure"] == struct]
+        p1 = boxstrip_figure(sub, groups, sessions, struct, fig_dir / f"structure-{struct}_boxplot.svg")
+        out.append({"structure": struct, "kind": "boxplot", "path": p1})
+        p2 = spaghetti_figure(sub, groups, sessions, struct, fig_dir / f"structure-{struct}_spaghetti.svg")
+        out.append({"structure": struct, "kind": "spaghetti", "path": p2})
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# tables
+def paper_table(desc, anova, groups, sessions, structures):
+    """Rows: structures; columns: mean +/- SD per group x session, then the ANOVA p-values
+    (raw, FDR-adjusted in parentheses, bold when FDR-significant).  Returns a dict for the
+    template: ``header_groups``, ``header_cells``, ``sources``, ``rows``."""
+    sources = [s for s in ("group", "time", "group_x_time") if s in set(anova["source"])]
+    n = desc.set_index(["structure", "group", "session_id"])["n"]
+    header_cells = []
+    for g in groups:
+        for s in sessions:
+            ns = n.xs((g, s), level=("group", "session_id")) if len(desc) else pd.Series(dtype=int)
+            nmax = int(ns.max()) if len(ns) else 0
+            header_cells.append({"group": g, "session": _label(s), "n": nmax})
+    rows = []
+    idx = desc.set_index(["structure", "group", "session_id"])
+    aidx = anova.set_index(["structure", "source"]) if len(anova) else None
+    for struct in structures:
+        cells = []
+        for g in groups:
+            for s in sessions:
+                try:
+                    r = idx.loc[(struct, g, s)]
+                    cells.append(f"{fmt_num(r['mean_ppb'])} &plusmn; {fmt_num(r['sd_ppb'])}")
+                except KeyError:
+                    cells.append("n/a")
+        pcells = []
+        for src in sources:
+            if aidx is not None and (struct, src) in aidx.index:
+                r = aidx.loc[(struct, src)]
+                p = r["p_gg_corr"] if np.isfinite(r["p_gg_corr"]) else r["p"]
+                txt = f"{fmt_p(p)} ({fmt_p(r['p_fdr'])})"
+                pcells.append({"text": txt, "sig": bool(r["significant_fdr"])})
+            else:
+                pcells.append({"text": "n/a", "sig": False})
+        rows.append({"structure": struct, "cells": cells, "pcells": pcells})
+    return {
+        "header_groups": [{"group": g, "span": len(sessions)} for g in groups],
+        "header_cells": header_cells,
+        "sources": [{"group": "Group", "time": "Time", "group_x_time": "Group &times; time"}[s] for s in sources],
+        "rows": rows,
+    }
+
+
+def _df_html(df, columns, formats, rename=None, highlight=None):
+    """Plain HTML table of selected columns with per-column formatters (escaped text)."""
+    rename = rename or {}
+    head = "".join(f"<th>{html.escape(rename.get(c, c))}</th>" for c in columns)
+    body = []
+    for _, r in df.iterrows():
+        cls = ' class="sig"' if highlight is not None and bool(r.get(highlight, False)) else ""
+        tds = []
+        for c in columns:
+            v = r[c]
+            f = formats.get(c)
+            if f is not None:
+                txt = f(v)
+            elif isinstance(v, float):
+                txt = fmt_num(v, 3)
+            else:
+                txt = html.escape(str(v)) if pd.notna(v) else "n/a"
+            tds.append(f"<td>{txt}</td>")
+        body.append(f"<tr{cls}>{''.join(tds)}</tr>")
+    return f"<table class='data'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _key_findings(anova, ttests, lmm, groups, sessions, alpha):
+    """Plain-language list of the FDR-significant effects, with the LMM estimate in ppb."""
+    out = []
+    if anova.empty:
+        return out
+    marg = lmm[lmm["term_type"] == "marginal_contrast"].set_index(["structure", "term"]) if len(lmm) else None
+    for r in anova[anova["significant_fdr"]].itertuples():
+        est = ""
+        if marg is not None:
+            if r.source == "group" and len(groups) >= 2:
+                key = (r.structure, f"group[{groups[1]}] (marginal)")
+                if key in marg.index:
+                    m = marg.loc[key]
+                    est = (f": {groups[1]} &minus; {groups[0]} = {m['estimate']:+.1f} ppb "
+                           f"[{m['ci_low']:.1f}, {m['ci_high']:.1f}] (LMM, averaged over sessions)")
+            elif r.source == "time" and len(sessions) >= 2:
+                key = (r.structure, f"time[{sessions[-1]}] (marginal)")
+                if key in marg.index:
+                    m = marg.loc[key]
+                    est = (f": {_label(sessions[-1])} &minus; {_label(sessions[0])} = {m['estimate']:+.1f} ppb "
+                           f"[{m['ci_low']:.1f}, {m['ci_high']:.1f}] (LMM, averaged over groups)")
+        label = {"group": "group effect", "time": "time effect", "group_x_time": "group &times; time interaction"}[r.source]
+        out.append(f"<b>{html.escape(r.structure)}</b> &mdash; {label}, F({r.df1:.0f}, {r.df2:.0f}) = {r.f:.2f}, "
+                   f"p {p_eq(r.p)}, p<sub>FDR</sub> {p_eq(r.p_fdr)}, &eta;<sup>2</sup><sub>p</sub> = {r.partial_eta_sq:.2f}{est}")
+    return out
+
+
+def methods_text(context, table, anova, ttests, lmm, groups, sessions):
+    """Methods paragraphs (HTML) generated from what was run."""
+    v = software_versions()
+    n_by_group = table.groupby("group")["participant_id"].nunique().reindex(groups).fillna(0).astype(int)
+    cohort = ", ".join(f"{n} {html.escape(g)}" for g, n in n_by_group.items())
+    paras = []
+    prov = context.get("provenance", {})
+    recon = []
+    for key, name in _STEP_NAMES.items():
+        if key in prov:
+            items = prov[key]
+            txt = "; ".join(f"{html.escape(k)}" + (f" [{c} of {prov['n_files']} sessions]" if len(items) > 1 else "") for k, c in items.items())
+            recon.append(f"{name}: {txt}")
+    for key, items in prov.items():
+        if key in _STEP_NAMES or key in ("n_files", "MagneticFieldStrength", "EchoTime", "_unreadable"):
+            continue
+        recon.append(f"{html.escape(key)}: " + "; ".join(html.escape(k) for k in items))
+    acq = []
+    for key in ("MagneticFieldStrength", "EchoTime"):
+        if key in prov:
+            acq.append("; ".join(html.escape(k) for k in prov[key]))
+    if prov.get("n_files"):
+        p = (f"Susceptibility maps were reconstructed with qsmprep {html.escape(context['version'])} "
+             f"(provenance read from {prov['n_files']} Chimap sidecars"
+             + (f"; acquisition {', '.join(acq)}" if acq else "") + "): " + "; ".join(recon) + ".")
+        mixed = [name for key, name in _STEP_NAMES.items() if len(prov.get(key, {})) > 1]
+        if mixed:
+            p += f" <b>Warning: the cohort mixes different settings for {', '.join(mixed)}.</b>"
+        paras.append(p)
+    else:
+        paras.append(f"No Chimap sidecar (*_Chimap.json) was found under the output directory; the "
+                     f"reconstruction settings are not recorded here (qsmprep {html.escape(context['version'])}).")
+
+    hemi = ("Left and right hemispheres were analysed as separate structures."
+            if context["hemispheres"] else
+            "Per participant and session, the mean susceptibility of each structure was the "
+            "equal-weight average of its left and right label means (set to missing when either "
+            "hemisphere was missing).")
+    cov = (f" Covariates ({', '.join(html.escape(c) for c in context['covariates'])}; numeric ones mean-centred) "
+           "entered the linear mixed model only." if context["covariates"] else "")
+    paras.append(
+        f"Group statistics were computed by qsmprep {html.escape(context['version'])} (Python {v['Python']}, "
+        f"pandas {v['pandas']}, SciPy {v['scipy']}, pingouin {v['pingouin']}, statsmodels {v['statsmodels']}) "
+        f"from {context['n_tables']} per-session ROI tables: {cohort} participants "
+        f"(group column <code>{html.escape(context['group_column'])}</code>), sessions "
+        f"{', '.join(_label(s) for s in sessions)}, structures {', '.join(html.escape(s) for s in context['structures'])}. "
+        f"Susceptibility is reported in ppb relative to the reference region of the reconstruction. {hemi}"
+    )
+    tests = []
+    tset = set(anova["test"]) if len(anova) else set()
+    if "mixed_anova" in tset:
+        tests.append("a mixed factorial ANOVA with group as between-subject and session as within-subject "
+                     "factor (pingouin <code>mixed_anova</code> [2]; complete cases; partial &eta;<sup>2</sup>"
+                     + ("; Greenhouse-Geisser correction for more than two sessions" if len(sessions) > 2 else "") + ")")
+    if "rm_anova" in tset:
+        tests.append("a one-way repeated-measures ANOVA of session (pingouin <code>rm_anova</code> [2])")
+    if "oneway_anova" in tset:
+        tests.append("a one-way between-subject ANOVA of group (pingouin <code>anova</code> [2])")
+    if len(ttests) and (ttests["test"] == "paired").any():
+        tests.append(f"paired t-tests of each later session against {_label(sessions[0])} within each group "
+                     "(SciPy <code>ttest_rel</code> [4]) with Cohen's d<sub>z</sub>")
+    if len(ttests) and (ttests["test"] == "welch").any():
+        tests.append(f"Welch t-tests [8] between each group and {html.escape(groups[0])} at each session "
+                     "(SciPy <code>ttest_ind</code>) with Cohen's d using the pooled SD")
+    if len(lmm):
+        tests.append("a linear mixed-effects model <code>chi ~ group * time"
+                     + (" + " + " + ".join(html.escape(c) for c in context["covariates"]) if context["covariates"] else "")
+                     + " + (1 | participant)</code> fitted by REML (statsmodels <code>MixedLM</code> [3, 7]; "
+                     "treatment coding with the first group and session as references) that also uses "
+                     "participants with missing sessions; marginal group and time contrasts are Wald tests of "
+                     "linear combinations of its fixed effects")
+    p = ("Per structure we ran " + "; ".join(tests) + "." if tests else "No inferential test could be run.")
+    p += (" Confidence intervals (95%) of Cohen's d and d<sub>z</sub> are exact intervals obtained by inverting "
+          "the noncentral t distribution [6]. P-values were corrected for the number of structures with the "
+          f"Benjamini-Hochberg false discovery rate [5] separately for each test family (one effect or one "
+          f"contrast across structures); q = {context['fdr_alpha']}." + cov)
+    paras.append(p)
+    paras.append("The analysis follows the design of the longitudinal QSM study that motivated qsmprep [1].")
+    refs = [REFERENCES[k] for k in ("seed", "pingouin", "statsmodels", "scipy", "bh", "ncp", "lmm", "welch")]
+    return paras, refs
+
+
+def write_report(path, table, desc, anova, ttests, lmm, data_warnings, analysis_notes, figures, context):
+    """Render ``report.html`` (self-contained)."""
+    groups, sessions, structures = context["groups"], context["sessions"], context["structures"]
+    ptab = paper_table(desc, anova, groups, sessions, structures)
+    paras, refs = methods_text(context, table, anova, ttests, lmm, groups, sessions)
+    f2 = lambda x: fmt_num(x, 2)  # noqa: E731
+    f1 = lambda x: fmt_num(x, 1)  # noqa: E731
+    ses = lambda s: html.escape(_label(s))  # noqa: E731
+    desc_html = _df_html(
+        desc, ["structure", "group", "session_id", "n", "n_missing", "mean_ppb", "sd_ppb", "sem_ppb", "median_ppb"],
+        {"mean_ppb": f1, "sd_ppb": f1, "sem_ppb": f1, "median_ppb": f1, "session_id": ses},
+    )
+    anova_html = _df_html(
+        anova, ["structure", "source", "test", "f", "df1", "df2", "p", "p_gg_corr", "partial_eta_sq", "n_subjects", "n_excluded", "p_fdr"],
+        {"f": f2, "df1": lambda x: fmt_num(x, 0), "df2": lambda x: fmt_num(x, 0), "p": fmt_p, "p_gg_corr": fmt_p,
+         "p_fdr": fmt_p, "partial_eta_sq": lambda x: fmt_num(x, 3)},
+        rename={"partial_eta_sq": "partial η²", "p_gg_corr": "p (GG)"}, highlight="significant_fdr",
+    )
+    tt = ttests.copy()
+    if len(tt):
+        tt["difference"] = [f"{d:+.1f} [{lo:.1f}, {hi:.1f}]" for d, lo, hi in zip(tt["difference_ppb"], tt["difference_ci_low_ppb"], tt["difference_ci_high_ppb"])]
+        tt["effect"] = [f"{e:+.2f} [{lo:.2f}, {hi:.2f}]" for e, lo, hi in zip(tt["effect_size"], tt["effect_size_ci_low"], tt["effect_size_ci_high"])]
+        tt["where"] = [g if t == "paired" else _label(s) for t, g, s in zip(tt["test"], tt["group"], tt["session_id"])]
+        tt["contrast"] = tt["contrast"].str.replace("ses-", "", regex=False)
+    else:
+        for c in ("difference", "effect", "where"):
+            tt[c] = []
+    tt_html = _df_html(
+        tt, ["structure", "test", "where", "contrast", "n_1", "n_2", "difference", "t", "df", "p", "p_fdr", "effect_size_type", "effect"],
+        {"t": f2, "df": f1, "p": fmt_p, "p_fdr": fmt_p},
+        rename={"difference": "difference ppb [95% CI]", "effect": "d [95% CI]", "where": "group / session", "effect_size_type": "effect size"},
+        highlight="significant_fdr",
+    )
+    lm = lmm.copy()
+    if len(lm):
+        lm["term"] = lm["term"].str.replace("ses-", "", regex=False)
+        lm["estimate_ci"] = [f"{e:+.2f} [{lo:.2f}, {hi:.2f}]" for e, lo, hi in zip(lm["estimate"], lm["ci_low"], lm["ci_high"])]
+    else:
+        lm["estimate_ci"] = []
+    lmm_html = _df_html(
+        lm, ["structure", "term", "estimate_ci", "se", "z", "p", "p_fdr", "n_observations", "n_subjects", "n_subjects_incomplete", "subject_sd_ppb", "residual_sd_ppb"],
+        {"se": f2, "z": f2, "p": fmt_p, "p_fdr": fmt_p, "subject_sd_ppb": f1, "residual_sd_ppb": f1},
+        rename={"estimate_ci": "estimate ppb [95% CI]", "n_subjects_incomplete": "incomplete", "subject_sd_ppb": "subject SD", "residual_sd_ppb": "residual SD"},
+        highlight="significant_fdr",
+    )
+    fig_rows = []
+    for struct in structures:
+        imgs = [{"kind": f["kind"], "src": _svg_data_uri(f["path"])} for f in figures if f["structure"] == struct]
+        if imgs:
+            fig_rows.append({"structure": struct, "images": imgs})
+    n_by_group = table.groupby("group")["participant_id"].nunique().reindex(groups).fillna(0).astype(int)
+    env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined)
+    tpl = env.from_string(TEMPLATE.read_text())
+    page = tpl.render(
+        title="qsmprep group report",
+        context=context,
+        date=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        cohort=[{"group": g, "n": int(n)} for g, n in n_by_group.items()],
+        sessions=[_label(s) for s in sessions],
+        structures=structures,
+        ptab=ptab,
+        findings=_key_findings(anova, ttests, lmm, groups, sessions, context["fdr_alpha"]),
+        data_warnings=[html.escape(w) for w in data_warnings],
+        analysis_notes=[html.escape(w) for w in analysis_notes],
+        desc_html=desc_html,
+        anova_html=anova_html,
+        ttests_html=tt_html,
+        lmm_html=lmm_html,
+        fig_rows=fig_rows,
+        methods=paras,
+        references=[html.escape(r) for r in refs],
+        versions=software_versions(),
+    )
+    Path(path).write_text(page, encoding="utf-8")
+    return Path(path)

@@ -1,0 +1,283 @@
+"""Assemble the cohort table that every group-level statistic works on.
+
+Pure functions (pandas in, pandas out, no file I/O).  The participant-level outputs are one ROI
+table per session (``*_desc-dgm_stats.tsv``, columns ``index, name, structure, hemisphere,
+mean_ppb, median_ppb, sd_ppb, n_voxels, volume_mm3``); the group level stacks them into a
+long table (one row per participant x session x label) and then reduces each
+participant x session x structure to the single value that is analysed, ``chi_ppb``.
+
+Hemisphere handling
+-------------------
+By default the left and right labels of a structure are averaged with **equal weight**
+(``chi_ppb = (mean_left + mean_right) / 2``), the convention of most longitudinal QSM papers
+(bilateral mean of the two hemispheric ROI means).  Equal weighting keeps the value independent of
+how many voxels of each hemisphere survived masking and erosion, which differ between sessions
+for reasons unrelated to tissue.  If one hemisphere is missing (``n/a``: no voxel inside the
+QSM mask) the bilateral value is ``n/a`` and a warning says so: averaging a single hemisphere
+into a "bilateral" value would silently change what the number means.  With
+``hemispheres=True`` left and right are analysed as separate structures (``caudate_left``, ...).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+ROI_COLUMNS = (
+    "index",
+    "name",
+    "structure",
+    "hemisphere",
+    "mean_ppb",
+    "median_ppb",
+    "sd_ppb",
+    "n_voxels",
+    "volume_mm3",
+)
+KEYS = ("participant_id", "session_id")
+
+#: session labels recognised as "first" or "later" time points when no order is given
+_EARLY_WORDS = ("baseline", "base", "bl", "screening", "pre", "initial", "first", "t0")
+_LATE_WORDS = ("followup", "follow", "fu", "post", "last", "final")
+
+
+def _add_prefix(value, prefix):
+    value = str(value)
+    if value == "n/a":
+        return value
+    return value if value.startswith(prefix) else f"{prefix}{value}"
+
+
+def session_sort_key(session_id):
+    """Sort key for session labels: baseline-like words first, follow-up-like last, numbers
+    in natural order in between (``ses-2`` before ``ses-10``); otherwise alphabetical."""
+    label = str(session_id).removeprefix("ses-").lower()
+    compact = re.sub(r"[^a-z0-9]", "", label)
+    rank = 1
+    if any(compact.startswith(w) for w in _EARLY_WORDS):
+        rank = 0
+    elif any(compact.startswith(w) for w in _LATE_WORDS):
+        rank = 2
+    parts = tuple(
+        (0, int(tok), "") if tok.isdigit() else (1, 0, tok) for tok in re.findall(r"\d+|\D+", label)
+    )
+    return (rank, parts)
+
+
+def order_sessions(session_ids, sessions=None):
+    """Return the session order used for the ``time`` factor.
+
+    ``sessions`` (labels with or without ``ses-``) fixes the order and selects sessions;
+    otherwise the sessions found are sorted with :func:`session_sort_key`.
+    """
+    found = sorted({str(s) for s in session_ids if pd.notna(s)}, key=session_sort_key)
+    if sessions is None or len(sessions) == 0:
+        return found
+    return [_add_prefix(s, "ses-") for s in sessions]
+
+
+def build_long_table(session_tables, participants=None):
+    """Stack per-session ROI tables into the long cohort table (``dgm_long.tsv``).
+
+    Parameters
+    ----------
+    session_tables : iterable of (participant_id, session_id, DataFrame)
+        One ROI table per session, with the columns of :data:`ROI_COLUMNS`.
+    participants : DataFrame or None
+        ``participants.tsv`` (must have ``participant_id``).
+
+    Returns
+    -------
+    DataFrame with ``participant_id``, ``session_id``, every column of ``participants.tsv``,
+    then :data:`ROI_COLUMNS`.  Participants without a ``participants.tsv`` row get ``NaN``
+    in the participant columns.
+    """
+    frames = []
+    for participant_id, session_id, table in session_tables:
+        table = table.copy()
+        missing = [c for c in ("structure", "hemisphere", "mean_ppb") if c not in table.columns]
+        if missing:
+            raise ValueError(
+                f"ROI table of {participant_id} {session_id} lacks column(s) {missing}; expected "
+                f"the columns {list(ROI_COLUMNS)}"
+            )
+        for col in ROI_COLUMNS:
+            if col not in table.columns:
+                table[col] = np.nan
+        table = table[list(ROI_COLUMNS)]
+        table.insert(0, "session_id", _add_prefix(session_id, "ses-"))
+        table.insert(0, "participant_id", _add_prefix(participant_id, "sub-"))
+        frames.append(table)
+    if not frames:
+        raise ValueError("no ROI statistics tables were given")
+    long = pd.concat(frames, ignore_index=True)
+    for col in ("mean_ppb", "median_ppb", "sd_ppb", "n_voxels", "volume_mm3"):
+        long[col] = pd.to_numeric(long[col], errors="coerce")
+    long["structure"] = long["structure"].astype(str).str.lower()
+    long["hemisphere"] = long["hemisphere"].astype(str).str.lower()
+    if participants is not None:
+        ptab = participants.copy()
+        ptab["participant_id"] = ptab["participant_id"].map(lambda v: _add_prefix(v, "sub-"))
+        ptab = ptab.drop_duplicates("participant_id")
+        extra = [c for c in ptab.columns if c != "participant_id" and c not in long.columns]
+        long = long.merge(ptab[["participant_id"] + extra], on="participant_id", how="left")
+        long = long[list(KEYS) + extra + list(ROI_COLUMNS)]
+    long = long.sort_values(
+        ["participant_id", "session_id", "index"],
+        key=lambda s: s.map(session_sort_key) if s.name == "session_id" else s,
+        kind="stable",
+    ).reset_index(drop=True)
+    return long
+
+
+def analysis_table(
+    long,
+    structures=("caudate", "putamen", "pallidum", "thalamus"),
+    hemispheres=False,
+    group_column="group",
+    covariates=(),
+    sessions=None,
+):
+    """Reduce the long table to one ``chi_ppb`` per participant x session x structure.
+
+    Returns ``(table, warnings)``.  ``table`` has columns ``participant_id, session_id, group,
+    time_index, structure, hemisphere, chi_ppb, n_voxels`` plus the covariates; ``structure`` is
+    ``caudate`` (bilateral) or ``caudate_left`` / ``caudate_right`` when ``hemispheres`` is
+    true.  ``warnings`` lists, in plain words, every participant, session or structure that is
+    missing or unusable; nothing is dropped without an entry there.  Rows with missing
+    ``chi_ppb`` are kept in the table (``NaN``) so that the caller can count them.
+    """
+    warnings = []
+    if group_column not in long.columns:
+        raise ValueError(
+            f"group column {group_column!r} not found in participants.tsv "
+            f"(columns: {[c for c in long.columns if c not in ROI_COLUMNS]})"
+        )
+    missing_cov = [c for c in covariates if c not in long.columns]
+    if missing_cov:
+        raise ValueError(f"covariate(s) {missing_cov} not found in participants.tsv")
+
+    session_order = order_sessions(long["session_id"], sessions)
+    unknown = sorted(set(long["session_id"]) - set(session_order))
+    if unknown:
+        warnings.append(
+            f"session(s) {', '.join(unknown)} found but not requested: excluded from the analysis"
+        )
+    absent = [s for s in session_order if s not in set(long["session_id"])]
+    if absent:
+        warnings.append(f"requested session(s) {', '.join(absent)} were not found in any participant")
+    data = long[long["session_id"].isin(session_order)].copy()
+
+    no_group = sorted(data.loc[data[group_column].isna(), "participant_id"].unique())
+    if no_group:
+        warnings.append(
+            f"{len(no_group)} participant(s) without a value in column {group_column!r} of "
+            f"participants.tsv (excluded from the group analysis): {', '.join(no_group)}"
+        )
+    data = data[data[group_column].notna()]
+
+    structures = [str(s).lower() for s in structures]
+    present = set(data["structure"])
+    for s in structures:
+        if s not in present:
+            warnings.append(f"structure {s!r} is not in any ROI table (available: {sorted(present)})")
+    data = data[data["structure"].isin(structures)]
+
+    # one row per participant x session x structure x hemisphere
+    per_hemi = (
+        data.groupby(["participant_id", "session_id", "structure", "hemisphere"], sort=False)
+        .agg(chi_ppb=("mean_ppb", "mean"), n_voxels=("n_voxels", "sum"), n_rows=("mean_ppb", "size"))
+        .reset_index()
+    )
+    dup = per_hemi[per_hemi["n_rows"] > 1]
+    for row in dup.itertuples():
+        warnings.append(
+            f"{row.participant_id} {row.session_id}: {row.n_rows} labels for {row.structure} "
+            f"{row.hemisphere}; their means were averaged"
+        )
+    for row in per_hemi[per_hemi["chi_ppb"].isna()].itertuples():
+        warnings.append(
+            f"{row.participant_id} {row.session_id}: {row.structure} {row.hemisphere} has no "
+            "value (n/a: no voxel of the label inside the QSM mask)"
+        )
+
+    if hemispheres:
+        per_hemi["structure"] = np.where(
+            per_hemi["hemisphere"].isin(["left", "right"]),
+            per_hemi["structure"] + "_" + per_hemi["hemisphere"],
+            per_hemi["structure"],
+        )
+        reduced = per_hemi[["participant_id", "session_id", "structure", "hemisphere", "chi_ppb", "n_voxels"]]
+        wanted = [
+            f"{s}_{h}" for s in structures for h in ("left", "right") if f"{s}_{h}" in set(reduced["structure"])
+        ] + [s for s in structures if s in set(reduced["structure"])]
+    else:
+        rows = []
+        for (pid, ses, struct), grp in per_hemi.groupby(["participant_id", "session_id", "structure"], sort=False):
+            hemis = set(grp["hemisphere"])
+            values = grp["chi_ppb"]
+            if {"left", "right"} <= hemis:
+                lr = grp[grp["hemisphere"].isin(["left", "right"])]
+                chi = lr["chi_ppb"].mean(skipna=False)
+                if np.isnan(chi) and lr["chi_ppb"].notna().any():
+                    warnings.append(
+                        f"{pid} {ses}: {struct} bilateral value set to n/a because one "
+                        "hemisphere is missing"
+                    )
+                nvox = lr["n_voxels"].sum()
+            else:
+                chi = values.mean(skipna=False)
+                nvox = grp["n_voxels"].sum()
+            rows.append((pid, ses, struct, "bilateral", chi, nvox))
+        reduced = pd.DataFrame(
+            rows, columns=["participant_id", "session_id", "structure", "hemisphere", "chi_ppb", "n_voxels"]
+        )
+        wanted = [s for s in structures if s in set(reduced["structure"])]
+
+    # complete grid so that a missing session or structure is visible as NaN
+    subjects = sorted(data["participant_id"].unique())
+    grid = pd.MultiIndex.from_product(
+        [subjects, session_order, wanted], names=["participant_id", "session_id", "structure"]
+    ).to_frame(index=False)
+    table = grid.merge(reduced, on=["participant_id", "session_id", "structure"], how="left")
+    sessions_present = data.groupby("participant_id")["session_id"].agg(set)
+    for pid in subjects:
+        miss = [s for s in session_order if s not in sessions_present.get(pid, set())]
+        if miss:
+            warnings.append(f"{pid}: no ROI table for session(s) {', '.join(miss)}")
+    found_structs = data.groupby(["participant_id", "session_id"])["structure"].agg(set)
+    for (pid, ses), structs in found_structs.items():
+        miss = [s for s in structures if s not in structs and s in present]
+        if miss:
+            warnings.append(f"{pid} {ses}: structure(s) {', '.join(miss)} missing from the ROI table")
+
+    ptab = long.drop_duplicates("participant_id").set_index("participant_id")
+    table["group"] = table["participant_id"].map(ptab[group_column]).astype(str)
+    for cov in covariates:
+        table[cov] = table["participant_id"].map(ptab[cov])
+    table["time_index"] = table["session_id"].map({s: i for i, s in enumerate(session_order)})
+    table["hemisphere"] = table["hemisphere"].fillna(
+        table["structure"].str.extract(r"_(left|right)$")[0].fillna("bilateral" if not hemispheres else "n/a")
+    )
+    cols = ["participant_id", "session_id", "time_index", "group"] + list(covariates)
+    cols += ["structure", "hemisphere", "chi_ppb", "n_voxels"]
+    table = table[cols]
+    table.attrs["session_order"] = session_order
+    table.attrs["structures"] = wanted
+    return table, warnings
+
+
+def group_order(groups, reference=None):
+    """Order of the group levels: ``reference`` first if given, else a control-like label
+    (``HC``, ``control``, ``CTRL``, ``healthy``) first, then alphabetical."""
+    levels = sorted({str(g) for g in groups})
+    if reference is not None and str(reference) in levels:
+        first = str(reference)
+    else:
+        first = next(
+            (g for g in levels if g.lower() in ("hc", "control", "controls", "ctrl", "healthy", "nc", "cn")),
+            levels[0] if levels else None,
+        )
+    return [first] + [g for g in levels if g != first] if first is not None else []

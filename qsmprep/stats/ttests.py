@@ -1,0 +1,215 @@
+"""Follow-up t-tests and standardised effect sizes with confidence intervals.
+
+* Within each group: paired t-test of each later session against the first session
+  (``scipy.stats.ttest_rel``), participants with both values only; effect size Cohen's
+  ``d_z = mean(diff) / sd(diff)``.
+* At each session: Welch's unequal-variance t-test between each non-reference group and the
+  reference group (``scipy.stats.ttest_ind(equal_var=False)``); effect size Cohen's ``d`` with
+  the pooled SD, ``d = (mean_2 - mean_1) / sqrt(((n_1-1) s_1^2 + (n_2-1) s_2^2) / (n_1+n_2-2))``.
+
+Differences are always *later minus first session* and *group minus reference group*, in ppb,
+with the 95% CI of the raw difference from the same t-test (Welch-Satterthwaite df for the
+between-group test).
+
+Confidence intervals of d and d_z are exact under normality: they invert the noncentral t
+distribution of the t statistic (Steiger JH, Fouladi RT, 1997, Noncentrality interval estimation
+and the evaluation of statistical models, in: What if there were no significance tests?,
+pp. 221-257; Cumming G, Finch S, 2001, Educ Psychol Meas 61:532-574).  For ``d_z``,
+``t = d_z sqrt(n)`` has ``n - 1`` df; for the pooled-SD ``d``, ``t = d / sqrt(1/n_1 + 1/n_2)``
+has ``n_1 + n_2 - 2`` df.  The noncentrality parameters whose CDF at the observed t equals
+0.975 and 0.025 are found with Brent's method and scaled back to d.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, stats
+
+from .cohort import group_order
+from .multiple import add_fdr
+
+TTEST_COLUMNS = [
+    "structure",
+    "test",
+    "group",
+    "contrast",
+    "session_id",
+    "session_id_2",
+    "group_2",
+    "n_1",
+    "n_2",
+    "mean_1_ppb",
+    "mean_2_ppb",
+    "difference_ppb",
+    "difference_ci_low_ppb",
+    "difference_ci_high_ppb",
+    "t",
+    "df",
+    "p",
+    "effect_size_type",
+    "effect_size",
+    "effect_size_ci_low",
+    "effect_size_ci_high",
+]
+
+
+def noncentral_t_ci(t, df, confidence=0.95):
+    """Confidence interval of the noncentrality parameter of a t statistic (exact, by inverting
+    ``scipy.stats.nct.cdf``).  Returns ``(low, high)``; NaN if t or df is not finite/positive."""
+    if not (np.isfinite(t) and np.isfinite(df) and df > 0):
+        return (np.nan, np.nan)
+    alpha = 1.0 - confidence
+    targets = (1.0 - alpha / 2.0, alpha / 2.0)  # lower bound: cdf = 0.975; upper: cdf = 0.025
+    bounds = []
+    for target in targets:
+
+        def f(ncp, target=target):
+            return stats.nct.cdf(t, df, ncp) - target
+
+        # the cdf decreases with ncp; bracket the root around t
+        width = 2.0 + abs(t)
+        lo, hi = t - width, t + width
+        while f(lo) < 0:
+            lo -= width
+        while f(hi) > 0:
+            hi += width
+        bounds.append(optimize.brentq(f, lo, hi, xtol=1e-10))
+    return tuple(bounds)
+
+
+def cohen_dz(diff, confidence=0.95):
+    """Cohen's d_z of paired differences and its noncentral-t CI: ``(d_z, low, high)``."""
+    diff = np.asarray(diff, float)
+    n = diff.size
+    if n < 2:
+        return (np.nan, np.nan, np.nan)
+    sd = diff.std(ddof=1)
+    if sd == 0:
+        return (np.nan, np.nan, np.nan)
+    dz = diff.mean() / sd
+    lo, hi = noncentral_t_ci(dz * np.sqrt(n), n - 1, confidence)
+    return (dz, lo / np.sqrt(n), hi / np.sqrt(n))
+
+
+def cohen_d_pooled(x1, x2, confidence=0.95):
+    """Cohen's d of ``x2 - x1`` with the pooled SD and its noncentral-t CI: ``(d, low, high)``."""
+    x1, x2 = np.asarray(x1, float), np.asarray(x2, float)
+    n1, n2 = x1.size, x2.size
+    if n1 < 2 or n2 < 2:
+        return (np.nan, np.nan, np.nan)
+    sp = np.sqrt(((n1 - 1) * x1.var(ddof=1) + (n2 - 1) * x2.var(ddof=1)) / (n1 + n2 - 2))
+    if sp == 0:
+        return (np.nan, np.nan, np.nan)
+    d = (x2.mean() - x1.mean()) / sp
+    scale = np.sqrt(1.0 / n1 + 1.0 / n2)
+    lo, hi = noncentral_t_ci(d / scale, n1 + n2 - 2, confidence)
+    return (d, lo * scale, hi * scale)
+
+
+def paired_test(first, later, confidence=0.95):
+    """Paired t-test of ``later - first`` (aligned arrays, NaN pairs must be removed first)."""
+    first, later = np.asarray(first, float), np.asarray(later, float)
+    res = stats.ttest_rel(later, first)
+    ci = res.confidence_interval(confidence)
+    dz, lo, hi = cohen_dz(later - first, confidence)
+    return {
+        "n_1": first.size,
+        "n_2": later.size,
+        "mean_1_ppb": first.mean(),
+        "mean_2_ppb": later.mean(),
+        "difference_ppb": (later - first).mean(),
+        "difference_ci_low_ppb": ci.low,
+        "difference_ci_high_ppb": ci.high,
+        "t": res.statistic,
+        "df": float(res.df),
+        "p": res.pvalue,
+        "effect_size_type": "cohen_dz",
+        "effect_size": dz,
+        "effect_size_ci_low": lo,
+        "effect_size_ci_high": hi,
+    }
+
+
+def welch_test(x_ref, x_other, confidence=0.95):
+    """Welch t-test of ``x_other - x_ref`` plus the pooled-SD Cohen's d."""
+    x_ref, x_other = np.asarray(x_ref, float), np.asarray(x_other, float)
+    res = stats.ttest_ind(x_other, x_ref, equal_var=False)
+    ci = res.confidence_interval(confidence)
+    d, lo, hi = cohen_d_pooled(x_ref, x_other, confidence)
+    return {
+        "n_1": x_ref.size,
+        "n_2": x_other.size,
+        "mean_1_ppb": x_ref.mean(),
+        "mean_2_ppb": x_other.mean(),
+        "difference_ppb": x_other.mean() - x_ref.mean(),
+        "difference_ci_low_ppb": ci.low,
+        "difference_ci_high_ppb": ci.high,
+        "t": res.statistic,
+        "df": float(res.df),
+        "p": res.pvalue,
+        "effect_size_type": "cohen_d_pooled",
+        "effect_size": d,
+        "effect_size_ci_low": lo,
+        "effect_size_ci_high": hi,
+    }
+
+
+def follow_up_ttests(table, groups=None, sessions=None, alpha=0.05, confidence=0.95):
+    """All paired (within-group) and Welch (between-group) tests for every structure.
+
+    BH-FDR is applied across structures within each family, a family being one contrast
+    (same ``test``, ``group``/``group_2`` and ``session_id``/``session_id_2``).
+
+    Returns ``(DataFrame with TTEST_COLUMNS + p_fdr, significant_fdr; notes)``.
+    """
+    groups = groups or group_order(table["group"])
+    sessions = sessions or table.attrs.get("session_order") or sorted(table["session_id"].unique())
+    structures = table.attrs.get("structures") or list(dict.fromkeys(table["structure"]))
+    rows, notes = [], []
+    if len(sessions) < 2:
+        notes.append("paired t-tests skipped: a single session")
+    if len(groups) < 2:
+        notes.append("between-group t-tests skipped: a single group")
+    for struct in structures:
+        sub = table[table["structure"] == struct]
+        wide = sub.pivot_table(index=["participant_id", "group"], columns="session_id", values="chi_ppb", dropna=False)
+        wide = wide.reindex(columns=sessions).reset_index()
+        for grp in groups:
+            gw = wide[wide["group"] == grp]
+            for later in sessions[1:]:
+                pair = gw[[sessions[0], later]].dropna()
+                base = {
+                    "structure": struct,
+                    "test": "paired",
+                    "group": grp,
+                    "contrast": f"{later} - {sessions[0]}",
+                    "session_id": sessions[0],
+                    "session_id_2": later,
+                    "group_2": grp,
+                }
+                if len(pair) < 2:
+                    notes.append(f"{struct}: paired test {grp} {later} vs {sessions[0]} skipped ({len(pair)} complete pair(s))")
+                    continue
+                rows.append(base | paired_test(pair[sessions[0]], pair[later], confidence))
+        ref = groups[0]
+        for other in groups[1:]:
+            for ses in sessions:
+                x_ref = wide.loc[wide["group"] == ref, ses].dropna()
+                x_oth = wide.loc[wide["group"] == other, ses].dropna()
+                base = {
+                    "structure": struct,
+                    "test": "welch",
+                    "group": ref,
+                    "contrast": f"{other} - {ref}",
+                    "session_id": ses,
+                    "session_id_2": ses,
+                    "group_2": other,
+                }
+                if len(x_ref) < 2 or len(x_oth) < 2:
+                    notes.append(f"{struct}: Welch test {other} vs {ref} at {ses} skipped (n = {len(x_oth)}, {len(x_ref)})")
+                    continue
+                rows.append(base | welch_test(x_ref, x_oth, confidence))
+    df = pd.DataFrame(rows, columns=TTEST_COLUMNS)
+    df = add_fdr(df, ["test", "group", "group_2", "session_id", "session_id_2"], alpha=alpha)
+    return df, notes
