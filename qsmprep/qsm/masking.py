@@ -46,6 +46,28 @@ def otsu_threshold(values, nbins: int = 256) -> float:
     return float(threshold_otsu(values, nbins=nbins))
 
 
+def background_threshold(values, no_background_ratio: float = 0.4, fallback=None):
+    """Otsu threshold that notices when there is no background class.
+
+    On a head with air around it Otsu separates noise from tissue. On a cropped or skull-stripped
+    image (no air), Otsu splits *tissue* into two classes. When the mean of the lower class is
+    more than ``no_background_ratio`` times the mean of the upper class the lower class is taken
+    to be tissue and ``fallback`` is returned (default: a quarter of the median), which keeps every
+    voxel with tissue-like signal.
+
+    Returns ``(threshold, has_background)``.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    t = otsu_threshold(v)
+    lo, hi = v[v <= t], v[v > t]
+    if lo.size == 0 or hi.size == 0:
+        return t, False
+    if lo.mean() > no_background_ratio * hi.mean():
+        return (0.25 * float(np.median(v)) if fallback is None else float(fallback)), False
+    return t, True
+
+
 def largest_component(mask, connectivity: int = 1) -> np.ndarray:
     """Largest connected component (6-connectivity by default)."""
     mask = np.asarray(mask, bool)
@@ -114,7 +136,9 @@ def mask_magnitude(
     1. Echo-combined magnitude (root-sum-of-squares by default), lightly Gaussian-smoothed
        (``smooth_mm`` FWHM-free sigma in mm) to suppress noise.
     2. Threshold: ``threshold`` (absolute) or Otsu's threshold (Otsu 1979) of the whole image times
-       ``threshold_factor`` -- separates tissue from air/bone but keeps the scalp.
+       ``threshold_factor`` -- separates tissue from air/bone but keeps the scalp. When the image
+       has no dark background (a crop inside the head), a low threshold is used instead
+       (:func:`background_threshold`).
     3. Erosion by ``erode_radius_mm`` (ball) cuts bridges thinner than ``2 * erode_radius_mm`` between brain and
        scalp (where the skull is thin or bright); the largest connected component is the brain.
     4. Geodesic dilation back (``erode_radius_mm`` plus one voxel), restricted to the threshold mask, so
@@ -135,7 +159,11 @@ def mask_magnitude(
     m = combine_magnitude(mag, combine)
     if smooth_mm and smooth_mm > 0:
         m = ndi.gaussian_filter(m, sigma=[smooth_mm / v for v in vs])
-    t = float(threshold) if threshold is not None else otsu_threshold(m) * threshold_factor
+    if threshold is not None:
+        t = float(threshold)
+    else:
+        t, _ = background_threshold(m)
+        t *= threshold_factor
     fg = m > t
     if not fg.any():
         return fg
@@ -204,7 +232,8 @@ def mask_phase_quality(
     1. ``base_mask`` or :func:`mask_magnitude` (``magnitude_opts`` are passed on).
     2. ROMEO voxel quality (:func:`romeo_voxel_quality`) from echo-1 phase, echo-2 phase-gradient
        coherence and magnitude. The threshold is ``quality_threshold`` or Otsu's threshold of the
-       quality over the whole field of view (noise vs tissue), whichever is larger than 0.3.
+       quality over the whole field of view (noise vs tissue), at least 0.3 (0.3 when the field of
+       view has no noise background, see :func:`background_threshold`).
     3. ``base_mask & quality >= threshold`` -> largest component -> hole filling (interior voxels
        with poor quality, e.g. veins, are kept; only unreliable voxels connected to the outside
        are dropped) -> closing.
@@ -219,7 +248,7 @@ def mask_phase_quality(
     base_mask = np.asarray(base_mask, bool)
     q = romeo_voxel_quality(mag, phase, tes)
     if quality_threshold is None:
-        quality_threshold = max(0.3, otsu_threshold(q))
+        quality_threshold = max(0.3, background_threshold(q, fallback=0.3)[0])
     m = base_mask & (q >= quality_threshold)
     m = largest_component(m)
     if fill:
