@@ -112,7 +112,15 @@ def romeo_edge_weights(
     return out
 
 
-@njit(cache=True, nogil=True)
+def _jit(fn):
+    """numba ``njit`` with on-disk caching when a cache directory is writable (else in-memory)."""
+    try:
+        return njit(cache=True, nogil=True)(fn)
+    except RuntimeError:  # no writable cache locator (read-only install and home)
+        return njit(nogil=True)(fn)
+
+
+@_jit
 def _grow_region(wrapped, weights, strides, mask, order, nbins):
     """Bucket-queue region growing over the highest-weight edges (numba).
 
@@ -130,8 +138,8 @@ def _grow_region(wrapped, weights, strides, mask, order, nbins):
                 cap += 1
     cap += 1
     head = np.full(nbins + 1, -1, np.int64)
-    nxt = np.empty(cap, np.int64)
-    item = np.empty(cap, np.int64)  # target voxel * 8 + direction
+    nxt = np.empty(cap, np.int32)
+    item = np.empty(cap, np.int32)  # target voxel * 8 + direction (n * 8 < 2**31 checked)
     used = 0
     twopi = 2.0 * np.pi
     n_seeds = 0
@@ -259,6 +267,8 @@ def unwrap_romeo(
         score[tuple(sl_dst)] += weights[axis][tuple(sl_src)]
     idx = np.flatnonzero(m)
     order = idx[np.argsort(-score.ravel()[idx], kind="stable")].astype(np.int64)
+    if phi.size * 8 >= 2**31:
+        raise ValueError("Volume too large for the int32 edge queue (more than 268M voxels).")
     strides = np.array([shape[1] * shape[2], shape[2], 1], dtype=np.int64)
     flat_w = weights.reshape(3, -1)
     out, n_seeds = _grow_region(phi.ravel(), flat_w, strides, m.ravel(), order, nbins)
