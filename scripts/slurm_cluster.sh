@@ -69,6 +69,8 @@ JobCompType=jobcomp/filetxt
 JobCompLoc=$DIR/log/jobcomp.txt
 DependencyParameters=kill_invalid_depend
 ReturnToService=2
+# keep finished jobs visible to squeue/scontrol for an hour (there is no slurmdbd/sacct)
+MinJobAge=3600
 MailProg=/bin/true
 MpiDefault=none
 StateSaveLocation=$DIR/state

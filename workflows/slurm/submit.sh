@@ -93,7 +93,8 @@ run() {  # run sbatch ARGS... -> prints the job id
 }
 
 # The index job builds the database exactly the way qsmprep reads it (qsmprep.bids.build_layout).
-index_py="import sys; from qsmprep.bids import build_layout; build_layout(sys.argv[1], database_dir=sys.argv[2], reset_database=True)"
+# A fresh index for every submission: an older database may describe an older dataset state.
+index_py="import shutil, sys; shutil.rmtree(sys.argv[2], ignore_errors=True); from qsmprep.bids import build_layout; build_layout(sys.argv[1], database_dir=sys.argv[2], validate=False)"
 jid_index="$(run "${common[@]}" --job-name qsmprep-index --cpus-per-task 1 --mem 4G --time 02:00:00 \
     --output "$work/logs/index_%j.log" \
     --wrap "$(printf '%q ' "$python" -c "$index_py" "$bids" "$db")")"
