@@ -20,7 +20,6 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
-from .phase import wrap_to_pi
 
 
 def combine_magnitude(mag, combine: str = "rss") -> np.ndarray:
@@ -301,5 +300,4 @@ __all__ = [
     "dilate_mm",
     "close_mm",
     "fill_holes",
-    "wrap_to_pi",
 ]
