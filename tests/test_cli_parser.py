@@ -1,0 +1,174 @@
+"""Command line parser, path validation and the run configuration."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qsmprep import __version__
+from qsmprep.cli.parser import METHOD_OPTIONS, get_parser, parse_args
+from qsmprep.config import RunConfig, available_cpus
+from qsmprep.errors import MissingInputError, OutputNotWritableError, UnknownAnalysisLevel, UsageError
+
+
+@pytest.fixture
+def bids(tmp_path):
+    root = tmp_path / "bids"
+    root.mkdir()
+    (root / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.10.0"}')
+    return root
+
+
+def _exit_code(argv, capsys=None):
+    with pytest.raises(SystemExit) as exc:
+        get_parser().parse_args(argv)
+    return exc.value.code
+
+
+def test_bad_option_exits_64(bids, tmp_path, capsys):
+    assert _exit_code([str(bids), str(tmp_path / "out"), "participant", "--no-such-option"]) == 64
+    assert "unrecognized arguments" in capsys.readouterr().err
+    assert _exit_code([str(bids)]) == 64  # missing positionals
+    assert _exit_code([str(bids), str(tmp_path / "o"), "participant", "--nprocs", "zero"]) == 64
+    assert _exit_code([str(bids), str(tmp_path / "o"), "participant", "--inversion", "magic"]) == 64
+    assert _exit_code([str(bids), str(tmp_path / "o"), "participant", "--plugin-args", "{bad"]) == 64
+    assert _exit_code([str(bids), str(tmp_path / "o"), "group", "--fdr-alpha", "1.5"]) == 64
+
+
+def test_unknown_level_exits_17(bids, tmp_path, capsys):
+    assert _exit_code([str(bids), str(tmp_path / "out"), "session"]) == 17
+    assert "unknown analysis level 'session'" in capsys.readouterr().err
+    assert UnknownAnalysisLevel("x").exit_code == 17
+
+
+def test_version(capsys):
+    assert _exit_code(["--version"]) == 0
+    assert __version__ in capsys.readouterr().out
+
+
+def test_labels_stripped_and_aliases(bids, tmp_path):
+    ns = parse_args([str(bids), str(tmp_path / "out"), "participant",
+                     "--participant_label", "sub-01", "02", "--session-label", "ses-baseline",
+                     "--n-cpus", "2", "--omp-nthreads", "1", "-vv", "--plugin-args", '{"x": 1}'])
+    assert ns.participant_label == ["01", "02"] and ns.session_label == ["baseline"]
+    assert ns.nprocs == 2 and ns.omp_nthreads == 1 and ns.verbose == 2
+    assert ns.plugin_args == {"x": 1}
+    assert ns.bids_dir == bids.absolute() and ns.output_dir.is_absolute()
+    assert not (tmp_path / "out").exists()  # parsing creates nothing
+    assert _exit_code([str(bids), str(tmp_path / "o"), "participant", "--participant-label", "sub-0_1"]) == 64
+
+
+def test_method_choices_come_from_registries():
+    import importlib
+
+    parser = get_parser()
+    ns = parser.parse_args(["b", "o", "participant"])
+    for opt, module in METHOD_OPTIONS.items():
+        mod = importlib.import_module(f"qsmprep.qsm.{module}")
+        action = next(a for a in parser._actions if a.dest == opt)
+        assert list(action.choices) == list(mod.METHODS)
+        assert getattr(ns, opt) == getattr(mod, "DEFAULT", list(mod.METHODS)[0])
+
+
+def test_missing_bids_dir_66(tmp_path):
+    with pytest.raises(MissingInputError) as exc:
+        parse_args([str(tmp_path / "nope"), str(tmp_path / "out"), "participant"])
+    assert exc.value.exit_code == 66 and "nope" in str(exc.value)
+
+
+def test_output_inside_bids_rejected(bids):
+    for out in (bids, bids / "sub-01", bids / "derivatives"):
+        with pytest.raises(UsageError) as exc:
+            parse_args([str(bids), str(out), "participant"])
+        assert exc.value.exit_code == 64 and "derivatives" in str(exc.value)
+    ns = parse_args([str(bids), str(bids / "derivatives" / "qsmprep"), "participant", "-w", str(bids.parent / "w")])
+    assert ns.output_dir == bids / "derivatives" / "qsmprep"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")
+def test_output_not_writable_73(bids, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(OutputNotWritableError) as exc:
+            parse_args([str(bids), str(ro / "out"), "participant"])
+        assert exc.value.exit_code == 73
+    finally:
+        ro.chmod(0o700)
+
+
+def test_output_path_is_a_file_73(bids, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("")
+    with pytest.raises(OutputNotWritableError) as exc:
+        parse_args([str(bids), str(f / "out"), "participant"])
+    assert exc.value.exit_code == 73
+
+
+def test_missing_filter_file_and_atlas_66(bids, tmp_path):
+    with pytest.raises(MissingInputError):
+        parse_args([str(bids), str(tmp_path / "o"), "participant", "--bids-filter-file", str(tmp_path / "f.json")])
+    with pytest.raises(MissingInputError):
+        parse_args([str(bids), str(tmp_path / "o"), "participant", "--atlas", str(tmp_path / "atlas")])
+
+
+# ------------------------------------------------------------------------------------------
+def test_runconfig_defaults_and_provenance(bids, tmp_path):
+    filt = tmp_path / "filters.json"
+    filt.write_text(json.dumps({"megre": {"suffix": "GRE", "mag": {"acquisition": "mag"},
+                                          "phase": {"acquisition": "phase"}}}))
+    ns = parse_args([str(bids), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "w"),
+                     "--bids-filter-file", str(filt), "--participant-label", "01"])
+    cfg = RunConfig.from_args(ns)
+    assert cfg.nprocs == available_cpus()
+    assert 1 <= cfg.omp_nthreads <= cfg.nprocs and cfg.mem_gb > 0
+    assert cfg.bids_filters["megre"]["suffix"] == "GRE"
+    assert cfg.participant_label == ("01",) and cfg.work_dir == tmp_path / "w"
+    with pytest.raises(Exception):
+        cfg.nprocs = 4  # frozen
+    d = cfg.to_dict()
+    json.dumps(d)  # serialisable
+    assert d["bids_dir"] == str(bids) and d["version"] == __version__
+    assert set(cfg.method_names) == set(METHOD_OPTIONS)
+    ps = cfg.plugin_settings()
+    assert ps["plugin"] == "MultiProc" and ps["plugin_args"]["n_procs"] == cfg.nprocs
+    assert ps["plugin_args"]["memory_gb"] == cfg.mem_gb
+
+
+def test_runconfig_never_oversubscribes(bids, tmp_path):
+    ns = parse_args([str(bids), str(tmp_path / "out"), "participant", "--nprocs", "1", "--omp-nthreads", "4"])
+    with pytest.raises(UsageError) as exc:
+        RunConfig.from_args(ns)
+    assert exc.value.exit_code == 64 and "--omp-nthreads 4 exceeds --nprocs 1" in str(exc.value)
+    ns = parse_args([str(bids), str(tmp_path / "out"), "participant", "--nprocs", "1"])
+    assert RunConfig.from_args(ns).omp_nthreads == 1
+
+
+def test_runconfig_bad_filter_file_64(bids, tmp_path):
+    filt = tmp_path / "filters.json"
+    filt.write_text(json.dumps({"bold": {"task": "rest"}}))
+    ns = parse_args([str(bids), str(tmp_path / "out"), "participant", "--bids-filter-file", str(filt)])
+    with pytest.raises(UsageError, match="unknown key"):
+        RunConfig.from_args(ns)
+
+
+def test_plugin_args_override(bids, tmp_path):
+    ns = parse_args([str(bids), str(tmp_path / "out"), "participant", "--plugin", "SLURM",
+                     "--plugin-args", '{"sbatch_args": "-p short"}', "--nprocs", "2"])
+    cfg = RunConfig.from_args(ns)
+    assert cfg.plugin_settings() == {"plugin": "SLURM", "plugin_args": {"sbatch_args": "-p short"}}
+
+
+def test_cli_process_exit_codes(bids, tmp_path):
+    """The real process exit codes, via python -c (no dependency on cli/run.py)."""
+    code = "import sys; from qsmprep.cli.parser import get_parser; get_parser().parse_args(sys.argv[1:])"
+    r = subprocess.run([sys.executable, "-c", code, str(bids), str(tmp_path / "o"), "participant", "--bogus"],
+                       capture_output=True, text=True)
+    assert r.returncode == 64
+    r = subprocess.run([sys.executable, "-c", code, str(bids), str(tmp_path / "o"), "grup"],
+                       capture_output=True, text=True)
+    assert r.returncode == 17
