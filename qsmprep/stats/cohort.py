@@ -213,15 +213,26 @@ def analysis_table(
         wanted = [
             f"{s}_{h}" for s in structures for h in ("left", "right") if f"{s}_{h}" in set(reduced["structure"])
         ] + [s for s in structures if s in set(reduced["structure"])]
+        have = reduced.groupby(["participant_id", "session_id"])["structure"].agg(set)
+        for (pid, ses), names in have.items():
+            lacking = [w for w in wanted if w not in names]
+            if lacking:
+                warnings.append(f"{pid} {ses}: label(s) {', '.join(lacking)} missing from the ROI table")
     else:
         rows = []
         for (pid, ses, struct), grp in per_hemi.groupby(["participant_id", "session_id", "structure"], sort=False):
             hemis = set(grp["hemisphere"])
             values = grp["chi_ppb"]
-            if {"left", "right"} <= hemis:
+            if hemis & {"left", "right"}:
                 lr = grp[grp["hemisphere"].isin(["left", "right"])]
-                chi = lr["chi_ppb"].mean(skipna=False)
-                if np.isnan(chi) and lr["chi_ppb"].notna().any():
+                absent = sorted({"left", "right"} - hemis)
+                chi = lr["chi_ppb"].mean(skipna=False) if not absent else np.nan
+                if absent:
+                    warnings.append(
+                        f"{pid} {ses}: {struct} {absent[0]} label missing from the ROI table; "
+                        "bilateral value set to n/a"
+                    )
+                elif np.isnan(chi) and lr["chi_ppb"].notna().any():
                     warnings.append(
                         f"{pid} {ses}: {struct} bilateral value set to n/a because one "
                         "hemisphere is missing"
