@@ -88,7 +88,7 @@ common=(--parsable --chdir "$work")
 [[ -n "$extra_sbatch" ]] && common+=($extra_sbatch)
 
 run() {  # run sbatch ARGS... -> prints the job id
-    if (( dry )); then printf 'sbatch'; printf ' %q' "$@"; printf '\n' >&2; echo "DRYRUN"; return; fi
+    if (( dry )); then { printf 'sbatch'; printf ' %q' "$@"; printf '\n'; } >&2; echo "DRYRUN"; return; fi
     sbatch "$@"
 }
 
