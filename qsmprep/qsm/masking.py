@@ -84,33 +84,57 @@ def _edt(mask, voxel_size):
     return ndi.distance_transform_edt(mask, sampling=tuple(float(v) for v in voxel_size))
 
 
+def _bbox(mask, margin):
+    """Slices of the bounding box of ``mask`` grown by ``margin`` voxels per axis (clipped)."""
+    sl = []
+    for ax in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != ax)
+        idx = np.flatnonzero(mask.any(axis=other))
+        lo = max(int(idx[0]) - int(margin[ax]), 0)
+        hi = min(int(idx[-1]) + int(margin[ax]) + 1, mask.shape[ax])
+        sl.append(slice(lo, hi))
+    return tuple(sl)
+
+
 def erode_mm(mask, voxel_size, radius_mm: float) -> np.ndarray:
-    """Erosion by a ball of ``radius_mm`` (Euclidean distance transform, anisotropic voxels)."""
+    """Erosion by a ball of ``radius_mm`` (Euclidean distance transform, anisotropic voxels).
+
+    Voxels outside the array count as background. Computed on the mask's bounding box only.
+    """
     mask = np.asarray(mask, bool)
-    if radius_mm <= 0:
+    if radius_mm <= 0 or not mask.any():
         return mask.copy()
-    padded = np.pad(mask, 1)
-    out = _edt(padded, voxel_size) > radius_mm
-    return out[1:-1, 1:-1, 1:-1]
+    sl = _bbox(mask, (0, 0, 0))
+    padded = np.pad(mask[sl], 1)
+    out = np.zeros_like(mask)
+    out[sl] = (_edt(padded, voxel_size) > radius_mm)[1:-1, 1:-1, 1:-1]
+    return out
 
 
 def dilate_mm(mask, voxel_size, radius_mm: float) -> np.ndarray:
-    """Dilation by a ball of ``radius_mm``."""
+    """Dilation by a ball of ``radius_mm`` (computed on the bounding box grown by the radius)."""
     mask = np.asarray(mask, bool)
-    if radius_mm <= 0:
+    if radius_mm <= 0 or not mask.any():
         return mask.copy()
-    return _edt(~mask, voxel_size) <= radius_mm
+    margin = [int(math.ceil(radius_mm / float(v))) + 1 for v in voxel_size]
+    sl = _bbox(mask, margin)
+    out = np.zeros_like(mask)
+    out[sl] = _edt(~mask[sl], voxel_size) <= radius_mm
+    return out
 
 
 def close_mm(mask, voxel_size, radius_mm: float) -> np.ndarray:
     """Morphological closing by a ball of ``radius_mm`` (padded so the FOV edge does not erode)."""
-    if radius_mm <= 0:
-        return np.asarray(mask, bool).copy()
-    pad = int(math.ceil(radius_mm / min(voxel_size))) + 1
-    padded = np.pad(np.asarray(mask, bool), pad)
-    out = erode_mm(dilate_mm(padded, voxel_size, radius_mm), voxel_size, radius_mm)
-    sl = tuple(slice(pad, pad + n) for n in np.shape(mask))
-    return out[sl]
+    mask = np.asarray(mask, bool)
+    if radius_mm <= 0 or not mask.any():
+        return mask.copy()
+    pad = [int(math.ceil(radius_mm / float(v))) + 1 for v in voxel_size]
+    sl = _bbox(mask, (0, 0, 0))
+    padded = np.pad(mask[sl], [(p, p) for p in pad])
+    closed = erode_mm(dilate_mm(padded, voxel_size, radius_mm), voxel_size, radius_mm)
+    out = np.zeros_like(mask)
+    out[sl] = closed[tuple(slice(p, p + n) for p, n in zip(pad, mask[sl].shape))]
+    return out
 
 
 def fill_holes(mask) -> np.ndarray:
