@@ -50,7 +50,7 @@ HEMI_SD = 3.0  # stable subject-specific left/right asymmetry
 LABELS = [(s, h) for s in BASE for h in ("left", "right")]
 
 
-def simulate_cohort(n_ms=120, n_hc=40, seed=0, drop_followup=1):
+def simulate_cohort(n_ms=120, n_hc=40, seed=0, drop_followup=1, sd_scale=1.0):
     """Return ``(participants DataFrame, list of (participant_id, session_id, ROI table))``.
 
     ``drop_followup`` MS participants miss their follow-up (exercises the LMM and the warnings).
@@ -63,7 +63,7 @@ def simulate_cohort(n_ms=120, n_hc=40, seed=0, drop_followup=1):
         grp = "MS" if i < n_ms else "HC"
         parts.append({"participant_id": pid, "group": grp, "age": round(float(rng.normal(45, 10)), 1),
                       "sex": str(rng.choice(["F", "M"], p=[0.7, 0.3]))})
-        subj = {s: rng.normal(m, sd) for s, (m, sd) in BASE.items()}
+        subj = {s: rng.normal(m, sd * sd_scale) for s, (m, sd) in BASE.items()}
         asym = {s: rng.normal(0, HEMI_SD) for s in BASE}
         for t, ses in enumerate(SESSIONS):
             if grp == "MS" and i < drop_followup and t == 1:
@@ -116,11 +116,11 @@ def recovered_table(anova, lmm, alpha=0.05):
     return pd.DataFrame(rows)
 
 
-def power(n_ms, n_hc, replicates, seed, alpha=0.05):
+def power(n_ms, n_hc, replicates, seed, alpha=0.05, sd_scale=1.0):
     """Fraction of replicates where each effect is declared (ANOVA, FDR across structures)."""
     hits = {}
     for r in range(replicates):
-        parts, tables = simulate_cohort(n_ms, n_hc, seed=seed + 1000 + r)
+        parts, tables = simulate_cohort(n_ms, n_hc, seed=seed + 1000 + r, sd_scale=sd_scale)
         long = qstats.build_long_table(tables, parts)
         table, _ = qstats.analysis_table(long)
         anova, _ = qstats.mixed_anova(table, alpha=alpha)
@@ -141,10 +141,12 @@ def main(argv=None):
     ap.add_argument("--n-hc", type=int, default=40)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--replicates", type=int, default=0)
+    ap.add_argument("--sd-scale", type=float, default=1.0,
+                    help="multiply the between-subject SDs (e.g. 0.4 for a homogeneous simulated cohort)")
     ap.add_argument("--keep", type=Path, default=None, help="write the cohort and outputs here (kept)")
     args = ap.parse_args(argv)
 
-    parts, tables = simulate_cohort(args.n_ms, args.n_hc, seed=args.seed)
+    parts, tables = simulate_cohort(args.n_ms, args.n_hc, seed=args.seed, sd_scale=args.sd_scale)
     tmp = tempfile.TemporaryDirectory() if args.keep is None else None
     root = Path(tmp.name) if tmp else args.keep
     bids, out = write_cohort(root, parts, tables)
@@ -160,7 +162,7 @@ def main(argv=None):
     with pd.option_context("display.width", 200, "display.float_format", lambda v: f"{v:.4g}"):
         print(rec.to_string(index=False))
         if args.replicates:
-            pw = power(args.n_ms, args.n_hc, args.replicates, args.seed)
+            pw = power(args.n_ms, args.n_hc, args.replicates, args.seed, sd_scale=args.sd_scale)
             print(f"# fraction of {args.replicates} replicate cohorts in which each effect is declared at FDR 5%")
             print(pw.to_string(index=False))
     if tmp:

@@ -376,8 +376,11 @@ def write_report(path, table, desc, anova, ttests, lmm, data_warnings, analysis_
         desc, ["structure", "group", "session_id", "n", "n_missing", "mean_ppb", "sd_ppb", "sem_ppb", "median_ppb"],
         {"mean_ppb": f1, "sd_ppb": f1, "sem_ppb": f1, "median_ppb": f1, "session_id": ses},
     )
+    anova_cols = ["structure", "source", "test", "f", "df1", "df2", "p", "p_gg_corr", "partial_eta_sq", "n_subjects", "n_excluded", "p_fdr"]
+    if anova["p_gg_corr"].isna().all():
+        anova_cols.remove("p_gg_corr")  # two sessions: sphericity holds trivially
     anova_html = _df_html(
-        anova, ["structure", "source", "test", "f", "df1", "df2", "p", "p_gg_corr", "partial_eta_sq", "n_subjects", "n_excluded", "p_fdr"],
+        anova, anova_cols,
         {"f": f2, "df1": lambda x: fmt_num(x, 0), "df2": lambda x: fmt_num(x, 0), "p": fmt_p, "p_gg_corr": fmt_p,
          "p_fdr": fmt_p, "partial_eta_sq": lambda x: fmt_num(x, 3)},
         rename={"partial_eta_sq": "partial η²", "p_gg_corr": "p (GG)"}, highlight="significant_fdr",
