@@ -82,6 +82,7 @@ def test_run_group_writes_everything(tmp_path):
     assert list(long.columns[:2]) == ["participant_id", "session_id"]
     assert list(long.columns[-9:]) == ["index", "name", "structure", "hemisphere", "mean_ppb", "median_ppb",
                                        "sd_ppb", "n_voxels", "volume_mm3"]
+    assert list(long.columns[2:5]) == ["group", "age", "sex"] and long.shape[1] == 14
     assert len(long) == 17 * 8 - 1
 
     anova = pd.read_csv(res["anova"], sep="\t")

@@ -325,7 +325,7 @@ def methods_text(context, table, anova, ttests, lmm, groups, sessions):
     paras.append(
         f"Group statistics were computed by qsmprep {html.escape(context['version'])} (Python {v['Python']}, "
         f"pandas {v['pandas']}, SciPy {v['scipy']}, pingouin {v['pingouin']}, statsmodels {v['statsmodels']}) "
-        f"from {context['n_tables']} per-session ROI tables: {cohort} participants "
+        f"from {context['n_tables']} per-session ROI tables (atlas {html.escape(str(context.get('atlas', 'n/a')))}): {cohort} participants "
         f"(group column <code>{html.escape(context['group_column'])}</code>), sessions "
         f"{', '.join(_label(s) for s in sessions)}, structures {', '.join(html.escape(s) for s in context['structures'])}. "
         f"Susceptibility is reported in ppb relative to the reference region of the reconstruction. {hemi}"

@@ -146,7 +146,6 @@ def dgm_long_sidecar(columns, participants_sidecar=None):
         "sd_ppb": {"Description": "Within-label standard deviation of susceptibility", "Units": "ppb"},
         "n_voxels": {"Description": "Number of voxels of the label inside the QSM mask"},
         "volume_mm3": {"Description": "Label volume inside the QSM mask", "Units": "mm^3"},
-        "atlas": {"Description": "Atlas name (atlas- entity of the ROI table)"},
     }
     out = {}
     for col in columns:
@@ -306,9 +305,7 @@ def run_group(
 
     tables = [(sub, ses, _read_tsv(path)) for sub, ses, _, path in found]
     long = qstats.build_long_table(tables, participants)
-    atlases = {f"{sub}/{ses}": a for sub, ses, a, _ in found}
-    if any(atlases.values()):
-        long.insert(2, "atlas", [atlases.get(f"{s}/{t}") for s, t in zip(long["participant_id"], long["session_id"])])
+    atlas_names = sorted({a for _, _, a, _ in found if a})
     # participants listed without any ROI table
     with_data = set(long["participant_id"])
     listed = participants["participant_id"].astype(str).map(lambda v: v if v.startswith("sub-") else f"sub-{v}")
@@ -371,6 +368,7 @@ def run_group(
         "groups": groups,
         "fdr_alpha": fdr_alpha,
         "n_tables": len(found),
+        "atlas": ", ".join(atlas_names) if atlas_names else "n/a",
         "provenance": collect_provenance(output_dir),
         "elapsed_s": elapsed,
     }
