@@ -216,6 +216,7 @@ def derive_dgm_labels(dentate_dir: str | Path | None = None):
     Returns ``(template_img, dseg uint8 array, brain_mask bool array, ventricles bool array,
     table DataFrame)``. Deterministic (no randomness, fixed thresholds).
     """
+    dentate_file = _dentate_file(dentate_dir) if dentate_dir is not None else None
     src = source_paths()
     tpl = nib.load(src["template"])
     shape, aff = tpl.shape[:3], tpl.affine
@@ -254,8 +255,8 @@ def derive_dgm_labels(dentate_dir: str | Path | None = None):
     vent &= brain & (dseg == 0)
     del prob
 
-    if dentate_dir is not None:
-        dent = _dentate_labels(dentate_dir, shape, aff)
+    if dentate_file is not None:
+        dent = _dentate_labels(dentate_file, shape, aff)
         for idx, src_idx in DIEDRICHSEN_DENTATE.items():
             dseg[(dent == src_idx) & (dseg == 0) & brain] = idx
 
@@ -263,7 +264,7 @@ def derive_dgm_labels(dentate_dir: str | Path | None = None):
     return tpl, dseg, brain, vent, table
 
 
-def _dentate_labels(dentate_dir, shape, affine) -> np.ndarray:
+def _dentate_file(dentate_dir) -> Path:
     ddir = Path(dentate_dir)
     cands = sorted(ddir.glob("atl-Anatom_space-MNISym_dseg.nii*"))
     if not cands:
@@ -272,7 +273,11 @@ def _dentate_labels(dentate_dir, shape, affine) -> np.ndarray:
             "the Diedrichsen 2009 cerebellar atlas folder (DiedrichsenLab/cerebellar_atlases, "
             "Diedrichsen_2009)."
         )
-    img = nib.load(cands[0])
+    return cands[0]
+
+
+def _dentate_labels(path, shape, affine) -> np.ndarray:
+    img = nib.load(path)
     lab = np.rint(np.asarray(img.dataobj)).astype(np.int16)
     return resample_to_grid(lab, img.affine, shape, affine, order=0).astype(np.int16)
 
