@@ -25,8 +25,8 @@ from scipy import ndimage
 
 from ..qsm import kernels
 from . import config as C
-from .geometry import (Motion, SubjectWarp, grid_world_points, half_extent_along, make_grid,
-                       random_motion, random_subject_warp, rotation_matrix, sample_model)
+from .geometry import (Motion, SubjectWarp, half_extent_along, make_grid, random_motion,
+                       random_subject_warp, rotation_matrix, sample_at, template_index_coords)
 from .phantom import HeadModel, build_head_model
 
 TEXTURE_SPACING_MM = 2.0
@@ -194,15 +194,14 @@ def _property_lut(model: HeadModel, values: dict, prop: dict, default=0.0):
 
 
 def sample_subject(model, subject, motion, shape, affine):
-    """Class codes, texture and head-frame points of one grid. Returns (codes, texture, q)."""
-    w = grid_world_points(shape, affine, dtype=np.float64)
-    p = motion.inverse(w)
-    del w
-    q = subject.warp(p)
-    del p
-    codes = sample_model(model.codes, model.affine, q, order=0, cval=C.AIR).astype(np.int16)
-    tex = sample_model(subject.texture, subject.texture_affine, q, order=1)
-    return codes.reshape(shape), tex.reshape(shape).astype(np.float32), q
+    """Class codes and texture of one acquisition grid."""
+    coords = template_index_coords(shape, affine, motion, subject.warp, model.affine)
+    codes = sample_at(model.codes, coords, 0, cval=C.AIR, shape=shape).astype(np.int16)
+    # texture grid and model grid differ only by an affine on template world coordinates
+    tmap = np.linalg.inv(subject.texture_affine) @ model.affine
+    coords = tmap[:3, :3].astype(np.float32) @ coords + tmap[:3, 3:4].astype(np.float32)
+    tex = sample_at(subject.texture, coords, 1, shape=shape).astype(np.float32)
+    return codes, tex
 
 
 def simulate_session(subject: int | Subject = 1, session: int = 0, preset: str = "small",
@@ -234,7 +233,7 @@ def simulate_session(subject: int | Subject = 1, session: int = 0, preset: str =
 
     # --- GRE grid: classes, susceptibility, field
     gshape, gaff = protocol.gre_shape, protocol.gre_affine
-    codes, tex, _ = sample_subject(model, subject, motion, gshape, gaff)
+    codes, tex = sample_subject(model, subject, motion, gshape, gaff)
     brain = np.isin(codes, C.BRAIN_CODES) | (codes >= C.LABEL_OFFSET)
     chi_lut = _property_lut(model, values, config.chi_ppm)
     chi_head = chi_lut[codes]
@@ -278,12 +277,10 @@ def simulate_session(subject: int | Subject = 1, session: int = 0, preset: str =
 
     # --- T1w grid
     tshape, taff = protocol.t1w_shape, protocol.t1w_affine
-    w = grid_world_points(tshape, taff)
-    q = subject.warp(motion.inverse(w))
-    del w
-    t1 = sample_model(model.t1w, model.affine, q, order=1).reshape(tshape).astype(np.float32)
-    tcodes = sample_model(model.codes, model.affine, q, order=0, cval=C.AIR).reshape(tshape)
-    del q
+    coords = template_index_coords(tshape, taff, motion, subject.warp, model.affine)
+    t1 = sample_at(model.t1w, coords, 1, shape=tshape).astype(np.float32)
+    tcodes = sample_at(model.codes, coords, 0, cval=C.AIR, shape=tshape)
+    del coords
     t1 *= 1.0 + _smooth_poly(tshape, srng, config.t1w_bias)
     tsig = config.t1w_noise * 90.0
     if tsig > 0:
