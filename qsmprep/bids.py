@@ -413,12 +413,10 @@ def _matches(entities: Mapping, selector: Mapping) -> bool:
 
 
 def _gre_files(layout, subject, session, bids_filters):
+    """GRE files of one subject/session (``session=None``: files without a session entity)."""
     from bids.layout import Query
 
-    extra = {"subject": subject}
-    extra["session"] = session if session is not None else Query.NONE
-    if not layout.get_sessions(subject=subject) and session is None:
-        extra.pop("session")
+    extra = {"subject": subject, "session": session if session is not None else Query.NONE}
     files = layout.get(**_query("megre", bids_filters, **extra))
     auto = None
     suffix_set = "suffix" in (bids_filters or {}).get("megre", {})
@@ -428,6 +426,50 @@ def _gre_files(layout, subject, session, bids_filters):
         if any(f.get_entities().get("part") == "phase" for f in alt):
             files, auto = alt, "T2starw"
     return files, auto
+
+
+_SUB_RE = re.compile(r"(?:^|_)sub-([a-zA-Z0-9]+)")
+_SES_RE = re.compile(r"(?:^|_)ses-([a-zA-Z0-9]+)")
+
+
+def _sessions_with_gre(layout, bids_filters, subjects=None) -> dict:
+    """``{subject: set(sessions or None)}`` holding GRE data, from one bulk filename query.
+
+    pybids' ``get_subjects()``/``get_sessions()`` take seconds on large databases; one
+    ``return_type='filename'`` query and a regex over the names take well under a second.
+    """
+    extra = {"subject": list(subjects)} if subjects else {}
+    found: dict[str, set] = defaultdict(set)
+
+    def _scan(names, only_missing=False):
+        for name in names:
+            base = os.path.basename(name)
+            m = _SUB_RE.search(base)
+            if not m:
+                continue
+            ses = _SES_RE.search(base)
+            key = ses.group(1) if ses else None
+            if only_missing and key in found.get(m.group(1), ()):
+                continue
+            found[m.group(1)].add(key)
+
+    _scan(layout.get(return_type="filename", **_query("megre", bids_filters, **extra)))
+    if "suffix" not in (bids_filters or {}).get("megre", {}):
+        _scan(layout.get(return_type="filename",
+                         **_query("megre", bids_filters, suffix="T2starw", part="phase", **extra)),
+              only_missing=True)
+    return found
+
+
+def _dataset_subjects(root: Path) -> list[str]:
+    return sorted(p.name[4:] for p in Path(root).glob("sub-*") if p.is_dir())
+
+
+def _dataset_sessions(root: Path, subjects) -> set:
+    out = set()
+    for sub in subjects:
+        out |= {p.name[4:] for p in (Path(root) / f"sub-{sub}").glob("ses-*") if p.is_dir()}
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -457,8 +499,8 @@ def collect_participants(layout, participant_labels=None, session_labels=None, b
     """
     participant_labels = _strip(participant_labels, "sub-")
     session_labels = _strip(session_labels, "ses-")
-    root = layout.root
-    all_subjects = sorted(layout.get_subjects())
+    root = Path(layout.root)
+    all_subjects = _dataset_subjects(root)
     if not all_subjects:
         raise NoMatchingData(f"No sub-* folders were found in {root}. Is this a BIDS dataset?")
     if participant_labels:
@@ -474,7 +516,7 @@ def collect_participants(layout, participant_labels=None, session_labels=None, b
         subjects = all_subjects
 
     if session_labels:
-        all_sessions = set(layout.get_sessions(subject=subjects))
+        all_sessions = _dataset_sessions(root, subjects)
         missing = [s for s in session_labels if s not in all_sessions]
         if missing:
             raise NoMatchingData(
@@ -482,12 +524,13 @@ def collect_participants(layout, participant_labels=None, session_labels=None, b
                 f"{root} (found: {', '.join(sorted(all_sessions)) or 'no sessions'})."
             )
 
+    gre = _sessions_with_gre(layout, bids_filters, participant_labels)
     selection: dict[str, list] = {}
     for sub in subjects:
-        sessions = sorted(layout.get_sessions(subject=sub)) or [None]
+        sessions = gre.get(sub, set())
         if session_labels:
-            sessions = [s for s in sessions if s in session_labels]
-        with_data = [s for s in sessions if _gre_files(layout, sub, s, bids_filters)[0]]
+            sessions = {s for s in sessions if s in session_labels}
+        with_data = sorted(sessions, key=lambda s: (s is not None, s or ""))
         if not with_data:
             where = f"sub-{sub}" + (f" (sessions {', '.join(session_labels)})" if session_labels else "")
             msg = (
