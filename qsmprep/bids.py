@@ -907,7 +907,6 @@ def write_derivatives_description(output_dir, bids_dir, name="qsmprep", version=
     generated = {
         "Name": name,
         "Version": version or __version__,
-        "CodeURL": "https://github.com/qsmprep/qsmprep",
     }
     container = os.environ.get("QSMPREP_CONTAINER")
     if container:

@@ -172,3 +172,16 @@ def test_cli_process_exit_codes(bids, tmp_path):
     r = subprocess.run([sys.executable, "-c", code, str(bids), str(tmp_path / "o"), "grup"],
                        capture_output=True, text=True)
     assert r.returncode == 17
+
+
+def test_usage_doc_lists_every_method_and_exit_code():
+    import importlib
+    import re
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "usage.md").read_text()
+    for opt, module in METHOD_OPTIONS.items():
+        row = next(line for line in doc.splitlines() if line.startswith(f"| `--{opt.replace('_', '-')}`"))
+        listed = set(re.findall(r"`([a-z0-9_-]+)`", row.split("|")[2]))
+        assert listed == set(importlib.import_module(f"qsmprep.qsm.{module}").METHODS), opt
+    for code in (16, 17, 18, 64, 65, 66, 73):
+        assert f"| {code} |" in doc
