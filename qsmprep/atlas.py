@@ -359,13 +359,14 @@ def build_dgm_atlas(out_dir: str | Path, dentate_dir: str | Path | None = None,
         table.to_csv(tmp / f"atlas-{DEFAULT_NAME}_dseg.tsv", sep="\t", index=False)
         (tmp / "dataset_description.json").write_text(
             json.dumps(_description(dentate_dir is not None), indent=2) + "\n")
-        if out_dir.exists():
+        if out_dir.exists() and (overwrite or not (out_dir / "dataset_description.json").is_file()):
             shutil.rmtree(out_dir)
-        try:
-            tmp.rename(out_dir)
-        except OSError:  # another process won the race: keep its copy
-            if not (out_dir / "dataset_description.json").is_file():
-                raise
+        if not out_dir.exists():
+            try:
+                tmp.rename(out_dir)
+            except OSError:  # another process won the race: keep its copy
+                if not (out_dir / "dataset_description.json").is_file():
+                    raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

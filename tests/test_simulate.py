@@ -206,9 +206,15 @@ def test_truth_tables_consistent_with_truth_images(cohort):
 
 def test_cli_integer_phase_oblique(tmp_path):
     out = tmp_path / "sim"
-    rc = simulate_main([str(out), "--subjects", "1", "--sessions", "1", "--seed", "5",
-                        "--integer-phase", "--oblique"])
+    rc = simulate_main([str(out), "--subjects", "1", "--sessions", "2", "--seed", "5",
+                        "--integer-phase", "--oblique", "--repeat", "--no-effects",
+                        "--change", "thalamus=10"])
     assert rc == 0
+    planted = pd.read_csv(out / "derivatives/qsmprep-truth/planted.tsv", sep="\t")
+    wide = planted.pivot(index="structure", columns="session_id", values="chi_ppb")
+    change = wide["ses-followup"] - wide["ses-baseline"]
+    assert change["thalamus"] == pytest.approx(10.0, abs=1e-3)
+    assert change["caudate"] == pytest.approx(0.0, abs=1e-3)
     anat = out / "sub-01" / "ses-baseline" / "anat"
     ph = nib.load(anat / "sub-01_ses-baseline_echo-3_part-phase_MEGRE.nii.gz")
     data = np.asarray(ph.dataobj)
@@ -219,3 +225,25 @@ def test_cli_integer_phase_oblique(tmp_path):
     b0 = kernels.b0_direction_from_affine(ph.affine)
     assert np.degrees(np.arccos(abs(b0[2]))) == pytest.approx(15.0, abs=0.01)
     assert simulate_main([str(out), "--subjects", "1"]) == 73  # refuses a non-empty folder
+
+
+def test_truth_transform_maps_labels_to_atlas(cohort):
+    """Scanner -> template transform from the truth files sends each truth label to the same
+    atlas label (up to the 2 mm model resampling and nearest-neighbour edges)."""
+    from qsmprep.atlas import load_atlas
+    from qsmprep.simulate import load_truth_transform
+
+    troot = cohort / "derivatives" / "qsmprep-truth"
+    atlas = load_atlas(None)
+    aimg = nib.load(atlas.dseg)
+    alab = np.asarray(aimg.dataobj)
+    for ses in ("baseline", "followup"):
+        f = load_truth_transform(troot, "01", ses)
+        limg = nib.load(troot / f"sub-01/ses-{ses}/anat/sub-01_ses-{ses}_desc-truth_dseg.nii.gz")
+        lab = np.asarray(limg.dataobj)
+        ijk = np.argwhere(lab > 0)
+        q = f(nib.affines.apply_affine(limg.affine, ijk))
+        a_ijk = np.rint(nib.affines.apply_affine(np.linalg.inv(aimg.affine), q)).astype(int)
+        got = alab[tuple(a_ijk.T)]
+        agree = np.mean(got == lab[tuple(ijk.T)])
+        assert agree > 0.85, (ses, agree)

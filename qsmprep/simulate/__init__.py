@@ -10,10 +10,11 @@ Public API::
 from .cohort import assign_groups, phase_to_integer, simulate_cohort
 from .config import PRESETS, SimulationConfig, session_names
 from .core import SessionData, make_subject, roi_table, simulate_session, wrap_phase
+from .geometry import load_truth_transform
 from .phantom import build_head_model
 
 __all__ = [
     "PRESETS", "SessionData", "SimulationConfig", "assign_groups", "build_head_model",
-    "make_subject", "phase_to_integer", "roi_table", "session_names", "simulate_cohort",
+    "load_truth_transform", "make_subject", "phase_to_integer", "roi_table", "session_names", "simulate_cohort",
     "simulate_session", "wrap_phase",
 ]

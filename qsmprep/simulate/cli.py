@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snr", type=float, default=None, help="magnitude SNR of WM at echo 1")
     p.add_argument("--repeat", action="store_true",
                    help="identical susceptibility at every session (only motion/noise differ)")
+    p.add_argument("--change", action="append", default=[], metavar="STRUCTURE=PPB",
+                   help="planted change per session step for every subject, e.g. "
+                   "--change caudate=10 (repeatable; added on top of the default effects)")
+    p.add_argument("--no-effects", action="store_true",
+                   help="no group or time effects (only --change and random variation)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     return p
 
@@ -38,6 +43,19 @@ def main(argv=None) -> int:
     from .cohort import simulate_cohort
 
     cfg = SimulationConfig(repeat=args.repeat)
+    if args.no_effects:
+        cfg = cfg.with_(group_effects_ppb={}, time_effects_ppb={}, interaction_effects_ppb={})
+    if args.change:
+        changes = {}
+        for item in args.change:
+            name, _, val = item.partition("=")
+            try:
+                changes[name.strip()] = float(val)
+            except ValueError:
+                print(f"qsmprep-simulate: error: --change {item!r}: expected STRUCTURE=PPB",
+                      file=sys.stderr)
+                return 64
+        cfg = cfg.with_(changes_ppb=changes)
     if args.snr is not None:
         cfg = cfg.with_(snr=args.snr)
     t0 = time.perf_counter()

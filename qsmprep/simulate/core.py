@@ -119,7 +119,7 @@ def make_protocol(model: HeadModel, preset: C.Preset, config: C.SimulationConfig
     centre = (lo + hi) / 2.0
     half = (hi - lo) / 2.0
     scale_max = 2.5 * config.scale_sd
-    margin = (scale_max * half.max() + config.motion_mm
+    margin = (0.6 * scale_max * half.max() + config.motion_mm
               + np.sin(np.deg2rad(config.motion_deg)) * np.linalg.norm(half) + 4.0)
     gre_axes = rotation_matrix([config.oblique_deg, 0.0, 0.0])
     ghalf = half_extent_along(gre_axes, (lo, hi), margin)
@@ -249,8 +249,9 @@ def simulate_session(subject: int | Subject = 1, session: int = 0, preset: str =
 
     # --- GRE signal
     tes = np.asarray(config.echo_times, float)
-    t2s = _property_lut(model, {}, config.t2star_ms, default=1.0)[codes] * 1e-3
-    pd_ = _property_lut(model, {}, config.proton_density)[codes]
+    r2s = (1e3 / _property_lut(model, {}, config.t2star_ms, default=1.0)).astype(np.float32)
+    r2s = r2s[codes]
+    pd_ = _property_lut(model, {}, config.proton_density).astype(np.float32)[codes]
     coil = 1.0 + _smooth_poly(gshape, srng, config.gre_bias)
     phi0 = (srng.uniform(-np.pi, np.pi)
             + _smooth_poly(gshape, srng, config.phase_offset_rad)).astype(np.float32)
@@ -259,7 +260,7 @@ def simulate_session(subject: int | Subject = 1, session: int = 0, preset: str =
     mag = np.empty_like(mag_clean)
     phase = np.empty_like(mag_clean)
     for e, te in enumerate(tes):
-        mag_clean[..., e] = 1000.0 * pd_ * np.exp(-te / t2s) * coil
+        mag_clean[..., e] = 1000.0 * pd_ * np.exp(np.float32(-te) * r2s) * coil
     wm = codes == C.WM
     s_ref = float(np.median(mag_clean[..., 0][wm])) if wm.any() else float(mag_clean.max())
     sigma = 0.0 if not np.isfinite(config.snr) else s_ref / config.snr

@@ -176,3 +176,31 @@ def sample_at(volume, coords, order, cval=0.0, shape=None):
     out = ndimage.map_coordinates(volume, coords, order=order, mode="constant", cval=cval,
                                   prefilter=False)
     return out.reshape(shape) if shape is not None else out
+
+
+def load_truth_transform(truth_root, subject: str, session: str):
+    """Read the true transforms written by :func:`qsmprep.simulate.simulate_cohort`.
+
+    Returns a function mapping scanner world points ``w`` (N, 3) of that session to template
+    (atlas) world points ``q`` (N, 3); e.g. to check a registration against the truth.
+    ``subject``/``session`` are labels without ``sub-``/``ses-``.
+    """
+    import json
+    from pathlib import Path
+
+    import nibabel as nib
+
+    sdir = Path(truth_root) / f"sub-{subject}"
+    meta = json.loads((sdir / f"sub-{subject}_desc-truth_xfm.json").read_text())
+    img = nib.load(sdir / f"sub-{subject}_desc-truthwarp_xfm.nii.gz")
+    warp = SubjectWarp(center=np.array(meta["center_mm"]), linear=np.array(meta["linear"]),
+                       disp=np.asarray(img.dataobj, dtype=np.float32), disp_affine=img.affine)
+    mot = json.loads((sdir / f"ses-{session}" / "anat"
+                      / f"sub-{subject}_ses-{session}_desc-truth_motion.json").read_text())
+    motion = Motion(center=np.array(mot["center_mm"]), angles_deg=np.array(mot["rotation_deg_xyz"]),
+                    translation_mm=np.array(mot["translation_mm"]))
+
+    def world_to_template(w):
+        return warp(motion.inverse(np.atleast_2d(np.asarray(w, float))))
+
+    return world_to_template
