@@ -142,6 +142,17 @@ def write_session(root: Path, sub: str, ses: str, data, config: C.SimulationConf
     stats = roi_table(data.chi, data.labels, data.label_table, data.voxel_size)
     stats.to_csv(tdir / f"{base}_desc-truth_stats.tsv", sep="\t", index=False, na_rep="n/a",
                  float_format="%.4f")
+    _json({"index": {"Description": "Atlas label index"},
+           "name": {"Description": "Atlas label name"},
+           "structure": {"Description": "Structure (both hemispheres)"},
+           "hemisphere": {"Description": "left, right or bilateral"},
+           "mean_ppb": {"Description": "Mean true susceptibility in the label (GRE grid), "
+                        "relative to water", "Units": "ppb"},
+           "median_ppb": {"Description": "Median true susceptibility", "Units": "ppb"},
+           "sd_ppb": {"Description": "Standard deviation within the label", "Units": "ppb"},
+           "n_voxels": {"Description": "Voxels of the label on the GRE grid"},
+           "volume_mm3": {"Description": "Label volume", "Units": "mm^3"}},
+          tdir / f"{base}_desc-truth_stats.json")
     _json({**data.motion.to_dict(),
            "Description": "Rigid head position of this session: w = c + R (p - c) + t maps the "
            "subject head frame p to scanner world w (mm); head_to_scanner is that 4x4 matrix.",
