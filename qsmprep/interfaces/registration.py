@@ -1,0 +1,212 @@
+"""Thin Nipype interfaces around :mod:`qsmprep.registration` (one function call each).
+
+Common inputs: ``resolution_mm`` (0 = native), ``seed`` (antsRegistration random seed) and
+``num_threads`` (ITK threads; the workflow passes ``omp_nthreads``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    InputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
+
+from .. import registration as reg
+
+
+class _CommonInputSpec(BaseInterfaceInputSpec):
+    resolution_mm = traits.Float(0.0, usedefault=True, desc="registration resolution (0 = native)")
+    seed = traits.Int(reg.DEFAULT_SEED, usedefault=True, desc="antsRegistration random seed")
+    num_threads = traits.Int(1, usedefault=True, desc="ITK threads")
+
+
+def _opt(value):
+    return value if isdefined(value) and value else None
+
+
+# --------------------------------------------------------------------------------------------
+class _BrainExtractInputSpec(_CommonInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="T1w (or GRE magnitude) head image")
+    template = File(exists=True, mandatory=True, desc="brain-extracted atlas template")
+    template_mask = File(exists=True, desc="template brain mask (default: template > 0)")
+    resolution_mm = traits.Float(2.0, usedefault=True, desc="registration resolution (mm)")
+
+
+class _BrainExtractOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="brain-extracted image")
+    out_mask = File(exists=True, desc="brain mask")
+
+
+class BrainExtraction(SimpleInterface):
+    """Template-based brain extraction (:func:`qsmprep.registration.brain_extract_t1w`)."""
+
+    input_spec = _BrainExtractInputSpec
+    output_spec = _BrainExtractOutputSpec
+
+    def _run_interface(self, runtime):
+        brain, mask = reg.brain_extract_t1w(
+            self.inputs.in_file,
+            self.inputs.template,
+            template_mask=_opt(self.inputs.template_mask),
+            out_prefix=os.path.join(runtime.cwd, "t1w_"),
+            resolution_mm=_opt(self.inputs.resolution_mm),
+            seed=self.inputs.seed,
+            num_threads=self.inputs.num_threads,
+        )
+        self._results["out_file"] = brain
+        self._results["out_mask"] = mask
+        return runtime
+
+
+# --------------------------------------------------------------------------------------------
+class _AtlasRegInputSpec(_CommonInputSpec):
+    fixed = File(exists=True, mandatory=True, desc="skull-stripped target (T1w/template/GRE)")
+    moving = File(exists=True, mandatory=True, desc="skull-stripped atlas template")
+    fixed_mask = File(exists=True, desc="optional metric mask on the fixed image")
+    src = traits.Str(reg.TEMPLATE_SPACE, usedefault=True, desc="moving space name")
+    dst = traits.Str("T1w", usedefault=True, desc="fixed space name")
+    type_of_transform = traits.Str("SyN", usedefault=True)
+    reg_iterations = traits.List(traits.Int, [40, 20, 0], usedefault=True)
+
+
+class _AtlasRegOutputSpec(TraitedSpec):
+    fwd_transform = File(exists=True, desc="from-<src>_to-<dst> composite .h5")
+    inv_transform = File(exists=True, desc="from-<dst>_to-<src> composite .h5")
+    warped = File(exists=True, desc="moving resampled into the fixed grid")
+
+
+class RegisterAtlas(SimpleInterface):
+    """SyN of the atlas template to a skull-stripped image (:func:`register_atlas_to_t1w`)."""
+
+    input_spec = _AtlasRegInputSpec
+    output_spec = _AtlasRegOutputSpec
+
+    def _run_interface(self, runtime):
+        fwd, inv, warped = reg.register_atlas_to_t1w(
+            self.inputs.fixed,
+            self.inputs.moving,
+            out_dir=runtime.cwd,
+            src=self.inputs.src,
+            dst=self.inputs.dst,
+            resolution_mm=_opt(self.inputs.resolution_mm),
+            type_of_transform=self.inputs.type_of_transform,
+            reg_iterations=tuple(self.inputs.reg_iterations),
+            fixed_mask=_opt(self.inputs.fixed_mask),
+            seed=self.inputs.seed,
+            num_threads=self.inputs.num_threads,
+        )
+        self._results.update(fwd_transform=fwd, inv_transform=inv, warped=warped)
+        return runtime
+
+
+# --------------------------------------------------------------------------------------------
+class _RigidInputSpec(_CommonInputSpec):
+    fixed = File(exists=True, mandatory=True)
+    moving = File(exists=True, mandatory=True)
+    fixed_mask = File(exists=True, desc="brain mask of the fixed image")
+    moving_mask = File(exists=True, desc="brain mask of the moving image")
+    src = traits.Str("moving", usedefault=True)
+    dst = traits.Str("fixed", usedefault=True)
+    type_of_transform = traits.Enum("Rigid", "Affine", "Similarity", usedefault=True)
+
+
+class _RigidOutputSpec(TraitedSpec):
+    out_transform = File(exists=True, desc="from-<src>_to-<dst> .mat")
+    warped = File(exists=True, desc="moving resampled into the fixed grid")
+
+
+class RigidRegistration(SimpleInterface):
+    """Rigid/affine Mattes-MI registration (:func:`qsmprep.registration.register_rigid`)."""
+
+    input_spec = _RigidInputSpec
+    output_spec = _RigidOutputSpec
+
+    def _run_interface(self, runtime):
+        xfm, warped = reg.register_rigid(
+            self.inputs.fixed,
+            self.inputs.moving,
+            out_dir=runtime.cwd,
+            src=self.inputs.src,
+            dst=self.inputs.dst,
+            fixed_mask=_opt(self.inputs.fixed_mask),
+            moving_mask=_opt(self.inputs.moving_mask),
+            resolution_mm=_opt(self.inputs.resolution_mm),
+            type_of_transform=self.inputs.type_of_transform,
+            seed=self.inputs.seed,
+            num_threads=self.inputs.num_threads,
+        )
+        self._results.update(out_transform=xfm, warped=warped)
+        return runtime
+
+
+# --------------------------------------------------------------------------------------------
+class _TemplateInputSpec(_CommonInputSpec):
+    in_files = InputMultiObject(File(exists=True), mandatory=True, desc="T1w of every session")
+    iterations = traits.Int(3, usedefault=True, desc="template iterations (>= 2)")
+
+
+class _TemplateOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="unbiased within-subject template")
+
+
+class BuildSubjectTemplate(SimpleInterface):
+    """Unbiased rigid within-subject template (:func:`build_subject_template`)."""
+
+    input_spec = _TemplateInputSpec
+    output_spec = _TemplateOutputSpec
+
+    def _run_interface(self, runtime):
+        self._results["out_file"] = reg.build_subject_template(
+            list(self.inputs.in_files),
+            out_dir=runtime.cwd,
+            iterations=self.inputs.iterations,
+            resolution_mm=_opt(self.inputs.resolution_mm),
+            seed=self.inputs.seed,
+            num_threads=self.inputs.num_threads,
+        )
+        return runtime
+
+
+# --------------------------------------------------------------------------------------------
+class _ApplyInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="image to resample (labels)")
+    reference = File(exists=True, mandatory=True, desc="target grid")
+    transforms = InputMultiObject(
+        File(exists=True), desc="antsApplyTransforms order (nearest the reference first)"
+    )
+    invert = traits.List(traits.Bool, desc="invert flag per transform")
+    mask = File(exists=True, desc="binary mask on the reference grid (outside -> 0)")
+    interpolator = traits.Str("genericLabel", usedefault=True)
+    out_name = traits.Str("labels.nii.gz", usedefault=True)
+
+
+class _ApplyOutputSpec(TraitedSpec):
+    out_file = File(exists=True)
+
+
+class ApplyTransforms(SimpleInterface):
+    """One resampling through a transform chain (:func:`compose_and_apply`)."""
+
+    input_spec = _ApplyInputSpec
+    output_spec = _ApplyOutputSpec
+
+    def _run_interface(self, runtime):
+        xfms = list(self.inputs.transforms) if isdefined(self.inputs.transforms) else []
+        inv = list(self.inputs.invert) if isdefined(self.inputs.invert) else None
+        self._results["out_file"] = reg.compose_and_apply(
+            self.inputs.in_file,
+            self.inputs.reference,
+            xfms,
+            invert=inv,
+            out_file=os.path.join(runtime.cwd, self.inputs.out_name),
+            mask=_opt(self.inputs.mask),
+            interpolator=self.inputs.interpolator,
+        )
+        return runtime

@@ -1,0 +1,123 @@
+"""Thin Nipype interfaces around :mod:`qsmprep.roi` (load files, call one function, save TSV)."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    InputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
+
+from .. import roi
+from ..qsm.kernels import voxel_size_from_affine
+from ._io import load, load_mask, write_json
+
+
+def write_tsv(df: pd.DataFrame, fname) -> str:
+    """TSV, UTF-8, ``n/a`` for missing values (BIDS)."""
+    fname = os.path.abspath(str(fname))
+    df.to_csv(fname, sep="\t", index=False, na_rep="n/a", float_format="%.4f")
+    return fname
+
+
+def read_stats_tsv(fname) -> pd.DataFrame:
+    return pd.read_csv(fname, sep="\t", na_values=["n/a"], keep_default_na=False)
+
+
+def _read_label_table(fname) -> pd.DataFrame:
+    from ..atlas import read_label_table
+
+    return read_label_table(fname)
+
+
+class _ROIStatsInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="susceptibility map (ppm)")
+    labels = File(exists=True, mandatory=True, desc="atlas labels on the same grid")
+    label_table = File(exists=True, mandatory=True, desc="atlas-<Name>_dseg.tsv")
+    mask = File(exists=True, desc="final QSM mask")
+    reliability = File(exists=True, desc="multi-echo reliability map (0..1)")
+    erode_vox = traits.Int(0, usedefault=True, desc="per-label erosion (voxels)")
+    min_reliability = traits.Float(desc="exclude voxels below this reliability")
+    reference = traits.Str("n/a", usedefault=True, desc="susceptibility reference region")
+    atlas_name = traits.Str("DGM", usedefault=True)
+
+
+class _ROIStatsOutputSpec(TraitedSpec):
+    out_tsv = File(exists=True, desc="per-label statistics (ppb)")
+    out_json = File(exists=True, desc="data dictionary")
+
+
+class ROIStats(SimpleInterface):
+    """Per-label susceptibility statistics (:func:`qsmprep.roi.roi_statistics`)."""
+
+    input_spec = _ROIStatsInputSpec
+    output_spec = _ROIStatsOutputSpec
+
+    def _run_interface(self, runtime):
+        chi, img = load(self.inputs.in_file)
+        labels, _ = load(self.inputs.labels, dtype="int32")
+        mask = load_mask(self.inputs.mask)[0] if isdefined(self.inputs.mask) else None
+        rel = load(self.inputs.reliability)[0] if isdefined(self.inputs.reliability) else None
+        min_rel = self.inputs.min_reliability if isdefined(self.inputs.min_reliability) else None
+        df = roi.roi_statistics(
+            chi,
+            labels,
+            _read_label_table(self.inputs.label_table),
+            voxel_size_from_affine(img.affine),
+            mask=mask,
+            erode_vox=self.inputs.erode_vox,
+            reliability=rel,
+            min_reliability=min_rel,
+        )
+        self._results["out_tsv"] = write_tsv(df, os.path.join(runtime.cwd, "stats.tsv"))
+        self._results["out_json"] = write_json(
+            roi.roi_sidecar(
+                reference=self.inputs.reference,
+                atlas_name=self.inputs.atlas_name,
+                erode_vox=self.inputs.erode_vox,
+                min_reliability=min_rel,
+                masked=mask is not None,
+            ),
+            os.path.join(runtime.cwd, "stats.json"),
+        )
+        return runtime
+
+
+class _ChangeInputSpec(BaseInterfaceInputSpec):
+    in_files = InputMultiObject(File(exists=True), mandatory=True, desc="stats TSV per session")
+    session_ids = traits.List(traits.Str, mandatory=True, desc="session of each TSV")
+    baseline = traits.Str(mandatory=True)
+    followup = traits.Str(mandatory=True)
+    atlas_name = traits.Str("DGM", usedefault=True)
+
+
+class _ChangeOutputSpec(TraitedSpec):
+    out_tsv = File(exists=True)
+    out_json = File(exists=True)
+
+
+class LongitudinalChange(SimpleInterface):
+    """Follow-up minus baseline per label (:func:`qsmprep.roi.longitudinal_change`)."""
+
+    input_spec = _ChangeInputSpec
+    output_spec = _ChangeOutputSpec
+
+    def _run_interface(self, runtime):
+        files = list(self.inputs.in_files)
+        if len(files) != len(self.inputs.session_ids):
+            raise ValueError("one stats TSV per session id is required")
+        stats = {s: read_stats_tsv(f) for s, f in zip(self.inputs.session_ids, files)}
+        df = roi.longitudinal_change(stats, self.inputs.baseline, self.inputs.followup)
+        self._results["out_tsv"] = write_tsv(df, os.path.join(runtime.cwd, "change.tsv"))
+        self._results["out_json"] = write_json(
+            roi.roi_sidecar(atlas_name=self.inputs.atlas_name, change=True),
+            os.path.join(runtime.cwd, "change.json"),
+        )
+        return runtime
