@@ -11,6 +11,8 @@
 #   QSMPREP_ENGINE       docker | podman (default: docker if a daemon answers, else podman)
 #   QSMPREP_NATIVE       native qsmprep executable (default .venv/bin/qsmprep, else PATH)
 #   TEST_SUBJECTS        simulated subjects (default 2), TEST_NPROCS (default 2), TEST_SEED (7)
+#   TEST_QSMPREP_ARGS    participant options for both runs (default: fast settings,
+#                        "--no-longitudinal --inversion tkd"; the point is native == container)
 # Installs podman with apt-get when neither engine exists and this runs as root (CI).
 # Exit status: 0 pass, 1 failure, 77 cannot run here (no engine and no way to install one).
 set -euo pipefail
@@ -21,6 +23,7 @@ W="${1:-$(mktemp -d "${TMPDIR:-/tmp}/qsmprep-ctest.XXXXXX")}"
 SUBJECTS="${TEST_SUBJECTS:-2}"
 NPROCS="${TEST_NPROCS:-2}"
 SEED="${TEST_SEED:-7}"
+read -r -a QARGS <<< "${TEST_QSMPREP_ARGS---no-longitudinal --inversion tkd}"
 CACHE_DIR="${QSMPREP_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/qsmprep}"
 export LOGNAME="${LOGNAME:-$(id -un)}"
 
@@ -86,7 +89,7 @@ T[simulate]=$((SECONDS - t))
 # --- 3. native run ------------------------------------------------------------------------
 rm -rf "$W/native" "$W/work_native"
 t=$SECONDS
-"$NATIVE" "$W/bids" "$W/native" participant -w "$W/work_native" --nprocs "$NPROCS"
+"$NATIVE" "$W/bids" "$W/native" participant -w "$W/work_native" --nprocs "$NPROCS" "${QARGS[@]}"
 "$NATIVE" "$W/bids" "$W/native" group -w "$W/work_native"
 T[native]=$((SECONDS - t))
 
@@ -105,7 +108,7 @@ run_c() {
         "$IMAGE" /data /out "$@"
 }
 t=$SECONDS
-run_c participant -w /work --nprocs "$NPROCS"
+run_c participant -w /work --nprocs "$NPROCS" "${QARGS[@]}"
 run_c group -w /work
 T[container]=$((SECONDS - t))
 
