@@ -38,7 +38,11 @@ def _colour_map(label_table: pd.DataFrame | None, indices) -> dict:
 
 
 def dgm_cut_coords(labels_file) -> tuple:
-    """World coordinates (mm) of the centre of mass of all non-zero labels."""
+    """World coordinates (mm) for three orthogonal cuts through the labelled structures.
+
+    y and z: centre of mass of all labels; x: centre of mass of the labels on the left of it
+    (a sagittal cut through one hemisphere's nuclei rather than the midline).
+    """
     img = nb.load(str(labels_file))
     lab = np.asarray(img.dataobj)
     if lab.ndim == 4:
@@ -46,9 +50,12 @@ def dgm_cut_coords(labels_file) -> tuple:
     ijk = np.argwhere(lab > 0)
     if ijk.size == 0:
         centre = (np.array(lab.shape) - 1) / 2.0
-    else:
-        centre = ijk.mean(axis=0)
-    return tuple(float(v) for v in nb.affines.apply_affine(img.affine, centre))
+        return tuple(float(v) for v in nb.affines.apply_affine(img.affine, centre))
+    xyz = nb.affines.apply_affine(img.affine, ijk)
+    centre = xyz.mean(axis=0)
+    left = xyz[xyz[:, 0] < centre[0]]  # RAS+: smaller x is left
+    x = left[:, 0].mean() if len(left) else centre[0]
+    return (float(x), float(centre[1]), float(centre[2]))
 
 
 def plot_label_contours(
@@ -111,24 +118,31 @@ def plot_change(
     change: pd.DataFrame,
     out_file,
     title: str | None = None,
+    label_table: pd.DataFrame | None = None,
 ):
     """Baseline vs follow-up mean susceptibility (ppb) per label, from a change table.
 
     ``change`` is a :func:`qsmprep.roi.longitudinal_change` table (``name``,
     ``baseline_mean_ppb``, ``followup_mean_ppb``, ``change_mean_ppb``). Left: one line per
-    label from baseline to follow-up; right: the change per label (bars). Returns ``out_file``.
+    label from baseline to follow-up; right: the change per label (bars). Colours and
+    abbreviations come from ``label_table`` (the atlas table) when given. Returns ``out_file``.
     """
     df = change.dropna(subset=["baseline_mean_ppb", "followup_mean_ppb"]).reset_index(drop=True)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [1, 1.4]})
-    colours = _colour_map(df, df["index"])
+    colours = _colour_map(label_table, df["index"])
+    abbrev = {}
+    if label_table is not None and "abbreviation" in label_table.columns:
+        abbrev = dict(zip(label_table["index"].astype(int), label_table["abbreviation"]))
     base_lab = str(df["baseline_session"].iloc[0]) if len(df) else "baseline"
     foll_lab = str(df["followup_session"].iloc[0]) if len(df) else "followup"
     for r in df.to_dict("records"):
         c = colours[int(r["index"])]
         ax1.plot([0, 1], [r["baseline_mean_ppb"], r["followup_mean_ppb"]], "-o", color=c,
                  label=r["name"], lw=1.5, ms=4)
+        ax1.annotate(str(abbrev.get(int(r["index"]), r["name"])), (1.04, r["followup_mean_ppb"]),
+                     fontsize=7, color=c, va="center")
     ax1.set_xticks([0, 1], [base_lab, foll_lab])
-    ax1.set_xlim(-0.3, 1.3)
+    ax1.set_xlim(-0.2, 1.45)
     ax1.set_ylabel("mean susceptibility (ppb)")
     ax1.grid(alpha=0.3)
     ax1.set_title("per label")
