@@ -79,6 +79,7 @@ class _SinkInputSpec(BaseInterfaceInputSpec):
     suffix = traits.Str(mandatory=True)
     entities = traits.Dict(desc="entities to add (or drop with an empty value)")
     sidecar = traits.Dict(desc="JSON sidecar content")
+    sidecar_file = File(exists=True, desc="JSON sidecar file (merged under ``sidecar``)")
     extension = traits.Str(desc="force an extension (default: that of in_file)")
 
 
@@ -103,9 +104,14 @@ class DerivativesSink(SimpleInterface):
         name = build_name(self.inputs.source_file, self.inputs.suffix, ext, **ents)
         out = os.path.join(runtime.cwd, name)
         shutil.copyfile(src, out)
+        meta = {}
+        if isdefined(self.inputs.sidecar_file):
+            meta.update(json.loads(Path(self.inputs.sidecar_file).read_text()))
         if isdefined(self.inputs.sidecar) and self.inputs.sidecar:
+            meta.update(self.inputs.sidecar)
+        if meta:
             side = out[: -len(ext)] + ".json"
-            Path(side).write_text(json.dumps(self.inputs.sidecar, indent=2, sort_keys=True))
+            Path(side).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
         self._results["out_file"] = out
         return runtime
 

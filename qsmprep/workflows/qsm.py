@@ -28,6 +28,7 @@ def init_qsm_wf(
     reference,
     method_options=None,
     phase_units="",
+    sidecar_extra=None,
     mem_gb=2.0,
     name="qsm_wf",
 ):
@@ -94,6 +95,7 @@ def init_qsm_wf(
                 "SkullStripped": True,
                 "EchoTime": [float(t) for t in echo_times],
                 "MagneticFieldStrength": float(b0),
+                **(sidecar_extra or {}),
             }
         ),
         name="chimap_sidecar",

@@ -1,0 +1,67 @@
+"""Thin interface around :func:`qsmprep.reports.participant.build_report`."""
+
+from __future__ import annotations
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    InputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
+
+from ..reports.participant import build_report
+
+
+class _ReportInputSpec(BaseInterfaceInputSpec):
+    subject = traits.Str(mandatory=True)
+    session_ids = traits.List(traits.Str, mandatory=True)
+    chi = InputMultiObject(File(exists=True), mandatory=True)
+    mask = InputMultiObject(File(exists=True), mandatory=True, desc="final QSM masks")
+    brain_mask = InputMultiObject(File(exists=True), mandatory=True, desc="masks before erosion")
+    mag = InputMultiObject(File(exists=True), mandatory=True, desc="RSS magnitude per session")
+    labels = InputMultiObject(File(exists=True), mandatory=True)
+    stats = InputMultiObject(File(exists=True), mandatory=True)
+    sidecars = traits.List(traits.Dict, mandatory=True)
+    change = File(exists=True)
+    extra_figures = traits.List(traits.Str, desc="QC figures made elsewhere")
+    warnings = traits.List(traits.Str)
+
+
+class _ReportOutputSpec(TraitedSpec):
+    out_report = File(exists=True)
+    figures = traits.List(File(exists=True))
+
+
+class ParticipantReport(SimpleInterface):
+    """Assemble the participant HTML report and its figures."""
+
+    input_spec = _ReportInputSpec
+    output_spec = _ReportOutputSpec
+
+    def _run_interface(self, runtime):
+        sessions = []
+        for k, ses in enumerate(self.inputs.session_ids):
+            sessions.append({
+                "session": ses,
+                "chi": self.inputs.chi[k],
+                "mask": self.inputs.mask[k],
+                "brain_mask": self.inputs.brain_mask[k],
+                "mag": self.inputs.mag[k],
+                "labels": self.inputs.labels[k],
+                "stats": self.inputs.stats[k],
+                "sidecar": self.inputs.sidecars[k],
+            })
+        report, figures = build_report(
+            self.inputs.subject,
+            sessions,
+            runtime.cwd,
+            extra_figures=self.inputs.extra_figures if isdefined(self.inputs.extra_figures) else (),
+            change_tsv=self.inputs.change if isdefined(self.inputs.change) else None,
+            warnings=self.inputs.warnings if isdefined(self.inputs.warnings) else (),
+        )
+        self._results["out_report"] = report
+        self._results["figures"] = figures
+        return runtime

@@ -1,0 +1,178 @@
+"""Top-level participant workflow: per session QSM, per subject atlas propagation, ROI tables,
+derivatives and report (wiring only)."""
+
+from __future__ import annotations
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+
+from ..interfaces.derivatives import PublishDerivatives
+from ..interfaces.reports import ParticipantReport
+from ..interfaces.roi import LongitudinalChange, ROIStats
+from .longitudinal import init_longitudinal_wf
+from .outputs import add_session_sinks, add_subject_sinks
+from .qsm import init_qsm_wf
+
+
+def _session_id(data):
+    return data["session"] or "single"
+
+
+def _pick(inlist, index):
+    return inlist[index]
+
+
+def init_qsmprep_wf(*, selection, config, atlas, options, name="qsmprep_wf"):
+    """One sub-workflow per subject.
+
+    Parameters
+    ----------
+    selection : dict ``{subject: [collect_data() dict per session]}``
+    config : :class:`qsmprep.config.RunConfig`
+    atlas : :class:`qsmprep.atlas.Atlas`
+    options : :class:`qsmprep.qsm.pipeline.QSMOptions`
+    """
+    wf = pe.Workflow(name=name)
+    for subject, sessions in selection.items():
+        sub_wf = init_single_subject_wf(subject=subject, sessions=sessions, config=config,
+                                        atlas=atlas, options=options)
+        wf.add_nodes([sub_wf])
+    return wf
+
+
+def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=None):
+    """Everything for one subject; its outputs are published only when all of them exist.
+
+    Inputs come as static values (file lists from :func:`qsmprep.bids.collect_data`), so this
+    workflow has no ``inputnode``. Outputs go to ``config.output_dir`` through one
+    ``PublishDerivatives`` node.
+    """
+    wf = pe.Workflow(name=name or f"sub_{subject}_wf")
+    session_ids = [_session_id(d) for d in sessions]
+    no_t1w = [_session_id(d) for d in sessions if not d.get("t1w")]
+    is_long = bool(config.longitudinal) and len(session_ids) - len(no_t1w) >= 2
+    mem_gb = max(1.0, min(4.0, config.mem_gb / max(config.nprocs, 1)))
+
+    long_wf = init_longitudinal_wf(
+        session_ids=session_ids,
+        atlas=atlas,
+        longitudinal=bool(config.longitudinal),
+        sessions_without_t1w=no_t1w,
+        registration_resolution=config.registration_resolution,
+        omp_nthreads=config.omp_nthreads,
+        seed=config.random_seed,
+    )
+    long_wf.inputs.inputnode.t1w = [d.get("t1w") or "" for d in sessions]
+    n = len(sessions)
+    gre_mags = pe.Node(niu.Merge(n), name="gather_gre_mag", run_without_submitting=True)
+    qsm_masks = pe.Node(niu.Merge(n), name="gather_qsm_mask", run_without_submitting=True)
+    wf.connect([
+        (gre_mags, long_wf, [("out", "inputnode.gre_mag")]),
+        (qsm_masks, long_wf, [("out", "inputnode.qsm_mask")]),
+    ])
+
+    report_lists = {k: pe.Node(niu.Merge(n), name=f"gather_{k}", run_without_submitting=True)
+                    for k in ("chi", "mask", "brain_mask", "mag", "labels", "stats", "sidecars")}
+    publish_inputs = []
+    stats_nodes = []
+    warnings = []
+    for k, data in enumerate(sessions):
+        ses = session_ids[k]
+        tag = ses.replace("-", "_")
+        warnings += list(data.get("warnings", []))
+        qsm_wf = init_qsm_wf(
+            echo_times=data["echo_times"],
+            b0=data["b0"],
+            masking=options.masking,
+            combination=options.combination,
+            unwrapping=options.unwrapping,
+            bf_removal=options.bf_removal,
+            inversion=options.inversion,
+            reference=options.reference,
+            method_options=options.method_options,
+            phase_units=data.get("phase_units") or "",
+            sidecar_extra={"Sources": data.get("sources", [])},
+            mem_gb=mem_gb,
+            name=f"qsm_{tag}_wf",
+        )
+        qsm_wf.inputs.inputnode.mag_files = data["mag"]
+        qsm_wf.inputs.inputnode.phase_files = data["phase"]
+
+        roi = pe.Node(
+            ROIStats(label_table=str(atlas.tsv), atlas_name=atlas.name, erode_vox=int(config.roi_erosion),
+                     reference=options.reference),
+            name=f"roi_stats_{tag}",
+        )
+        if config.roi_min_reliability is not None:
+            roi.inputs.min_reliability = float(config.roi_min_reliability)
+        source_file = data["phase"][0]
+        fields = pe.Node(
+            niu.IdentityInterface(fields=["chi", "mask", "local_field", "labels", "stats"]),
+            name=f"session_outputs_{tag}",
+        )
+        wf.connect([
+            (qsm_wf, gre_mags, [("outputnode.mag_ref", f"in{k + 1}")]),
+            (qsm_wf, qsm_masks, [("outputnode.mask", f"in{k + 1}")]),
+            (qsm_wf, roi, [("outputnode.chi", "in_file"), ("outputnode.mask", "mask"),
+                           ("outputnode.reliability", "reliability")]),
+            (long_wf, roi, [(("outputnode.labels_gre", _pick, k), "labels")]),
+            (qsm_wf, fields, [("outputnode.chi", "chi"), ("outputnode.mask", "mask"),
+                              ("outputnode.local_field", "local_field")]),
+            (long_wf, fields, [(("outputnode.labels_gre", _pick, k), "labels")]),
+            (roi, fields, [("out_tsv", "stats")]),
+            (qsm_wf, report_lists["chi"], [("outputnode.chi", f"in{k + 1}")]),
+            (qsm_wf, report_lists["mask"], [("outputnode.mask", f"in{k + 1}")]),
+            (qsm_wf, report_lists["brain_mask"], [("outputnode.brain_mask", f"in{k + 1}")]),
+            (qsm_wf, report_lists["mag"], [("outputnode.mag_ref", f"in{k + 1}")]),
+            (qsm_wf, report_lists["sidecars"], [("outputnode.sidecar", f"in{k + 1}")]),
+            (long_wf, report_lists["labels"], [(("outputnode.labels_gre", _pick, k), f"in{k + 1}")]),
+            (roi, report_lists["stats"], [("out_tsv", f"in{k + 1}")]),
+        ])
+        publish_inputs += add_session_sinks(
+            wf, fields, {f: f for f in ("chi", "mask", "local_field", "labels", "stats")},
+            source_file=source_file, inversion=options.inversion.replace("_", ""),
+            atlas_name=atlas.name, tag=tag,
+            chimap_sidecar_node=(qsm_wf, "outputnode.sidecar"),
+            dseg_sidecar={"Atlas": atlas.name, "AtlasSpace": atlas.space,
+                          "Description": "Atlas labels carried into this session's GRE grid in one "
+                                         "resampling (genericLabel), restricted to the QSM mask.",
+                          "RegistrationPath": "longitudinal" if is_long else "cross-sectional"},
+            stats_sidecar_field=(roi, "out_json"),
+        )
+        stats_nodes.append(roi)
+
+    change = None
+    if n >= 2:
+        gather_stats = pe.Node(niu.Merge(n), name="gather_stats_change", run_without_submitting=True)
+        for k, node in enumerate(stats_nodes):
+            wf.connect(node, "out_tsv", gather_stats, f"in{k + 1}")
+        change = pe.Node(
+            LongitudinalChange(session_ids=session_ids, baseline=session_ids[0],
+                               followup=session_ids[-1], atlas_name=atlas.name),
+            name="dgm_change",
+        )
+        wf.connect(gather_stats, "out", change, "in_files")
+    publish_inputs += add_subject_sinks(
+        wf, long_wf, change, subject=subject, atlas_name=atlas.name,
+        atlas_space=atlas.space, longitudinal=is_long,
+    )
+
+    report = pe.Node(ParticipantReport(subject=subject, session_ids=session_ids,
+                                       warnings=warnings), name="report")
+    for key in ("chi", "mask", "brain_mask", "mag", "labels", "stats", "sidecars"):
+        wf.connect(report_lists[key], "out", report, key)
+    if change is not None:
+        wf.connect(change, "out_tsv", report, "change")
+
+    gather = pe.Node(niu.Merge(len(publish_inputs) + 2), name="gather_outputs",
+                     run_without_submitting=True)
+    for k, (node, field) in enumerate(publish_inputs):
+        wf.connect(node, field, gather, f"in{k + 1}")
+    wf.connect([
+        (report, gather, [("out_report", f"in{len(publish_inputs) + 1}"),
+                          ("figures", f"in{len(publish_inputs) + 2}")]),
+    ])
+    publish = pe.Node(PublishDerivatives(output_dir=str(config.output_dir)), name="publish",
+                      run_without_submitting=True)
+    wf.connect(gather, "out", publish, "in_files")
+    return wf

@@ -1,0 +1,87 @@
+"""Every derivative qsmprep writes, in one place (see docs/outputs.md).
+
+Each function adds ``DerivativesSink`` nodes for one level (session, subject) and returns the
+list of ``(node, 'out_file')`` pairs that the subject's ``PublishDerivatives`` node waits for.
+"""
+
+from __future__ import annotations
+
+from nipype.pipeline import engine as pe
+
+from ..interfaces.derivatives import DerivativesSink
+
+#: Per-session outputs: (name, source field of the session outputs, suffix, entities, sidecar)
+SESSION_OUTPUTS = (
+    ("chimap", "chi", "Chimap", {"desc": "{inversion}"}, "chimap"),
+    ("mask", "mask", "mask", {"desc": "brain"}, {"Type": "Brain", "Description":
+     "Final QSM mask (after background field removal erosion); the support of the Chimap "
+     "and of the ROI statistics."}),
+    ("local_field", "local_field", "field", {"desc": "local"}, {"Units": "ppm", "Description":
+     "Local field after background field removal, relative to B0 (ppm). Non-standard name, "
+     "listed in .bidsignore."}),
+    ("dseg", "labels", "dseg", {"atlas": "{atlas}"}, "dseg"),
+    ("stats", "stats", "stats", {"atlas": "{atlas}", "desc": "dgm"}, "stats"),
+)
+
+
+def _fill(entities, **values):
+    return {k: v.format(**values) for k, v in entities.items()}
+
+
+def add_session_sinks(wf, source_node, source_fields, *, source_file, inversion, atlas_name, tag,
+                      chimap_sidecar_node=None, dseg_sidecar=None, stats_sidecar_field=None):
+    """Add the sinks of one session.
+
+    ``source_node`` exposes the fields named in :data:`SESSION_OUTPUTS`; ``source_fields``
+    maps those names to the node's actual field names.
+    """
+    pairs = []
+    for name, field, suffix, ents, sidecar in SESSION_OUTPUTS:
+        sink = pe.Node(
+            DerivativesSink(source_file=source_file, suffix=suffix,
+                            entities=_fill(ents, inversion=inversion, atlas=atlas_name)),
+            name=f"ds_{name}_{tag}", run_without_submitting=True,
+        )
+        wf.connect(source_node, source_fields[field], sink, "in_file")
+        if sidecar == "chimap" and chimap_sidecar_node is not None:
+            wf.connect(chimap_sidecar_node[0], chimap_sidecar_node[1], sink, "sidecar")
+        elif sidecar == "dseg" and dseg_sidecar:
+            sink.inputs.sidecar = dseg_sidecar
+        elif sidecar == "stats" and stats_sidecar_field is not None:
+            wf.connect(stats_sidecar_field[0], stats_sidecar_field[1], sink, "sidecar_file")
+        elif isinstance(sidecar, dict):
+            sink.inputs.sidecar = sidecar
+        pairs.append((sink, "out_file"))
+    return pairs
+
+
+def add_subject_sinks(wf, long_wf, change_node, *, subject, atlas_name, atlas_space,
+                      longitudinal):
+    """Sinks of subject-level outputs: template, template-space labels, transforms, change table."""
+    src = f"sub-{subject}_T1w.nii.gz"
+    pairs = []
+    specs = []
+    if longitudinal:
+        specs += [
+            ("template", "T1w", {"space": "individual", "desc": "template"},
+             {"Description": "Unbiased within-subject T1w template (iterative rigid average of all sessions)."}),
+            ("labels_template", "dseg", {"space": "individual", "atlas": atlas_name},
+             {"Description": f"{atlas_name} atlas labels in the within-subject template space.",
+              "SpatialReference": f"sub-{subject}/anat/sub-{subject}_space-individual_desc-template_T1w.nii.gz"}),
+            ("xfm_atlas_to_template", "xfm", {"from": atlas_space, "to": "individual", "mode": "image"}, None),
+            ("xfm_template_to_atlas", "xfm", {"from": "individual", "to": atlas_space, "mode": "image"}, None),
+        ]
+    for field, suffix, ents, sidecar in specs:
+        sink = pe.Node(DerivativesSink(source_file=src, suffix=suffix, entities=ents),
+                       name=f"ds_{field}", run_without_submitting=True)
+        if sidecar:
+            sink.inputs.sidecar = sidecar
+        wf.connect(long_wf, f"outputnode.{field}", sink, "in_file")
+        pairs.append((sink, "out_file"))
+    if change_node is not None:
+        sink = pe.Node(DerivativesSink(source_file=src, suffix="stats",
+                                       entities={"atlas": atlas_name, "desc": "dgmchange"}),
+                       name="ds_dgmchange", run_without_submitting=True)
+        wf.connect([(change_node, sink, [("out_tsv", "in_file"), ("out_json", "sidecar_file")])])
+        pairs.append((sink, "out_file"))
+    return pairs
