@@ -28,10 +28,10 @@ venv: $(VENV)/.created
 install: $(VENV)/.installed
 
 test: install
-	$(VENV)/bin/pytest -n $(NPROCS) --durations=15 -ra tests
+	$(VENV)/bin/pytest -n $(NPROCS) --dist loadfile --durations=15 -ra tests
 
 test-fast: install
-	$(VENV)/bin/pytest -n $(NPROCS) -m "not slow" tests
+	$(VENV)/bin/pytest -n $(NPROCS) --dist loadfile -m "not slow" tests
 
 demo: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh "$(DEMO_DIR)" "$(NPROCS)"
