@@ -156,11 +156,11 @@ def test_medi_uses_magnitude(phantom):
     assert 0.0 < frac_edges <= 0.31  # ties at zero gradient are not edges
 
 
-def test_gradient_adjoint():
+@pytest.mark.parametrize("vox", [(1.0, 2.0, 3.0), (2.0, 2.0, 2.0)])
+def test_gradient_adjoint(vox):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(8, 10, 6)).astype(np.float64)
     y = rng.normal(size=(3, 8, 10, 6)).astype(np.float64)
-    vox = (1.0, 2.0, 3.0)
     gx = _fftgrid.grad(x, vox, np.empty_like(y))
     gty = _fftgrid.grad_adj(y, vox, np.empty_like(x))
     assert np.isclose((gx * y).sum(), (x * gty).sum())

@@ -114,16 +114,27 @@ def grad(x: np.ndarray, voxel_size, out: np.ndarray) -> np.ndarray:
 
 
 def grad_adj(g: np.ndarray, voxel_size, out: np.ndarray) -> np.ndarray:
-    """Adjoint of :func:`grad` (minus the backward-difference divergence) into ``out``."""
+    """Adjoint of :func:`grad` (minus the backward-difference divergence) into ``out``.
+
+    ``(G^T g)_i = sum_a (g_a[i-1] - g_a[i]) / d_a``; computed without temporaries for isotropic
+    voxels (the common case), with one temporary per axis otherwise.
+    """
+    iso = len(set(float(v) for v in voxel_size)) == 1
     out[...] = 0
     for ax in range(3):
         o = np.moveaxis(out, ax, 0)
         ga = np.moveaxis(g[ax], ax, 0)
-        s = 1.0 / voxel_size[ax]
-        # (G^T g)_i = (g_{i-1} - g_i) / d
-        o[1:] += ga[:-1] * s
-        o[:1] += ga[-1:] * s
-        o -= ga * s
+        if iso:
+            np.add(o[1:], ga[:-1], out=o[1:])
+            np.add(o[:1], ga[-1:], out=o[:1])
+            np.subtract(o, ga, out=o)
+        else:
+            s = 1.0 / voxel_size[ax]
+            o[1:] += ga[:-1] * s
+            o[:1] += ga[-1:] * s
+            o -= ga * s
+    if iso and float(voxel_size[0]) != 1.0:
+        out *= out.dtype.type(1.0 / float(voxel_size[0]))
     return out
 
 
