@@ -178,3 +178,19 @@ def test_bad_inputs(phantom):
         inversion.tkd(field, brain, VOX, (0, 0, 0))
     with pytest.raises(ValueError, match="zero everywhere"):
         inversion.cg(field, brain, VOX, B0, weights=np.zeros(SHAPE))
+
+
+def test_contract_signatures():
+    """Every registered method takes the architecture's common arguments by name."""
+    import inspect
+
+    from qsmprep.qsm import background
+
+    for f in inversion.METHODS.values():
+        params = list(inspect.signature(f).parameters)
+        assert params[:6] == ["local_ppm", "mask", "voxel_size", "b0_dir", "weights", "magnitude"]
+        assert f.__doc__ and "References" in f.__doc__
+    for f in background.METHODS.values():
+        params = list(inspect.signature(f).parameters)
+        assert params[:5] == ["total_ppm", "mask", "voxel_size", "b0_dir", "weights"]
+        assert f.__doc__ and "References" in f.__doc__

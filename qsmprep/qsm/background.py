@@ -146,6 +146,8 @@ def pdf(total_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, tol=1
     pad_mm : float
         Zero padding around the mask's bounding box (mm) where outside sources may sit and which
         keeps the FFT's periodic wrap-around away from the mask (default 20 mm).
+    dtype : numpy dtype
+        Working precision (float32 default; float64 for comparisons).
 
     References
     ----------
