@@ -15,6 +15,12 @@ from nipype.interfaces.base import (
 from ..reports.participant import build_report
 
 
+def _get(values, k):
+    if not isdefined(values) or k >= len(values):
+        return None
+    return values[k] or None
+
+
 class _ReportInputSpec(BaseInterfaceInputSpec):
     subject = traits.Str(mandatory=True)
     session_ids = traits.List(traits.Str, mandatory=True)
@@ -26,6 +32,12 @@ class _ReportInputSpec(BaseInterfaceInputSpec):
     stats = InputMultiObject(File(exists=True), mandatory=True)
     sidecars = traits.List(traits.Dict, mandatory=True)
     change = File(exists=True)
+    t1w = traits.List(traits.Str, desc="T1w per session ('' if none)")
+    labels_t1w = traits.List(traits.Str, desc="labels on each session's T1w grid ('' if none)")
+    template = traits.Str(desc="within-subject template ('' on the cross-sectional path)")
+    labels_template = traits.Str(desc="labels in template space")
+    label_table = File(exists=True, desc="atlas label table (colours)")
+    registration_mode = traits.Str()
     extra_figures = traits.List(traits.Str, desc="QC figures made elsewhere")
     warnings = traits.List(traits.Str)
 
@@ -53,6 +65,8 @@ class ParticipantReport(SimpleInterface):
                 "labels": self.inputs.labels[k],
                 "stats": self.inputs.stats[k],
                 "sidecar": self.inputs.sidecars[k],
+                "t1w": _get(self.inputs.t1w, k),
+                "labels_t1w": _get(self.inputs.labels_t1w, k),
             })
         report, figures = build_report(
             self.inputs.subject,
@@ -61,6 +75,10 @@ class ParticipantReport(SimpleInterface):
             extra_figures=self.inputs.extra_figures if isdefined(self.inputs.extra_figures) else (),
             change_tsv=self.inputs.change if isdefined(self.inputs.change) else None,
             warnings=self.inputs.warnings if isdefined(self.inputs.warnings) else (),
+            template=self.inputs.template if isdefined(self.inputs.template) else None,
+            labels_template=self.inputs.labels_template if isdefined(self.inputs.labels_template) else None,
+            label_table=self.inputs.label_table if isdefined(self.inputs.label_table) else None,
+            registration_mode=self.inputs.registration_mode if isdefined(self.inputs.registration_mode) else None,
         )
         self._results["out_report"] = report
         self._results["figures"] = figures

@@ -96,33 +96,58 @@ font-size:0.8em;overflow-x:auto} .warn{color:#a40}
 """
 
 
-def build_report(subject, sessions, out_dir, extra_figures=(), change_tsv=None, warnings=()):
+def build_report(subject, sessions, out_dir, extra_figures=(), change_tsv=None, warnings=(),
+                 template=None, labels_template=None, label_table=None, registration_mode=None):
     """Write ``sub-<subject>.html`` and its figures into ``out_dir``; return all paths.
 
     ``sessions`` is a list of dicts with keys ``session``, ``chi``, ``mask``, ``brain_mask``,
-    ``mag``, ``labels``, ``stats``, ``sidecar`` (dict).
-    ``extra_figures`` are already-made figure files (e.g. registration QC) to embed.
+    ``mag``, ``labels`` (GRE grid), ``stats``, ``sidecar`` (dict), and optionally ``t1w`` and
+    ``labels_t1w`` (atlas labels on the session's T1w grid).
+    ``template``/``labels_template``: the within-subject template and its labels (longitudinal path).
+    ``extra_figures`` are already-made figure files to embed.
     """
+    from .figures import plot_change, plot_label_contours
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    table = pd.read_csv(label_table, sep="\t") if label_table and os.path.exists(label_table) else None
     figures = []
+
+    def img(fig):
+        figures.append(str(fig))
+        return f"<p><img src='sub-{subject}/figures/{os.path.basename(str(fig))}'></p>"
+
     parts = [f"<h1>qsmprep report: sub-{html.escape(subject)}</h1>",
              f"<p class='meta'>qsmprep {__version__}; sessions: "
-             f"{', '.join(html.escape(s['session'] or 'n/a') for s in sessions)}</p>"]
+             f"{', '.join(html.escape(s['session'] or 'n/a') for s in sessions)}"
+             + (f"; atlas registration: {html.escape(registration_mode)}" if registration_mode else "")
+             + "</p>"]
     if warnings:
         parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li class='warn'>{html.escape(w)}</li>"
                                                       for w in warnings) + "</ul>")
+    if template and labels_template and os.path.exists(template) and os.path.exists(labels_template):
+        parts.append("<h2>Within-subject template</h2><p>Atlas labels carried into the unbiased "
+                     "within-subject template (one SyN registration per subject).</p>")
+        parts.append(img(plot_label_contours(template, labels_template,
+                                             out_dir / f"sub-{subject}_desc-template_figure.png",
+                                             label_table=table, title="subject template + atlas")))
     for s in sessions:
         ses = s["session"]
-        prefix = f"sub-{subject}" + (f"_ses-{ses}" if ses else "")
+        prefix = f"sub-{subject}" + (f"_ses-{ses}" if ses and ses != "single" else "")
         parts.append(f"<h2>{html.escape(prefix)}</h2>")
-        fig_mask = mask_figure(s["mag"], s["brain_mask"], out_dir / f"{prefix}_desc-brainmask_figure.svg",
-                               f"{prefix}: brain mask over magnitude")
-        fig_qsm = qsm_figure(s["chi"], s.get("labels"), out_dir / f"{prefix}_desc-qsm_figure.svg",
-                             f"{prefix}: susceptibility with DGM atlas contours")
-        figures += [str(fig_mask), str(fig_qsm)]
-        for fig in (fig_mask, fig_qsm):
-            parts.append(f"<p><img src='sub-{subject}/figures/{os.path.basename(fig)}'></p>")
+        parts.append(img(mask_figure(s["mag"], s["brain_mask"], out_dir / f"{prefix}_desc-brainmask_figure.svg",
+                                     f"{prefix}: brain mask over magnitude")))
+        if s.get("t1w") and s.get("labels_t1w") and os.path.exists(s["t1w"]) and os.path.exists(s["labels_t1w"]):
+            parts.append(img(plot_label_contours(s["t1w"], s["labels_t1w"],
+                                                 out_dir / f"{prefix}_desc-t1wlabels_figure.png",
+                                                 label_table=table, title=f"{prefix}: T1w + atlas")))
+        if s.get("labels") and os.path.exists(s["labels"]):
+            parts.append(img(plot_label_contours(s["chi"], s["labels"], out_dir / f"{prefix}_desc-qsm_figure.png",
+                                                 label_table=table, vmin=-0.1, vmax=0.2,
+                                                 title=f"{prefix}: QSM (-0.1..0.2 ppm) + atlas")))
+        else:
+            parts.append(img(qsm_figure(s["chi"], None, out_dir / f"{prefix}_desc-qsm_figure.svg",
+                                        f"{prefix}: susceptibility")))
         if s.get("stats") and os.path.exists(s["stats"]):
             df = pd.read_csv(s["stats"], sep="\t", na_values="n/a")
             parts.append("<h3>Deep gray matter susceptibility (ppb)</h3>" + _table_html(df))
@@ -131,11 +156,13 @@ def build_report(subject, sessions, out_dir, extra_figures=(), change_tsv=None, 
                      + html.escape(json.dumps(side, indent=2, default=str)) + "</pre></details>")
     for fig in extra_figures:
         if fig and os.path.exists(fig):
-            figures.append(str(fig))
-            parts.append(f"<p><img src='sub-{subject}/figures/{os.path.basename(fig)}'></p>")
+            parts.append(img(fig))
     if change_tsv and os.path.exists(change_tsv):
         df = pd.read_csv(change_tsv, sep="\t", na_values="n/a")
-        parts.append("<h2>Longitudinal change (follow-up minus baseline, ppb)</h2>" + _table_html(df))
+        parts.append("<h2>Longitudinal change (ppb)</h2>")
+        parts.append(img(plot_change(df, out_dir / f"sub-{subject}_desc-dgmchange_figure.svg",
+                                     title=f"sub-{subject}: baseline vs follow-up", label_table=table)))
+        parts.append(_table_html(df))
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>qsmprep sub-"
             f"{html.escape(subject)}</title><style>{_CSS}</style></head><body>"
             + "\n".join(parts) + "</body></html>")

@@ -157,8 +157,14 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
         atlas_space=atlas.space, longitudinal=is_long,
     )
 
-    report = pe.Node(ParticipantReport(subject=subject, session_ids=session_ids,
-                                       warnings=warnings), name="report")
+    report = pe.Node(ParticipantReport(subject=subject, session_ids=session_ids, warnings=warnings,
+                                       t1w=[d.get("t1w") or "" for d in sessions],
+                                       label_table=str(atlas.tsv)), name="report")
+    wf.connect([
+        (long_wf, report, [("outputnode.labels_t1w", "labels_t1w"), ("outputnode.template", "template"),
+                           ("outputnode.labels_template", "labels_template"),
+                           ("outputnode.mode", "registration_mode")]),
+    ])
     for key in ("chi", "mask", "brain_mask", "mag", "labels", "stats", "sidecars"):
         wf.connect(report_lists[key], "out", report, key)
     if change is not None:
