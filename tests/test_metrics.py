@@ -66,9 +66,6 @@ def test_hfen_linear_and_offset_blind(blob):
     assert M.hfen(x + 0.3, x, full) < 1.0
     # but NRMSE sees it
     assert M.nrmse(x + 0.3, x, full) > 10.0
-    # HFEN weights fine detail: noise raises HFEN more than NRMSE
-    noisy = x + 0.05 * np.random.default_rng(1).standard_normal(x.shape)
-    assert M.hfen(noisy, x, mask) > M.nrmse(noisy, x, mask)
 
 
 def test_xsim_constant_images_hand_value():
