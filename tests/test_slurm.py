@@ -47,6 +47,10 @@ from compare_derivatives import compare_trees  # noqa: E402
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
             "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
 TIMINGS = {}
+# The same options for every run: fast settings (the point is SLURM == local, not accuracy) and
+# one ITK/OpenMP thread per process, so array tasks (1 CPU) and the local run (2 CPUs) do the
+# same floating-point work in registration.
+RUN_ARGS = ["--no-longitudinal", "--inversion", "tkd", "--omp-nthreads", "1"]
 
 
 def _run(cmd, env=None, **kw):
@@ -86,7 +90,7 @@ def local_run(cohort):
     out = cohort / "out_local"
     t0 = time.monotonic()
     _run([QSMPREP, cohort / "bids", out, "participant", "-w", cohort / "work_local",
-          "--nprocs", "2"])
+          "--nprocs", "2", *RUN_ARGS])
     _run([QSMPREP, cohort / "bids", out, "group", "-w", cohort / "work_local"])
     TIMINGS["local MultiProc (3 subjects)"] = time.monotonic() - t0
     return out
@@ -114,7 +118,7 @@ def test_job_array_and_group_job_match_local_run(cluster, cohort, local_run):
     t0 = time.monotonic()
     res = _run(["bash", ROOT / "workflows/slurm/submit.sh", "--bids", cohort / "bids",
                 "--out", out, "--work", work, "--cpus", "1", "--mem", "4G",
-                "--cmd", QSMPREP, "--python", sys.executable], env=cluster,
+                "--cmd", QSMPREP, "--python", sys.executable, "--", *RUN_ARGS], env=cluster,
                capture_output=True, text=True)
     print(res.stdout)
     ids = dict(line.split(":", 1) for line in res.stdout.splitlines() if line.endswith(
@@ -146,7 +150,7 @@ def test_nipype_slurm_plugin_one_participant(cluster, cohort, local_run):
     t0 = time.monotonic()
     _run([QSMPREP, cohort / "bids", out, "participant", "--participant-label", "01",
           "-w", cohort / "work_plugin", "--plugin", "SLURM", "--plugin-args",
-          json.dumps({"sbatch_args": "--cpus-per-task=1 --mem=3G", "max_jobs": 4})],
+          json.dumps({"sbatch_args": "--cpus-per-task=1 --mem=3G", "max_jobs": 4}), *RUN_ARGS],
          env=cluster)
     TIMINGS["Nipype SLURM plugin (1 subject)"] = time.monotonic() - t0
     problems, summary = compare_trees(local_run / "sub-01", out / "sub-01")

@@ -13,8 +13,9 @@
 #   --partition P  --account A  --sbatch-args "ARGS"   passed to every sbatch call
 #   --cmd "CMD"           how to run qsmprep (default: qsmprep on PATH; e.g.
 #                         "apptainer run --cleanenv -B /data qsmprep.sif")
-#   --python PY           Python that has qsmprep installed, for the index job (default: the
-#                         interpreter next to the qsmprep on PATH, else python3)
+#   --python "PY"         Python that has qsmprep installed, for the index job (default: the
+#                         interpreter next to the qsmprep on PATH, else python3; with a
+#                         container e.g. "apptainer exec qsmprep.sif python")
 #   --dry-run             print the sbatch commands instead of submitting
 # Everything after `--` is passed to qsmprep at participant level (e.g. --skip-bids-validation).
 #
@@ -97,7 +98,7 @@ run() {  # run sbatch ARGS... -> prints the job id
 index_py="import shutil, sys; shutil.rmtree(sys.argv[2], ignore_errors=True); from qsmprep.bids import build_layout; build_layout(sys.argv[1], database_dir=sys.argv[2], validate=False)"
 jid_index="$(run "${common[@]}" --job-name qsmprep-index --cpus-per-task 1 --mem 4G --time 02:00:00 \
     --output "$work/logs/index_%j.log" \
-    --wrap "$(printf '%q ' "$python" -c "$index_py" "$bids" "$db")")"
+    --wrap "$(read -r -a pyw <<< "$python"; printf '%q ' "${pyw[@]}" -c "$index_py" "$bids" "$db")")"
 
 array="1-$n"; [[ -n "$maxpar" ]] && array="$array%$maxpar"
 qargs_str=""
