@@ -21,7 +21,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from ..qsm import pipeline
+from ..qsm import background, echoes, inversion, masking, pipeline, unwrap
 from ..qsm.kernels import b0_direction_from_affine, voxel_size_from_affine
 from ..qsm.phase import choose_phase_values, detect_and_rescale_phase
 from ._io import load, load_mask, save, write_json
@@ -121,7 +121,9 @@ class BrainMask(SimpleInterface):
         self._results["mask_file"] = save(mask, img.slicer[..., 0] if img.ndim == 4 else img,
                                           os.path.join(runtime.cwd, "mask.nii.gz"))
         self._results["provenance"] = {
-            "BrainMask": {"Method": method, "Parameters": _method_opts(self.inputs.method_options),
+            "BrainMask": {"Method": method,
+                          "Parameters": pipeline.method_parameters(
+                              masking.METHODS, method, **_method_opts(self.inputs.method_options)),
                           "VolumeML": round(float(mask.sum()) * vox / 1000.0, 2)}
         }
         return runtime
@@ -167,8 +169,11 @@ class TotalField(SimpleInterface):
         self._results["reliability_file"] = save(rel, mimg, os.path.join(runtime.cwd, "reliability.nii.gz"))
         self._results["provenance"] = {
             "EchoCombination": {"Method": self.inputs.combination,
-                                "Parameters": _method_opts(self.inputs.method_options)},
-            "PhaseUnwrapping": {"Method": self.inputs.unwrapping},
+                                "Parameters": pipeline.method_parameters(
+                                    echoes.METHODS, self.inputs.combination,
+                                    **_method_opts(self.inputs.method_options))},
+            "PhaseUnwrapping": {"Method": self.inputs.unwrapping,
+                                "Parameters": pipeline.method_parameters(unwrap.METHODS, self.inputs.unwrapping)},
         }
         return runtime
 
@@ -208,7 +213,9 @@ class BackgroundRemoval(SimpleInterface):
         vox = float(np.prod(voxel_size))
         self._results["provenance"] = {
             "BackgroundFieldRemoval": {"Method": self.inputs.method,
-                                       "Parameters": _method_opts(self.inputs.method_options),
+                                       "Parameters": pipeline.method_parameters(
+                                           background.METHODS, self.inputs.method,
+                                           **_method_opts(self.inputs.method_options)),
                                        "ErodedMaskVolumeML": round(float(eroded.sum()) * vox / 1000, 2)},
             "B0Direction": [round(float(v), 6) for v in b0_dir],
         }
@@ -253,7 +260,9 @@ class DipoleInversion(SimpleInterface):
         self._results["chi_file"] = save(chi, img, os.path.join(runtime.cwd, "chi_unreferenced.nii.gz"))
         self._results["provenance"] = {
             "DipoleInversion": {"Method": self.inputs.method,
-                                "Parameters": _method_opts(self.inputs.method_options)}
+                                "Parameters": pipeline.method_parameters(
+                                    inversion.METHODS, self.inputs.method,
+                                    **_method_opts(self.inputs.method_options))}
         }
         return runtime
 

@@ -36,6 +36,36 @@ def call_method(registry: dict, name: str, kind: str, **kwargs):
     return func(**{k: v for k, v in kwargs.items() if k in sig.parameters})
 
 
+_DATA_ARGS = {
+    "mag", "phase", "tes", "voxel_size", "phase4d", "mag4d", "mask", "unwrapping", "total_ppm",
+    "b0_dir", "weights", "local_ppm", "magnitude", "chi", "ref_mask", "wrapped",
+}
+
+
+def method_parameters(registry: dict, name: str, **opts) -> dict:
+    """Every tunable parameter of ``registry[name]`` with the value that will be used.
+
+    Signature defaults (JSON-friendly scalars and sequences) overridden by ``opts``; recorded in
+    the Chimap sidecar so that a map can be reproduced from its sidecar alone.
+    """
+    func = registry.get(name)
+    if func is None:
+        return dict(opts)
+    out = {}
+    for pname, param in inspect.signature(func).parameters.items():
+        if pname in _DATA_ARGS or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+            continue
+        if param.default is inspect.Parameter.empty:
+            continue
+        val = param.default
+        if isinstance(val, (bool, int, float, str)) or val is None:
+            out[pname] = val
+        elif isinstance(val, (tuple, list)) and all(isinstance(v, (int, float, str)) for v in val):
+            out[pname] = list(val)
+    out.update(opts)
+    return out
+
+
 @dataclass(frozen=True)
 class QSMOptions:
     """Names of the method used at each step (choices: the ``METHODS`` dict of each module)."""
