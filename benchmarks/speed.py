@@ -7,8 +7,8 @@ Prints one table. Steps:
    the real pair on the cropped grid the solvers actually use (mask bounding box + margin).
 2. An analytic ellipsoid head (``benchmarks/qsm_phantom.py``; oblique B0; Gaussian field noise)
    and, for background removal, the exact exterior field of air/body spheres outside the brain.
-3. Every method, each in a fresh process: total wall time, peak RSS (``ru_maxrss``) and its
-   increase over the process baseline, time per iteration (from runs with two fixed iteration
+3. Every method, each in a fresh process: total wall time, peak RSS and its
+   increase over the process baseline (psutil, sampled every 10 ms), time per iteration (from runs with two fixed iteration
    counts) in units of the full-volume real FFT pair and of the cropped-grid pair it needs, the
    accuracy (inversion: mean absolute error of structure means in ppb and NRMSE after whole-brain
    referencing; background: relative local-field error), and the change of structure means when
@@ -81,10 +81,30 @@ def _sphere_field(shape, vox, b0):
     return out
 
 
-def _rss_mb():
-    import resource
+class _PeakRSS:
+    """Peak resident memory (MB) of this process, sampled every 10 ms by a thread (``ru_maxrss``
+    is inherited across fork/exec, so it would report the parent's peak)."""
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    def __init__(self):
+        import threading
+
+        import psutil
+
+        self._proc = psutil.Process()
+        self.base = self.peak = self._proc.memory_info().rss / 2**20
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self._proc.memory_info().rss / 2**20)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss / 2**20)
+        return self.peak
 
 
 def _job(npz, kind, name, opts, workers):
@@ -96,12 +116,13 @@ def _job(npz, kind, name, opts, workers):
 
     data = dict(np.load(npz))
     labels = {k[4:]: data[k] for k in data if k.startswith("lab_")}
-    base = _rss_mb()
+    mem = _PeakRSS()
     t = time.perf_counter()
     if kind == "inv":
         chi = inversion.METHODS[name](data["field"], data["mask"], tuple(data["vox"]), data["b0"],
                                       magnitude=data["mag"], workers=workers, **opts)
         wall = time.perf_counter() - t
+        mem.stop()
         means = structure_means_ppb(chi, data["mask"], labels)
         m = data["mask"]
         x = chi[m] - chi[m].mean()
@@ -111,6 +132,7 @@ def _job(npz, kind, name, opts, workers):
         local, er = background.METHODS[name](data["total"], data["mask"], tuple(data["vox"]),
                                              data["b0"], workers=workers, **opts)
         wall = time.perf_counter() - t
+        mem.stop()
         # accuracy of the chain that matters: default inversion of this local field in the
         # eroded mask, structure means referenced to the eroded mask's mean (truth likewise)
         chi = inversion.METHODS[inversion.DEFAULT](local, er, tuple(data["vox"]), data["b0"],
@@ -119,7 +141,7 @@ def _job(npz, kind, name, opts, workers):
         truth = structure_means_ppb(data["chi"], er, labels)
         means = {k: means[k] - truth[k] for k in means}  # errors
         acc = float(er.sum() / data["mask"].sum())
-    return dict(wall=wall, peak=_rss_mb(), base=base, acc=acc, means=means)
+    return dict(wall=wall, peak=mem.peak, base=mem.base, acc=acc, means=means)
 
 
 def main(argv=None):
