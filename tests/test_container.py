@@ -32,7 +32,7 @@ def _skip_reason():
 @pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
 def test_container_matches_native(tmp_path):
     env = dict(os.environ, QSMPREP_NATIVE=str(Path(sys.executable).parent / "qsmprep"),
-               TEST_SUBJECTS=os.environ.get("TEST_SUBJECTS", "2"))
+               TEST_SUBJECTS=os.environ.get("TEST_SUBJECTS", "1"))
     res = subprocess.run(["bash", str(ROOT / "scripts/ci_container_test.sh"), str(tmp_path)],
                          env=env, capture_output=True, text=True)
     print(res.stdout[-6000:])

@@ -47,6 +47,7 @@ from compare_derivatives import compare_trees  # noqa: E402
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
             "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
 TIMINGS = {}
+N_SUBJECTS = int(os.environ.get("QSMPREP_SLURM_SUBJECTS", "3"))
 # The same options for every run: fast settings (the point is SLURM == local, not accuracy) and
 # one ITK/OpenMP thread per process, so array tasks (1 CPU) and the local run (2 CPUs) do the
 # same floating-point work in registration.
@@ -79,7 +80,7 @@ def cluster(tmp_path_factory):
 def cohort(tmp_path_factory):
     base = tmp_path_factory.mktemp("slurm_cohort")
     t0 = time.monotonic()
-    _run([SIMULATE, base / "bids", "--subjects", "3", "--sessions", "2", "--seed", "11",
+    _run([SIMULATE, base / "bids", "--subjects", str(N_SUBJECTS), "--sessions", "2", "--seed", "11",
           "--preset", "small"])
     TIMINGS["simulate"] = time.monotonic() - t0
     return base
@@ -124,7 +125,7 @@ def test_job_array_and_group_job_match_local_run(cluster, cohort, local_run):
     ids = dict(line.split(":", 1) for line in res.stdout.splitlines() if line.endswith(
         tuple("0123456789")) and ":" in line)
     index_id, array_id, group_id = (ids[k].strip() for k in ("index job", "array job", "group job"))
-    assert "participants: 3" in res.stdout
+    assert f"participants: {N_SUBJECTS}" in res.stdout
 
     group_states = _wait(group_id, cluster)
     TIMINGS["SLURM index + array + group"] = time.monotonic() - t0
@@ -133,11 +134,12 @@ def test_job_array_and_group_job_match_local_run(cluster, cohort, local_run):
         for log in logs:
             print(f"--- {log.name}\n{log.read_text()[-3000:]}")
     assert _states(index_id, cluster) == ["COMPLETED"]
-    assert _states(array_id, cluster) == ["COMPLETED"] * 3
+    assert _states(array_id, cluster) == ["COMPLETED"] * N_SUBJECTS
     assert group_states == ["COMPLETED"]
     # the shared database was built once, and each task worked in its own folder
     assert (work / "bids_db" / "layout_index.sqlite").is_file()
-    assert sorted(p.name for p in work.glob("sub-*")) == ["sub-01", "sub-02", "sub-03"]
+    assert sorted(p.name for p in work.glob("sub-*")) == [f"sub-{i:02d}" for i in
+                                                          range(1, N_SUBJECTS + 1)]
 
     problems, summary = compare_trees(local_run, out)
     print("array vs local:", summary)
