@@ -95,12 +95,15 @@ def write_cohort(root, participants, tables):
     return bids, out
 
 
-def recovered_table(anova, lmm, alpha=0.05):
-    """One row per structure x effect: planted, recovered estimate, p, p_FDR, verdict."""
+def recovered_table(anova, lmm, alpha=0.05, planted_effects=None):
+    """One row per structure x effect: planted, recovered estimate, p, p_FDR, verdict.
+
+    ``planted_effects``: ``{structure: {effect: ppb}}`` (default: :data:`PLANTED`).
+    """
     rows = []
     terms = {"group": "group[MS] (marginal)", "time": "time[ses-followup] (marginal)",
              "group_x_time": "group[MS]:time[ses-followup]"}
-    for s, effects in PLANTED.items():
+    for s, effects in (planted_effects or PLANTED).items():
         for eff, planted in effects.items():
             a = anova[(anova["structure"] == s) & (anova["source"] == eff)].iloc[0]
             m = lmm[(lmm["structure"] == s) & (lmm["term"] == terms[eff])].iloc[0]
