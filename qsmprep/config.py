@@ -108,7 +108,6 @@ class RunConfig:
     plugin: str = "MultiProc"
     plugin_args: dict = field(default_factory=dict)
     stop_on_first_crash: bool = False
-    reports_only: bool = False
     random_seed: int = 0
     verbose: int = 0
     # QSM methods (names from qsmprep.qsm.<module>.METHODS)

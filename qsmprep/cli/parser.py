@@ -197,8 +197,6 @@ def get_parser() -> argparse.ArgumentParser:
                    "(e.g. '{\"sbatch_args\": \"-p short\"}')")
     g.add_argument("--stop-on-first-crash", dest="stop_on_first_crash", action="store_true",
                    help="stop at the first failing node instead of finishing the other participants")
-    g.add_argument("--reports-only", dest="reports_only", action="store_true",
-                   help="only rebuild the HTML reports from existing outputs")
     g.add_argument("--random-seed", dest="random_seed", type=_nonneg_int, metavar="SEED",
                    help="seed for registration sampling (default: qsmprep's fixed seed)")
 
