@@ -20,6 +20,14 @@ import pytest
 BIN = Path(sys.executable).parent
 
 
+def report_line(request, line):
+    """Queue a line for the end-of-session summary (see tests/conftest.py; works under xdist)."""
+    path = Path(request.config.rootpath) / ".pytest_cache" / "qsmprep-summary.txt"
+    path.parent.mkdir(exist_ok=True)
+    with path.open("a") as fh:
+        fh.write(line + "\n")
+
+
 def _run(*args, check=True, cwd=None):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([str(BIN / args[0]), *map(str, args[1:])], capture_output=True, text=True,
@@ -83,7 +91,7 @@ def test_participant_outputs(finished):
 
 
 @pytest.mark.slow
-def test_recovered_dgm_means_track_truth(finished):
+def test_recovered_dgm_means_track_truth(finished, request):
     out = finished / "out"
     truth_root = finished / "sim" / "derivatives" / "qsmprep-truth"
     rows = []
@@ -100,8 +108,9 @@ def test_recovered_dgm_means_track_truth(finished):
     r = np.corrcoef(df["mean_ppb_est"], df["mean_ppb_true"])[0, 1]
     err = (df["mean_ppb_est"] - df["mean_ppb_true"]).abs()
     per_structure = df.assign(err=err).groupby("structure_est")["err"].mean().round(1).to_dict()
-    print(f"\n[integration] DGM means vs truth over {len(df)} labels x sessions: r = {r:.3f}, "
-          f"MAE = {err.mean():.1f} ppb; per structure MAE (ppb): {per_structure}")
+    with capsys.disabled():
+        print(f"\n[integration] DGM means vs truth over {len(df)} labels x sessions: r = {r:.3f}, "
+              f"MAE = {err.mean():.1f} ppb; per structure MAE (ppb): {per_structure}")
     # Thresholds measured at the small (3 mm) preset, where partial volume biases small iron-rich
     # nuclei; the 1 mm accuracy targets are checked by benchmarks/accuracy.py.
     assert r > 0.9
