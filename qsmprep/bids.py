@@ -940,3 +940,28 @@ def write_bidsignore(output_dir, extra=()) -> Path:
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     os.replace(tmp, target)
     return target
+
+
+def find_user_mask(masks_dir, subject, session, shape):
+    """The user-supplied brain mask of one session (``--brain-masks``), checked against the GRE grid.
+
+    Looks for ``masks_dir/sub-<l>/[ses-<l>/]anat/sub-<l>[_ses-<l>]*_mask.nii[.gz]`` and raises
+    :class:`MissingInputError` (66) when none exists or :class:`DataError` (65) when its shape
+    differs from the GRE images (headers only are read).
+    """
+    import nibabel as nb
+
+    masks_dir = Path(masks_dir)
+    prefix = f"sub-{subject}" + (f"_ses-{session}" if session else "")
+    folder = masks_dir / f"sub-{subject}" / (f"ses-{session}" if session else "") / "anat"
+    found = sorted(folder.glob(f"{prefix}*_mask.nii*")) if folder.is_dir() else []
+    if not found:
+        raise MissingInputError(
+            f"--brain-masks: no mask for {prefix}: expected {folder}/{prefix}_desc-brain_mask.nii.gz "
+            "(on the GRE grid). Add it or drop --brain-masks.")
+    img = nb.load(str(found[0]))
+    if tuple(img.shape[:3]) != tuple(shape[:3]):
+        raise DataError(
+            f"--brain-masks: {found[0]} has shape {img.shape[:3]}, the GRE images of {prefix} have "
+            f"{tuple(shape[:3])}. Resample the mask onto the GRE grid.")
+    return str(found[0])

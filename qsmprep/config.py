@@ -120,6 +120,7 @@ class RunConfig:
     # atlas and ROIs
     atlas: Path | None = None
     dentate_atlas: Path | None = None
+    brain_masks: Path | None = None
     roi_erosion: int = 0
     roi_min_reliability: float | None = None
     longitudinal: bool = True
@@ -147,7 +148,7 @@ class RunConfig:
                 values[name] = getattr(ns, name)
 
         for key in ("bids_dir", "output_dir", "work_dir", "bids_database_dir", "bids_filter_file",
-                    "atlas", "dentate_atlas"):
+                    "atlas", "dentate_atlas", "brain_masks"):
             if values.get(key) is not None:
                 values[key] = Path(values[key]).absolute()
         if values.get("work_dir") is None:

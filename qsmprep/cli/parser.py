@@ -205,6 +205,9 @@ def get_parser() -> argparse.ArgumentParser:
         choices, default = _method_registry(module)
         g.add_argument(f"--{opt.replace('_', '-')}", dest=opt, choices=choices, default=default,
                        help=f"{module} method (qsmprep.qsm.{module}.METHODS)")
+    g.add_argument("--brain-masks", dest="brain_masks", type=Path, metavar="DIR",
+                   help="user-supplied brain masks on the GRE grid, laid out as BIDS derivatives "
+                        "(DIR/sub-<l>/[ses-<l>/]anat/sub-<l>[_ses-<l>]*_mask.nii.gz); replaces --masking")
 
     g = parser.add_argument_group("Atlas and ROIs")
     g.add_argument("--atlas", type=Path, metavar="DIR",
@@ -296,7 +299,7 @@ def validate_paths(ns: argparse.Namespace) -> argparse.Namespace:
         _check_creatable(ns.bids_database_dir, "pybids database folder")
 
     for attr, what in (("bids_filter_file", "--bids-filter-file"), ("atlas", "--atlas"),
-                       ("dentate_atlas", "--dentate-atlas")):
+                       ("dentate_atlas", "--dentate-atlas"), ("brain_masks", "--brain-masks")):
         value = getattr(ns, attr)
         if value is None:
             continue

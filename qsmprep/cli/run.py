@@ -90,6 +90,7 @@ def run_participant(config) -> int:
         build_layout,
         collect_data,
         collect_participants,
+        find_user_mask,
         write_bidsignore,
         write_derivatives_description,
     )
@@ -111,6 +112,8 @@ def run_participant(config) -> int:
         data[sub] = [collect_data(layout, sub, ses, bids_filters=config.bids_filters,
                                   b0_strength=getattr(config, "b0_strength", None)) for ses in sessions]
         for d in data[sub]:
+            if getattr(config, "brain_masks", None):
+                d["user_mask"] = find_user_mask(config.brain_masks, sub, d["session"], d["shape"])
             for w in d.get("warnings", []):
                 LOGGER.warning(w)
     LOGGER.info("Processing %d subject(s): %s", len(data),

@@ -272,6 +272,8 @@ class _RefInputSpec(BaseInterfaceInputSpec):
     chi_file = File(exists=True, mandatory=True)
     mask_file = File(exists=True, mandatory=True)
     ref_mask_file = File(exists=True, desc="reference region (e.g. CSF) on the same grid")
+    mag_file = File(exists=True, desc="4-D magnitude (CSF mask from R2* when no ref_mask_file)")
+    echo_times = traits.List(traits.Float)
     method = traits.Str(mandatory=True)
 
 
@@ -290,7 +292,12 @@ class ReferenceChi(SimpleInterface):
         chi, img = load(self.inputs.chi_file)
         mask, _ = load_mask(self.inputs.mask_file)
         ref_mask = load_mask(self.inputs.ref_mask_file)[0] if isdefined(self.inputs.ref_mask_file) else None
-        chi_ref, info = pipeline.reference_chi(chi, mask, self.inputs.method, ref_mask=ref_mask)
+        mag = None
+        if ref_mask is None and self.inputs.method == "csf" and isdefined(self.inputs.mag_file):
+            mag = load(self.inputs.mag_file)[0]
+        tes = list(self.inputs.echo_times) if isdefined(self.inputs.echo_times) else None
+        chi_ref, info = pipeline.reference_chi(chi, mask, self.inputs.method, ref_mask=ref_mask, mag=mag,
+                                               tes=tes, voxel_size=_geometry(img)[0])
         self._results["chi_file"] = save(chi_ref, img, os.path.join(runtime.cwd, "chi.nii.gz"))
         self._results["provenance"] = {"Reference": info}
         return runtime

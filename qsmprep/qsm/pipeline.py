@@ -187,8 +187,16 @@ def dipole_inversion(local_ppm, mask, voxel_size, b0_dir, method, weights=None, 
     return (np.asarray(chi, dtype=np.float32) * mask).astype(np.float32)
 
 
-def reference_chi(chi, mask, method, ref_mask=None):
-    """Step 5: referencing; returns ``(chi_referenced, info)``."""
+def reference_chi(chi, mask, method, ref_mask=None, mag=None, tes=None, voxel_size=None):
+    """Step 5: referencing; returns ``(chi_referenced, info)``.
+
+    For ``csf`` without a supplied ``ref_mask``, the CSF mask is derived from the multi-echo
+    magnitude (low R2*, deep inside the brain: :func:`qsmprep.qsm.reference.csf_mask_from_r2star`).
+    """
+    if method == "csf" and ref_mask is None:
+        if mag is None or tes is None or np.asarray(mag).ndim != 4 or np.asarray(mag).shape[-1] < 2:
+            raise ValueError("CSF referencing needs a CSF mask or multi-echo magnitude (>= 2 echoes).")
+        ref_mask = reference.csf_mask_from_r2star(mag, tes, mask, voxel_size=voxel_size or (1.0, 1.0, 1.0))
     chi_ref, info = call_method(
         reference.METHODS, method, "reference", chi=chi, mask=mask, ref_mask=ref_mask
     )
@@ -241,7 +249,8 @@ def reconstruct(mag, phase, tes, b0, affine, options: QSMOptions | None = None, 
     )
     timings["inversion"] = time.perf_counter() - t
     t = time.perf_counter()
-    chi_ref, ref_info = reference_chi(chi, eroded, options.reference, ref_mask=ref_mask)
+    chi_ref, ref_info = reference_chi(chi, eroded, options.reference, ref_mask=ref_mask, mag=mag,
+                                      tes=tes, voxel_size=voxel_size)
     timings["reference"] = time.perf_counter() - t
     return {
         "mask": mask,

@@ -97,6 +97,8 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
         )
         qsm_wf.inputs.inputnode.mag_files = data["mag"]
         qsm_wf.inputs.inputnode.phase_files = data["phase"]
+        if data.get("user_mask"):
+            qsm_wf.inputs.inputnode.user_mask = data["user_mask"]
 
         roi = pe.Node(
             ROIStats(label_table=str(atlas.tsv), atlas_name=atlas.name, erode_vox=int(config.roi_erosion),

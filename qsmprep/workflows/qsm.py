@@ -86,7 +86,7 @@ def init_qsm_wf(
         DipoleInversion(method=inversion, method_options=method_options.get("inversion", {})),
         name="dipole_inversion", mem_gb=mem_gb * 2,
     )
-    ref = pe.Node(ReferenceChi(method=reference), name="reference")
+    ref = pe.Node(ReferenceChi(method=reference, echo_times=list(echo_times)), name="reference")
     merge = pe.Node(niu.Merge(6), name="merge_provenance")
     prov = pe.Node(
         MergeProvenance(
@@ -116,6 +116,7 @@ def init_qsm_wf(
         (inv, ref, [("chi_file", "chi_file")]),
         (bfr, ref, [("mask_file", "mask_file")]),
         (inputnode, ref, [("ref_mask", "ref_mask_file")]),
+        (load, ref, [("mag_file", "mag_file")]),
         (load, merge, [("provenance", "in1")]),
         (mask, merge, [("provenance", "in2")]),
         (field, merge, [("provenance", "in3")]),

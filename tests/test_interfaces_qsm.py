@@ -1,0 +1,77 @@
+"""The thin QSM interfaces on a small simulated session: file in, one call, file out."""
+
+import json
+
+import nibabel as nb
+import numpy as np
+import pytest
+
+from qsmprep.bids import find_user_mask
+from qsmprep.errors import DataError, MissingInputError
+from qsmprep.interfaces.qsm import BrainMask, LoadGRE, ReferenceChi
+from qsmprep.simulate import simulate_session
+
+
+@pytest.fixture(scope="module")
+def session_files(tmp_path_factory):
+    d = simulate_session(preset="small", seed=3)
+    root = tmp_path_factory.mktemp("ses")
+    mags, phases = [], []
+    for e in range(d.mag.shape[-1]):
+        m = root / f"mag{e}.nii.gz"
+        p = root / f"phase{e}.nii.gz"
+        nb.Nifti1Image(d.mag[..., e].astype(np.float32), d.affine).to_filename(m)
+        # integer phase, as many scanners store it
+        raw = np.round((d.phase[..., e] + np.pi) / (2 * np.pi) * 4095).astype(np.int16)
+        nb.Nifti1Image(raw, d.affine).to_filename(p)
+        mags.append(str(m))
+        phases.append(str(p))
+    mask = root / "usermask.nii.gz"
+    nb.Nifti1Image(d.brain_mask.astype(np.uint8), d.affine).to_filename(mask)
+    return d, mags, phases, str(mask), root
+
+
+def test_load_gre_rescales_integer_phase(session_files, tmp_path):
+    d, mags, phases, _, _ = session_files
+    res = LoadGRE(mag_files=mags, phase_files=phases, phase_units="arbitrary").run(cwd=str(tmp_path))
+    phase = np.asarray(nb.load(res.outputs.phase_file).dataobj)
+    assert phase.shape == d.phase.shape
+    assert phase.min() >= -np.pi - 1e-6 and phase.max() < np.pi + 1e-6
+    diff = np.angle(np.exp(1j * (phase - d.phase)))
+    assert np.percentile(np.abs(diff), 99) < 2 * np.pi / 4095 * 2
+    assert res.outputs.provenance["PhaseScaling"][0]["detected"] != "radians"
+
+
+def test_user_mask_replaces_masking(session_files, tmp_path):
+    d, mags, phases, mask, _ = session_files
+    load = LoadGRE(mag_files=mags, phase_files=phases).run(cwd=str(tmp_path))
+    res = BrainMask(mag_file=load.outputs.mag_file, phase_file=load.outputs.phase_file,
+                    echo_times=list(d.tes), method="phase-quality", user_mask=mask).run(cwd=str(tmp_path))
+    out = np.asarray(nb.load(res.outputs.mask_file).dataobj) > 0
+    assert np.array_equal(out, d.brain_mask.astype(bool))
+    assert res.outputs.provenance["BrainMask"]["Method"] == "user"
+
+
+def test_csf_reference_from_r2star(session_files, tmp_path):
+    d, mags, phases, mask, _ = session_files
+    load = LoadGRE(mag_files=mags, phase_files=phases).run(cwd=str(tmp_path))
+    chi = tmp_path / "chi.nii.gz"
+    nb.Nifti1Image((d.chi + 0.05).astype(np.float32) * d.brain_mask, d.affine).to_filename(chi)
+    res = ReferenceChi(chi_file=str(chi), mask_file=mask, method="csf", mag_file=load.outputs.mag_file,
+                       echo_times=list(d.tes)).run(cwd=str(tmp_path))
+    info = res.outputs.provenance["Reference"]
+    assert info["reference"] == "csf" and info["n_voxels"] > 0
+    # the 0.05 ppm offset is removed: CSF (true chi 0) ends near zero
+    assert abs(info["value_ppm"] - 0.05) < 0.02
+    json.dumps(res.outputs.provenance)
+
+
+def test_find_user_mask(tmp_path):
+    anat = tmp_path / "sub-01" / "ses-a" / "anat"
+    anat.mkdir(parents=True)
+    with pytest.raises(MissingInputError, match="sub-01_ses-a_desc-brain_mask"):
+        find_user_mask(tmp_path, "01", "a", (4, 4, 4))
+    nb.Nifti1Image(np.ones((4, 4, 3), np.uint8), np.eye(4)).to_filename(anat / "sub-01_ses-a_desc-brain_mask.nii.gz")
+    with pytest.raises(DataError, match="Resample"):
+        find_user_mask(tmp_path, "01", "a", (4, 4, 4))
+    assert find_user_mask(tmp_path, "01", "a", (4, 4, 3)).endswith("_mask.nii.gz")
