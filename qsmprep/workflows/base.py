@@ -10,7 +10,7 @@ from ..interfaces.derivatives import PublishDerivatives
 from ..interfaces.reports import ParticipantReport
 from ..interfaces.roi import LongitudinalChange, ROIStats
 from .longitudinal import init_longitudinal_wf
-from .outputs import add_session_sinks, add_subject_sinks
+from .outputs import add_session_sinks, add_session_xfm_sinks, add_subject_sinks
 from .qsm import init_qsm_wf
 
 
@@ -140,6 +140,10 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
                                          "resampling (genericLabel), restricted to the QSM mask.",
                           "RegistrationPath": "longitudinal" if is_long else "cross-sectional"},
             stats_sidecar_field=(roi, "out_json"),
+        )
+        publish_inputs += add_session_xfm_sinks(
+            wf, long_wf, k, source_file=source_file, tag=tag, has_t1w=bool(data.get("t1w")),
+            longitudinal=is_long, atlas_space=atlas.space,
         )
         stats_nodes.append(roi)
 

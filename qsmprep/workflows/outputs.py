@@ -85,3 +85,27 @@ def add_subject_sinks(wf, long_wf, change_node, *, subject, atlas_name, atlas_sp
         wf.connect([(change_node, sink, [("out_tsv", "in_file"), ("out_json", "sidecar_file")])])
         pairs.append((sink, "out_file"))
     return pairs
+
+
+def _pick(inlist, index):
+    return inlist[index]
+
+
+def add_session_xfm_sinks(wf, long_wf, index, *, source_file, tag, has_t1w, longitudinal, atlas_space):
+    """Sinks of one session's registration transforms (ANTs files, BIDS-like names)."""
+    specs = []
+    if has_t1w:
+        specs.append(("xfm_gre_to_t1w", {"from": "MEGRE", "to": "T1w", "mode": "image"}))
+        if longitudinal:
+            specs.append(("xfm_t1w_to_template", {"from": "T1w", "to": "individual", "mode": "image"}))
+        else:
+            specs.append(("xfm_atlas_to_session", {"from": atlas_space, "to": "T1w", "mode": "image"}))
+    else:
+        specs.append(("xfm_atlas_to_session", {"from": atlas_space, "to": "MEGRE", "mode": "image"}))
+    pairs = []
+    for field, ents in specs:
+        sink = pe.Node(DerivativesSink(source_file=source_file, suffix="xfm", entities=ents),
+                       name=f"ds_{field}_{tag}", run_without_submitting=True)
+        wf.connect(long_wf, (f"outputnode.{field}", _pick, index), sink, "in_file")
+        pairs.append((sink, "out_file"))
+    return pairs
