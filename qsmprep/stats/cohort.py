@@ -25,17 +25,9 @@ import re
 import numpy as np
 import pandas as pd
 
-ROI_COLUMNS = (
-    "index",
-    "name",
-    "structure",
-    "hemisphere",
-    "mean_ppb",
-    "median_ppb",
-    "sd_ppb",
-    "n_voxels",
-    "volume_mm3",
-)
+from ..roi import COLUMNS as _ROI_COLUMNS  # pure module, no nipype
+
+ROI_COLUMNS = tuple(_ROI_COLUMNS)
 KEYS = ("participant_id", "session_id")
 
 #: session labels recognised as "first" or "later" time points when no order is given
