@@ -134,6 +134,26 @@ def compare_json(a: Path, b: Path, rtol: float, ignore: set[str]) -> tuple[bool,
     return (not diffs), ("identical" if not diffs else "; ".join(diffs[:3]))
 
 
+def compare_transform(a: Path, b: Path, tol_mm: float = 1e-4) -> tuple[bool, str]:
+    """ANTs transforms (.h5 embeds write metadata, so bytes differ): compare where they map points.
+
+    Both transforms are applied to a 10x10x10 grid of points spanning a head-sized box; they
+    agree when no point moves more than ``tol_mm`` apart.
+    """
+    if a.read_bytes() == b.read_bytes():
+        return True, "identical"
+    import ants
+    import numpy as np
+    import pandas as pd
+
+    g = np.linspace(-80.0, 80.0, 10)
+    pts = pd.DataFrame(np.array(np.meshgrid(g, g, g, indexing="ij")).reshape(3, -1).T, columns=["x", "y", "z"])
+    pa = ants.apply_transforms_to_points(3, pts, [str(a)]).to_numpy()
+    pb = ants.apply_transforms_to_points(3, pts, [str(b)]).to_numpy()
+    dmax = float(np.abs(pa - pb).max())
+    return dmax <= tol_mm, f"transforms map points within {dmax:.2e} mm"
+
+
 def compare_trees(ref: Path, other: Path, rtol: float = 1e-5, atol_ppb: float = 1e-3,
                   ignore_keys=DEFAULT_IGNORE_KEYS) -> tuple[list[str], dict]:
     """Return (problems, summary) for two output folders."""
@@ -155,6 +175,9 @@ def compare_trees(ref: Path, other: Path, rtol: float = 1e-5, atol_ppb: float = 
         elif rel.endswith(".json"):
             kind = "json"
             ok, msg = compare_json(a, b, rtol, set(ignore_keys))
+        elif rel.endswith(("_xfm.h5", "_xfm.mat")):
+            kind = "other"
+            ok, msg = compare_transform(a, b)
         else:
             kind = "other"
             ok = a.read_bytes() == b.read_bytes()
