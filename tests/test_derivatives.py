@@ -54,3 +54,16 @@ def test_sink_and_publish(tmp_path):
     assert len(pub.outputs.out_files) == 2
     # no temporary files left behind
     assert not list(outdir.rglob(".*tmp*"))
+
+
+def test_sink_compresses_uncompressed_nifti(tmp_path):
+    import nibabel as nb
+    import numpy as np
+
+    src = tmp_path / "chi.nii"
+    data = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    nb.Nifti1Image(data, np.eye(4)).to_filename(src)
+    res = DerivativesSink(in_file=str(src), source_file=SRC, suffix="Chimap", entities={"desc": "x"}).run(
+        cwd=str(tmp_path))
+    assert res.outputs.out_file.endswith("_desc-x_Chimap.nii.gz")
+    assert np.array_equal(np.asarray(nb.load(res.outputs.out_file).dataobj), data)

@@ -10,6 +10,7 @@ half-way leaves nothing under ``output_dir/sub-<label>``.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -101,9 +102,16 @@ class DerivativesSink(SimpleInterface):
             m = re.search(r"(\.nii\.gz|\.[A-Za-z0-9]+)$", os.path.basename(src))
             ext = m.group(1) if m else ""
         ents = dict(self.inputs.entities) if isdefined(self.inputs.entities) else {}
+        compress = ext == ".nii"  # work-directory intermediates are uncompressed (fast I/O)
+        if compress:
+            ext = ".nii.gz"
         name = build_name(self.inputs.source_file, self.inputs.suffix, ext, **ents)
         out = os.path.join(runtime.cwd, name)
-        shutil.copyfile(src, out)
+        if compress:
+            with open(src, "rb") as fin, gzip.open(out, "wb", compresslevel=6) as fout:
+                shutil.copyfileobj(fin, fout)
+        else:
+            shutil.copyfile(src, out)
         meta = {}
         if isdefined(self.inputs.sidecar_file):
             meta.update(json.loads(Path(self.inputs.sidecar_file).read_text()))

@@ -74,10 +74,10 @@ class LoadGRE(SimpleInterface):
             infos.append(info)
         mag4d = np.stack(mags, axis=-1)
         phase4d = np.stack(phases, axis=-1)
-        self._results["mag_file"] = save(mag4d, ref, os.path.join(runtime.cwd, "mag4d.nii.gz"))
-        self._results["phase_file"] = save(phase4d, ref, os.path.join(runtime.cwd, "phase4d.nii.gz"))
+        self._results["mag_file"] = save(mag4d, ref, os.path.join(runtime.cwd, "mag4d.nii"))
+        self._results["phase_file"] = save(phase4d, ref, os.path.join(runtime.cwd, "phase4d.nii"))
         self._results["mag_ref_file"] = save(
-            np.sqrt(np.sum(mag4d**2, axis=-1)), ref, os.path.join(runtime.cwd, "mag_rss.nii.gz")
+            np.sqrt(np.sum(mag4d**2, axis=-1)), ref, os.path.join(runtime.cwd, "mag_rss.nii")
         )
         self._results["provenance"] = {"PhaseScaling": infos}
         return runtime
@@ -119,7 +119,7 @@ class BrainMask(SimpleInterface):
             method = self.inputs.method
         vox = float(np.prod(voxel_size_from_affine(img.affine)))
         self._results["mask_file"] = save(mask, img.slicer[..., 0] if img.ndim == 4 else img,
-                                          os.path.join(runtime.cwd, "mask.nii.gz"))
+                                          os.path.join(runtime.cwd, "mask.nii"))
         self._results["provenance"] = {
             "BrainMask": {"Method": method,
                           "Parameters": pipeline.method_parameters(
@@ -165,8 +165,8 @@ class TotalField(SimpleInterface):
         rel = res.get("reliability")
         if rel is None:
             rel = mask.astype(np.float32)
-        self._results["field_file"] = save(res["field_ppm"], mimg, os.path.join(runtime.cwd, "field_ppm.nii.gz"))
-        self._results["reliability_file"] = save(rel, mimg, os.path.join(runtime.cwd, "reliability.nii.gz"))
+        self._results["field_file"] = save(res["field_ppm"], mimg, os.path.join(runtime.cwd, "field_ppm.nii"))
+        self._results["reliability_file"] = save(rel, mimg, os.path.join(runtime.cwd, "reliability.nii"))
         self._results["provenance"] = {
             "EchoCombination": {"Method": self.inputs.combination,
                                 "Parameters": pipeline.method_parameters(
@@ -208,8 +208,8 @@ class BackgroundRemoval(SimpleInterface):
             field, mask, voxel_size, b0_dir, self.inputs.method, weights=weights,
             **_method_opts(self.inputs.method_options),
         )
-        self._results["local_file"] = save(local, img, os.path.join(runtime.cwd, "local_ppm.nii.gz"))
-        self._results["mask_file"] = save(eroded, img, os.path.join(runtime.cwd, "mask_eroded.nii.gz"))
+        self._results["local_file"] = save(local, img, os.path.join(runtime.cwd, "local_ppm.nii"))
+        self._results["mask_file"] = save(eroded, img, os.path.join(runtime.cwd, "mask_eroded.nii"))
         vox = float(np.prod(voxel_size))
         self._results["provenance"] = {
             "BackgroundFieldRemoval": {"Method": self.inputs.method,
@@ -257,7 +257,7 @@ class DipoleInversion(SimpleInterface):
             weights=None if weights is None else weights * mask, magnitude=magnitude,
             **_method_opts(self.inputs.method_options),
         )
-        self._results["chi_file"] = save(chi, img, os.path.join(runtime.cwd, "chi_unreferenced.nii.gz"))
+        self._results["chi_file"] = save(chi, img, os.path.join(runtime.cwd, "chi_unreferenced.nii"))
         self._results["provenance"] = {
             "DipoleInversion": {"Method": self.inputs.method,
                                 "Parameters": pipeline.method_parameters(
@@ -298,7 +298,7 @@ class ReferenceChi(SimpleInterface):
         tes = list(self.inputs.echo_times) if isdefined(self.inputs.echo_times) else None
         chi_ref, info = pipeline.reference_chi(chi, mask, self.inputs.method, ref_mask=ref_mask, mag=mag,
                                                tes=tes, voxel_size=_geometry(img)[0])
-        self._results["chi_file"] = save(chi_ref, img, os.path.join(runtime.cwd, "chi.nii.gz"))
+        self._results["chi_file"] = save(chi_ref, img, os.path.join(runtime.cwd, "chi.nii"))
         self._results["provenance"] = {"Reference": info}
         return runtime
 
