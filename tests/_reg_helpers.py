@@ -30,3 +30,15 @@ def rotation(deg):
 def world(shape, affine):
     ijk = np.indices(shape).reshape(3, -1).astype(float)
     return affine[:3, :3] @ ijk + affine[:3, 3:4]
+
+
+def make_labels(data, affine):
+    """Six DGM-sized labels: tissue classes inside a central box, split by hemisphere."""
+    xyz = world(data.shape, affine).reshape((3,) + data.shape)
+    box = (
+        (np.abs(xyz[0]) < 32) & (xyz[1] > -35) & (xyz[1] < 20) & (xyz[2] > -12) & (xyz[2] < 22)
+    )
+    brain = data > 0
+    lo, hi = np.percentile(data[brain], [40, 75])
+    cls = np.where(data > hi, 3, np.where(data > lo, 2, 1))
+    return np.where(box & brain, cls + 3 * (xyz[0] > 0), 0).astype(np.int16)

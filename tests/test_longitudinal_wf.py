@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import nibabel as nb
 import numpy as np
 import pytest
-from _reg_helpers import rotation, template_file, world
+from _reg_helpers import make_labels, rotation, template_file, world
 from nipype.utils.filemanip import loadpkl
 from scipy import ndimage
 
@@ -28,17 +28,6 @@ def sample(data, affine, xyz, shape, order):
     inv = np.linalg.inv(affine)
     vox = inv[:3, :3] @ xyz + inv[:3, 3:4]
     return ndimage.map_coordinates(data, vox, order=order, mode="constant").reshape(shape)
-
-
-def make_labels(data, affine):
-    xyz = world(data.shape, affine).reshape((3,) + data.shape)
-    box = (
-        (np.abs(xyz[0]) < 32) & (xyz[1] > -35) & (xyz[1] < 20) & (xyz[2] > -12) & (xyz[2] < 22)
-    )
-    brain = data > 0
-    lo, hi = np.percentile(data[brain], [40, 75])
-    cls = np.where(data > hi, 3, np.where(data > lo, 2, 1))
-    return np.where(box & brain, cls + 3 * (xyz[0] > 0), 0).astype(np.int16)
 
 
 def add_scalp(data):

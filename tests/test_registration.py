@@ -5,7 +5,7 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 import pytest
-from _reg_helpers import rotation, template_file, world
+from _reg_helpers import make_labels, rotation, template_file, world
 from scipy import ndimage
 
 ants = pytest.importorskip("ants")
@@ -20,19 +20,6 @@ def resample_world_map(data, affine, src_xyz, order):
     inv = np.linalg.inv(affine)
     vox = inv[:3, :3] @ src_xyz + inv[:3, 3:4]
     return ndimage.map_coordinates(data, vox, order=order, mode="constant").reshape(data.shape)
-
-
-def make_labels(data, affine):
-    """Six DGM-sized labels: tissue classes inside a central box, split by hemisphere."""
-    xyz = world(data.shape, affine).reshape((3,) + data.shape)
-    box = (
-        (np.abs(xyz[0]) < 32) & (xyz[1] > -35) & (xyz[1] < 20) & (xyz[2] > -12) & (xyz[2] < 22)
-    )
-    brain = data > 0
-    lo, hi = np.percentile(data[brain], [40, 75])
-    cls = np.where(data > hi, 3, np.where(data > lo, 2, 1))
-    lab = np.where(box & brain, cls + 3 * (xyz[0] > 0), 0).astype(np.int16)
-    return lab
 
 
 def dice(a, b, k):
