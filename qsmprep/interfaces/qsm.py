@@ -77,7 +77,7 @@ class LoadGRE(SimpleInterface):
         self._results["mag_file"] = save(mag4d, ref, os.path.join(runtime.cwd, "mag4d.nii"))
         self._results["phase_file"] = save(phase4d, ref, os.path.join(runtime.cwd, "phase4d.nii"))
         self._results["mag_ref_file"] = save(
-            np.sqrt(np.sum(mag4d**2, axis=-1)), ref, os.path.join(runtime.cwd, "mag_rss.nii")
+            masking.combine_magnitude(mag4d), ref, os.path.join(runtime.cwd, "mag_rss.nii")
         )
         self._results["provenance"] = {"PhaseScaling": infos}
         return runtime
@@ -250,7 +250,7 @@ class DipoleInversion(SimpleInterface):
         magnitude = None
         if isdefined(self.inputs.mag_file):
             mag4d, _ = load(self.inputs.mag_file)
-            magnitude = np.sqrt(np.sum(mag4d**2, axis=-1)) if mag4d.ndim == 4 else mag4d
+            magnitude = masking.combine_magnitude(mag4d)
         voxel_size, b0_dir = _geometry(img)
         chi = pipeline.dipole_inversion(
             local, mask, voxel_size, b0_dir, self.inputs.method,

@@ -241,7 +241,7 @@ def reconstruct(mag, phase, tes, b0, affine, options: QSMOptions | None = None, 
     )
     timings["bf_removal"] = time.perf_counter() - t
     t = time.perf_counter()
-    mag_ref = np.sqrt(np.sum(np.asarray(mag, dtype=np.float32) ** 2, axis=-1))
+    mag_ref = masking.combine_magnitude(mag)
     chi = dipole_inversion(
         local, eroded, voxel_size, b0_dir, options.inversion,
         weights=None if weights is None else weights * eroded, magnitude=mag_ref,

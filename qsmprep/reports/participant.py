@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .. import __version__  # noqa: E402
+from ..qsm.masking import combine_magnitude  # noqa: E402
 
 
 def _slices_through(mask):
@@ -65,8 +66,7 @@ def qsm_figure(chi_file, labels_file, out_file, title, vmin=-0.1, vmax=0.2):
 def mask_figure(mag_file, mask_file, out_file, title):
     """Brain mask outline over the (root-sum-of-squares) magnitude."""
     mag = np.asarray(nb.as_closest_canonical(nb.load(mag_file)).dataobj, dtype=np.float32)
-    if mag.ndim == 4:
-        mag = np.sqrt((mag**2).sum(-1))
+    mag = combine_magnitude(mag)
     mask = np.asarray(nb.as_closest_canonical(nb.load(mask_file)).dataobj) > 0
     centre = _slices_through(mask)
     vmax = np.percentile(mag[mag > 0], 99) if (mag > 0).any() else 1
