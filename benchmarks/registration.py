@@ -98,7 +98,7 @@ def dice(a, b, k):
     return 2 * np.sum(x & y) / s if s else np.nan
 
 
-def evaluate(bids, results, table):
+def evaluate(bids, results, table, erode_vox=0):
     from qsmprep import roi
 
     files = [session_files(bids, s) for s in SESSIONS]
@@ -117,7 +117,8 @@ def evaluate(bids, results, table):
             truth = np.where(mask, np.asarray(nb.load(f["dseg"]).dataobj), 0)
             for i in rows:
                 rows[i].setdefault(f"dice_{mode}", []).append(dice(est, truth, i))
-            stats[s] = roi.roi_statistics(chi, est, table, img.header.get_zooms()[:3], mask=mask)
+            stats[s] = roi.roi_statistics(chi, est, table, img.header.get_zooms()[:3], mask=mask,
+                                          erode_vox=erode_vox)
         ch = roi.longitudinal_change(stats, *SESSIONS).set_index("index")
         for i in rows:
             rows[i][f"chg_{mode}"] = ch.loc[i, "change_mean_ppb"]
@@ -143,6 +144,9 @@ def main(argv=None):
     p.add_argument("--work", type=Path, default=None)
     p.add_argument("--bids", type=Path, default=None, help="existing simulated dataset")
     p.add_argument("--modes", nargs="+", default=["longitudinal", "cross-sectional"])
+    p.add_argument("--roi-erosion", type=int, default=0,
+                   help="erode labels by N voxels before the change statistics (as qsmprep's "
+                        "--roi-erosion); the true change is always taken on uneroded true labels")
     p.add_argument("--_child", nargs=2, metavar=("MODE", "JSON"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="qsmprep-regbench-"))
@@ -166,10 +170,11 @@ def main(argv=None):
         results[mode] = json.loads(js.read_text())
     from qsmprep.atlas import load_atlas
 
-    df = evaluate(bids, results, load_atlas(None).labels)
+    df = evaluate(bids, results, load_atlas(None).labels, erode_vox=args.roi_erosion)
     pd.set_option("display.width", 200)
     print(f"# registration benchmark: preset={args.preset}, registration resolution="
           f"{args.resolution or 'native'}, ITK threads={args.omp_nthreads}, "
+          f"ROI erosion={args.roi_erosion}, "
           f"load average {os.getloadavg()[0]:.1f}, simulation {sim_s:.0f} s")
     print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     unchanged = df["planted"] == 0

@@ -125,6 +125,7 @@ class RunConfig:
     roi_min_reliability: float | None = None
     longitudinal: bool = True
     registration_resolution: float | None = None
+    syn_metric: str = "CC"
     # group level
     group_column: str = "group"
     covariates: tuple = ()

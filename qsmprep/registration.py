@@ -42,6 +42,18 @@ RIGID_ITERATIONS = (200, 100, 50)
 #: fixed rate makes 1 mm rigid registrations ~30x dearer than 3 mm ones for no gain)
 RIGID_SAMPLING = 0.1
 RIGID_MAX_SAMPLES = 200_000
+#: SyN similarity metric of the atlas registration (T1w template -> skull-stripped T1w):
+#: neighbourhood cross-correlation of radius 2 voxels. Measured on the 1 mm simulator (one
+#: subject, two sessions, same SyN schedule): pallidum Dice 0.72-0.74 (left) and 0.87 (right)
+#: with Mattes MI (32 bins), 0.93-0.95 and 0.95-0.97 with CC; CC is the metric of ANTs'
+#: antsRegistrationSyN.sh and of Avants et al. 2008/2011 (refs in register_atlas_to_t1w)
+SYN_METRIC = "CC"
+SYN_CC_RADIUS = 2
+SYN_MI_BINS = 32
+#: margin (mm) kept around the brain when images are cropped for SyN (the displacement field
+#: lives on the fixed grid; a 250x288x260 padded template grid has 4x the voxels of the
+#: brain's bounding box; cropping took CC SyN at 1 mm from 273 s to 82 s, Dice unchanged)
+CROP_MARGIN_MM = 6.0
 
 
 def _sampling_rate(img) -> float:
@@ -166,6 +178,27 @@ def _average_rigid(transforms):
     )
 
 
+def _crop_to_content(img, margin_mm=CROP_MARGIN_MM):
+    """Crop an ANTs image to the bounding box of its non-zero voxels plus ``margin_mm``.
+
+    Physical coordinates are kept (origin moves with the crop), so transforms estimated on the
+    cropped image apply to the full one. Images with no zero background are returned as is.
+    """
+    ants = _ants()
+    arr = img.numpy()
+    nz = np.argwhere(arr != 0)
+    if nz.size == 0:
+        return img
+    pad = [int(np.ceil(margin_mm / s)) for s in img.spacing]
+    lo = [max(0, int(a) - p) for a, p in zip(nz.min(0), pad)]
+    hi = [min(n - 1, int(b) + p) for n, b, p in zip(arr.shape, nz.max(0), pad)]
+    if all(a == 0 for a in lo) and all(b == n - 1 for b, n in zip(hi, arr.shape)):
+        return img
+    box = np.zeros(arr.shape, dtype="float32")
+    box[tuple(slice(a, b + 1) for a, b in zip(lo, hi))] = 1.0
+    return ants.crop_image(img, img.new_image_like(box), 1)
+
+
 def _largest_component(mask: np.ndarray) -> np.ndarray:
     lab, n = ndimage.label(mask)
     if n <= 1:
@@ -259,15 +292,32 @@ def register_atlas_to_t1w(
     type_of_transform="SyN",
     reg_iterations=(40, 20, 0),
     fixed_mask=None,
+    syn_metric=SYN_METRIC,
+    crop=True,
     seed=DEFAULT_SEED,
     num_threads=1,
 ):
     """Nonlinear (SyN) registration of the skull-stripped atlas template to a skull-stripped T1w.
 
-    antspyx ``SyN``: centre-of-mass initialisation, affine (Mattes MI) then symmetric
-    normalisation (Mattes MI) at ``resolution_mm``. Both images are intensity-normalised.
-    ``fixed_mask`` (optional) skull-strips the fixed image first (e.g. a GRE magnitude with its
-    QSM brain mask, for sessions without a T1w).
+    antspyx ``SyN``: centre-of-mass initialisation, affine (Mattes MI), then symmetric
+    normalisation (Avants BB, et al. Symmetric diffeomorphic image registration with
+    cross-correlation. Med Image Anal 2008;12:26-41) at ``resolution_mm`` with the
+    ``syn_metric`` similarity:
+
+    * ``"CC"`` (default): neighbourhood cross-correlation, radius ``SYN_CC_RADIUS`` voxels; the
+      metric of ANTs' ``antsRegistrationSyN.sh`` for same-contrast (T1w -> T1w) registration
+      (Avants BB, et al. A reproducible evaluation of ANTs similarity metric performance in
+      brain image registration. NeuroImage 2011;54:2033-2044). Local normalisation keeps
+      low-contrast boundaries (pallidum / internal capsule, ~6% of the WM intensity) that a
+      global 32-bin histogram blurs; see ``SYN_METRIC`` for the measured Dice.
+    * ``"mattes"``: Mattes mutual information (32 bins), for different contrasts (a GRE
+      magnitude as the fixed image) and about 2.5x faster.
+
+    Both images are intensity-normalised. ``fixed_mask`` (optional) skull-strips the fixed image
+    first (e.g. a GRE magnitude with its QSM brain mask, for sessions without a T1w). With
+    ``crop`` both images are cropped to their non-zero content plus ``CROP_MARGIN_MM`` before
+    estimation (the warp is then defined on the brain's bounding box; outside it the
+    displacement is zero, which only affects voxels >= 6 mm outside the brain).
 
     Returns ``(fwd_h5, inv_h5, warped_file)``: ``fwd_h5`` (``from-<src>_to-<dst>``) resamples
     template-space images into the T1w, ``inv_h5`` the reverse.
@@ -283,6 +333,11 @@ def register_atlas_to_t1w(
             fixed_full = fixed_full * (fmask > 0.5)
         fixed = _normalise(_at_resolution(fixed_full, resolution_mm))
         moving = _normalise(_at_resolution(_read(template_brain), resolution_mm))
+        if crop:
+            fixed, moving = _crop_to_content(fixed), _crop_to_content(moving)
+        metric = str(syn_metric).lower()
+        if metric not in ("cc", "mattes"):
+            raise ValueError(f"syn_metric must be 'CC' or 'mattes', not {syn_metric!r}")
         init = _com_translation(fixed, moving, str(out_dir / "com_init.mat"))
         reg = ants.registration(
             fixed,
@@ -290,6 +345,8 @@ def register_atlas_to_t1w(
             type_of_transform=type_of_transform,
             initial_transform=[init],
             reg_iterations=tuple(reg_iterations),
+            syn_metric="CC" if metric == "cc" else "mattes",
+            syn_sampling=SYN_CC_RADIUS if metric == "cc" else SYN_MI_BINS,
             write_composite_transform=True,
             outprefix=str(out_dir / f"{src}_to_{dst}_"),
         )

@@ -80,6 +80,9 @@ def test_participant_outputs(finished):
                          f"{prefix}_desc-local_field.nii.gz", f"{prefix}_atlas-DGM_desc-dgm_stats.tsv",
                          f"{prefix}_atlas-DGM_desc-dgm_stats.json"):
                 assert (anat / name).exists(), name
+            dseg_side = json.loads((anat / f"{prefix}_atlas-DGM_dseg.json").read_text())
+            assert dseg_side["RegistrationPath"] == "longitudinal"
+            assert dseg_side["AtlasRegistration"]["SyNMetric"] == "CC"
             # no raw-looking names in the derivatives
             assert not list(anat.glob("*echo-*")) and not list(anat.glob("*part-*"))
     group = out / "group"

@@ -161,6 +161,40 @@ def test_syn_label_propagation(tpl, warped_subject, tmp_path):
     assert np.mean(list(dices.values())) > np.mean(list(base.values())) + 0.05
 
 
+def test_syn_metrics(tpl, warped_subject, tmp_path):
+    """Both SyN metrics propagate labels; an unknown metric is refused before any work."""
+    fwd, _, _ = R.register_atlas_to_t1w(
+        warped_subject["brain"], tpl["file"], out_dir=tmp_path, resolution_mm=VOX,
+        syn_metric="mattes",
+    )
+    out = R.compose_and_apply(
+        tpl["labels_file"], warped_subject["brain"], [fwd], out_file=tmp_path / "lab.nii.gz"
+    )
+    est = np.asarray(nb.load(out).dataobj)
+    assert min(dice(est, warped_subject["labels"], k) for k in range(1, 7)) > 0.6
+    with pytest.raises(ValueError, match="syn_metric"):
+        R.register_atlas_to_t1w(warped_subject["brain"], tpl["file"], out_dir=tmp_path / "x",
+                                syn_metric="demons")
+
+
+def test_crop_to_content_keeps_physical_space():
+    arr = np.zeros((40, 50, 60), dtype="float32")
+    arr[10:20, 15:30, 20:41] = np.arange(10 * 15 * 21, dtype="float32").reshape(10, 15, 21) + 1
+    img = ants.from_numpy(arr, origin=(1.0, -2.0, 3.0), spacing=(2.0, 2.0, 2.0))
+    out = R._crop_to_content(img, margin_mm=4.0)
+    # bounding box 10..19 x 15..29 x 20..40 plus 2 voxels each side
+    assert out.shape == (14, 19, 25)
+    assert np.array_equal(out.numpy()[2:-2, 2:-2, 2:-2], arr[10:20, 15:30, 20:41])
+    for ijk_full, ijk_crop in [((10, 15, 20), (2, 2, 2)), ((19, 29, 40), (11, 16, 22))]:
+        assert np.allclose(ants.transform_index_to_physical_point(img, ijk_full),
+                           ants.transform_index_to_physical_point(out, ijk_crop))
+    # an image without background is returned as is; an empty one too
+    full = ants.from_numpy(np.ones((5, 6, 7), dtype="float32"))
+    assert R._crop_to_content(full).shape == (5, 6, 7)
+    empty = ants.from_numpy(np.zeros((5, 6, 7), dtype="float32"))
+    assert R._crop_to_content(empty).shape == (5, 6, 7)
+
+
 def test_compose_chain_equals_sequential(tpl, tmp_path):
     """Two rigid transforms composed in one call map labels like the product transform."""
     data, aff = tpl["data"], tpl["affine"]

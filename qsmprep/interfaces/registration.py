@@ -74,6 +74,8 @@ class _AtlasRegInputSpec(_CommonInputSpec):
     dst = traits.Str("T1w", usedefault=True, desc="fixed space name")
     type_of_transform = traits.Str("SyN", usedefault=True)
     reg_iterations = traits.List(traits.Int, [40, 20, 0], usedefault=True)
+    syn_metric = traits.Enum("CC", "mattes", usedefault=True,
+                             desc="SyN similarity: CC (same contrast) or mattes (MI)")
 
 
 class _AtlasRegOutputSpec(TraitedSpec):
@@ -99,6 +101,7 @@ class RegisterAtlas(SimpleInterface):
             type_of_transform=self.inputs.type_of_transform,
             reg_iterations=tuple(self.inputs.reg_iterations),
             fixed_mask=_opt(self.inputs.fixed_mask),
+            syn_metric=self.inputs.syn_metric,
             seed=self.inputs.seed,
             num_threads=self.inputs.num_threads,
         )

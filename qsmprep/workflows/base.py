@@ -59,6 +59,7 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
         longitudinal=bool(config.longitudinal),
         sessions_without_t1w=no_t1w,
         registration_resolution=config.registration_resolution,
+        syn_metric=getattr(config, "syn_metric", "CC"),
         omp_nthreads=config.omp_nthreads,
         seed=config.random_seed,
     )
@@ -138,7 +139,14 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
             dseg_sidecar={"Atlas": atlas.name, "AtlasSpace": atlas.space,
                           "Description": "Atlas labels carried into this session's GRE grid in one "
                                          "resampling (genericLabel), restricted to the QSM mask.",
-                          "RegistrationPath": "longitudinal" if is_long else "cross-sectional"},
+                          "RegistrationPath": "longitudinal" if is_long else "cross-sectional",
+                          "AtlasRegistration": {
+                              "Software": "antspyx (ANTs antsRegistration)",
+                              "Transform": "SyN",
+                              "SyNMetric": ("mattes" if not data.get("t1w")
+                                            else getattr(config, "syn_metric", "CC")),
+                              "RegistrationResolution": (config.registration_resolution
+                                                         or "native")}},
             stats_sidecar_field=(roi, "out_json"),
         )
         publish_inputs += add_session_xfm_sinks(

@@ -59,6 +59,7 @@ def init_longitudinal_wf(
     longitudinal=True,
     sessions_without_t1w=(),
     registration_resolution=None,
+    syn_metric="CC",
     template_iterations=3,
     omp_nthreads=1,
     seed=DEFAULT_SEED,
@@ -89,6 +90,9 @@ def init_longitudinal_wf(
     atlas : :class:`qsmprep.atlas.Atlas` (``template``, ``dseg``, ``brain_mask``, ``space``)
     registration_resolution : isotropic mm for estimating transforms (None = native);
         brain extraction always runs at >= 2 mm.
+    syn_metric : similarity metric of the atlas -> T1w / subject template SyN (``"CC"`` or
+        ``"mattes"``, see :func:`qsmprep.registration.register_atlas_to_t1w`); the atlas ->
+        GRE SyN of sessions without a T1w always uses ``"mattes"`` (different contrasts).
     omp_nthreads : ITK threads per registration node (also its ``n_procs``)
 
     Inputs (``inputnode``; lists in ``session_ids`` order)
@@ -159,7 +163,7 @@ def init_longitudinal_wf(
             tpl_bex.inputs.template_mask = str(atlas.brain_mask)
         atlas_to_tpl = pe.Node(
             RegisterAtlas(moving=str(atlas.template), src=space, dst=TEMPLATE_SPACE_NAME,
-                          resolution_mm=res, **common),
+                          resolution_mm=res, syn_metric=syn_metric, **common),
             name="atlas_to_template", n_procs=omp_nthreads, mem_gb=mem_gb,
         )
         labels_tpl = pe.Node(
@@ -201,7 +205,7 @@ def init_longitudinal_wf(
         if ses in no_t1w:
             atlas_to_gre = pe.Node(
                 RegisterAtlas(moving=str(atlas.template), src=space, dst=GRE_SPACE_NAME,
-                              resolution_mm=res, **common),
+                              resolution_mm=res, syn_metric="mattes", **common),
                 name=f"atlas_to_gre_{tag}", n_procs=omp_nthreads, mem_gb=mem_gb,
             )
             wf.connect([
@@ -278,7 +282,7 @@ def init_longitudinal_wf(
                 t1w_bex.inputs.template_mask = str(atlas.brain_mask)
             atlas_to_t1w = pe.Node(
                 RegisterAtlas(moving=str(atlas.template), src=space, dst="T1w",
-                              resolution_mm=res, **common),
+                              resolution_mm=res, syn_metric=syn_metric, **common),
                 name=f"atlas_to_t1w_{tag}", n_procs=omp_nthreads, mem_gb=mem_gb,
             )
             wf.connect([
