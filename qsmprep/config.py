@@ -121,7 +121,7 @@ class RunConfig:
     atlas: Path | None = None
     dentate_atlas: Path | None = None
     brain_masks: Path | None = None
-    roi_erosion: int = 0
+    roi_erosion: int | str = "auto"
     roi_min_reliability: float | None = None
     longitudinal: bool = True
     registration_resolution: float | None = None

@@ -139,6 +139,17 @@ def test_runconfig_defaults_and_provenance(bids, tmp_path):
     assert ps["plugin_args"]["memory_gb"] == cfg.mem_gb
 
 
+def test_roi_erosion_and_syn_metric_options(bids, tmp_path):
+    base = [str(bids), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "w")]
+    cfg = RunConfig.from_args(parse_args(base))
+    assert cfg.roi_erosion == "auto" and cfg.syn_metric == "CC"
+    cfg = RunConfig.from_args(parse_args(base + ["--roi-erosion", "2", "--syn-metric", "mattes"]))
+    assert cfg.roi_erosion == 2 and cfg.syn_metric == "mattes"
+    assert RunConfig.from_args(parse_args(base + ["--roi-erosion", "AUTO"])).roi_erosion == "auto"
+    for bad in (["--roi-erosion", "-1"], ["--roi-erosion", "one"], ["--syn-metric", "demons"]):
+        assert _exit_code(base + bad) == 64
+
+
 def test_runconfig_never_oversubscribes(bids, tmp_path):
     ns = parse_args([str(bids), str(tmp_path / "out"), "participant", "--nprocs", "1", "--omp-nthreads", "4"])
     with pytest.raises(UsageError) as exc:

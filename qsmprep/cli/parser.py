@@ -92,6 +92,13 @@ def _nonneg_int(value):
     return ivalue
 
 
+def _erosion(value):
+    """``auto`` or a non-negative integer (``--roi-erosion``)."""
+    if str(value).lower() == "auto":
+        return "auto"
+    return _nonneg_int(value)
+
+
 def _positive_float(value):
     try:
         fvalue = float(value)
@@ -214,8 +221,10 @@ def get_parser() -> argparse.ArgumentParser:
                    help="atlas folder with tpl-*_T1w, atlas-*_dseg.nii.gz and .tsv (default: built-in DGM atlas)")
     g.add_argument("--dentate-atlas", dest="dentate_atlas", type=Path, metavar="DIR",
                    help="Diedrichsen 2009 cerebellar nuclei folder, adds the dentate nuclei")
-    g.add_argument("--roi-erosion", dest="roi_erosion", type=_nonneg_int, default=0, metavar="N",
-                   help="erode each ROI by N voxels before statistics")
+    g.add_argument("--roi-erosion", dest="roi_erosion", type=_erosion, default="auto",
+                   metavar="N|auto",
+                   help="erode each ROI by N voxels before statistics; auto (default): 1 voxel "
+                        "when the GRE voxel is <= 1.5 mm in every dimension, else 0")
     g.add_argument("--roi-min-reliability", dest="roi_min_reliability", type=_unit_interval,
                    default=None, metavar="X",
                    help="exclude voxels whose field reliability (0..1) is below X")

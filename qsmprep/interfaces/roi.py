@@ -43,7 +43,9 @@ class _ROIStatsInputSpec(BaseInterfaceInputSpec):
     label_table = File(exists=True, mandatory=True, desc="atlas-<Name>_dseg.tsv")
     mask = File(exists=True, desc="final QSM mask")
     reliability = File(exists=True, desc="multi-echo reliability map (0..1)")
-    erode_vox = traits.Int(0, usedefault=True, desc="per-label erosion (voxels)")
+    erode_vox = traits.Either(
+        traits.Enum("auto"), traits.Int(), default="auto", usedefault=True,
+        desc="per-label erosion (voxels), or 'auto' (1 at <= 1.5 mm voxels, else 0)")
     min_reliability = traits.Float(desc="exclude voxels below this reliability")
     reference = traits.Str("n/a", usedefault=True, desc="susceptibility reference region")
     atlas_name = traits.Str("DGM", usedefault=True)
@@ -66,13 +68,15 @@ class ROIStats(SimpleInterface):
         mask = load_mask(self.inputs.mask)[0] if isdefined(self.inputs.mask) else None
         rel = load(self.inputs.reliability)[0] if isdefined(self.inputs.reliability) else None
         min_rel = self.inputs.min_reliability if isdefined(self.inputs.min_reliability) else None
+        voxel_size = voxel_size_from_affine(img.affine)
+        erode = roi.resolve_erosion(self.inputs.erode_vox, voxel_size)
         df = roi.roi_statistics(
             chi,
             labels,
             _read_label_table(self.inputs.label_table),
-            voxel_size_from_affine(img.affine),
+            voxel_size,
             mask=mask,
-            erode_vox=self.inputs.erode_vox,
+            erode_vox=erode,
             reliability=rel,
             min_reliability=min_rel,
         )
@@ -81,9 +85,10 @@ class ROIStats(SimpleInterface):
             roi.roi_sidecar(
                 reference=self.inputs.reference,
                 atlas_name=self.inputs.atlas_name,
-                erode_vox=self.inputs.erode_vox,
+                erode_vox=erode,
                 min_reliability=min_rel,
                 masked=mask is not None,
+                erosion_mode="auto" if self.inputs.erode_vox == "auto" else "fixed",
             ),
             os.path.join(runtime.cwd, "stats.json"),
         )

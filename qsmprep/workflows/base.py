@@ -102,7 +102,7 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
             qsm_wf.inputs.inputnode.user_mask = data["user_mask"]
 
         roi = pe.Node(
-            ROIStats(label_table=str(atlas.tsv), atlas_name=atlas.name, erode_vox=int(config.roi_erosion),
+            ROIStats(label_table=str(atlas.tsv), atlas_name=atlas.name, erode_vox=config.roi_erosion,
                      reference=options.reference),
             name=f"roi_stats_{tag}",
         )
