@@ -16,7 +16,8 @@ simulator's *true* susceptibility map and true brain mask of each session, so
 
 Usage::
 
-    python benchmarks/registration.py [--preset 1mm] [--resolution MM] [--work DIR]
+    python benchmarks/registration.py [--preset 1mm] [--seeds 11 12 13] [--roi-erosion auto|N]
+                                      [--resolution MM] [--work DIR]
 
 Prints one table. Takes minutes at 1 mm (SyN at 1 mm is ~1 min per registration on 2 cores).
 """
@@ -135,28 +136,15 @@ def evaluate(bids, results, table, erode_vox=0):
     return pd.DataFrame(out)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="1mm")
-    p.add_argument("--seed", type=int, default=11)
-    p.add_argument("--resolution", type=float, default=None, help="registration resolution (mm)")
-    p.add_argument("--omp-nthreads", type=int, default=2)
-    p.add_argument("--work", type=Path, default=None)
-    p.add_argument("--bids", type=Path, default=None, help="existing simulated dataset")
-    p.add_argument("--modes", nargs="+", default=["longitudinal", "cross-sectional"])
-    p.add_argument("--roi-erosion", type=int, default=0,
-                   help="erode labels by N voxels before the change statistics (as qsmprep's "
-                        "--roi-erosion); the true change is always taken on uneroded true labels")
-    p.add_argument("--_child", nargs=2, metavar=("MODE", "JSON"), help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    work = args.work or Path(tempfile.mkdtemp(prefix="qsmprep-regbench-"))
+def _erosion_arg(value):
+    return "auto" if str(value).lower() == "auto" else int(value)
+
+
+def run_seed(args, seed, work, bids):
+    """Simulate (once) and run every path for one seed; returns (table, results, sim_s)."""
     work.mkdir(parents=True, exist_ok=True)
-    bids = args.bids or work / f"sim-{args.preset}"
-    if args._child:
-        run_mode(bids, work, args._child[0], args.resolution, args.omp_nthreads, args._child[1])
-        return 0
     t0 = time.time()
-    simulate(bids, args.preset, args.seed)
+    simulate(bids, args.preset, seed)
     sim_s = time.time() - t0
     results = {}
     for mode in args.modes:
@@ -168,15 +156,16 @@ def main(argv=None):
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL,
                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
         results[mode] = json.loads(js.read_text())
+    from qsmprep import roi
     from qsmprep.atlas import load_atlas
 
-    df = evaluate(bids, results, load_atlas(None).labels, erode_vox=args.roi_erosion)
-    pd.set_option("display.width", 200)
-    print(f"# registration benchmark: preset={args.preset}, registration resolution="
-          f"{args.resolution or 'native'}, ITK threads={args.omp_nthreads}, "
-          f"ROI erosion={args.roi_erosion}, "
-          f"load average {os.getloadavg()[0]:.1f}, simulation {sim_s:.0f} s")
-    print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    zooms = nb.load(session_files(bids, SESSIONS[0])["chi"]).header.get_zooms()[:3]
+    erode = roi.resolve_erosion(args.roi_erosion, zooms)
+    df = evaluate(bids, results, load_atlas(None).labels, erode_vox=erode)
+    return df, results, sim_s, erode
+
+
+def summarise(df, results):
     unchanged = df["planted"] == 0
     summ = []
     for mode in results:
@@ -191,7 +180,61 @@ def main(argv=None):
             "mae_chg_unchanged_ppb": df.loc[unchanged, f"err_{m}"].abs().mean(),
             "max_abs_err_planted_ppb": df.loc[~unchanged, f"err_{m}"].abs().max(),
         })
-    print(pd.DataFrame(summ).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return pd.DataFrame(summ)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="1mm")
+    p.add_argument("--seeds", type=int, nargs="+", default=[11],
+                   help="one simulated subject per seed; several seeds add a summary table")
+    p.add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--resolution", type=float, default=None, help="registration resolution (mm)")
+    p.add_argument("--omp-nthreads", type=int, default=2)
+    p.add_argument("--work", type=Path, default=None)
+    p.add_argument("--bids", type=Path, default=None, help="existing simulated dataset (one seed)")
+    p.add_argument("--modes", nargs="+", default=["longitudinal", "cross-sectional"])
+    p.add_argument("--roi-erosion", type=_erosion_arg, default="auto",
+                   help="erode labels by N voxels before the change statistics, or 'auto' "
+                        "(qsmprep's default: 1 voxel at <= 1.5 mm); the true change is always "
+                        "taken on uneroded true labels")
+    p.add_argument("--_child", nargs=2, metavar=("MODE", "JSON"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    work = args.work or Path(tempfile.mkdtemp(prefix="qsmprep-regbench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    if args._child:
+        bids = args.bids or work / f"sim-{args.preset}"
+        run_mode(bids, work, args._child[0], args.resolution, args.omp_nthreads, args._child[1])
+        return 0
+    seeds = [args.seed] if args.seed is not None else list(args.seeds)
+    if args.bids and len(seeds) > 1:
+        p.error("--bids takes one seed")
+    pd.set_option("display.width", 200)
+    fmt = {"float_format": lambda v: f"{v:.3f}", "index": False}
+    summaries = []
+    for seed in seeds:
+        swork = work if len(seeds) == 1 else work / f"seed-{seed}"
+        bids = args.bids or swork / f"sim-{args.preset}"
+        df, results, sim_s, erode = run_seed(args, seed, swork, bids)
+        print(f"# registration benchmark: preset={args.preset}, seed={seed}, registration "
+              f"resolution={args.resolution or 'native'}, ITK threads={args.omp_nthreads}, "
+              f"ROI erosion={args.roi_erosion} ({erode} voxel), "
+              f"load average {os.getloadavg()[0]:.1f}, simulation {sim_s:.0f} s")
+        print(df.to_string(**fmt))
+        summ = summarise(df, results)
+        print(summ.to_string(**fmt))
+        summaries.append(summ.assign(seed=seed))
+    if len(seeds) > 1:
+        allsum = pd.concat(summaries, ignore_index=True)
+        print(f"\n# over {len(seeds)} subjects (seeds {' '.join(map(str, seeds))}): mean per path")
+        cols = ["wall_s", "peak_gb", "dice_min_CN_PUT_GP_TH", "mae_chg_all_ppb",
+                "mae_chg_unchanged_ppb", "max_abs_err_planted_ppb"]
+        print(allsum.groupby("path", sort=False)[cols].mean().reset_index().to_string(**fmt))
+        if {"longitudinal", "cross-sectional"} <= set(allsum["path"]):
+            piv = allsum.pivot(index="seed", columns="path", values="mae_chg_unchanged_ppb")
+            wins = int((piv["longitudinal"] < piv["cross-sectional"]).sum())
+            print(f"longitudinal has the smaller unchanged-structure change error in {wins} of "
+                  f"{len(piv)} subjects")
     return 0
 
 
