@@ -322,6 +322,9 @@ def register_atlas_to_t1w(
     Returns ``(fwd_h5, inv_h5, warped_file)``: ``fwd_h5`` (``from-<src>_to-<dst>``) resamples
     template-space images into the T1w, ``inv_h5`` the reverse.
     """
+    metric = str(syn_metric).lower()
+    if metric not in ("cc", "mattes"):
+        raise ValueError(f"syn_metric must be 'CC' or 'mattes', not {syn_metric!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with ants_environment(seed, num_threads) as ants:
@@ -335,9 +338,6 @@ def register_atlas_to_t1w(
         moving = _normalise(_at_resolution(_read(template_brain), resolution_mm))
         if crop:
             fixed, moving = _crop_to_content(fixed), _crop_to_content(moving)
-        metric = str(syn_metric).lower()
-        if metric not in ("cc", "mattes"):
-            raise ValueError(f"syn_metric must be 'CC' or 'mattes', not {syn_metric!r}")
         init = _com_translation(fixed, moving, str(out_dir / "com_init.mat"))
         reg = ants.registration(
             fixed,
