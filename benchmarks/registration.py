@@ -136,12 +136,11 @@ def evaluate(bids, results, table, erode_vox=0):
     return pd.DataFrame(out)
 
 
-def _erosion_arg(value):
-    return "auto" if str(value).lower() == "auto" else int(value)
-
-
 def run_seed(args, seed, work, bids):
-    """Simulate (once) and run every path for one seed; returns (table, results, sim_s)."""
+    """Simulate (once) and run every path for one seed.
+
+    Returns ``(table, results, sim_s, erode)``; ``erode`` is the ROI erosion (voxels) applied.
+    """
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     simulate(bids, args.preset, seed)
@@ -194,7 +193,9 @@ def main(argv=None):
     p.add_argument("--work", type=Path, default=None)
     p.add_argument("--bids", type=Path, default=None, help="existing simulated dataset (one seed)")
     p.add_argument("--modes", nargs="+", default=["longitudinal", "cross-sectional"])
-    p.add_argument("--roi-erosion", type=_erosion_arg, default="auto",
+    from qsmprep.cli.parser import _erosion
+
+    p.add_argument("--roi-erosion", type=_erosion, default="auto",
                    help="erode labels by N voxels before the change statistics, or 'auto' "
                         "(qsmprep's default: 1 voxel at <= 1.5 mm); the true change is always "
                         "taken on uneroded true labels")
