@@ -75,3 +75,21 @@ def test_find_user_mask(tmp_path):
     with pytest.raises(DataError, match="Resample"):
         find_user_mask(tmp_path, "01", "a", (4, 4, 4))
     assert find_user_mask(tmp_path, "01", "a", (4, 4, 3)).endswith("_mask.nii.gz")
+
+
+def test_merge_provenance_concatenates_quality_flags(tmp_path):
+    from qsmprep.interfaces.qsm import MergeProvenance
+
+    a = {"Inversion": {"Method": "medi"}, "QualityFlags": [{"step": "a", "severity": "warning", "message": "x"}]}
+    b = {"Reference": {"Method": "mean"}, "QualityFlags": [{"step": "b", "severity": "warning", "message": "y"}]}
+    node = MergeProvenance(provenance=[a, b], extra={"Units": "ppm"})
+    import os
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        res = node.run()
+    finally:
+        os.chdir(cwd)
+    side = res.outputs.sidecar
+    assert [f["step"] for f in side["QualityFlags"]] == ["a", "b"]
+    assert side["Inversion"]["Method"] == "medi" and side["Units"] == "ppm"

@@ -315,7 +315,12 @@ class _MergeProvOutputSpec(TraitedSpec):
 
 
 class MergeProvenance(SimpleInterface):
-    """Merge per-step provenance dicts into one Chimap sidecar."""
+    """Merge per-step provenance dicts into one Chimap sidecar.
+
+    Keys of later steps win, except ``QualityFlags``: each step may return a list of
+    ``{"step": str, "severity": "warning"|"error", "message": str}`` records under that key
+    and the lists of all steps are concatenated into the sidecar's ``QualityFlags``.
+    """
 
     input_spec = _MergeProvInputSpec
     output_spec = _MergeProvOutputSpec
@@ -324,8 +329,14 @@ class MergeProvenance(SimpleInterface):
         out = {}
         if isdefined(self.inputs.extra):
             out.update(self.inputs.extra)
+        flags = list(out.pop("QualityFlags", []))
         for item in self.inputs.provenance:
+            item = dict(item)
+            flags += list(item.pop("QualityFlags", []))
             out.update(item)
+        # Every step may report problems as {"step", "severity", "message"} records; they are
+        # concatenated (never overwritten) so the sidecar, the log and the report list them all.
+        out["QualityFlags"] = flags
         self._results["sidecar"] = json.loads(json.dumps(out, default=float))
         self._results["sidecar_file"] = write_json(out, os.path.join(runtime.cwd, "sidecar.json"))
         return runtime
