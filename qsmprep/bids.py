@@ -472,6 +472,12 @@ def _dataset_sessions(root: Path, subjects) -> set:
     return out
 
 
+def _has_megre_filter(bids_filters) -> bool:
+    """True when the filter file restricts or maps the GRE query (so an empty match is its doing)."""
+    megre = (bids_filters or {}).get("megre") or {}
+    return bool(megre)
+
+
 # --------------------------------------------------------------------------------------------
 # Participants
 # --------------------------------------------------------------------------------------------
@@ -538,6 +544,11 @@ def collect_participants(layout, participant_labels=None, session_labels=None, b
                 f"sub-{sub}[_ses-<label>]_echo-<n>_part-<mag|phase>_MEGRE.nii.gz in anat/. "
                 "Map other names with --bids-filter-file (see docs/usage.md)."
             )
+            if participant_labels and _has_megre_filter(bids_filters):
+                raise NoMatchingData(
+                    f"--bids-filter-file selected no GRE files for {where} in {root} (its 'megre' "
+                    f"entities: {json.dumps(_split_megre_filters(bids_filters)[0])}). Check the "
+                    "entity names and values against the file names, or drop the filter.")
             if participant_labels:
                 raise MissingInputError(msg)
             LOGGER.warning("Skipping sub-%s: %s", sub, msg)
@@ -609,8 +620,10 @@ def _header_geometry(path):
     shape = tuple(int(s) for s in img.shape)
     if len(shape) > 3 and any(s != 1 for s in shape[3:]):
         raise DataError(
-            f"{path} has shape {shape}: each echo must be a 3-D volume. Split multi-echo 4-D files "
-            "into one file per echo (echo-<n> entity)."
+            f"{path} has shape {shape}: a 4-D file with {shape[3]} volumes, but each echo must be a "
+            "3-D volume with one number as EchoTime. Split it into one file per echo (e.g. "
+            "nibabel's four_to_three or fslsplit) named ..._echo-<n>_part-<mag|phase>_MEGRE.nii.gz, "
+            "each sidecar giving that echo's EchoTime in seconds."
         )
     return shape[:3], np.asarray(img.affine, dtype=float)
 
@@ -670,7 +683,9 @@ def collect_data(layout, subject, session=None, bids_filters=None, b0_strength=N
     Returns
     -------
     dict with keys ``subject``, ``session``, ``t1w`` (path or None), ``mag`` and ``phase``
-    (paths, sorted by echo number), ``echo_numbers``, ``echo_times`` (s, ascending), ``b0`` (T),
+    (paths, sorted by echo number; with ``parts == 'real-imag'`` they hold the ``part-real`` and
+    ``part-imag`` images, converted by the loader), ``parts`` (``'mag-phase'`` or
+    ``'real-imag'``), ``echo_numbers``, ``echo_times`` (s, ascending), ``b0`` (T),
     ``phase_units`` ('rad', 'arbitrary' or None when the sidecar says nothing), ``shape``,
     ``metadata`` (sidecar of the first phase echo, numbers coerced, ``EchoTime`` as a list),
     ``entities`` (entities shared by the run, e.g. ``acquisition``), ``runs`` (entities of every
@@ -711,13 +726,20 @@ def collect_data(layout, subject, session=None, bids_filters=None, b0_strength=N
     run = runs[key]
     mag, phase, real, imag = run["mag"], run["phase"], run["real"], run["imag"]
 
+    parts = "mag-phase"
     if not phase and (real or imag):
-        example = next(iter((real or imag).values()))
-        raise DataError(
-            f"{where}: only real/imaginary GRE images were found (e.g. {example}); qsmprep needs "
-            "magnitude and phase. Convert them (magnitude = |re + i*im|, phase = angle(re + i*im), "
-            "Units 'rad') into part-mag / part-phase files."
-        )
+        if set(real) != set(imag):
+            raise DataError(
+                f"{where}: real and imaginary GRE echoes do not match: part-real echoes "
+                f"{sorted(real)}, part-imag echoes {sorted(imag)} (in "
+                f"{Path(next(iter((real or imag).values()))).parent}). Every echo needs one part-real "
+                "and one part-imag image."
+            )
+        # converted to magnitude/phase when loaded (qsm.phase.complex_to_mag_phase)
+        mag, phase, parts = real, imag, "real-imag"
+        msg = (f"{where}: real/imaginary GRE input (part-real/part-imag); converted to magnitude "
+               "and phase (radians) when loaded.")
+        LOGGER.info(msg)
     if not phase:
         example = next(iter(mag.values()))
         raise MissingInputError(
@@ -741,6 +763,9 @@ def collect_data(layout, subject, session=None, bids_filters=None, b0_strength=N
     echoes = sorted(phase)  # numeric: echo-10 after echo-2
     mag_files = [mag[e] for e in echoes]
     phase_files = [phase[e] for e in echoes]
+
+    # ---- geometry first (headers only): a 4-D file per run would fail the EchoTime checks ----
+    shape, _ = _check_geometry(mag_files + phase_files)
 
     # ---- metadata (inheritance through pybids) ----
     tes = []
@@ -802,6 +827,8 @@ def collect_data(layout, subject, session=None, bids_filters=None, b0_strength=N
     if not 0.05 <= b0 <= 25:
         raise DataError(f"{where}: field strength {b0} T is implausible; it must be in Tesla (e.g. 3).")
 
+    if parts == "real-imag":  # phase comes from angle(re + i im): radians, no Units needed
+        units_seen = ["rad"] * len(phase_files)
     units_norm = {_normalise_units(u, pf) if u is not None else None
                   for u, pf in zip(units_seen, phase_files)}
     if None in units_norm:
@@ -813,9 +840,6 @@ def collect_data(layout, subject, session=None, bids_filters=None, b0_strength=N
     if len(units_norm) > 1:
         raise DataError(f"{where}: phase echoes have different Units {sorted(map(str, units_norm))}.")
     phase_units = next(iter(units_norm))
-
-    # ---- geometry (headers only) ----
-    shape, _ = _check_geometry(mag_files + phase_files)
 
     # ---- T1w ----
     t1w = _collect_t1w(layout, subject, session, bids_filters, where, warnings)
@@ -843,7 +867,8 @@ def collect_data(layout, subject, session=None, bids_filters=None, b0_strength=N
         "echo_numbers": echoes,
         "echo_times": tes,
         "b0": b0,
-        "phase_units": phase_units,
+        "phase_units": None if parts == "real-imag" else phase_units,
+        "parts": parts,
         "shape": shape,
         "metadata": metadata,
         "entities": dict(key),

@@ -157,11 +157,23 @@ def test_magnitude_only(tmp_path):
     assert exc.value.exit_code == 66 and "magnitude-only" in str(exc.value)
 
 
-def test_real_imag_rejected_with_instructions(tmp_path):
+def test_real_imag_accepted_for_conversion(tmp_path):
+    """part-real/part-imag runs are collected (the loader converts them); Units are not needed."""
+    root = make_dataset(tmp_path / "ds", parts=("real", "imag"), units=None)
+    d = qb.collect_data(layout_of(root), "01", "baseline")
+    assert d["parts"] == "real-imag" and d["phase_units"] is None
+    assert all("part-real" in p for p in d["mag"]) and all("part-imag" in p for p in d["phase"])
+    assert d["echo_times"] == pytest.approx([0.004, 0.008, 0.012])
+    assert not any("Units" in w for w in d["warnings"])
+
+
+def test_real_imag_echo_mismatch(tmp_path):
     root = make_dataset(tmp_path / "ds", parts=("real", "imag"))
-    with pytest.raises(DataError) as exc:
+    anat = root / "sub-01/ses-baseline/anat"
+    for ext in (".nii.gz", ".json"):
+        (anat / f"sub-01_ses-baseline_echo-2_part-imag_MEGRE{ext}").unlink()
+    with pytest.raises(DataError, match="part-imag echoes"):
         qb.collect_data(layout_of(root), "01", "baseline")
-    assert "real/imaginary" in str(exc.value) and "part-phase" in str(exc.value)
 
 
 def test_echo_count_mismatch(tmp_path):

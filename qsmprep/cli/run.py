@@ -102,6 +102,9 @@ def run_participant(config) -> int:
     LOGGER.info("%s", format_consensus_report(options))
 
     # ---- inputs: every check runs before any heavy work ----
+    from ..preflight import check_output_dir, run_preflight
+
+    check_output_dir(config.output_dir)  # another pipeline's folder: 64, nothing written
     layout = build_layout(config.bids_dir, database_dir=config.bids_database_dir,
                           participant_labels=config.participant_label,
                           validate=not config.skip_bids_validation, bids_filters=config.bids_filters)
@@ -116,6 +119,7 @@ def run_participant(config) -> int:
                 d["user_mask"] = find_user_mask(config.brain_masks, sub, d["session"], d["shape"])
             for w in d.get("warnings", []):
                 LOGGER.warning(w)
+    run_preflight(data)  # every image read once: 65/66 before any node runs (qsmprep/preflight.py)
     LOGGER.info("Processing %d subject(s): %s", len(data),
                 ", ".join(f"sub-{s} ({len(v)} session(s))" for s, v in data.items()))
     atlas = load_atlas(config.atlas, dentate_dir=config.dentate_atlas)

@@ -7,6 +7,7 @@ sink merges into the Chimap sidecar.
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import nibabel as nb
@@ -23,8 +24,11 @@ from nipype.interfaces.base import (
 
 from ..qsm import background, echoes, inversion, masking, pipeline, unwrap
 from ..qsm.kernels import b0_direction_from_affine, voxel_size_from_affine
-from ..qsm.phase import choose_phase_values, detect_and_rescale_phase
+from ..qsm.masking import drop_voxels, nonfinite_voxels
+from ..qsm.phase import choose_phase_values, complex_to_mag_phase, detect_and_rescale_phase
 from ._io import load, load_mask, save, write_json
+
+LOGGER = logging.getLogger("qsmprep.interfaces.qsm")
 
 
 def _geometry(img):
@@ -40,46 +44,93 @@ def _method_opts(value):
 
 # --------------------------------------------------------------------------------------------
 class _LoadGREInputSpec(BaseInterfaceInputSpec):
-    mag_files = InputMultiObject(File(exists=True), mandatory=True, desc="magnitude, one per echo")
-    phase_files = InputMultiObject(File(exists=True), mandatory=True, desc="phase, one per echo")
+    mag_files = InputMultiObject(File(exists=True), mandatory=True,
+                                 desc="magnitude, one per echo (real parts when parts='real-imag')")
+    phase_files = InputMultiObject(File(exists=True), mandatory=True,
+                                   desc="phase, one per echo (imaginary parts when parts='real-imag')")
     phase_units = traits.Str("", usedefault=True, desc="BIDS 'Units' of the phase sidecar")
+    parts = traits.Enum("mag-phase", "real-imag", usedefault=True,
+                        desc="what the two file lists hold (BIDS 'part' entity)")
+    label = traits.Str("", usedefault=True, desc="sub-<l>[_ses-<l>], for log messages")
 
 
 class _LoadGREOutputSpec(TraitedSpec):
     mag_file = File(exists=True, desc="4-D magnitude (float32)")
     phase_file = File(exists=True, desc="4-D phase in radians [-pi, pi) (float32)")
     mag_ref_file = File(exists=True, desc="3-D root-sum-of-squares magnitude (registration target)")
-    provenance = traits.Dict(desc="phase scaling detected per echo")
+    nonfinite_file = File(exists=True, desc="3-D mask of voxels non-finite in any echo (excluded)")
+    provenance = traits.Dict(desc="phase scaling detected per echo, non-finite voxels")
 
 
 class LoadGRE(SimpleInterface):
-    """Stack echoes into 4-D magnitude/phase and bring phase to radians (scaling detected)."""
+    """Stack echoes into 4-D magnitude/phase and bring phase to radians (scaling detected).
+
+    ``parts='real-imag'``: the two lists hold real and imaginary parts, converted with
+    :func:`qsmprep.qsm.phase.complex_to_mag_phase`. Voxels that are NaN/Inf in any echo
+    (:func:`qsmprep.qsm.masking.nonfinite_voxels`) are set to 0, written to ``nonfinite_file``
+    (the brain mask leaves them out), counted in the provenance (``NonFiniteVoxels``) and flagged
+    (``QualityFlags``).
+    """
 
     input_spec = _LoadGREInputSpec
     output_spec = _LoadGREOutputSpec
 
     def _run_interface(self, runtime):
-        mags, phases, infos = [], [], []
+        mags, phases, infos, bad_echoes, per_file = [], [], [], [], {}
         ref = nb.load(self.inputs.mag_files[0])
+        complex_input = self.inputs.parts == "real-imag"
         for mfile, pfile in zip(self.inputs.mag_files, self.inputs.phase_files):
-            mags.append(np.nan_to_num(np.asarray(nb.load(mfile).dataobj, dtype=np.float32)))
+            mraw = np.asarray(nb.load(mfile).dataobj, dtype=np.float32)
             pimg = nb.load(pfile)
-            values, note = choose_phase_values(
-                np.asarray(pimg.get_fdata(dtype=np.float32)),
-                np.asarray(pimg.dataobj.get_unscaled(), dtype=np.float32),
-            )
-            phase, info = detect_and_rescale_phase(values, units=self.inputs.phase_units or None)
-            info = dict(info, header_scaling=note, file=os.path.basename(pfile))
+            if complex_input:
+                praw = np.asarray(pimg.dataobj, dtype=np.float32)
+                mag, phase = complex_to_mag_phase(mraw, praw)
+                info = {"detected": "angle of real + i*imaginary", "scale": 1.0, "offset": 0.0}
+            else:
+                values, note = choose_phase_values(
+                    np.asarray(pimg.get_fdata(dtype=np.float32)),
+                    np.asarray(pimg.dataobj.get_unscaled(), dtype=np.float32),
+                )
+                praw = values
+                mag = mraw
+                phase, info = detect_and_rescale_phase(values, units=self.inputs.phase_units or None)
+                info = dict(info, header_scaling=note)
+            bad_m, bad_p = nonfinite_voxels(mraw), nonfinite_voxels(praw)
+            for f, b in ((mfile, bad_m), (pfile, bad_p)):
+                if b.any():
+                    per_file[os.path.basename(f)] = int(np.count_nonzero(b))
+            bad_echoes.append(bad_m | bad_p)
+            info = dict(info, file=os.path.basename(pfile))
+            mags.append(mag)
             phases.append(phase)
             infos.append(info)
+        bad = np.any(np.stack(bad_echoes, axis=-1), axis=-1)
         mag4d = np.stack(mags, axis=-1)
         phase4d = np.stack(phases, axis=-1)
+        mag4d[bad] = 0.0   # never a huge finite stand-in (nan_to_num gives 3.4e38 for +Inf)
+        phase4d[bad] = 0.0
+        n_bad = int(np.count_nonzero(bad))
         self._results["mag_file"] = save(mag4d, ref, os.path.join(runtime.cwd, "mag4d.nii"))
         self._results["phase_file"] = save(phase4d, ref, os.path.join(runtime.cwd, "phase4d.nii"))
         self._results["mag_ref_file"] = save(
             masking.combine_magnitude(mag4d), ref, os.path.join(runtime.cwd, "mag_rss.nii")
         )
-        self._results["provenance"] = {"PhaseScaling": infos}
+        self._results["nonfinite_file"] = save(bad, ref.slicer[..., 0] if ref.ndim == 4 else ref,
+                                               os.path.join(runtime.cwd, "nonfinite.nii"))
+        prov = {
+            "PhaseScaling": infos,
+            "InputParts": self.inputs.parts,
+            "NonFiniteVoxels": {"Count": n_bad, "Files": per_file,
+                                "Action": "set to 0 and excluded from the brain mask"},
+        }
+        if n_bad:
+            where = f"{self.inputs.label}: " if self.inputs.label else ""
+            files = ", ".join(f"{k} ({v})" for k, v in per_file.items())
+            msg = (f"{where}{n_bad} voxel(s) are NaN or infinite in the GRE input ({files}); they "
+                   "were excluded from the brain mask. Check the conversion of these images.")
+            LOGGER.warning(msg)
+            prov["QualityFlags"] = [{"step": "load_gre", "severity": "warning", "message": msg}]
+        self._results["provenance"] = prov
         return runtime
 
 
@@ -90,6 +141,7 @@ class _MaskInputSpec(BaseInterfaceInputSpec):
     echo_times = traits.List(traits.Float, mandatory=True)
     method = traits.Str(mandatory=True)
     user_mask = File(exists=True, desc="user-supplied mask (skips computation)")
+    exclude_file = File(exists=True, desc="voxels to leave out of any mask (non-finite input)")
     method_options = traits.Dict()
 
 
@@ -117,6 +169,9 @@ class BrainMask(SimpleInterface):
                 **_method_opts(self.inputs.method_options),
             )
             method = self.inputs.method
+        n_excluded = 0
+        if isdefined(self.inputs.exclude_file):
+            mask, n_excluded = drop_voxels(mask, load_mask(self.inputs.exclude_file)[0])
         vox = float(np.prod(voxel_size_from_affine(img.affine)))
         self._results["mask_file"] = save(mask, img.slicer[..., 0] if img.ndim == 4 else img,
                                           os.path.join(runtime.cwd, "mask.nii"))
@@ -124,7 +179,8 @@ class BrainMask(SimpleInterface):
             "BrainMask": {"Method": method,
                           "Parameters": pipeline.method_parameters(
                               masking.METHODS, method, **_method_opts(self.inputs.method_options)),
-                          "VolumeML": round(float(mask.sum()) * vox / 1000.0, 2)}
+                          "VolumeML": round(float(mask.sum()) * vox / 1000.0, 2),
+                          "NonFiniteVoxelsExcluded": n_excluded}
         }
         return runtime
 

@@ -295,6 +295,36 @@ def mask_coverage(mask, voxel_size) -> dict:
     return {"n_voxels": n, "volume_ml": n * vox_ml, "fraction_of_fov": n / max(mask.size, 1)}
 
 
+def nonfinite_voxels(*volumes) -> np.ndarray:
+    """Voxels (3-D bool) where any echo of any of ``volumes`` is NaN or infinite.
+
+    Each volume is 3-D ``(x, y, z)`` or 4-D ``(x, y, z, echo)``, all on the same grid. Such voxels
+    carry no usable signal: they are removed from the brain mask (see :func:`drop_voxels`)
+    rather than replaced by a finite number (``np.nan_to_num`` turns +Inf into 3.4e38, which the
+    inversion spreads into a dipole-shaped artefact around the voxel).
+    """
+    bad = None
+    for vol in volumes:
+        v = np.asarray(vol)
+        b = ~np.isfinite(v)
+        if b.ndim == 4:
+            b = b.any(axis=-1)
+        bad = b if bad is None else (bad | b)
+    if bad is None:
+        raise ValueError("nonfinite_voxels needs at least one volume")
+    return bad
+
+
+def drop_voxels(mask, exclude):
+    """``mask`` without the voxels of ``exclude``; returns ``(mask, n_removed)``."""
+    mask = np.asarray(mask, dtype=bool)
+    exclude = np.asarray(exclude, dtype=bool)
+    if exclude.shape != mask.shape:
+        raise ValueError(f"exclusion mask shape {exclude.shape} differs from the mask {mask.shape}")
+    n_removed = int(np.count_nonzero(mask & exclude))
+    return mask & ~exclude, n_removed
+
+
 def _magnitude_method(mag, phase=None, tes=None, voxel_size=(1.0, 1.0, 1.0), **opts):
     return mask_magnitude(mag, voxel_size, **opts)
 
@@ -324,4 +354,6 @@ __all__ = [
     "dilate_mm",
     "close_mm",
     "fill_holes",
+    "nonfinite_voxels",
+    "drop_voxels",
 ]

@@ -210,5 +210,42 @@ def choose_phase_values(scaled: np.ndarray, unscaled: np.ndarray):
     return scaled, f"neither looks like phase; scaled values (span {span_s:.4g}) will be min/max rescaled"
 
 
+def complex_to_mag_phase(real: np.ndarray, imag: np.ndarray):
+    """Magnitude and phase (radians, ``[-pi, pi)``) from real and imaginary parts.
+
+    BIDS allows a GRE acquisition to be stored as ``part-real`` / ``part-imag`` images; QSM
+    needs ``|re + i im|`` and ``angle(re + i im)``. Both parts must carry the same scaling (read
+    them with their header scaling applied, ``img.get_fdata()``): a common factor does not change
+    the phase and scales the magnitude, as it would scale a magnitude image.
+
+    Voxels where either part is non-finite get magnitude 0 and phase 0 (callers count them
+    beforehand, see :func:`qsmprep.qsm.masking.nonfinite_voxels`).
+
+    Parameters
+    ----------
+    real, imag : ndarray, same shape
+
+    Returns
+    -------
+    mag : float32 ndarray, >= 0
+    phase : float32 ndarray in ``[-pi, pi)``
+
+    References
+    ----------
+    BIDS specification, "part" entity (mag, phase, real, imag) and qMRI MEGRE.
+    """
+    re = np.asarray(real, dtype=np.float64)
+    im = np.asarray(imag, dtype=np.float64)
+    if re.shape != im.shape:
+        raise ValueError(f"real and imaginary parts differ in shape: {re.shape} vs {im.shape}")
+    bad = ~(np.isfinite(re) & np.isfinite(im))
+    if bad.any():
+        re = np.where(bad, 0.0, re)
+        im = np.where(bad, 0.0, im)
+    mag = np.hypot(re, im).astype(np.float32)
+    phase = wrap_to_pi(np.arctan2(im, re)).astype(np.float32)
+    return mag, phase
+
+
 METHODS = {"auto": detect_and_rescale_phase}
 DEFAULT = "auto"

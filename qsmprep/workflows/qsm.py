@@ -28,6 +28,8 @@ def init_qsm_wf(
     reference,
     method_options=None,
     phase_units="",
+    parts="mag-phase",
+    label="",
     sidecar_extra=None,
     mem_gb=2.0,
     name="qsm_wf",
@@ -40,7 +42,8 @@ def init_qsm_wf(
 
     Inputs
     ------
-    mag_files, phase_files : lists of per-echo NIfTI files, sorted by echo number
+    mag_files, phase_files : lists of per-echo NIfTI files, sorted by echo number (real and
+        imaginary parts when ``parts='real-imag'``; converted when loaded)
     user_mask : optional brain mask on the GRE grid
     ref_mask : optional reference-region mask on the GRE grid (CSF referencing)
 
@@ -67,7 +70,8 @@ def init_qsm_wf(
         ),
         name="outputnode",
     )
-    load = pe.Node(LoadGRE(phase_units=phase_units or ""), name="load_gre", mem_gb=mem_gb)
+    load = pe.Node(LoadGRE(phase_units=phase_units or "", parts=parts or "mag-phase", label=label or ""),
+                   name="load_gre", mem_gb=mem_gb)
     mask = pe.Node(
         BrainMask(echo_times=list(echo_times), method=masking,
                   method_options=method_options.get("masking", {})),
@@ -105,7 +109,8 @@ def init_qsm_wf(
     wf.connect([
         (inputnode, load, [("mag_files", "mag_files"), ("phase_files", "phase_files")]),
         (inputnode, mask, [("user_mask", "user_mask")]),
-        (load, mask, [("mag_file", "mag_file"), ("phase_file", "phase_file")]),
+        (load, mask, [("mag_file", "mag_file"), ("phase_file", "phase_file"),
+                      ("nonfinite_file", "exclude_file")]),
         (load, field, [("mag_file", "mag_file"), ("phase_file", "phase_file")]),
         (mask, field, [("mask_file", "mask_file")]),
         (field, bfr, [("field_file", "field_file"), ("reliability_file", "reliability_file")]),

@@ -1,0 +1,375 @@
+"""Pre-flight pass: read every input image once, before any workflow node runs.
+
+:func:`qsmprep.bids.collect_data` checks headers and sidecars only. Files that are truncated,
+whose header announces more data than the file can hold, that are all zero, non-finite, or whose
+phase is not in the units the sidecar says would otherwise be found by a node minutes later (or
+never: a phase in degrees labelled ``rad`` runs to the end and gives wrong numbers). This module
+reads each image once (GRE magnitude/phase or real/imaginary parts, T1w, user brain masks) and
+raises a :mod:`qsmprep.errors` exception that names the file and the fix:
+
+======================================  ====  ==============================================
+problem                                 exit  check
+======================================  ====  ==============================================
+header announces more data than the     66    ``prod(shape) * itemsize`` vs file size (``.nii``)
+file can hold (e.g. 10000^3 voxels)           or vs the deflate limit of 1032:1 (``.nii.gz``),
+                                              *before* any array is allocated
+truncated / corrupt file (gzip CRC,     66    the whole file is decompressed and read once
+end of stream, short read)
+no finite voxel / all-zero magnitude    65    per image
+(or real+imag), constant phase
+phase far outside [-pi, pi] with        65    range of the stored values (header scaling
+``"Units": "rad"``                            chosen as the loader does)
+non-finite voxels in T1w or user mask   65    per image
+non-finite voxels in GRE                --    WARNING (count, file); the loader leaves them
+                                              out of the brain mask (sidecar ``QualityFlags``)
+empty user mask / mask not on GRE grid  65
+T1w and GRE boxes do not overlap in     65    world-space bounding boxes from the affines
+world space                                   (< 50 % of the GRE box covered: WARNING)
+output folder belongs to another        64    :func:`check_output_dir`, before anything is
+pipeline (``dataset_description.json``)       written
+======================================  ====  ==============================================
+
+Everything here is plain Python + nibabel/numpy (no nipype). The cost at 1 mm is measured by
+``benchmarks/preflight.py`` (see ``docs/usage.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError, MissingInputError, UsageError
+
+LOGGER = logging.getLogger("qsmprep.preflight")
+
+__all__ = [
+    "DEFLATE_MAX_RATIO",
+    "PHASE_RAD_TOLERANCE",
+    "MIN_OVERLAP_WARN",
+    "check_output_dir",
+    "check_data_size",
+    "read_image",
+    "world_bbox",
+    "bbox_overlap_fraction",
+    "check_session",
+    "run_preflight",
+]
+
+#: Largest possible compression ratio of a deflate stream (zlib technical details: 1032:1).
+DEFLATE_MAX_RATIO = 1032
+#: Values with ``|phase| > pi + PHASE_RAD_TOLERANCE`` are "far outside" ``[-pi, pi]`` (rad).
+PHASE_RAD_TOLERANCE = 0.1
+#: Warn when the T1w bounding box covers less than this fraction of the GRE bounding box.
+MIN_OVERLAP_WARN = 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# Output folder
+# --------------------------------------------------------------------------------------------
+def check_output_dir(output_dir) -> None:
+    """Refuse an output folder that holds another dataset (exit 64), before anything is written.
+
+    An existing ``OUTPUT_DIR/dataset_description.json`` must name ``qsmprep`` in
+    ``GeneratedBy`` (``PipelineDescription`` for BIDS < 1.4); a raw dataset, another pipeline's
+    derivatives or an unreadable description are refused, so that no file qsmprep did not write
+    is overwritten. A missing description (new or empty folder) is fine.
+    """
+    out = Path(output_dir)
+    desc = out / "dataset_description.json"
+    if not desc.is_file():
+        return
+    fix = (f"qsmprep never overwrites files it did not write. Choose a new or empty output folder "
+           f"(e.g. {out.parent / 'qsmprep'}), or a folder written by qsmprep.")
+    try:
+        meta = json.loads(desc.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"The output folder {out} has a dataset_description.json that cannot be read "
+                         f"({exc}). {fix}") from exc
+    gen = meta.get("GeneratedBy") if isinstance(meta, dict) else None
+    if gen is None and isinstance(meta, dict) and isinstance(meta.get("PipelineDescription"), dict):
+        gen = [meta["PipelineDescription"]]
+    names = [str(g.get("Name", "")) for g in (gen or []) if isinstance(g, dict)]
+    if any(n.strip().lower() == "qsmprep" for n in names):
+        return
+    what = (f"was generated by {', '.join(repr(n) for n in names)}" if names else
+            f"is a {meta.get('DatasetType', 'raw') if isinstance(meta, dict) else 'foreign'} dataset "
+            "with no GeneratedBy")
+    raise UsageError(f"The output folder {out} belongs to another dataset: {desc} {what}. {fix}")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading one image
+# --------------------------------------------------------------------------------------------
+def _load_header(path):
+    import nibabel as nb
+
+    try:
+        return nb.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - any reader failure means unreadable input
+        raise MissingInputError(
+            f"Cannot read the header of {path} ({type(exc).__name__}: {exc}). The file is damaged or "
+            "not NIfTI; copy or reconvert it (e.g. with dcm2niix).") from exc
+
+
+def check_data_size(path, img) -> int:
+    """Bytes of image data the header announces; raises 66 if the file cannot hold them.
+
+    Done on the header and the file size only, so a header claiming 10000^3 voxels fails in
+    milliseconds instead of allocating terabytes. For ``.nii.gz`` the bound is the largest
+    deflate ratio, 1032:1 (a file that small cannot decompress to that many bytes).
+    """
+    shape = tuple(int(s) for s in img.shape)
+    dtype = np.dtype(img.get_data_dtype())
+    nbytes = int(np.prod(shape, dtype=np.float64) * dtype.itemsize)
+    offset = int(getattr(img.dataobj, "offset", 0) or 0)
+    size = os.path.getsize(path)
+    need = offset + nbytes
+    what = f"{shape} voxels of {dtype} ({nbytes / 1e6:.4g} MB)"
+    if str(path).endswith(".gz"):
+        if need > DEFLATE_MAX_RATIO * size + 65536:
+            raise MissingInputError(
+                f"{path}: the header announces {what}, but a {size / 1e6:.3g} MB gzip file cannot hold "
+                "that much data. The header is corrupt or the file truncated; reconvert or copy the "
+                "file again.")
+    elif size < need:
+        raise MissingInputError(
+            f"{path}: the header announces {what}, but the file holds only "
+            f"{max(size - offset, 0) / 1e6:.4g} MB of image data. The file is truncated or its "
+            "header is corrupt; copy or reconvert it.")
+    return nbytes
+
+
+def read_image(path):
+    """Header check, then the whole data read once: ``(raw stored values, slope, inter, img)``.
+
+    Raises :class:`~qsmprep.errors.MissingInputError` (66) naming the file when the data size
+    is impossible or the file cannot be decompressed/read to the end.
+    """
+    img = _load_header(path)
+    check_data_size(path, img)
+    try:
+        raw = np.asarray(img.dataobj.get_unscaled())
+    except Exception as exc:  # noqa: BLE001 - EOFError, zlib.error, BadGzipFile, short reads
+        raise MissingInputError(
+            f"Cannot read the image data of {path} ({type(exc).__name__}: {exc}). The file is "
+            "truncated or corrupt (e.g. an interrupted copy or download); copy or reconvert it.") from exc
+    slope = getattr(img.dataobj, "slope", 1.0)
+    inter = getattr(img.dataobj, "inter", 0.0)
+    slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
+    inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+    return raw, slope, inter, img
+
+
+def _scaled(raw, slope, inter):
+    if slope == 1.0 and inter == 0.0:
+        return raw
+    return raw.astype(np.float64) * slope + inter
+
+
+def _finite_stats(values):
+    finite = np.isfinite(values)
+    n_bad = int(values.size - np.count_nonzero(finite))
+    if n_bad == values.size:
+        return n_bad, None, None
+    v = values[finite] if n_bad else values
+    return n_bad, float(v.min()), float(v.max())
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry
+# --------------------------------------------------------------------------------------------
+def world_bbox(affine, shape):
+    """Axis-aligned world (mm) bounding box ``(lo[3], hi[3])`` of a voxel grid (voxel edges)."""
+    shape = np.asarray(shape[:3], dtype=float)
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=float)
+    vox = corners * shape - 0.5
+    world = vox @ np.asarray(affine, dtype=float)[:3, :3].T + np.asarray(affine, dtype=float)[:3, 3]
+    return world.min(axis=0), world.max(axis=0)
+
+
+def bbox_overlap_fraction(box_a, box_b) -> float:
+    """Fraction of the volume of ``box_a`` that lies inside ``box_b`` (0 = disjoint)."""
+    lo = np.maximum(box_a[0], box_b[0])
+    hi = np.minimum(box_a[1], box_b[1])
+    inter = float(np.prod(np.clip(hi - lo, 0, None)))
+    vol = float(np.prod(np.asarray(box_a[1]) - np.asarray(box_a[0])))
+    return inter / vol if vol > 0 else 0.0
+
+
+def _fmt_box(box):
+    lo, hi = box
+    return ", ".join(f"{a}: {lo[i]:.0f}..{hi[i]:.0f}" for i, a in enumerate("xyz")) + " mm"
+
+
+# --------------------------------------------------------------------------------------------
+# Phase units
+# --------------------------------------------------------------------------------------------
+def _phase_range_hint(lo, hi, integer_like):
+    span = hi - lo
+    if integer_like and lo >= -32768 and hi <= 65535 and span > 100:
+        return "integer scanner phase (set \"Units\": \"arbitrary\" and qsmprep rescales it)"
+    if 300 <= span <= 370 and max(abs(lo), abs(hi)) <= 370:
+        return "degrees (multiply by pi/180, or set \"Units\": \"arbitrary\" to rescale the range)"
+    if 5500 <= span <= 6600 and max(abs(lo), abs(hi)) <= 6600:
+        return "radians x 1000 (divide by 1000)"
+    return ("not radians (convert to radians, or set \"Units\": \"arbitrary\" so that the range is "
+            "rescaled to [-pi, pi))")
+
+
+def check_phase_units(path, values, units):
+    """Phase values (the version the loader will use) against the sidecar ``Units`` (65)."""
+    n_bad, lo, hi = _finite_stats(values)
+    if lo is None:
+        return
+    if hi - lo == 0:
+        raise DataError(f"{path}: the phase image is constant ({lo:.4g}); it carries no field "
+                        "information. Re-export the phase images.")
+    if units == "rad" and max(abs(lo), abs(hi)) > np.pi + PHASE_RAD_TOLERANCE:
+        from .qsm.phase import _is_integer_like
+
+        hint = _phase_range_hint(lo, hi, _is_integer_like(np.asarray(values)))
+        raise DataError(
+            f"{path}: the sidecar says \"Units\": \"rad\" but the phase values span [{lo:.6g}, "
+            f"{hi:.6g}], far outside [-pi, pi]. They look like {hint}. Fix the image or the "
+            "\"Units\" of its sidecar.")
+
+
+# --------------------------------------------------------------------------------------------
+# One session
+# --------------------------------------------------------------------------------------------
+def check_session(data: dict) -> dict:
+    """Read and check every image of one :func:`qsmprep.bids.collect_data` record.
+
+    Returns a summary dict (``n_images``, ``bytes``, ``nonfinite`` per file, ``seconds``,
+    ``warnings``); WARNING lines are logged with the subject/session and appended to
+    ``data["warnings"]`` (so that the participant report lists them). Raises 65/66 errors.
+    """
+    from .qsm.phase import choose_phase_values
+
+    t0 = time.perf_counter()
+    where = f"sub-{data['subject']}" + (f"_ses-{data['session']}" if data.get("session") else "")
+    parts = data.get("parts") or "mag-phase"
+    units = data.get("phase_units")
+    warnings: list[str] = []
+    nonfinite: dict[str, int] = {}
+    n_images, total_bytes = 0, 0
+    gre_affine = gre_shape = None
+
+    def _note_nonfinite(path, n_bad, size):
+        if n_bad:
+            nonfinite[str(path)] = n_bad
+            msg = (f"{where}: {path} has {n_bad} NaN/infinite voxel(s) of {size}; they are left "
+                   "out of the brain mask (recorded in the Chimap sidecar's QualityFlags).")
+            LOGGER.warning(msg)
+            warnings.append(msg)
+
+    for first, second in zip(data["mag"], data["phase"]):
+        raw_a, sa, ia, img_a = read_image(first)
+        raw_b, sb, ib, img_b = read_image(second)
+        n_images += 2
+        total_bytes += raw_a.nbytes + raw_b.nbytes
+        if gre_affine is None:
+            gre_affine, gre_shape = np.asarray(img_a.affine), tuple(img_a.shape[:3])
+        vals_a = _scaled(raw_a, sa, ia)
+        bad_a, lo_a, hi_a = _finite_stats(vals_a)
+        if parts == "real-imag":
+            vals_b = _scaled(raw_b, sb, ib)
+            bad_b, lo_b, hi_b = _finite_stats(vals_b)
+            for path, bad, lo in ((first, bad_a, lo_a), (second, bad_b, lo_b)):
+                if lo is None:
+                    raise DataError(f"{path}: no voxel has a finite value. Re-export the image.")
+            if max(abs(lo_a), abs(hi_a), abs(lo_b), abs(hi_b)) == 0:
+                raise DataError(f"{first} and {second}: real and imaginary parts are all zero, so the "
+                                "magnitude is zero everywhere. Re-export these echoes.")
+            _note_nonfinite(first, bad_a, vals_a.size)
+            _note_nonfinite(second, bad_b, vals_b.size)
+            continue
+        # magnitude
+        if lo_a is None:
+            raise DataError(f"{first}: no voxel of the magnitude image has a finite value. "
+                            "Re-export the image.")
+        if hi_a <= 0:
+            raise DataError(f"{first}: the magnitude image has no positive value (range [{lo_a:.4g}, "
+                            f"{hi_a:.4g}]); it is empty or not a magnitude image. Re-export it.")
+        _note_nonfinite(first, bad_a, vals_a.size)
+        # phase: the same choice of header scaling as the loader (qsm.phase.choose_phase_values)
+        scaled_b = _scaled(raw_b, sb, ib)
+        values, _ = choose_phase_values(scaled_b, raw_b)
+        bad_b, lo_b, _ = _finite_stats(np.asarray(values))
+        if lo_b is None:
+            raise DataError(f"{second}: no voxel of the phase image has a finite value. "
+                            "Re-export the image.")
+        check_phase_units(second, np.asarray(values), units)
+        _note_nonfinite(second, bad_b, np.asarray(values).size)
+
+    # ---- T1w ----
+    t1w = data.get("t1w")
+    if t1w:
+        raw, s, i, img = read_image(t1w)
+        n_images += 1
+        total_bytes += raw.nbytes
+        vals = _scaled(raw, s, i)
+        n_bad, lo, hi = _finite_stats(vals)
+        if lo is None or (lo == 0 and hi == 0):
+            raise DataError(f"{t1w}: the T1w image is {'all NaN/Inf' if lo is None else 'all zero'}. "
+                            "Re-export it, or remove it to register to the GRE magnitude instead.")
+        if n_bad:
+            raise DataError(f"{t1w}: {n_bad} NaN/infinite voxel(s) in the T1w image; registration "
+                            "cannot use them. Replace them (e.g. with 0) or reconvert the image.")
+        gbox = world_bbox(gre_affine, gre_shape)
+        tbox = world_bbox(img.affine, img.shape)
+        frac = bbox_overlap_fraction(gbox, tbox)
+        if frac <= 0:
+            raise DataError(
+                f"{t1w} and the GRE images ({Path(data['mag'][0]).name}) do not overlap in world "
+                f"space (T1w box {_fmt_box(tbox)}; GRE box {_fmt_box(gbox)}): one of the affines is "
+                "wrong (swapped axes, shifted origin). Reconvert the DICOMs (e.g. dcm2niix) or fix "
+                "the header of the wrong image.")
+        if frac < MIN_OVERLAP_WARN:
+            msg = (f"{where}: the T1w box covers only {100 * frac:.0f}% of the GRE box ({t1w}); check "
+                   "both affines (registration may fail or be wrong).")
+            LOGGER.warning(msg)
+            warnings.append(msg)
+
+    # ---- user mask ----
+    user_mask = data.get("user_mask")
+    if user_mask:
+        raw, s, i, img = read_image(user_mask)
+        n_images += 1
+        total_bytes += raw.nbytes
+        vals = _scaled(raw, s, i)
+        n_bad, lo, hi = _finite_stats(vals)
+        if n_bad:
+            raise DataError(f"--brain-masks: {user_mask} has {n_bad} NaN/infinite voxel(s). Write "
+                            "the mask as 0/1 integers.")
+        if not np.any(vals > 0):
+            raise DataError(f"--brain-masks: {user_mask} is empty (no voxel > 0). Give the brain "
+                            "mask of this session or drop --brain-masks.")
+        if gre_affine is not None and not np.allclose(img.affine, gre_affine, atol=1e-3, rtol=1e-4):
+            raise DataError(f"--brain-masks: {user_mask} is not on the GRE grid (its affine differs "
+                            f"from {data['mag'][0]}). Resample the mask onto the GRE grid.")
+
+    seconds = time.perf_counter() - t0
+    data.setdefault("warnings", []).extend(warnings)
+    LOGGER.info("%s: pre-flight read %d images (%.0f MB) in %.1f s", where, n_images,
+                total_bytes / 1e6, seconds)
+    return {"n_images": n_images, "bytes": total_bytes, "nonfinite": nonfinite,
+            "seconds": seconds, "warnings": warnings}
+
+
+def run_preflight(selection: dict) -> dict:
+    """:func:`check_session` for every session of ``{subject: [collect_data() dicts]}``.
+
+    Returns ``{(subject, session): summary}``. The first error stops the run (before any
+    workflow node has run and before anything is written to the output folder).
+    """
+    out = {}
+    for sub, sessions in selection.items():
+        for d in sessions:
+            out[(sub, d.get("session"))] = check_session(d)
+    return out
