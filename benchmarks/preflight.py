@@ -11,7 +11,7 @@ memory (MB, ``tracemalloc``), images read and MB decompressed; and the whole-pro
 
 Usage::
 
-    nice -n 10 .venv/bin/python benchmarks/preflight.py [--preset 1mm|small] [--repeat 3]
+    nice -n 10 .venv/bin/python benchmarks/preflight.py [--preset 1mm|small] [--repeat 3] [--workers 2]
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def main(argv=None):
     ap.add_argument("--preset", default="1mm", choices=["1mm", "small"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2, help="threads reading the two images of an echo")
     args = ap.parse_args(argv)
 
     from qsmprep import bids as qb
@@ -67,7 +68,8 @@ def main(argv=None):
     rows = []
     for rep in range(args.repeat):
         data, w1, c1, p1 = measure(lambda: qb.collect_data(layout, sub, ses))
-        summary, w2, c2, p2 = measure(lambda: preflight.check_session(dict(data, warnings=[])))
+        summary, w2, c2, p2 = measure(lambda: preflight.check_session(dict(data, warnings=[]),
+                                                                        workers=args.workers))
         rows.append((w1, c1, p1, w2, c2, p2, summary))
     shape = data["shape"]
     n_img, mb = rows[0][6]["n_images"], rows[0][6]["bytes"] / 1e6
@@ -76,7 +78,8 @@ def main(argv=None):
         return statistics.median(r[i] for r in rows)
 
     print(f"\nPre-flight cost per session: preset {args.preset}, GRE {shape} x {len(data['echo_times'])} "
-          f"echoes (mag + phase) + T1w; {n_img} images, {mb:.0f} MB decompressed")
+          f"echoes (mag + phase) + T1w; {n_img} images, {mb:.0f} MB decompressed; "
+          f"{args.workers} reader thread(s)")
     print(f"{'step':<34}{'wall s (1st)':>13}{'wall s (med)':>13}{'cpu s (med)':>12}{'peak MB':>9}")
     print(f"{'collect_data (headers, sidecars)':<34}{rows[0][0]:>13.2f}{med(0):>13.2f}{med(1):>12.2f}"
           f"{max(r[2] for r in rows):>9.0f}")

@@ -144,15 +144,30 @@ def check_data_size(path, img) -> int:
     return nbytes
 
 
+def _gunzip(blob: bytes) -> bytes:
+    """Decompress a whole gzip file: ISA-L (``isal``, ~2x zlib's speed) when installed, else zlib."""
+    try:
+        from isal import igzip
+    except ImportError:  # pragma: no cover - isal is an install requirement; keep working without
+        import gzip as igzip
+    return igzip.decompress(blob)
+
+
 def read_image(path):
     """Header check, then the whole data read once: ``(raw stored values, slope, inter, img)``.
 
+    ``.nii.gz`` files are read into memory and decompressed in one call (this is where the
+    time goes: ~0.2 s per 50 MB volume with ISA-L); ``.nii`` files are read through nibabel.
     Raises :class:`~qsmprep.errors.MissingInputError` (66) naming the file when the data size
     is impossible or the file cannot be decompressed/read to the end.
     """
+    import nibabel as nb
+
     img = _load_header(path)
     check_data_size(path, img)
     try:
+        if str(path).endswith(".gz"):
+            img = nb.Nifti1Image.from_bytes(_gunzip(Path(path).read_bytes()))
         raw = np.asarray(img.dataobj.get_unscaled())
     except Exception as exc:  # noqa: BLE001 - EOFError, zlib.error, BadGzipFile, short reads
         raise MissingInputError(
@@ -163,6 +178,18 @@ def read_image(path):
     slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
     inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
     return raw, slope, inter, img
+
+
+def _read_pair(paths, workers):
+    """:func:`read_image` of two files, in two threads when ``workers > 1`` (zlib/ISA-L release
+    the GIL while decompressing)."""
+    if workers <= 1:
+        return [read_image(p) for p in paths]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(paths))) as pool:
+        futures = [pool.submit(read_image, p) for p in paths]
+        return [f.result() for f in futures]
 
 
 def _scaled(raw, slope, inter):
@@ -242,12 +269,13 @@ def check_phase_units(path, values, units):
 # --------------------------------------------------------------------------------------------
 # One session
 # --------------------------------------------------------------------------------------------
-def check_session(data: dict) -> dict:
+def check_session(data: dict, workers: int = 2) -> dict:
     """Read and check every image of one :func:`qsmprep.bids.collect_data` record.
 
     Returns a summary dict (``n_images``, ``bytes``, ``nonfinite`` per file, ``seconds``,
     ``warnings``); WARNING lines are logged with the subject/session and appended to
     ``data["warnings"]`` (so that the participant report lists them). Raises 65/66 errors.
+    ``workers``: threads reading the two images of an echo at the same time.
     """
     from .qsm.phase import choose_phase_values
 
@@ -269,8 +297,7 @@ def check_session(data: dict) -> dict:
             warnings.append(msg)
 
     for first, second in zip(data["mag"], data["phase"]):
-        raw_a, sa, ia, img_a = read_image(first)
-        raw_b, sb, ib, img_b = read_image(second)
+        (raw_a, sa, ia, img_a), (raw_b, sb, ib, img_b) = _read_pair((first, second), workers)
         n_images += 2
         total_bytes += raw_a.nbytes + raw_b.nbytes
         if gre_affine is None:
@@ -362,7 +389,7 @@ def check_session(data: dict) -> dict:
             "seconds": seconds, "warnings": warnings}
 
 
-def run_preflight(selection: dict) -> dict:
+def run_preflight(selection: dict, workers: int = 2) -> dict:
     """:func:`check_session` for every session of ``{subject: [collect_data() dicts]}``.
 
     Returns ``{(subject, session): summary}``. The first error stops the run (before any
@@ -371,5 +398,5 @@ def run_preflight(selection: dict) -> dict:
     out = {}
     for sub, sessions in selection.items():
         for d in sessions:
-            out[(sub, d.get("session"))] = check_session(d)
+            out[(sub, d.get("session"))] = check_session(d, workers=workers)
     return out

@@ -119,7 +119,7 @@ def run_participant(config) -> int:
                 d["user_mask"] = find_user_mask(config.brain_masks, sub, d["session"], d["shape"])
             for w in d.get("warnings", []):
                 LOGGER.warning(w)
-    run_preflight(data)  # every image read once: 65/66 before any node runs (qsmprep/preflight.py)
+    run_preflight(data, workers=config.nprocs)  # every image read once: 65/66 before any node runs (qsmprep/preflight.py)
     LOGGER.info("Processing %d subject(s): %s", len(data),
                 ", ".join(f"sub-{s} ({len(v)} session(s))" for s, v in data.items()))
     atlas = load_atlas(config.atlas, dentate_dir=config.dentate_atlas)
