@@ -164,11 +164,19 @@ def read_image(path):
     import nibabel as nb
 
     img = _load_header(path)
-    check_data_size(path, img)
+    nbytes = check_data_size(path, img)
     try:
-        if str(path).endswith(".gz"):
-            img = nb.Nifti1Image.from_bytes(_gunzip(Path(path).read_bytes()))
-        raw = np.asarray(img.dataobj.get_unscaled())
+        if str(path).endswith(".gz") and isinstance(img, nb.Nifti1Image):
+            # one decompression into memory, then a zero-copy view of the voxel data
+            blob = _gunzip(Path(path).read_bytes())
+            offset = int(img.dataobj.offset)
+            if len(blob) < offset + nbytes:
+                raise EOFError(f"decompressed to {len(blob)} bytes, the header needs {offset + nbytes}")
+            dtype = img.header.get_data_dtype()
+            count = int(np.prod(img.shape))
+            raw = np.frombuffer(blob, dtype=dtype, count=count, offset=offset).reshape(img.shape, order="F")
+        else:
+            raw = np.asarray(img.dataobj.get_unscaled())
     except Exception as exc:  # noqa: BLE001 - EOFError, zlib.error, BadGzipFile, short reads
         raise MissingInputError(
             f"Cannot read the image data of {path} ({type(exc).__name__}: {exc}). The file is "

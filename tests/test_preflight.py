@@ -378,3 +378,19 @@ def test_user_mask_checks(bids, tmp_path):
     nb.Nifti1Image(np.ones(gre.shape, np.uint8), aff).to_filename(m)
     with pytest.raises(DataError, match="not on the GRE grid"):
         preflight.check_session(d)
+
+
+@pytest.mark.parametrize("ext", [".nii.gz", ".nii"])
+def test_read_image_matches_nibabel(tmp_path, ext):
+    """The one-pass reader returns the stored values and scaling nibabel would (int16 + slope)."""
+    data = np.random.default_rng(2).integers(-4096, 4096, (9, 7, 5), dtype=np.int16)
+    img = nb.Nifti1Image(data, np.diag([1.5, 1.5, 2.0, 1.0]))
+    img.header.set_data_dtype(np.int16)
+    img.header.set_slope_inter(0.5, 1.0)
+    f = tmp_path / f"x{ext}"
+    img.to_filename(f)
+    raw, slope, inter, _ = preflight.read_image(f)
+    ref = nb.load(f)
+    assert np.array_equal(raw, np.asarray(ref.dataobj.get_unscaled()))
+    assert (slope, inter) == (0.5, 1.0)
+    np.testing.assert_allclose(preflight._scaled(raw, slope, inter), ref.get_fdata())
