@@ -333,8 +333,10 @@ def check_session(data: dict, workers: int = 2) -> dict:
                             f"{hi_a:.4g}]); it is empty or not a magnitude image. Re-export it.")
         _note_nonfinite(first, bad_a, vals_a.size)
         # phase: the same choice of header scaling as the loader (qsm.phase.choose_phase_values)
-        scaled_b = _scaled(raw_b, sb, ib)
-        values, _ = choose_phase_values(scaled_b, raw_b)
+        if sb == 1.0 and ib == 0.0:
+            values = raw_b  # no header scaling: nothing to choose
+        else:
+            values, _ = choose_phase_values(_scaled(raw_b, sb, ib), raw_b)
         bad_b, lo_b, _ = _finite_stats(np.asarray(values))
         if lo_b is None:
             raise DataError(f"{second}: no voxel of the phase image has a finite value. "
