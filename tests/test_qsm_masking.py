@@ -57,3 +57,22 @@ def test_deterministic(head):
     a = masking.METHODS[masking.DEFAULT](head["mag"], head["phase"], head["tes"], head["voxel_size"])
     b = masking.METHODS[masking.DEFAULT](head["mag"], head["phase"], head["tes"], head["voxel_size"])
     assert np.array_equal(a, b)
+
+
+def test_nonfinite_voxels_and_drop():
+    """Any echo of any volume being NaN/Inf marks the voxel; dropping counts only mask voxels."""
+    rng = np.random.default_rng(4)
+    mag = rng.random((6, 5, 4, 3)).astype(np.float32)
+    phase = rng.random((6, 5, 4, 3)).astype(np.float32)
+    mag[1, 1, 1, 2] = np.inf
+    phase[2, 3, 0, 0] = np.nan
+    phase[4, 4, 3, 1] = -np.inf
+    bad = masking.nonfinite_voxels(mag, phase)
+    assert bad.shape == (6, 5, 4) and bad.sum() == 3
+    assert bad[1, 1, 1] and bad[2, 3, 0] and bad[4, 4, 3]
+    mask = np.zeros((6, 5, 4), bool)
+    mask[:3] = True  # holds two of the three bad voxels
+    out, n = masking.drop_voxels(mask, bad)
+    assert n == 2 and out.sum() == mask.sum() - 2 and not (out & bad).any()
+    with pytest.raises(ValueError):
+        masking.drop_voxels(mask, bad[:-1])
