@@ -354,7 +354,7 @@ def _runtime(node, run_start_utc):
             end_dt = datetime.fromisoformat(str(end))
             if end_dt.tzinfo is None:
                 end_dt = end_dt.replace(tzinfo=timezone.utc)
-            cached = (run_start_utc - end_dt).total_seconds() > 1.0
+            cached = end_dt < run_start_utc
         peak = getattr(runtime, "mem_peak_gb", None)
         return seconds, cached, float(peak) if peak else None
     except Exception:

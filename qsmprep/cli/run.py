@@ -41,9 +41,12 @@ def configure_nipype(config) -> None:
     from nipype import config as ncfg
     from nipype import logging as nlogging
 
-    ncfg.update_config(config.nipype_config())
-    nlogging.update_logging(ncfg)
+    sections = config.nipype_config()
+    ncfg.update_config(sections)  # applies execution and logging (Nipype skips monitoring)
+    for key, value in sections["monitoring"].items():
+        ncfg.set("monitoring", key, value)
     ncfg.resource_monitor = bool(config.resource_monitor)
+    nlogging.update_logging(ncfg)
 
 
 def logs_dir(config) -> Path:
