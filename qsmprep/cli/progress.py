@@ -249,7 +249,10 @@ class ProgressMonitor:
         with self._lock:
             running = sorted(self._running.values(), key=lambda item: item[1])
             if running:
-                what = "; ".join(f"{s.describe()} for {format_seconds(now - t)}" for s, t in running)
+                what = "; ".join(f"{s.describe()} for {format_seconds(now - t)}"
+                                 for s, t in running[:4])
+                if len(running) > 4:
+                    what += f"; and {len(running) - 4} more"
             else:
                 what = "waiting for the next step"
             return (f"still running after {format_seconds(now - self._t0)}: {what} "
@@ -297,7 +300,7 @@ class ProgressMonitor:
                 self._bars[subject] = tqdm(
                     total=self.per_subject[subject], desc=f"sub-{subject}" if subject else "run",
                     unit="step", position=pos, leave=True, file=self.stream, dynamic_ncols=True,
-                    bar_format="{desc} {bar} {n_fmt}/{total_fmt} steps [{elapsed}<{remaining}] {postfix}")
+                    bar_format="{desc} {bar} {n_fmt}/{total_fmt} steps [{elapsed}<{remaining}]{postfix}")
             set_console_writer(lambda msg, stream: tqdm.write(msg, file=stream))
         self._stop.clear()
         self._thread = threading.Thread(target=self._beat, name="qsmprep-heartbeat", daemon=True)
