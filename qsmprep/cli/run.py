@@ -153,7 +153,7 @@ def run_participant(config) -> int:
     )
     from ..qsm.pipeline import format_consensus_report
     from ..workflows.base import _session_id, init_qsmprep_wf
-    from .progress import ProgressMonitor
+    from .progress import ProgressMonitor, format_seconds
 
     options = qsm_options(config)
     LOGGER.info("%s", format_consensus_report(options))
@@ -230,7 +230,7 @@ def run_participant(config) -> int:
         LOGGER.error("Participants that failed: %s. Fix the error in the crash files and rerun the "
                      "same command with the same -w to resume.", ", ".join(f"sub-{s}" for s in missing) or "none")
         return 1
-    LOGGER.info("qsmprep finished in %.0f s", time.time() - start)
+    LOGGER.info("qsmprep finished in %s (%d steps)", format_seconds(time.time() - start), monitor.done)
     return 0
 
 
