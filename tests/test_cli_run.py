@@ -371,3 +371,17 @@ def test_progress_bars_only_when_asked(tmp_path):
         else:
             assert text == ""
 
+
+
+def test_heartbeat_without_step_reports(tmp_path, caplog):
+    """With a plugin that calls no status callback (SLURM), the heartbeat still proves the run
+    is alive and says why no step lines come."""
+    caplog.set_level(logging.INFO, logger="qsmprep.progress")
+    monitor = ProgressMonitor(_tiny_workflow(tmp_path / "work"), {"01": ["baseline"]},
+                              heartbeat_s=0.2, reports_steps=False, display=True,
+                              stream=io.StringIO())
+    with monitor:
+        time.sleep(0.5)
+    beats = _lines(caplog)
+    assert beats and all("reports no per-step progress" in line for line in beats)
+    assert monitor.display is False  # no bar that could never move

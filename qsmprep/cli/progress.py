@@ -127,6 +127,9 @@ class ProgressMonitor:
         Where the bars go (default ``sys.stderr``).
     logger : logging.Logger, optional
         Where the lines go.
+    reports_steps : bool
+        False when the plugin never calls the callback (Nipype's SLURM plugins): then only the
+        heartbeat is logged, saying so.
 
     Examples
     --------
@@ -136,12 +139,13 @@ class ProgressMonitor:
     """
 
     def __init__(self, workflow, sessions, *, options=None, heartbeat_s=60.0, display=False,
-                 stream=None, logger=None):
+                 stream=None, logger=None, reports_steps=True):
         self.sessions = {str(k): [str(s) for s in v] for k, v in dict(sessions).items()}
         self.options = dict(options or {})
         self.heartbeat_s = float(heartbeat_s)
         self.logger = logger or LOGGER
-        self.display = bool(display)
+        self.reports_steps = bool(reports_steps)
+        self.display = bool(display) and self.reports_steps
         self.stream = stream or sys.stderr
         self.total = 0
         self.per_subject: dict[str | None, int] = {}
@@ -248,6 +252,9 @@ class ProgressMonitor:
         now = time.monotonic()
         with self._lock:
             running = sorted(self._running.values(), key=lambda item: item[1])
+            if not self.reports_steps:
+                return (f"still running after {format_seconds(now - self._t0)} (this plugin "
+                        "reports no per-step progress; -v shows its messages)")
             if running:
                 what = "; ".join(f"{s.describe()} for {format_seconds(now - t)}"
                                  for s, t in running[:4])

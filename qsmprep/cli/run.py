@@ -151,6 +151,7 @@ def run_participant(config) -> int:
         write_bidsignore,
         write_derivatives_description,
     )
+    from ..config import CALLBACK_PLUGINS
     from ..qsm.pipeline import format_consensus_report
     from ..workflows.base import _session_id, init_qsmprep_wf
     from .progress import ProgressMonitor, format_seconds
@@ -210,7 +211,8 @@ def run_participant(config) -> int:
     monitor = ProgressMonitor(
         wf, {sub: [_session_id(d) for d in sessions] for sub, sessions in data.items()},
         options=config.to_dict(), heartbeat_s=HEARTBEAT_S,
-        display=bool(config.progress) and sys.stderr.isatty())
+        display=bool(config.progress) and sys.stderr.isatty(),
+        reports_steps=config.plugin in CALLBACK_PLUGINS)
     LOGGER.info("Running %d steps (plugin %s, %d CPUs, %.1f GB); work folder %s", monitor.total,
                 config.plugin, config.nprocs, config.mem_gb, work)
     start = time.time()
