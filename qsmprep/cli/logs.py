@@ -14,6 +14,7 @@ the previous state (used by ``main()`` and the tests).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 import uuid
@@ -27,7 +28,7 @@ CONSOLE_FORMAT_VERBOSE = "%(asctime)s | %(levelname)-7s | %(name)s | %(message)s
 FILE_FORMAT = "%(asctime)s.%(msecs)03d | %(levelname)-7s | %(processName)s | %(name)s | %(message)s"
 NIPYPE_LOGGERS = ("nipype.workflow", "nipype.interface", "nipype.utils", "nipype.filemanip")
 
-_console_writer = None  # set while progress bars are drawn (see set_console_writer)
+_console_writer = None  # (writer, pid) while progress bars are drawn (see set_console_writer)
 
 
 def new_run_id() -> str:
@@ -37,18 +38,22 @@ def new_run_id() -> str:
 
 def set_console_writer(writer):
     """Route console log lines through ``writer(message, stream)`` (e.g. ``tqdm.write`` so that
-    they print above live progress bars); ``None`` restores plain writes."""
+    they print above live progress bars); ``None`` restores plain writes.
+
+    Only this process uses the writer: Nipype's forked workers inherit the handler but write
+    plainly (a lock of the bars held by another thread at fork time would block them).
+    """
     global _console_writer
-    _console_writer = writer
+    _console_writer = None if writer is None else (writer, os.getpid())
 
 
 class _ConsoleHandler(logging.StreamHandler):
     def emit(self, record):
-        writer = _console_writer
-        if writer is None:
+        current = _console_writer
+        if current is None or current[1] != os.getpid():
             return super().emit(record)
         try:
-            writer(self.format(record), self.stream)
+            current[0](self.format(record), self.stream)
         except Exception:  # pragma: no cover - logging must not raise
             self.handleError(record)
 
