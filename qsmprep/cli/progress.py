@@ -131,11 +131,13 @@ class ProgressMonitor:
         False when the plugin never calls the callback (Nipype's SLURM plugins): then only the
         heartbeat is logged, saying so.
 
-    Examples
-    --------
-    >>> monitor = ProgressMonitor(wf, {"01": ["baseline"]}, options=config.to_dict())
-    >>> with monitor:
-    ...     wf.run(**config.plugin_settings(status_callback=monitor))
+    Notes
+    -----
+    Used as ``cli/run.py`` does (``wf`` a built workflow, ``config`` the ``RunConfig``)::
+
+        monitor = ProgressMonitor(wf, {"01": ["baseline"]}, options=config.to_dict())
+        with monitor:
+            wf.run(**config.plugin_settings(status_callback=monitor))
     """
 
     def __init__(self, workflow, sessions, *, options=None, heartbeat_s=60.0, display=False,
