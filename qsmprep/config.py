@@ -60,6 +60,8 @@ TOML_SECTIONS = {
 }
 #: RunConfig fields computed at start-up, not options (``[run]`` table of config.toml)
 DERIVED_FIELDS = ("bids_filters", "version")
+#: section for option fields that no TOML_SECTIONS entry lists yet (so none is ever left out)
+OTHER_SECTION = "other"
 SYN_METRICS = ("CC", "mattes")
 #: smallest memory limit accepted (a value below it is a unit mistake, e.g. ``--mem 16``)
 MIN_MEM_GB = 0.5
@@ -406,7 +408,7 @@ class RunConfig:
                                        "python": platform.python_version(),
                                        "bids_filters_json": json.dumps(self.bids_filters)}}
         unset = []
-        for section, names in TOML_SECTIONS.items():
+        for section, names in _toml_sections().items():
             table = {}
             for name in names:
                 if record[name] is None:
@@ -470,16 +472,25 @@ def read_toml(path) -> dict:
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"--config-file {path} is not valid TOML: {exc}. Give a config.toml "
                          "written by qsmprep (OUTPUT_DIR/logs/config.toml).") from exc
+    sections = _toml_sections()
     values = {}
     for section, table in doc.items():
         if section == "run":
             continue
-        if section not in TOML_SECTIONS or not isinstance(table, dict):
+        if section not in sections or not isinstance(table, dict):
             raise UsageError(f"--config-file {path}: unknown section [{section}]; expected "
-                             f"{', '.join(TOML_SECTIONS)} (and the informational [run]).")
+                             f"{', '.join(sections)} (and the informational [run]).")
         for key, value in table.items():
-            if key not in TOML_SECTIONS[section]:
+            if key not in sections[section]:
                 raise UsageError(f"--config-file {path}: [{section}] has no option {key!r}; its "
-                                 f"options are {', '.join(TOML_SECTIONS[section])}.")
+                                 f"options are {', '.join(sections[section])}.")
             values[key] = value
     return values
+
+
+def _toml_sections() -> dict:
+    """:data:`TOML_SECTIONS` plus ``[other]`` for option fields no section lists."""
+    listed = {name for names in TOML_SECTIONS.values() for name in names}
+    other = tuple(f.name for f in fields(RunConfig)
+                  if f.name not in listed and f.name not in DERIVED_FIELDS)
+    return {**TOML_SECTIONS, OTHER_SECTION: other} if other else dict(TOML_SECTIONS)

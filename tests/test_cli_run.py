@@ -119,21 +119,28 @@ def test_config_file_errors(bids, tmp_path, capsys):
     assert not (tmp_path / "out").exists()  # nothing created before the configuration is valid
 
 
-def test_toml_dumps_every_option():
-    """Every option of the parser is a RunConfig field in a config.toml section, and back.
-
-    Fails when an option is added to the parser but not to ``TOML_SECTIONS`` (it would be
-    missing from config.toml and impossible to rerun) or when a section names a non-field.
-    """
+def test_toml_dumps_every_option(tmp_path):
+    """Every parser option is a RunConfig field, and config.toml holds every field (a value, or
+    its name in the 'not set' header): fails when an option bypasses RunConfig or is dropped
+    from the dump."""
+    import tomllib
     from dataclasses import fields
 
-    from qsmprep.config import DERIVED_FIELDS, TOML_SECTIONS
+    from qsmprep.config import DERIVED_FIELDS
 
     dests = {a.dest for a in get_parser()._actions if a.dest not in ("help", "version", "config_file")}
-    in_toml = [n for names in TOML_SECTIONS.values() for n in names]
-    assert len(in_toml) == len(set(in_toml))
-    assert set(in_toml) == dests
-    assert set(in_toml) | set(DERIVED_FIELDS) == {f.name for f in fields(RunConfig)}
+    names = {f.name for f in fields(RunConfig)}
+    assert dests <= names, dests - names
+    assert names - dests == set(DERIVED_FIELDS)
+    (tmp_path / "bids").mkdir()
+    cfg = RunConfig.from_args(parse_args([str(tmp_path / "bids"), str(tmp_path / "out"), "group"]))
+    text = cfg.to_toml("x")
+    doc = tomllib.loads(text)
+    written = {k for section, table in doc.items() if section != "run" for k in table}
+    header = " ".join(line for line in text.splitlines() if line.startswith("#"))
+    unset = {n for n in names - written if re.search(rf"\b{n}\b", header)}
+    assert written | unset == dests
+    assert unset == {n for n in dests if getattr(cfg, n) is None}
 
 
 # ------------------------------------------------------------------ run-control options
@@ -385,3 +392,20 @@ def test_heartbeat_without_step_reports(tmp_path, caplog):
     beats = _lines(caplog)
     assert beats and all("reports no per-step progress" in line for line in beats)
     assert monitor.display is False  # no bar that could never move
+
+
+def test_option_missing_from_sections_goes_to_other(tmp_path, monkeypatch):
+    """An option field that no TOML section lists (e.g. added by a later change) is still
+    dumped, under [other], and read back: fails if such an option silently drops out."""
+    import qsmprep.config as config_module
+
+    sections = dict(config_module.TOML_SECTIONS)
+    sections["atlas"] = tuple(n for n in sections["atlas"] if n != "syn_metric")
+    monkeypatch.setattr(config_module, "TOML_SECTIONS", sections)
+    (tmp_path / "bids").mkdir()
+    argv = [str(tmp_path / "bids"), str(tmp_path / "out"), "participant", "--syn-metric", "mattes"]
+    cfg = RunConfig.from_args(parse_args(argv))
+    toml = tmp_path / "c.toml"
+    toml.write_text(cfg.to_toml("x"))
+    assert '[other]\nsyn_metric = "mattes"' in toml.read_text()
+    assert RunConfig.from_args(parse_args([*argv[:3], "--config-file", str(toml)])) == cfg
