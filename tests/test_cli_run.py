@@ -409,3 +409,19 @@ def test_option_missing_from_sections_goes_to_other(tmp_path, monkeypatch):
     toml.write_text(cfg.to_toml("x"))
     assert '[other]\nsyn_metric = "mattes"' in toml.read_text()
     assert RunConfig.from_args(parse_args([*argv[:3], "--config-file", str(toml)])) == cfg
+
+
+def test_phase_heartbeat_and_stop_all(caplog):
+    """Outside the workflow (input checks, group level) a heartbeat also breaks the silence;
+    stop_heartbeats() ends every one still running (as run() does on errors)."""
+    from qsmprep.cli.progress import Heartbeat, stop_heartbeats
+
+    caplog.set_level(logging.INFO, logger="qsmprep.progress")
+    Heartbeat("checking the inputs", interval_s=0.15).start()
+    time.sleep(0.5)
+    stop_heartbeats()
+    lines = _lines(caplog)
+    assert lines and all(re.fullmatch(r"still checking the inputs after <1 s", x) for x in lines)
+    caplog.clear()
+    time.sleep(0.3)
+    assert not _lines(caplog)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 LOGGER = logging.getLogger("qsmprep.progress")
 
-__all__ = ["STEPS", "ProgressMonitor", "Step", "format_seconds"]
+__all__ = ["STEPS", "ProgressMonitor", "Step", "Heartbeat", "stop_heartbeats", "format_seconds"]
 
 #: node name (session tag removed) -> (human step name, method template or None); a value of
 #: None hides the node. Templates are formatted with the run configuration's fields.
@@ -336,6 +336,59 @@ class ProgressMonitor:
     def __exit__(self, *exc):
         self.stop()
         return False
+
+
+_ACTIVE: set = set()  # running Heartbeats, stopped by stop_heartbeats() at the end of a run
+
+
+class Heartbeat:
+    """Log ``still <what> after <elapsed>`` every ``interval_s`` until stopped.
+
+    For the phases outside the workflow that can take minutes on a large dataset (indexing the
+    BIDS dataset and checking metadata, the group analysis), so that a run is never silent for
+    longer than the interval. ``start()``/``stop()`` need no indentation of the code they cover;
+    :func:`stop_heartbeats` (called when a run ends, also on errors) stops any left running.
+    """
+
+    def __init__(self, what: str, interval_s: float = 60.0, logger=None):
+        self.what = what
+        self.interval_s = float(interval_s)
+        self.logger = logger or LOGGER
+        self._stop = threading.Event()
+        self._thread = None
+        self._t0 = time.monotonic()
+
+    def _beat(self):
+        while not self._stop.wait(self.interval_s):
+            self.logger.info("still %s after %s", self.what,
+                             format_seconds(time.monotonic() - self._t0))
+
+    def start(self) -> "Heartbeat":
+        self._t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._beat, name="qsmprep-heartbeat", daemon=True)
+        self._thread.start()
+        _ACTIVE.add(self)
+        return self
+
+    def stop(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        _ACTIVE.discard(self)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+def stop_heartbeats():
+    """Stop every :class:`Heartbeat` still running (end of a run, normal or not)."""
+    for beat in list(_ACTIVE):
+        beat.stop()
 
 
 def _walk(workflow, prefix=()):

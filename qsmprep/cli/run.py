@@ -154,12 +154,13 @@ def run_participant(config) -> int:
     from ..config import CALLBACK_PLUGINS
     from ..qsm.pipeline import format_consensus_report
     from ..workflows.base import _session_id, init_qsmprep_wf
-    from .progress import ProgressMonitor, format_seconds
+    from .progress import Heartbeat, ProgressMonitor, format_seconds
 
     options = qsm_options(config)
     LOGGER.info("%s", format_consensus_report(options))
 
     # ---- inputs: every check runs before any heavy work ----
+    inputs_beat = Heartbeat("checking the inputs (BIDS index, metadata, atlas)", HEARTBEAT_S).start()
     layout = build_layout(config.bids_dir, database_dir=config.bids_database_dir,
                           participant_labels=config.participant_label,
                           validate=not config.skip_bids_validation, bids_filters=config.bids_filters)
@@ -177,6 +178,7 @@ def run_participant(config) -> int:
     LOGGER.info("Processing %d subject(s): %s", len(data),
                 ", ".join(f"sub-{s} ({len(v)} session(s))" for s, v in data.items()))
     atlas = load_atlas(config.atlas, dentate_dir=config.dentate_atlas)
+    inputs_beat.stop()
 
     # ---- dataset-level files (never under sub-*) ----
     out = Path(config.output_dir)
@@ -238,7 +240,9 @@ def run_participant(config) -> int:
 
 def run_group(config) -> int:
     from ..workflows.group import run_group as _run_group
+    from .progress import Heartbeat
 
+    Heartbeat("running the group analysis", HEARTBEAT_S).start()  # stopped when run() ends
     start = time.time()
     kwargs = dict(group_column=config.group_column, covariates=tuple(config.covariates),
                   hemispheres=bool(config.hemispheres), sessions=config.sessions,
@@ -287,6 +291,9 @@ def run(argv=None) -> int:
                         "file %s):", logging_setup.log_file, exc_info=True)
         code = 1
     finally:
+        from .progress import stop_heartbeats
+
+        stop_heartbeats()
         if logging_setup is not None:
             logging_setup.close()
     return code
