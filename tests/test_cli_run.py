@@ -240,6 +240,8 @@ def test_verbosity(verbose, tmp_path, capsys):
         logging.getLogger("nipype.workflow").info("nipype-info")
         logging.getLogger("nipype.workflow").debug("nipype-debug")
         logging.getLogger("nipype.interface").warning("nipype-warning")
+        logging.getLogger("nipype.utils").warning(
+            'Could not retrieve profiling information for node "%s" (mapflow 1/1).', "n")
     finally:
         setup.close()
     console, logged = stream.getvalue(), log_file.read_text()
@@ -247,6 +249,9 @@ def test_verbosity(verbose, tmp_path, capsys):
     assert ("nipype-info" in console) == (verbose >= 1)
     assert ("nipype-debug" in console) == (verbose >= 2)
     assert "qsmprep-info" in logged and "nipype-info" in logged
+    # a cached rerun's resource-monitor warnings: in the file, on the console only with -v
+    assert "Could not retrieve profiling" in logged
+    assert ("Could not retrieve profiling" in console) == (verbose >= 1)
     assert console.count("nipype-warning") == 1  # not printed twice
     assert "nipype-" not in capsys.readouterr().out  # Nipype's stdout handler was off
     assert nipype_logger.handlers == nipype_handlers  # and is back

@@ -58,6 +58,11 @@ class _ConsoleHandler(logging.StreamHandler):
             self.handleError(record)
 
 
+#: Nipype warnings that say nothing about the data, kept off the console at default verbosity
+#: (still in the log file): a rerun with --resource-monitor warns once per cached node.
+QUIET_NIPYPE_WARNINGS = ("Could not retrieve profiling information",)
+
+
 class _ConsoleFilter(logging.Filter):
     """Default verbosity: qsmprep at INFO, everyone else (Nipype included) at WARNING."""
 
@@ -66,8 +71,11 @@ class _ConsoleFilter(logging.Filter):
         self.verbose = int(verbose)
 
     def filter(self, record):
-        if self.verbose >= 1 or record.levelno >= logging.WARNING:
+        if self.verbose >= 1:
             return True
+        if record.levelno >= logging.WARNING:
+            return not (record.name.startswith("nipype") and record.levelno == logging.WARNING
+                        and str(record.msg).startswith(QUIET_NIPYPE_WARNINGS))
         return record.name == "qsmprep" or record.name.startswith("qsmprep.")
 
 

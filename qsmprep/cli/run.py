@@ -230,6 +230,8 @@ def run_participant(config) -> int:
     missing = [s for s in data if s not in done]
     for s in done:
         LOGGER.info("sub-%s: outputs in %s, report %s", s, out / f"sub-{s}", out / f"sub-{s}.html")
+    if config.resource_monitor:
+        LOGGER.info("Resource monitor: %s", work / wf.name / "resource_monitor.json")
     if missing or failed:
         LOGGER.error("Participants that failed: %s. Fix the error in the crash files and rerun the "
                      "same command with the same -w to resume.", ", ".join(f"sub-{s}" for s in missing) or "none")
