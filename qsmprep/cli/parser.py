@@ -393,7 +393,19 @@ def apply_config_file(parser: argparse.ArgumentParser, path) -> dict:
     """Make the options of a ``config.toml`` the defaults of ``parser``.
 
     Values pass through each option's type and choices, as if typed; positional arguments
-    stay those of the command line. Returns the defaults that were set.
+    stay those of the command line.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser of :func:`get_parser` (modified in place).
+    path : str or Path
+        The ``config.toml`` (``--config-file``).
+
+    Returns
+    -------
+    dict
+        The defaults that were set, ``{option dest: value}``.
 
     Raises
     ------
