@@ -166,7 +166,7 @@ class ProgressMonitor:
         self._bars: dict = {}
         self._t0 = time.monotonic()
         self._t0_utc = datetime.now(timezone.utc)
-        self._last_line = self._t0
+        self._last_line = self._last_refresh = self._t0
 
     # ------------------------------------------------------------------ node -> step
     def describe(self, parts, node) -> Step | None:
@@ -268,7 +268,7 @@ class ProgressMonitor:
                     f"[{self.done}/{self.total} done]")
 
     def _beat(self):
-        while not self._stop.wait(min(self.heartbeat_s, 1.0)):
+        while not self._stop.wait(min(self.heartbeat_s, 0.25)):
             now = time.monotonic()
             with self._lock:
                 due = now - self._last_line >= self.heartbeat_s
@@ -276,7 +276,8 @@ class ProgressMonitor:
                     self._last_line = now
             if due:
                 self.logger.info("%s", self.heartbeat())
-            if self.display:
+            if self.display and now - self._last_refresh >= 1.0:
+                self._last_refresh = now
                 with self._lock:
                     for bar in self._bars.values():
                         bar.refresh()

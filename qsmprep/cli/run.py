@@ -18,8 +18,9 @@ from .. import __version__
 from ..errors import OutputNotWritableError, QSMPrepError
 
 LOGGER = logging.getLogger("qsmprep")
-#: seconds without a finished step before the running steps are logged
-HEARTBEAT_S = 60.0
+#: seconds without a console line before the running steps are logged (under a minute, so a
+#: run is never silent for 60 s even with the heartbeat's polling delay)
+HEARTBEAT_S = 59.0
 
 
 def _set_threads(omp_nthreads: int):
