@@ -2,8 +2,13 @@
 
 ``RunConfig.from_args(namespace)`` turns the parsed command line (see
 :mod:`qsmprep.cli.parser`) into a frozen dataclass; the workflow factories receive its fields
-as keyword arguments (no global configuration singleton). ``to_dict()`` gives a JSON-ready
-record for provenance (written next to the outputs by the integrator).
+as keyword arguments (no global configuration singleton). It is the only configuration of a
+run: Nipype's settings (:meth:`RunConfig.nipype_config`), the plugin arguments
+(:meth:`RunConfig.plugin_settings`) and ``OUTPUT_DIR/logs/config.toml``
+(:meth:`RunConfig.to_toml`, read back by ``--config-file``) are all derived from it.
+
+This module imports nothing from :mod:`qsmprep.cli`: the command line depends on the
+configuration, never the reverse (the analysis levels, plugins and method options live here).
 
 Resource defaults come from what this process may really use: CPU affinity, the cgroup CPU
 quota (containers), ``SLURM_CPUS_PER_TASK``/``SLURM_MEM_PER_NODE``; memory from psutil's
@@ -14,13 +19,75 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
 
-__all__ = ["RunConfig", "available_cpus", "available_memory_gb"]
+__all__ = ["RunConfig", "available_cpus", "available_memory_gb", "total_memory_gb",
+           "ANALYSIS_LEVELS", "PLUGINS", "METHOD_OPTIONS", "TOML_SECTIONS", "method_registry",
+           "read_toml"]
+
+ANALYSIS_LEVELS = ("participant", "group")
+PLUGINS = ("MultiProc", "Linear", "SLURM", "SLURMGraph")
+#: the plugins that call Nipype's ``status_callback`` (per-step progress lines)
+CALLBACK_PLUGINS = ("MultiProc", "Linear")
+
+#: CLI option -> module of ``qsmprep.qsm`` whose ``METHODS``/``DEFAULT`` give choices/default.
+METHOD_OPTIONS = {
+    "masking": "masking",
+    "combination": "echoes",
+    "unwrapping": "unwrap",
+    "bf_removal": "background",
+    "inversion": "inversion",
+    "reference": "reference",
+}
+
+#: Sections of ``config.toml`` and the RunConfig fields (command-line options) in each.
+TOML_SECTIONS = {
+    "inputs": ("bids_dir", "output_dir", "analysis_level", "participant_label", "session_label",
+               "bids_filter_file", "skip_bids_validation", "bids_database_dir", "b0_strength"),
+    "execution": ("work_dir", "nprocs", "omp_nthreads", "mem_gb", "plugin", "plugin_args",
+                  "stop_on_first_crash", "random_seed", "verbose", "progress", "notrack",
+                  "clean_workdir", "resource_monitor", "write_graph", "boilerplate_only"),
+    "qsm": ("masking", "combination", "unwrapping", "bf_removal", "inversion", "reference",
+            "brain_masks"),
+    "atlas": ("atlas", "dentate_atlas", "roi_erosion", "roi_min_reliability", "longitudinal",
+              "registration_resolution", "syn_metric"),
+    "group": ("group_column", "covariates", "structures", "hemispheres", "sessions", "fdr_alpha"),
+}
+#: RunConfig fields computed at start-up, not options (``[run]`` table of config.toml)
+DERIVED_FIELDS = ("bids_filters", "version")
+#: section for option fields that no TOML_SECTIONS entry lists yet (so none is ever left out)
+OTHER_SECTION = "other"
+SYN_METRICS = ("CC", "mattes")
+#: smallest memory limit accepted (a value below it is a unit mistake, e.g. ``--mem 16``)
+MIN_MEM_GB = 0.5
+
+
+def method_registry(module_name: str) -> tuple[list, str]:
+    """Choices and default of one reconstruction step.
+
+    Parameters
+    ----------
+    module_name : str
+        Module of :mod:`qsmprep.qsm` (a value of :data:`METHOD_OPTIONS`).
+
+    Returns
+    -------
+    choices : list of str
+        The names in the module's ``METHODS`` registry, in registry order.
+    default : str
+        The module's ``DEFAULT`` (first registered name when it has none).
+    """
+    import importlib
+
+    mod = importlib.import_module(f"qsmprep.qsm.{module_name}")
+    choices = list(mod.METHODS)
+    default = getattr(mod, "DEFAULT", None) or choices[0]
+    return choices, default
 
 
 def _cgroup_cpu_quota() -> float | None:
@@ -79,6 +146,28 @@ def available_memory_gb() -> float:
     return avail / 1024**3
 
 
+def total_memory_gb() -> float:
+    """Memory this machine (or its cgroup / SLURM allocation) has in all, in GB.
+
+    The ceiling for ``--mem-gb``/``--mem-mb``: a scheduler limit above it cannot be honoured.
+    """
+    import psutil
+
+    total = psutil.virtual_memory().total
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            raw = Path(limit_file).read_text().strip()
+            if raw != "max" and int(raw) < 1 << 60:
+                total = min(total, int(raw))
+                break
+        except (OSError, ValueError):
+            continue
+    slurm_mb = os.environ.get("SLURM_MEM_PER_NODE")
+    if slurm_mb and slurm_mb.isdigit() and int(slurm_mb) > 0:
+        total = min(total, int(slurm_mb) * 1024**2)
+    return total / 1024**3
+
+
 def _tuple(value):
     if value is None:
         return None
@@ -110,6 +199,12 @@ class RunConfig:
     stop_on_first_crash: bool = False
     random_seed: int = 0
     verbose: int = 0
+    progress: bool = True
+    notrack: bool = False
+    clean_workdir: bool = False
+    resource_monitor: bool = False
+    write_graph: bool = False
+    boilerplate_only: bool = False
     # QSM methods (names from qsmprep.qsm.<module>.METHODS)
     masking: str = ""
     combination: str = ""
@@ -177,11 +272,9 @@ class RunConfig:
             from .registration import DEFAULT_SEED
 
             values["random_seed"] = DEFAULT_SEED
-        for opt in ("masking", "combination", "unwrapping", "bf_removal", "inversion", "reference"):
+        for opt, module in METHOD_OPTIONS.items():
             if not values.get(opt):
-                from .cli.parser import METHOD_OPTIONS, _method_registry
-
-                values[opt] = _method_registry(METHOD_OPTIONS[opt])[1]
+                values[opt] = method_registry(module)[1]
         values["version"] = __version__
         cfg = cls(**values)
         cfg.validate()
@@ -189,8 +282,6 @@ class RunConfig:
 
     def validate(self) -> None:
         """Cross-field checks (raise :class:`~qsmprep.errors.UsageError`)."""
-        from .cli.parser import ANALYSIS_LEVELS, METHOD_OPTIONS, PLUGINS, _method_registry
-
         if self.analysis_level not in ANALYSIS_LEVELS:
             from .errors import UnknownAnalysisLevel
 
@@ -200,10 +291,31 @@ class RunConfig:
             raise UsageError(f"--plugin {self.plugin!r} is not one of {PLUGINS}.")
         if self.nprocs < 1 or self.omp_nthreads < 1 or self.omp_nthreads > self.nprocs:
             raise UsageError(f"Invalid CPU settings nprocs={self.nprocs}, omp_nthreads={self.omp_nthreads}.")
-        if not self.mem_gb > 0:
-            raise UsageError(f"--mem-gb must be positive, got {self.mem_gb}.")
+        if not self.mem_gb >= MIN_MEM_GB:
+            raise UsageError(
+                f"The memory limit {self.mem_gb:g} GB is below {MIN_MEM_GB} GB: --mem/--mem-mb take "
+                "megabytes (fMRIPrep's convention), --mem-gb gigabytes. Write e.g. --mem 16G, "
+                "--mem-mb 16000 or --mem-gb 16.")
+        total = total_memory_gb()
+        if self.mem_gb > total:
+            raise UsageError(
+                f"The memory limit {self.mem_gb:g} GB (--mem-gb/--mem-mb) is more than this machine "
+                f"has ({total:.1f} GB, cgroup/SLURM limits included). Lower it, or leave it out to "
+                "use 90% of the available memory.")
+        if self.clean_workdir:
+            work = Path(self.work_dir).resolve()
+            for what, path in (("input dataset", self.bids_dir), ("output folder", self.output_dir)):
+                p = Path(path).resolve()
+                if p == work or p.is_relative_to(work):
+                    raise UsageError(
+                        f"--clean-workdir would delete the {what} {path}: it is inside the work "
+                        f"folder {self.work_dir}. Use a separate -w folder.")
+            if work in (Path.home().resolve(), Path(work.anchor)):
+                raise UsageError(f"--clean-workdir refuses to empty {work}; give a dedicated -w folder.")
+        if self.syn_metric not in SYN_METRICS:
+            raise UsageError(f"--syn-metric {self.syn_metric!r} is not one of {SYN_METRICS}.")
         for opt, module in METHOD_OPTIONS.items():
-            choices = _method_registry(module)[0]
+            choices = method_registry(module)[0]
             if getattr(self, opt) not in choices:
                 raise UsageError(f"--{opt.replace('_', '-')} {getattr(self, opt)!r} is not one of {choices}.")
         if self.roi_min_reliability is not None and not 0 <= self.roi_min_reliability <= 1:
@@ -214,22 +326,18 @@ class RunConfig:
             raise UsageError(f"--b0-strength {self.b0_strength} T is implausible; give Tesla (e.g. 3).")
 
     # ----------------------------------------------------------------------------------------
-    @property
-    def method_names(self) -> dict:
-        """``{'masking': ..., 'combination': ..., ...}`` for ``init_qsm_wf(**cfg.method_names)``."""
-        return {k: getattr(self, k) for k in
-                ("masking", "combination", "unwrapping", "bf_removal", "inversion", "reference")}
-
-    @property
-    def bids_database_path(self) -> Path | None:
-        """Folder of the pybids database: ``--bids-database-dir`` or None (in-memory index)."""
-        return self.bids_database_dir
-
-    def plugin_settings(self) -> dict:
+    def plugin_settings(self, status_callback=None) -> dict:
         """Arguments for ``workflow.run(**cfg.plugin_settings())``.
 
         MultiProc gets ``n_procs`` and ``memory_gb`` so that nodes with ``n_procs``/``mem_gb``
-        annotations are scheduled without oversubscription; user ``--plugin-args`` win.
+        annotations are scheduled without oversubscription; SLURM plugins get
+        ``--cpus-per-task=omp_nthreads``; user ``--plugin-args`` win.
+
+        Parameters
+        ----------
+        status_callback : callable, optional
+            ``f(node, status)`` passed to the plugins that support it (MultiProc, Linear), e.g.
+            :class:`qsmprep.cli.progress.ProgressMonitor`. Not part of the configuration.
         """
         args: dict[str, Any] = {}
         if self.plugin == "MultiProc":
@@ -239,10 +347,20 @@ class RunConfig:
             if self.plugin == "SLURMGraph":
                 args["dont_resubmit_completed_jobs"] = True
         args.update(self.plugin_args)
+        if status_callback is not None and self.plugin in CALLBACK_PLUGINS:
+            args["status_callback"] = status_callback
         return {"plugin": self.plugin, "plugin_args": args}
 
     def nipype_config(self) -> dict:
-        """Nipype configuration sections (``nipype.config.update_config``)."""
+        """Nipype configuration sections (for ``nipype.config.update_config``).
+
+        Crash files go to ``OUTPUT_DIR/logs/`` (as plain text); Nipype's loggers are at INFO
+        (``-vv``: DEBUG) so that the run's log file gets their messages, the console shows them
+        only with ``-v`` (see :func:`qsmprep.cli.logs.setup_logging`). ``--resource-monitor``
+        turns Nipype's resource monitor on.
+        """
+        level = "DEBUG" if self.verbose >= 2 else "INFO"
+        quiet = "DEBUG" if self.verbose >= 2 else "WARNING"
         return {
             "execution": {
                 "crashdump_dir": str(self.output_dir / "logs"),
@@ -252,8 +370,59 @@ class RunConfig:
                 "hash_method": "content",
                 "check_version": False,
             },
-            "monitoring": {"enabled": False},
+            "logging": {"workflow_level": level, "interface_level": level,
+                        "utils_level": quiet, "filemanip_level": quiet},
+            "monitoring": {"enabled": bool(self.resource_monitor), "sample_frequency": "0.5",
+                           "summary_append": True},
         }
+
+    # ----------------------------------------------------------------------------------------
+    def to_toml(self, run_id: str = "") -> str:
+        """The configuration as TOML: every command-line option (set or default) by section.
+
+        Options without a value (None: "not given", whose default is computed later or means
+        "none") cannot be written in TOML; they are listed in the header comment. The ``[run]``
+        table (version, run id, the loaded filter file) is informational and ignored by
+        :func:`read_toml`. ``--config-file`` reads the file back (see :func:`read_toml`).
+
+        Parameters
+        ----------
+        run_id : str
+            Identifier of the run (``<date>-<time>_<uuid>``), written into ``[run]``.
+        """
+        import json
+        import platform
+
+        import tomli_w
+
+        def drop_none(value):  # TOML has no null (e.g. inside --plugin-args)
+            if isinstance(value, dict):
+                return {k: drop_none(v) for k, v in value.items() if v is not None}
+            if isinstance(value, list):
+                return [drop_none(v) for v in value if v is not None]
+            return value
+
+        record = {k: (drop_none(v) if isinstance(v, (dict, list)) else v)
+                  for k, v in self.to_dict().items()}
+        doc: dict[str, Any] = {"run": {"version": self.version, "run_id": run_id,
+                                       "python": platform.python_version(),
+                                       "bids_filters_json": json.dumps(self.bids_filters)}}
+        unset = []
+        for section, names in _toml_sections().items():
+            table = {}
+            for name in names:
+                if record[name] is None:
+                    unset.append(name)
+                else:
+                    table[name] = record[name]
+            doc[section] = table
+        header = [f"# qsmprep {self.version} configuration (run {run_id or 'n/a'}).",
+                  "# Rerun: qsmprep BIDS_DIR OUTPUT_DIR LEVEL --config-file THIS_FILE "
+                  "(command-line options win).",
+                  "# Not set (default computed at start-up or 'none'):"]
+        header += textwrap.wrap(", ".join(unset) or "-", 96, initial_indent="#   ",
+                                subsequent_indent="#   ")
+        return "\n".join(header) + "\n\n" + tomli_w.dumps(doc)
 
     def to_dict(self) -> dict:
         """JSON-serialisable record (paths as strings, tuples as lists)."""
@@ -268,3 +437,60 @@ class RunConfig:
                 return [conv(x) for x in v]
             return v
         return {k: conv(v) for k, v in asdict(self).items()}
+
+
+def read_toml(path) -> dict:
+    """Option values from a ``config.toml`` written by :meth:`RunConfig.to_toml`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The TOML file (``--config-file``).
+
+    Returns
+    -------
+    dict
+        ``{option dest: value}`` for every option the file sets (``[run]`` is ignored).
+
+    Raises
+    ------
+    MissingInputError
+        The file does not exist or cannot be read (exit 66).
+    UsageError
+        The file is not TOML, or names a section or option qsmprep does not know (exit 64).
+    """
+    import tomllib
+
+    from .errors import MissingInputError
+
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            doc = tomllib.load(fh)
+    except OSError as exc:
+        raise MissingInputError(f"--config-file {path}: cannot read it ({exc.strerror}).") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"--config-file {path} is not valid TOML: {exc}. Give a config.toml "
+                         "written by qsmprep (OUTPUT_DIR/logs/config.toml).") from exc
+    sections = _toml_sections()
+    values = {}
+    for section, table in doc.items():
+        if section == "run":
+            continue
+        if section not in sections or not isinstance(table, dict):
+            raise UsageError(f"--config-file {path}: unknown section [{section}]; expected "
+                             f"{', '.join(sections)} (and the informational [run]).")
+        for key, value in table.items():
+            if key not in sections[section]:
+                raise UsageError(f"--config-file {path}: [{section}] has no option {key!r}; its "
+                                 f"options are {', '.join(sections[section])}.")
+            values[key] = value
+    return values
+
+
+def _toml_sections() -> dict:
+    """:data:`TOML_SECTIONS` plus ``[other]`` for option fields no section lists."""
+    listed = {name for names in TOML_SECTIONS.values() for name in names}
+    other = tuple(f.name for f in fields(RunConfig)
+                  if f.name not in listed and f.name not in DERIVED_FIELDS)
+    return {**TOML_SECTIONS, OTHER_SECTION: other} if other else dict(TOML_SECTIONS)

@@ -11,7 +11,7 @@ import pytest
 from qsmprep import __version__
 from qsmprep.cli.parser import METHOD_OPTIONS, get_parser, parse_args
 from qsmprep.config import RunConfig, available_cpus
-from qsmprep.errors import MissingInputError, OutputNotWritableError, UnknownAnalysisLevel, UsageError
+from qsmprep.errors import MissingInputError, OutputNotWritableError, UsageError
 
 
 @pytest.fixture
@@ -39,9 +39,15 @@ def test_bad_option_exits_64(bids, tmp_path, capsys):
 
 
 def test_unknown_level_exits_17(bids, tmp_path, capsys):
-    assert _exit_code([str(bids), str(tmp_path / "out"), "session"]) == 17
+    """Through main(): an unknown level exits 17 (not argparse's 2 or the usage code 64),
+    names the level, and creates nothing."""
+    from qsmprep.cli.run import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([str(bids), str(tmp_path / "out"), "session"])
+    assert exc.value.code == 17
     assert "unknown analysis level 'session'" in capsys.readouterr().err
-    assert UnknownAnalysisLevel("x").exit_code == 17
+    assert not (tmp_path / "out").exists()
 
 
 def test_version(capsys):
@@ -61,16 +67,21 @@ def test_labels_stripped_and_aliases(bids, tmp_path):
     assert _exit_code([str(bids), str(tmp_path / "o"), "participant", "--participant-label", "sub-0_1"]) == 64
 
 
-def test_method_choices_come_from_registries():
+def test_every_registered_method_reaches_the_run_configuration(bids, tmp_path):
+    """Each name in a step's METHODS registry, given on the command line, is the value the run
+    configuration (and so the workflow) gets; a name outside the registry exits 64.
+
+    Fails when the parser and RunConfig.validate disagree about a method, or when an option's
+    value is dropped on its way from the command line into RunConfig.
+    """
     import importlib
 
-    parser = get_parser()
-    ns = parser.parse_args(["b", "o", "participant"])
+    base = [str(bids), str(tmp_path / "out"), "participant"]
     for opt, module in METHOD_OPTIONS.items():
-        mod = importlib.import_module(f"qsmprep.qsm.{module}")
-        action = next(a for a in parser._actions if a.dest == opt)
-        assert list(action.choices) == list(mod.METHODS)
-        assert getattr(ns, opt) == getattr(mod, "DEFAULT", list(mod.METHODS)[0])
+        flag = f"--{opt.replace('_', '-')}"
+        for name in importlib.import_module(f"qsmprep.qsm.{module}").METHODS:
+            assert getattr(RunConfig.from_args(parse_args(base + [flag, name])), opt) == name
+        assert _exit_code(base + [flag, "not-a-method"]) == 64
 
 
 def test_missing_bids_dir_66(tmp_path):
@@ -133,10 +144,11 @@ def test_runconfig_defaults_and_provenance(bids, tmp_path):
     d = cfg.to_dict()
     json.dumps(d)  # serialisable
     assert d["bids_dir"] == str(bids) and d["version"] == __version__
-    assert set(cfg.method_names) == set(METHOD_OPTIONS)
-    ps = cfg.plugin_settings()
+    ps = cfg.plugin_settings(status_callback=print)
     assert ps["plugin"] == "MultiProc" and ps["plugin_args"]["n_procs"] == cfg.nprocs
     assert ps["plugin_args"]["memory_gb"] == cfg.mem_gb
+    assert ps["plugin_args"]["status_callback"] is print
+    assert cfg.nipype_config()["execution"]["crashdump_dir"] == str(tmp_path / "out" / "logs")
 
 
 def test_roi_erosion_and_syn_metric_options(bids, tmp_path):
@@ -171,18 +183,23 @@ def test_plugin_args_override(bids, tmp_path):
     ns = parse_args([str(bids), str(tmp_path / "out"), "participant", "--plugin", "SLURM",
                      "--plugin-args", '{"sbatch_args": "-p short"}', "--nprocs", "2"])
     cfg = RunConfig.from_args(ns)
-    assert cfg.plugin_settings() == {"plugin": "SLURM", "plugin_args": {"sbatch_args": "-p short"}}
+    # SLURM does not call status callbacks: none is passed to it
+    assert cfg.plugin_settings(status_callback=print) == {
+        "plugin": "SLURM", "plugin_args": {"sbatch_args": "-p short"}}
 
 
 def test_cli_process_exit_codes(bids, tmp_path):
-    """The real process exit codes, via python -c (no dependency on cli/run.py)."""
-    code = "import sys; from qsmprep.cli.parser import get_parser; get_parser().parse_args(sys.argv[1:])"
-    r = subprocess.run([sys.executable, "-c", code, str(bids), str(tmp_path / "o"), "participant", "--bogus"],
-                       capture_output=True, text=True)
-    assert r.returncode == 64
-    r = subprocess.run([sys.executable, "-c", code, str(bids), str(tmp_path / "o"), "grup"],
-                       capture_output=True, text=True)
-    assert r.returncode == 17
+    """The exit status of the real ``qsmprep`` process (the console script's ``main``), for
+    an argparse error (64), an unknown level (17) and a qsmprep error raised after parsing
+    (66, missing input): fails if main() lets argparse's 2 or a traceback's 1 through."""
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "qsmprep.cli.run", *map(str, args)],
+                              capture_output=True, text=True)
+
+    assert run(bids, tmp_path / "o", "participant", "--bogus").returncode == 64
+    assert run(bids, tmp_path / "o", "grup").returncode == 17
+    r = run(tmp_path / "missing", tmp_path / "o", "participant")
+    assert r.returncode == 66 and "does not exist" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_usage_doc_lists_every_method_and_exit_code():
@@ -196,3 +213,17 @@ def test_usage_doc_lists_every_method_and_exit_code():
         assert listed == set(importlib.import_module(f"qsmprep.qsm.{module}").METHODS), opt
     for code in (16, 17, 18, 64, 65, 66, 73):
         assert f"| {code} |" in doc
+
+
+def test_config_module_does_not_import_the_cli():
+    """The configuration is below the command line: ``qsmprep/config.py`` imports nothing
+    from ``qsmprep.cli`` (fails if the upward import comes back)."""
+    import ast
+
+    import qsmprep.config as config_module
+
+    tree = ast.parse(Path(config_module.__file__).read_text())
+    imported = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                 for alias in node.names]
+    assert not [m for m in imported if m.startswith(("cli", ".cli", "qsmprep.cli"))], imported

@@ -5,6 +5,9 @@ validates paths. Usage errors exit with code 64 (not argparse's 2), an unknown a
 with 17. Path problems raise :mod:`qsmprep.errors` exceptions (66 input missing, 73 output not
 creatable, 64 output inside the input dataset), which ``qsmprep.cli.run.main`` turns into exit
 codes. The method choices come from the ``METHODS`` registries of ``qsmprep.qsm``.
+
+``--config-file FILE`` (a ``config.toml`` that every run writes to ``OUTPUT_DIR/logs/``) sets the
+parser's defaults from the file before parsing, so options given on the command line win.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__
+from ..config import ANALYSIS_LEVELS, METHOD_OPTIONS, PLUGINS, method_registry, read_toml
 from ..errors import (
     MissingInputError,
     OutputNotWritableError,
@@ -23,20 +27,11 @@ from ..errors import (
     UsageError,
 )
 
-__all__ = ["get_parser", "parse_args", "ANALYSIS_LEVELS", "PLUGINS", "METHOD_OPTIONS"]
+__all__ = ["get_parser", "parse_args", "apply_config_file", "ANALYSIS_LEVELS", "PLUGINS",
+           "METHOD_OPTIONS"]
 
-ANALYSIS_LEVELS = ("participant", "group")
-PLUGINS = ("MultiProc", "Linear", "SLURM", "SLURMGraph")
-
-#: CLI option -> module of ``qsmprep.qsm`` whose ``METHODS``/``DEFAULT`` give choices/default.
-METHOD_OPTIONS = {
-    "masking": "masking",
-    "combination": "echoes",
-    "unwrapping": "unwrap",
-    "bf_removal": "background",
-    "inversion": "inversion",
-    "reference": "reference",
-}
+#: positional arguments: always from the command line, never from --config-file
+POSITIONALS = ("bids_dir", "output_dir", "analysis_level")
 
 
 class QSMPrepArgumentParser(argparse.ArgumentParser):
@@ -45,6 +40,24 @@ class QSMPrepArgumentParser(argparse.ArgumentParser):
     def error(self, message):  # noqa: D401 - argparse API
         self.print_usage(sys.stderr)
         self.exit(UsageError.exit_code, f"{self.prog}: error: {message}\n")
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help only where X is a real value.
+
+    argparse's ``ArgumentDefaultsHelpFormatter`` prints ``(default: None)`` for computed
+    defaults and ``(default: True)`` for ``--no-...`` switches; here flags, ``None`` and empty
+    lists get no suffix, and a help text that already states its default is left as is.
+    """
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or action.nargs == 0 or "default" in text.lower()
+                or default is None or default is argparse.SUPPRESS or isinstance(default, bool)
+                or default == []):
+            return text
+        return text + " (default: %(default)s)"
 
 
 class _AnalysisLevelAction(argparse.Action):
@@ -126,6 +139,22 @@ def _fdr_alpha(value):
     return fvalue
 
 
+def _mem_mb(value):
+    """Memory in MB as fMRIPrep's ``--mem``/``--mem-mb`` (a unit K/M/G/T may follow), in GB."""
+    text = str(value).strip().upper().removesuffix("B")
+    scale = {"K": 1e-6, "M": 1e-3, "G": 1.0, "T": 1e3}
+    unit = text[-1] if text and text[-1] in scale else "M"
+    number = text[:-1] if text and text[-1] in scale else text
+    try:
+        amount = float(number)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a memory size (MB, or with a unit: 16000, 16G)") from exc
+    if not amount > 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be > 0")
+    return round(amount * scale[unit], 3)
+
+
 def _json_arg(value):
     """A JSON object given inline or as the path of a JSON file."""
     text = value
@@ -140,16 +169,6 @@ def _json_arg(value):
     return obj
 
 
-def _method_registry(module_name):
-    """(choices, default) of ``qsmprep.qsm.<module_name>``."""
-    import importlib
-
-    mod = importlib.import_module(f"qsmprep.qsm.{module_name}")
-    choices = list(mod.METHODS)
-    default = getattr(mod, "DEFAULT", None) or choices[0]
-    return choices, default
-
-
 def get_parser() -> argparse.ArgumentParser:
     """Build the qsmprep argument parser."""
     parser = QSMPrepArgumentParser(
@@ -160,7 +179,7 @@ def get_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 a participant failed, 16 invalid BIDS, 17 unknown analysis "
                "level, 18 selection matched nothing, 64 usage error, 65 data error, 66 input "
                "missing, 73 output not writable. See docs/usage.md.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("bids_dir", type=Path, help="root of the input BIDS dataset (read only)")
     parser.add_argument("output_dir", type=Path,
@@ -169,7 +188,8 @@ def get_parser() -> argparse.ArgumentParser:
                         help="'participant': QSM and ROI tables per session; 'group': cohort statistics")
     parser.add_argument("--version", action="version", version=f"qsmprep {__version__}")
     parser.add_argument("-v", "--verbose", dest="verbose", action="count", default=0,
-                        help="more log output (-v info, -vv debug)")
+                        help="more console output: -v adds Nipype's workflow messages, -vv debug "
+                             "messages (default: qsmprep's progress and warnings)")
 
     g = parser.add_argument_group("Selecting data")
     g.add_argument("--participant-label", "--participant_label", dest="participant_label",
@@ -196,8 +216,12 @@ def get_parser() -> argparse.ArgumentParser:
                    type=_positive_int, metavar="N", help="CPUs for the whole run (default: all available)")
     g.add_argument("--omp-nthreads", "--omp_nthreads", dest="omp_nthreads", type=_positive_int,
                    metavar="N", help="threads per process (default: min(8, nprocs); never more than nprocs)")
-    g.add_argument("--mem-gb", "--mem_gb", "--mem", dest="mem_gb", type=_positive_float,
-                   metavar="GB", help="memory limit for the scheduler (default: 90%% of available)")
+    mem = g.add_mutually_exclusive_group()
+    mem.add_argument("--mem-gb", "--mem_gb", dest="mem_gb", type=_positive_float,
+                     metavar="GB", help="memory limit for the scheduler in GB (default: 90%% of "
+                     "the available memory); more than the machine has is refused")
+    mem.add_argument("--mem-mb", "--mem_mb", "--mem", dest="mem_gb", type=_mem_mb, metavar="MB",
+                     help="the same limit in MB as fMRIPrep's --mem (a unit may follow: 16G)")
     g.add_argument("--plugin", choices=PLUGINS, default="MultiProc", help="Nipype execution plugin")
     g.add_argument("--plugin-args", "--plugin_args", dest="plugin_args", type=_json_arg,
                    metavar="JSON", help="extra Nipype plugin arguments, inline JSON or a JSON file "
@@ -207,9 +231,30 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--random-seed", dest="random_seed", type=_nonneg_int, metavar="SEED",
                    help="seed for registration sampling (default: qsmprep's fixed seed)")
 
+    g = parser.add_argument_group("Run control, logs and progress")
+    g.add_argument("--config-file", dest="config_file", type=Path, metavar="FILE",
+                   help="rerun from a config.toml written by an earlier run (OUTPUT_DIR/logs/); "
+                        "options given on the command line override the file")
+    g.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no live progress bars on a terminal (the per-step log lines stay)")
+    g.add_argument("--notrack", action="store_true",
+                   help="set NIPYPE_NO_ET=1: Nipype does not contact its version-check server")
+    g.add_argument("--clean-workdir", dest="clean_workdir", action="store_true",
+                   help="empty the work folder before the run (do not use with parallel runs "
+                        "sharing one work folder)")
+    g.add_argument("--resource-monitor", dest="resource_monitor", action="store_true",
+                   help="Nipype's resource monitor: peak memory and CPU of every step (in the "
+                        "progress lines and the node results)")
+    g.add_argument("--write-graph", dest="write_graph", action="store_true",
+                   help="write the workflow graph to OUTPUT_DIR/logs/ (.dot; .svg when Graphviz's "
+                        "dot is installed)")
+    g.add_argument("--boilerplate-only", "--boilerplate_only", dest="boilerplate_only",
+                   action="store_true",
+                   help="check the inputs, write OUTPUT_DIR/logs/CITATION.md and exit")
+
     g = parser.add_argument_group("QSM reconstruction")
     for opt, module in METHOD_OPTIONS.items():
-        choices, default = _method_registry(module)
+        choices, default = method_registry(module)
         g.add_argument(f"--{opt.replace('_', '-')}", dest=opt, choices=choices, default=default,
                        help=f"{module} method (qsmprep.qsm.{module}.METHODS)")
     g.add_argument("--brain-masks", dest="brain_masks", type=Path, metavar="DIR",
@@ -229,7 +274,8 @@ def get_parser() -> argparse.ArgumentParser:
                    default=None, metavar="X",
                    help="exclude voxels whose field reliability (0..1) is below X")
     g.add_argument("--no-longitudinal", dest="longitudinal", action="store_false",
-                   help="register each session to the atlas on its own (no within-subject template)")
+                   help="register each session to the atlas on its own (default: longitudinal, "
+                        "through an unbiased within-subject template)")
     g.add_argument("--registration-resolution", dest="registration_resolution",
                    type=_positive_float, default=None, metavar="MM",
                    help="isotropic resolution for estimating registrations (default: native)")
@@ -242,7 +288,8 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--group-column", dest="group_column", default="group", metavar="COLUMN",
                    help="participants.tsv column with the group")
     g.add_argument("--covariates", nargs="+", default=[], metavar="COLUMN",
-                   help="participants.tsv columns used as covariates in the mixed model")
+                   help="participants.tsv columns used as covariates in the mixed model "
+                        "(default: none)")
     g.add_argument("--structures", nargs="+", default=None, metavar="NAME",
                    help="structures to analyse (default caudate putamen pallidum thalamus)")
     g.add_argument("--hemispheres", action="store_true",
@@ -333,5 +380,60 @@ def parse_args(argv=None) -> argparse.Namespace:
     (73) or :class:`~qsmprep.errors.UsageError` (64) for path problems. Nothing is created.
     """
     parser = get_parser()
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config-file", dest="config_file", type=Path)
+    known, _ = pre.parse_known_args(argv)
+    if known.config_file is not None:
+        apply_config_file(parser, known.config_file)
     ns = parser.parse_args(argv)
     return validate_paths(ns)
+
+
+def apply_config_file(parser: argparse.ArgumentParser, path) -> dict:
+    """Make the options of a ``config.toml`` the defaults of ``parser``.
+
+    Values pass through each option's type and choices, as if typed; positional arguments
+    stay those of the command line.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser of :func:`get_parser` (modified in place).
+    path : str or Path
+        The ``config.toml`` (``--config-file``).
+
+    Returns
+    -------
+    dict
+        The defaults that were set, ``{option dest: value}``.
+
+    Raises
+    ------
+    UsageError
+        A value that the option would reject (exit 64); see also :func:`qsmprep.config.read_toml`.
+    """
+    path = Path(path).expanduser().absolute()
+    values = read_toml(path)
+    actions = {a.dest: a for a in parser._actions if a.option_strings}
+    defaults = {}
+    for key, value in values.items():
+        if key in POSITIONALS:
+            continue
+        action = actions.get(key)
+        if action is None:  # a RunConfig field without an option: read_toml knows no such key
+            raise UsageError(f"--config-file {path}: {key!r} cannot be set from a file.")
+
+        def convert(item, action=action, key=key):
+            if isinstance(item, str) and action.type is not None:
+                try:
+                    item = action.type(item)
+                except (argparse.ArgumentTypeError, TypeError, ValueError) as exc:
+                    raise UsageError(f"--config-file {path}: {key} = {item!r}: {exc}") from exc
+            if action.choices is not None and item not in action.choices:
+                raise UsageError(f"--config-file {path}: {key} = {item!r} is not one of "
+                                 f"{', '.join(map(str, action.choices))}.")
+            return item
+
+        defaults[key] = [convert(v) for v in value] if isinstance(value, list) else convert(value)
+    parser.set_defaults(**defaults)
+    return defaults

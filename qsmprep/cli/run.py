@@ -1,28 +1,27 @@
-"""``qsmprep`` entry point: parse -> configure -> check inputs -> build workflow -> run."""
+"""``qsmprep`` entry point: parse -> configure -> logs -> check inputs -> build workflow -> run.
+
+Every value comes from one :class:`~qsmprep.config.RunConfig`: the plugin arguments
+(``RunConfig.plugin_settings``), Nipype's settings (``RunConfig.nipype_config``: crash files in
+``OUTPUT_DIR/logs/``) and ``OUTPUT_DIR/logs/config.toml`` (``RunConfig.to_toml``).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from .. import __version__
-from ..errors import QSMPrepError
+from ..errors import OutputNotWritableError, QSMPrepError
 
 LOGGER = logging.getLogger("qsmprep")
-
-
-def _setup_logging(verbose: int):
-    level = logging.WARNING - 10 * min(int(verbose or 0), 2) if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s | %(levelname)-7s | %(name)s | %(message)s",
-                        datefmt="%y%m%d-%H:%M:%S")
-    for name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
-        logging.getLogger(name).propagate = False  # nipype has its own handler
-    logging.getLogger("nipype.workflow").setLevel(logging.INFO if verbose else logging.WARNING)
-    logging.getLogger("nipype.interface").setLevel(logging.WARNING)
-    logging.getLogger("nipype.utils").setLevel(logging.WARNING)
+#: seconds without a console line before the running steps are logged (under a minute, so a
+#: run is never silent for 60 s even with the heartbeat's polling delay)
+HEARTBEAT_S = 59.0
 
 
 def _set_threads(omp_nthreads: int):
@@ -39,13 +38,75 @@ def qsm_options(config):
                       bf_removal=config.bf_removal, inversion=config.inversion, reference=config.reference)
 
 
-def _plugin_settings(config):
-    args = dict(config.plugin_args or {})
-    if config.plugin == "MultiProc":
-        args.setdefault("n_procs", config.nprocs)
-        args.setdefault("memory_gb", config.mem_gb)
-        args.setdefault("raise_insufficient", False)
-    return {"plugin": config.plugin, "plugin_args": args}
+def configure_nipype(config) -> None:
+    """Apply ``config.nipype_config()`` to Nipype (crash files, log levels, resource monitor)."""
+    from nipype import config as ncfg
+    from nipype import logging as nlogging
+
+    sections = config.nipype_config()
+    ncfg.update_config(sections)  # applies execution and logging (Nipype skips monitoring)
+    for key, value in sections["monitoring"].items():
+        ncfg.set("monitoring", key, value)
+    ncfg.resource_monitor = bool(config.resource_monitor)
+    nlogging.update_logging(ncfg)
+
+
+def logs_dir(config) -> Path:
+    """``OUTPUT_DIR/logs`` (created; exit 73 when it cannot be)."""
+    logs = Path(config.output_dir) / "logs"
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputNotWritableError(
+            f"Cannot create {logs} ({exc.strerror}). Choose a writable output folder.") from exc
+    return logs
+
+
+def write_config(config, logs: Path, run_id: str) -> Path:
+    """``logs/config_<run_id>.toml`` and ``logs/config.toml`` (the latest run's copy)."""
+    text = config.to_toml(run_id)
+    per_run = logs / f"config_{run_id}.toml"
+    per_run.write_text(text, encoding="utf-8")
+    latest = logs / "config.toml"
+    tmp = logs / f".config.toml.{os.getpid()}"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, latest)
+    return latest
+
+
+def clean_workdir(config) -> int:
+    """Empty the work folder (``--clean-workdir``), keeping a pybids database inside it.
+
+    Returns the number of entries removed. The work folder is known not to contain the input
+    or output folders (checked by :meth:`RunConfig.validate`).
+    """
+    work = Path(config.work_dir)
+    if not work.is_dir():
+        return 0
+    keep = Path(config.bids_database_dir).resolve() if config.bids_database_dir else None
+    removed = 0
+    for child in work.iterdir():
+        if keep is not None and (child.resolve() == keep or keep.is_relative_to(child.resolve())):
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+        removed += 1
+    return removed
+
+
+def write_workflow_graph(wf, logs: Path) -> Path:
+    """``logs/workflow_graph.dot`` (and ``.svg`` when Graphviz's ``dot`` is installed)."""
+    fmt = "svg" if shutil.which("dot") else "dot"
+    wf.write_graph(dotfilename=str(logs / "workflow_graph.dot"), graph2use="colored",
+                   format=fmt, simple_form=True)
+    out = logs / f"workflow_graph.{fmt}"
+    if fmt == "dot":
+        LOGGER.info("Workflow graph: %s (install Graphviz to also get an SVG)", out)
+    else:
+        LOGGER.info("Workflow graph: %s", out)
+    return out
 
 
 def write_citation(output_dir, options, atlas, config):
@@ -82,9 +143,8 @@ of the atlas used.
     (logs / "CITATION.md").write_text(text)
 
 
-def run_participant(config) -> int:
-    from nipype import config as ncfg
-
+def run_participant(config, inputs_ok=None) -> int:
+    """The participant level; ``inputs_ok()`` is called once every input check has passed."""
     from ..atlas import load_atlas
     from ..bids import (
         build_layout,
@@ -94,17 +154,19 @@ def run_participant(config) -> int:
         write_bidsignore,
         write_derivatives_description,
     )
+    from ..config import CALLBACK_PLUGINS
     from ..qsm.pipeline import format_consensus_report
-    from ..workflows.base import init_qsmprep_wf
+    from ..workflows.base import _session_id, init_qsmprep_wf
+    from .progress import Heartbeat, ProgressMonitor, format_seconds
 
     options = qsm_options(config)
-    LOGGER.info("qsmprep %s, participant level", __version__)
     LOGGER.info("%s", format_consensus_report(options))
 
     # ---- inputs: every check runs before any heavy work ----
     from ..preflight import check_output_dir, run_preflight
 
     check_output_dir(config.output_dir)  # another pipeline's folder: 64, nothing written
+    inputs_beat = Heartbeat("checking the inputs (BIDS index, metadata, atlas)", HEARTBEAT_S).start()
     layout = build_layout(config.bids_dir, database_dir=config.bids_database_dir,
                           participant_labels=config.participant_label,
                           validate=not config.skip_bids_validation, bids_filters=config.bids_filters)
@@ -113,9 +175,9 @@ def run_participant(config) -> int:
     data = {}
     for sub, sessions in selection.items():
         data[sub] = [collect_data(layout, sub, ses, bids_filters=config.bids_filters,
-                                  b0_strength=getattr(config, "b0_strength", None)) for ses in sessions]
+                                  b0_strength=config.b0_strength) for ses in sessions]
         for d in data[sub]:
-            if getattr(config, "brain_masks", None):
+            if config.brain_masks:
                 d["user_mask"] = find_user_mask(config.brain_masks, sub, d["session"], d["shape"])
             for w in d.get("warnings", []):
                 LOGGER.warning(w)
@@ -123,61 +185,75 @@ def run_participant(config) -> int:
     LOGGER.info("Processing %d subject(s): %s", len(data),
                 ", ".join(f"sub-{s} ({len(v)} session(s))" for s, v in data.items()))
     atlas = load_atlas(config.atlas, dentate_dir=config.dentate_atlas)
+    inputs_beat.stop()
 
     # ---- dataset-level files (never under sub-*) ----
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if inputs_ok is not None:  # the run's log and config.toml move into OUTPUT_DIR/logs now
+        inputs_ok()
     write_derivatives_description(out, config.bids_dir)
     write_bidsignore(out, extra=["*_field.nii.gz", "*_field.json"])
-    import shutil
-
     tsv_dest = out / f"atlas-{atlas.name}_dseg.tsv"
     tmp = tsv_dest.with_name(f".{tsv_dest.name}.{os.getpid()}")
     shutil.copyfile(atlas.tsv, tmp)
     os.replace(tmp, tsv_dest)
-    write_citation(out, options, atlas, config)
 
-    # ---- build and run ----
+    # ---- build ----
     _set_threads(config.omp_nthreads)
+    configure_nipype(config)
     work = Path(config.work_dir)
+    if config.clean_workdir:
+        LOGGER.info("--clean-workdir: removed %d entries from %s", clean_workdir(config), work)
     work.mkdir(parents=True, exist_ok=True)
-    ncfg.update_config({
-        "execution": {
-            "crashdump_dir": str(work / "crash"),
-            "crashfile_format": "txt",
-            "stop_on_first_crash": bool(config.stop_on_first_crash),
-            "remove_unnecessary_outputs": False,
-            "hash_method": "content",
-        },
-        "monitoring": {"enabled": False},
-    })
     wf = init_qsmprep_wf(selection=data, config=config, atlas=atlas, options=options)
     wf.base_dir = str(work)
     for sub in data:
         wf.get_node(f"sub_{sub}_wf").get_node("publish").overwrite = True
+    if config.write_graph:
+        write_workflow_graph(wf, out / "logs")
+    write_citation(out, options, atlas, config)
+    if config.boilerplate_only:
+        LOGGER.info("--boilerplate-only: methods text in %s; nothing was run.", out / "logs" / "CITATION.md")
+        return 0
+
+    # ---- run ----
+    crash_dir = out / "logs"
+    monitor = ProgressMonitor(
+        wf, {sub: [_session_id(d) for d in sessions] for sub, sessions in data.items()},
+        options=config.to_dict(), heartbeat_s=HEARTBEAT_S,
+        display=bool(config.progress) and sys.stderr.isatty(),
+        reports_steps=config.plugin in CALLBACK_PLUGINS)
+    LOGGER.info("Running %d steps (plugin %s, %d CPUs, %.1f GB); work folder %s", monitor.total,
+                config.plugin, config.nprocs, config.mem_gb, work)
     start = time.time()
     failed = False
     try:
-        wf.run(**_plugin_settings(config))
+        with monitor:
+            wf.run(**config.plugin_settings(status_callback=monitor))
     except RuntimeError as exc:
-        LOGGER.error("The workflow did not finish cleanly (%s). Crash files: %s", exc, work / "crash")
+        LOGGER.error("The workflow did not finish cleanly (%s). Crash files: %s", exc, crash_dir)
         failed = True
     done = [s for s in data if (out / f"sub-{s}.html").exists()
             and (out / f"sub-{s}.html").stat().st_mtime >= start - 1]
     missing = [s for s in data if s not in done]
     for s in done:
         LOGGER.info("sub-%s: outputs in %s, report %s", s, out / f"sub-{s}", out / f"sub-{s}.html")
+    if config.resource_monitor:
+        LOGGER.info("Resource monitor: %s", work / wf.name / "resource_monitor.json")
     if missing or failed:
         LOGGER.error("Participants that failed: %s. Fix the error in the crash files and rerun the "
                      "same command with the same -w to resume.", ", ".join(f"sub-{s}" for s in missing) or "none")
         return 1
-    LOGGER.info("qsmprep finished in %.0f s", time.time() - start)
+    LOGGER.info("qsmprep finished in %s (%d steps)", format_seconds(time.time() - start), monitor.done)
     return 0
 
 
 def run_group(config) -> int:
     from ..workflows.group import run_group as _run_group
+    from .progress import Heartbeat
 
+    Heartbeat("running the group analysis", HEARTBEAT_S).start()  # stopped when run() ends
     start = time.time()
     kwargs = dict(group_column=config.group_column, covariates=tuple(config.covariates),
                   hemispheres=bool(config.hemispheres), sessions=config.sessions,
@@ -190,23 +266,75 @@ def run_group(config) -> int:
     return 0
 
 
-def main(argv=None):
+def run(argv=None) -> int:
+    """Parse ``argv``, set up ``OUTPUT_DIR/logs/``, run the requested level; the exit code."""
     from ..config import RunConfig
+    from .logs import new_run_id, setup_logging
     from .parser import parse_args
 
+    logging_setup = None
+    staging = None
     try:
         ns = parse_args(argv)
-        _setup_logging(getattr(ns, "verbose", 0))
+        if ns.notrack:  # before Nipype is imported (its version check reads it at import)
+            os.environ["NIPYPE_NO_ET"] = "1"
         config = RunConfig.from_args(ns)
-        if config.analysis_level == "group":
-            code = run_group(config)
+        run_id = new_run_id()
+        participant = config.analysis_level != "group"
+        if participant:
+            # Nothing is written into OUTPUT_DIR before the inputs pass their checks: the log
+            # and config.toml start in a private folder and move to OUTPUT_DIR/logs afterwards.
+            from ..preflight import check_output_dir
+
+            check_output_dir(config.output_dir)
+            staging = Path(tempfile.mkdtemp(prefix="qsmprep-logs-"))
+            logs = staging
         else:
-            code = run_participant(config)
+            logs = logs_dir(config)
+        logging_setup = setup_logging(config.verbose, logs / f"qsmprep_{run_id}.log")
+        toml_path = write_config(config, logs, run_id)
+        LOGGER.info("qsmprep %s, %s level, run %s", __version__, config.analysis_level, run_id)
+        if participant:
+            def inputs_ok():
+                final = logs_dir(config)
+                for item in sorted(staging.iterdir()):
+                    shutil.move(str(item), str(final / item.name))
+                logging_setup.relocate(final / f"qsmprep_{run_id}.log")
+                LOGGER.info("Log file %s; configuration %s%s", logging_setup.log_file,
+                            final / toml_path.name,
+                            f" (read from {ns.config_file}, command line wins)" if ns.config_file else "")
+
+            code = run_participant(config, inputs_ok=inputs_ok)
+        else:
+            LOGGER.info("Log file %s; configuration %s%s", logging_setup.log_file, toml_path,
+                        f" (read from {ns.config_file}, command line wins)" if ns.config_file else "")
+            code = run_group(config)
     except QSMPrepError as exc:
-        logging.getLogger("qsmprep").error("%s", exc)
-        print(f"qsmprep: error: {exc}", file=sys.stderr)
+        if logging_setup is not None:
+            LOGGER.error("%s", exc)
+        else:
+            print(f"qsmprep: error: {exc}", file=sys.stderr)
         code = exc.exit_code
-    sys.exit(code)
+    except Exception:
+        if logging_setup is None:
+            raise
+        LOGGER.critical("qsmprep stopped on an unexpected error (please report it with the log "
+                        "file %s):", logging_setup.log_file, exc_info=True)
+        code = 1
+    finally:
+        from .progress import stop_heartbeats
+
+        stop_heartbeats()
+        if logging_setup is not None:
+            logging_setup.close()
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)  # inputs failed: nothing kept, nothing written
+    return code
+
+
+def main(argv=None):
+    """Console entry point: :func:`run`, then exit with its code."""
+    sys.exit(run(argv))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from .. import __version__
 from .config import PRESETS, SimulationConfig
 
 
@@ -16,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
         "deep gray matter susceptibility effects) as a BIDS dataset with ground truth under "
         "derivatives/qsmprep-truth/.")
     p.add_argument("out_dir", help="output BIDS folder (must be empty or absent)")
+    p.add_argument("--version", action="version", version=f"qsmprep-simulate {__version__}")
     p.add_argument("--subjects", type=int, default=2, help="number of subjects (default 2)")
     p.add_argument("--sessions", type=int, default=2, help="sessions per subject (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

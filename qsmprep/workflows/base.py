@@ -59,7 +59,7 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
         longitudinal=bool(config.longitudinal),
         sessions_without_t1w=no_t1w,
         registration_resolution=config.registration_resolution,
-        syn_metric=getattr(config, "syn_metric", "CC"),
+        syn_metric=config.syn_metric,
         omp_nthreads=config.omp_nthreads,
         seed=config.random_seed,
     )
@@ -146,7 +146,7 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
                               "Software": "antspyx (ANTs antsRegistration)",
                               "Transform": "SyN",
                               "SyNMetric": ("mattes" if not data.get("t1w")
-                                            else getattr(config, "syn_metric", "CC")),
+                                            else config.syn_metric),
                               "RegistrationResolution": (config.registration_resolution
                                                          or "native")}},
             stats_sidecar_field=(roi, "out_json"),
