@@ -110,6 +110,7 @@ class RunConfig:
     stop_on_first_crash: bool = False
     random_seed: int = 0
     verbose: int = 0
+    reports_only: bool = False
     # QSM methods (names from qsmprep.qsm.<module>.METHODS)
     masking: str = ""
     combination: str = ""

@@ -138,6 +138,28 @@ def run_participant(config) -> int:
     return 0
 
 
+def run_reports_only(config) -> int:
+    """``--reports-only``: rewrite ``sub-<label>.html`` from OUTPUT_DIR; nothing else runs."""
+    from ..errors import MissingInputError
+    from ..reports.rebuild import rebuild_report, subjects_with_outputs
+
+    out = Path(config.output_dir)
+    found = subjects_with_outputs(out)
+    wanted = list(config.participant_label or found)
+    missing = [s for s in wanted if s not in found]
+    if not found or missing:
+        raise MissingInputError(
+            f"--reports-only: no qsmprep outputs in {out} for "
+            f"{', '.join('sub-' + s for s in (missing or wanted)) or 'any subject'}. Run the "
+            "participant level without --reports-only first.")
+    for sub in wanted:
+        start = time.time()
+        path = rebuild_report(out, sub, bids_dir=config.bids_dir)
+        LOGGER.info("sub-%s: report rebuilt from existing outputs in %.1f s: %s", sub,
+                    time.time() - start, path)
+    return 0
+
+
 def run_group(config) -> int:
     from ..workflows.group import run_group as _run_group
 
@@ -163,6 +185,8 @@ def main(argv=None):
         config = RunConfig.from_args(ns)
         if config.analysis_level == "group":
             code = run_group(config)
+        elif getattr(config, "reports_only", False):
+            code = run_reports_only(config)
         else:
             code = run_participant(config)
     except QSMPrepError as exc:
