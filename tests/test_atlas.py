@@ -13,10 +13,9 @@ from qsmprep import atlas as A
 DENTATE_DIR = (Path(__file__).resolve().parents[1].parent / "shared" / "data"
                / "diedrichsen2009-cerebellar-nuclei")
 
-# plausible volumes per hemisphere (mL); the CIT168 caudate includes the body and tail; the HCP
-# thalamic-nuclei atlas (max-probability labels) is generous at the thalamic border (11.8-12.2 mL)
+# plausible volumes per hemisphere (mL); the CIT168 caudate includes the body and tail
 VOLUME_ML = {"caudate": (3.0, 9.0), "putamen": (4.0, 10.0), "pallidum": (1.0, 3.0),
-             "thalamus": (5.0, 13.0), "substantia_nigra": (0.3, 1.5),
+             "thalamus": (5.0, 12.0), "substantia_nigra": (0.3, 1.5),
              "red_nucleus": (0.2, 0.8), "dentate": (1.0, 3.5)}
 
 
