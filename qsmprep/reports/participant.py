@@ -97,7 +97,7 @@ white-space:nowrap} table.stats td:first-child,table.stats th:first-child{text-a
 table.stats th,table.flags th{background:#f0f0f0;white-space:normal}
 table.flags td,table.flags th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left;
 vertical-align:top} tr.error td{color:#b00} tr.warning td{color:#a40}
-figure{margin:0.8em 0} figure svg{max-width:100%;height:auto;display:block;background:black}
+figure{margin:0.8em 0} figure svg{max-width:100%;height:auto;display:block}
 figcaption{font-size:0.8em;color:#555} .meta{font-size:0.85em;color:#555} .ok{color:#262}
 pre{background:#f6f6f6;padding:8px;font-size:0.8em;overflow-x:auto} .warn{color:#a40}
 """
