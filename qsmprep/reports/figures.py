@@ -1,14 +1,22 @@
-"""QC figures ("reportlets") for atlas propagation and longitudinal change.
+"""QC figures ("reportlets") for the participant report, drawn with matplotlib only.
 
-* :func:`plot_label_contours`: atlas label contours over an anatomical image (template, T1w or
-  QSM), three orthogonal slices through the centre of the deep gray matter labels;
-* :func:`plot_change`: per-structure baseline vs follow-up mean susceptibility.
+* :func:`ortho_figure`: three orthogonal slices of an image (T1w, template, magnitude or QSM)
+  with label contours, a legend naming each structure in its contour colour, orientation marks
+  (L/R, A/P, S/I) on every panel and, optionally, a colour bar with its unit;
+* :func:`plot_label_contours`: the same, written to an SVG or PNG file;
+* :func:`plot_change`: per-structure baseline vs follow-up mean susceptibility;
+* :func:`figure_svg`: a figure as inline ``<svg>`` markup, for a self-contained HTML page.
 
-Both write SVG (default) or PNG, decided by the output file extension.
+Images are shown in RAS orientation (``nibabel.as_closest_canonical``), neurological convention
+(the subject's left on the left of axial and coronal panels), with each panel's aspect ratio set
+from the voxel size. Labels on another grid are resampled onto the image grid through the
+affines (nearest neighbour), once per figure.
 """
 
 from __future__ import annotations
 
+import io
+import re
 from pathlib import Path
 
 import matplotlib
@@ -19,8 +27,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nb  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 _FALLBACK_COLOURS = plt.get_cmap("tab20").colors
+
+#: (slicing axis in RAS, horizontal axis, vertical axis, marks: left, right, top, bottom)
+_PANELS = (
+    (0, 1, 2, ("P", "A", "S", "I")),  # sagittal
+    (1, 0, 2, ("L", "R", "S", "I")),  # coronal
+    (2, 0, 1, ("L", "R", "A", "P")),  # axial
+)
 
 
 def _colour_map(label_table: pd.DataFrame | None, indices) -> dict:
@@ -37,6 +53,13 @@ def _colour_map(label_table: pd.DataFrame | None, indices) -> dict:
     return colours
 
 
+def _names(label_table: pd.DataFrame | None, indices) -> dict:
+    names = {}
+    if label_table is not None and "name" in label_table.columns:
+        names = {int(r["index"]): str(r["name"]) for r in label_table.to_dict("records")}
+    return {int(i): names.get(int(i), f"label {int(i)}") for i in indices}
+
+
 def dgm_cut_coords(labels_file) -> tuple:
     """World coordinates (mm) for three orthogonal cuts through the labelled structures.
 
@@ -47,15 +70,129 @@ def dgm_cut_coords(labels_file) -> tuple:
     lab = np.asarray(img.dataobj)
     if lab.ndim == 4:
         lab = lab[..., 0]
+    return _cut_world(lab, img.affine)
+
+
+def _cut_world(lab, affine) -> tuple:
     ijk = np.argwhere(lab > 0)
     if ijk.size == 0:
         centre = (np.array(lab.shape) - 1) / 2.0
-        return tuple(float(v) for v in nb.affines.apply_affine(img.affine, centre))
-    xyz = nb.affines.apply_affine(img.affine, ijk)
+        return tuple(float(v) for v in nb.affines.apply_affine(affine, centre))
+    xyz = nb.affines.apply_affine(affine, ijk)
     centre = xyz.mean(axis=0)
     left = xyz[xyz[:, 0] < centre[0]]  # RAS+: smaller x is left
     x = left[:, 0].mean() if len(left) else centre[0]
     return (float(x), float(centre[1]), float(centre[2]))
+
+
+def _load_ras(path, dtype=np.float32):
+    img = path if isinstance(path, nb.spatialimages.SpatialImage) else nb.load(str(path))
+    img = nb.as_closest_canonical(img)
+    data = np.asarray(img.dataobj)
+    if data.ndim == 4:
+        data = data[..., 0]
+    return np.asarray(data, dtype=dtype), img.affine, tuple(float(z) for z in img.header.get_zooms()[:3])
+
+
+def _on_grid(path, shape, affine, order=0):
+    """Image ``path`` (labels or mask) on the grid ``shape``/``affine`` (RAS image grid)."""
+    from ..atlas import resample_to_grid
+
+    data, aff, _ = _load_ras(path, dtype=np.float32)
+    if data.shape == tuple(shape) and np.allclose(aff, affine, atol=1e-3):
+        return data
+    return resample_to_grid(data, aff, shape, affine, order=order)
+
+
+def ortho_figure(anat, labels=None, *, label_table=None, title=None, vmin=None, vmax=None,
+                 cmap="gray", cbar_label=None, outlines=(), cut_from=None, legend=True):
+    """Three orthogonal slices of ``anat`` with label contours; returns a matplotlib Figure.
+
+    ``labels``: a label image (any grid in the same world space) drawn as one contour per label,
+    coloured from ``label_table`` (``index``, ``name``, ``color``) and named in a legend.
+    ``outlines``: ``(file, colour, legend text)`` binary masks drawn as contours (e.g. brain masks).
+    ``cbar_label``: show a colour bar with this text (give the unit, e.g. "susceptibility (ppm)").
+    ``cut_from``: image whose non-zero voxels choose the slices (default: the labels, else the
+    first outline, else the volume centre).
+    """
+    data, aff, zooms = _load_ras(anat)
+    lab = None
+    if labels is not None:
+        lab = np.rint(_on_grid(labels, data.shape, aff, order=0)).astype(np.int32)
+    masks = [(_on_grid(f, data.shape, aff, order=0) > 0, c, t) for f, c, t in outlines if f]
+    if cut_from is not None:
+        sel = _on_grid(cut_from, data.shape, aff, order=0)
+    elif lab is not None and lab.any():
+        sel = lab
+    elif masks:
+        sel = masks[0][0]
+    else:
+        sel = np.zeros(data.shape, np.int8)
+    world = _cut_world(np.asarray(sel), aff)
+    ijk = np.rint(nb.affines.apply_affine(np.linalg.inv(aff), world)).astype(int)
+    ijk = np.clip(ijk, 0, np.array(data.shape) - 1)
+    finite = data[np.isfinite(data) & (data != 0)]
+    if vmin is None:
+        vmin = float(np.percentile(finite, 1)) if finite.size else 0.0
+    if vmax is None:
+        vmax = float(np.percentile(finite, 99.5)) if finite.size else 1.0
+    present = sorted(int(v) for v in np.unique(lab) if v > 0) if lab is not None else []
+    colours = _colour_map(label_table, present)
+    names = _names(label_table, present)
+    widths = [data.shape[h] * zooms[h] for _, h, _, _ in _PANELS]
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.9), facecolor="black",
+                             gridspec_kw={"width_ratios": widths, "wspace": 0.04})
+    im = None
+    for ax, (axis, h, v, marks) in zip(axes, _PANELS):
+        sl = np.take(data, ijk[axis], axis=axis)
+        # remaining axes keep their order (h before v): rows = v, columns = h after transpose
+        show = sl.T[::-1]
+        im = ax.imshow(np.nan_to_num(show), cmap=cmap, vmin=vmin, vmax=vmax,
+                       interpolation="nearest", aspect=zooms[v] / zooms[h])
+        if lab is not None:
+            lsl = np.take(lab, ijk[axis], axis=axis).T[::-1]
+            for idx in present:
+                if (lsl == idx).any():
+                    ax.contour(lsl == idx, levels=[0.5], colors=[colours[idx]], linewidths=0.9)
+        for m, colour, _ in masks:
+            msl = np.take(m, ijk[axis], axis=axis).T[::-1]
+            if msl.any():
+                ax.contour(msl, levels=[0.5], colors=[colour], linewidths=1.0)
+        style = {"color": "white", "fontsize": 9, "fontweight": "bold", "transform": ax.transAxes}
+        ax.text(0.02, 0.5, marks[0], ha="left", va="center", **style)
+        ax.text(0.98, 0.5, marks[1], ha="right", va="center", **style)
+        ax.text(0.5, 0.98, marks[2], ha="center", va="top", **style)
+        ax.text(0.5, 0.02, marks[3], ha="center", va="bottom", **style)
+        coord = world[axis]
+        ax.set_title(f"{'xyz'[axis]} = {coord:.0f} mm", color="#bbbbbb", fontsize=8, pad=2)
+        ax.set_axis_off()
+    if cbar_label and im is not None:
+        cbar = fig.colorbar(im, ax=list(axes), fraction=0.025, pad=0.01)
+        cbar.set_label(cbar_label, color="white", fontsize=9)
+        cbar.ax.yaxis.set_tick_params(color="white", labelcolor="white", labelsize=8)
+    handles = []
+    if legend:
+        handles += [Line2D([], [], color=colours[i], lw=2.5, label=names[i]) for i in present]
+        handles += [Line2D([], [], color=c, lw=2.5, label=t) for _, c, t in masks]
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=7.5,
+                   frameon=False, labelcolor="white", bbox_to_anchor=(0.5, -0.02 - 0.045 * (
+                       (len(handles) - 1) // 6)))
+    if title:
+        fig.suptitle(title, color="white", fontsize=10)
+    return fig
+
+
+def figure_svg(fig, salt: str = "qsmprep") -> str:
+    """Inline ``<svg>`` markup of ``fig`` (text kept as text; ids salted per figure); closes it."""
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
+        fig.savefig(buf, format="svg", facecolor=fig.get_facecolor(), bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    start = text.find("<svg")
+    text = text[start:] if start >= 0 else text
+    return re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
 
 
 def plot_label_contours(
@@ -67,49 +204,18 @@ def plot_label_contours(
     vmin: float | None = None,
     vmax: float | None = None,
     cmap: str = "gray",
+    cbar_label: str | None = None,
 ):
     """Label contours over ``anat_file`` in three orthogonal slices through the DGM.
 
-    ``labels_file`` may be on another grid than ``anat_file`` (nilearn resamples both into
-    world space). For a QSM map pass e.g. ``vmin=-0.1, vmax=0.2`` (ppm). Returns ``out_file``.
+    ``labels_file`` may be on another grid than ``anat_file`` (resampled through the affines).
+    For a QSM map pass e.g. ``vmin=-0.1, vmax=0.2, cbar_label="susceptibility (ppm)"``.
+    Writes SVG or PNG (from the extension of ``out_file``); returns its absolute path.
     """
-    from nilearn import image, plotting
-
-    anat = image.load_img(str(anat_file))
-    if len(anat.shape) == 4:
-        anat = image.index_img(anat, 0)
-    labels = image.load_img(str(labels_file))
-    if len(labels.shape) == 4:
-        labels = image.index_img(labels, 0)
-    lab = np.asarray(labels.dataobj)
-    present = [int(v) for v in np.unique(lab) if v > 0]
-    colours = _colour_map(label_table, present)
-    data = np.asarray(anat.dataobj, dtype=float)
-    finite = data[np.isfinite(data) & (data != 0)]
-    if vmin is None:
-        vmin = float(np.percentile(finite, 1)) if finite.size else 0.0
-    if vmax is None:
-        vmax = float(np.percentile(finite, 99.5)) if finite.size else 1.0
-    fig = plt.figure(figsize=(11, 3.8), facecolor="black")
-    display = plotting.plot_img(
-        anat,
-        display_mode="ortho",
-        cut_coords=dgm_cut_coords(labels_file),
-        cmap=cmap,
-        vmin=vmin,
-        vmax=vmax,
-        figure=fig,
-        black_bg=True,
-        annotate=True,
-        draw_cross=False,
-        title=title,
-    )
-    for idx in present:
-        mask = image.new_img_like(labels, (lab == idx).astype(np.float32), copy_header=True)
-        display.add_contours(mask, levels=[0.5], colors=[colours[idx]], linewidths=1.2)
+    fig = ortho_figure(anat_file, labels_file, label_table=label_table, title=title, vmin=vmin,
+                       vmax=vmax, cmap=cmap, cbar_label=cbar_label)
     Path(out_file).parent.mkdir(parents=True, exist_ok=True)
-    display.savefig(str(out_file), dpi=110)
-    display.close()
+    fig.savefig(str(out_file), dpi=110, facecolor="black", bbox_inches="tight")
     plt.close(fig)
     return str(Path(out_file).resolve())
 
@@ -125,7 +231,8 @@ def plot_change(
     ``change`` is a :func:`qsmprep.roi.longitudinal_change` table (``name``,
     ``baseline_mean_ppb``, ``followup_mean_ppb``, ``change_mean_ppb``). Left: one line per
     label from baseline to follow-up; right: the change per label (bars). Colours and
-    abbreviations come from ``label_table`` (the atlas table) when given. Returns ``out_file``.
+    abbreviations come from ``label_table`` (the atlas table) when given. Returns ``out_file``,
+    or the open Figure when ``out_file`` is None.
     """
     df = change.dropna(subset=["baseline_mean_ppb", "followup_mean_ppb"]).reset_index(drop=True)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [1, 1.4]})
@@ -157,6 +264,8 @@ def plot_change(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    if out_file is None:
+        return fig
     Path(out_file).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(str(out_file), dpi=110)
     plt.close(fig)

@@ -1,8 +1,15 @@
 """Participant HTML report: one self-contained page per subject (``out/sub-<label>.html``).
 
-Figures are written as SVG files named like BIDS derivatives (``sub-01_ses-baseline_desc-qsm_
-figure.svg``) so that the publisher puts them under ``out/sub-<label>/figures/``; the HTML page
-references them by relative path, as fMRIPrep's reports do.
+Every figure is embedded in the page as inline SVG (:func:`qsmprep.reports.figures.figure_svg`),
+so the page needs no other file: it can be mailed, archived or opened from any folder. No figure
+files are written next to it. Each figure is rendered once, with matplotlib only.
+
+Sections: a QC summary (every flag of every session, see :mod:`qsmprep.reports.qc`), the
+within-subject template with the atlas, then per session the brain mask over the magnitude, the
+T1w with the atlas, the QSM with the atlas (colour bar in ppm, legend of structures), the
+session's flags and registration metrics, the ROI table (ppb) and the reconstruction provenance;
+last the longitudinal change (ppb). All text that comes from the data or the user (labels,
+names, sidecar contents, warnings) is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -12,160 +19,193 @@ import json
 import os
 from pathlib import Path
 
-import matplotlib
+import nibabel as nb
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import nibabel as nb  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from .. import __version__
+from ..qsm.masking import combine_magnitude
+from . import qc
+from .figures import figure_svg, ortho_figure, plot_change
 
-from .. import __version__  # noqa: E402
-from ..qsm.masking import combine_magnitude  # noqa: E402
+#: QSM display window (ppm) of the report figures.
+QSM_WINDOW_PPM = (-0.1, 0.2)
 
-
-def _slices_through(mask):
-    """Indices of three orthogonal slices through the centre of ``mask`` (or the volume)."""
-    if mask is not None and mask.any():
-        idx = np.argwhere(mask)
-        return [int(np.median(idx[:, a])) for a in range(3)]
-    return [s // 2 for s in mask.shape]
-
-
-def _oriented(vol, axis, index):
-    sl = np.take(vol, index, axis=axis)
-    return np.rot90(sl)
+#: Columns of the ROI table as shown (name in the file -> header on the page); others are in
+#: the TSV file. Units: ppb for susceptibility, 1/s for R2*.
+_STATS_COLUMNS = {"name": "structure", "mean_ppb": "mean (ppb)", "median_ppb": "median (ppb)",
+                  "sd_ppb": "SD (ppb)", "n_voxels": "voxels", "volume_mm3": "volume (mm³)",
+                  "r2star_mean": "R2* mean (1/s)"}
+_CHANGE_COLUMNS = {"name": "structure", "baseline_mean_ppb": "baseline mean",
+                   "followup_mean_ppb": "follow-up mean", "change_mean_ppb": "change (mean)",
+                   "change_median_ppb": "change (median)", "baseline_n_voxels": "voxels (b)",
+                   "followup_n_voxels": "voxels (f)"}
 
 
-def qsm_figure(chi_file, labels_file, out_file, title, vmin=-0.1, vmax=0.2):
-    """Three orthogonal QSM slices (ppm) through the DGM with atlas label contours."""
-    chi_img = nb.as_closest_canonical(nb.load(chi_file))
-    chi = np.asarray(chi_img.dataobj, dtype=np.float32)
-    labels = None
-    if labels_file and os.path.exists(labels_file):
-        labels = np.asarray(nb.as_closest_canonical(nb.load(labels_file)).dataobj).astype(int)
-    centre = _slices_through(labels > 0 if labels is not None and labels.any() else chi != 0)
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6), facecolor="black")
-    for ax, axis in zip(axes, (0, 1, 2)):
-        im = ax.imshow(_oriented(chi, axis, centre[axis]), cmap="gray", vmin=vmin, vmax=vmax,
-                       interpolation="nearest")
-        if labels is not None:
-            lab = _oriented(labels, axis, centre[axis])
-            for val in np.unique(lab[lab > 0]):
-                ax.contour(lab == val, levels=[0.5], colors=[plt.cm.tab20(int(val) % 20)], linewidths=0.8)
-        ax.set_axis_off()
-    cbar = fig.colorbar(im, ax=axes, fraction=0.02, pad=0.01)
-    cbar.set_label("susceptibility (ppm)", color="white")
-    cbar.ax.yaxis.set_tick_params(color="white", labelcolor="white")
-    fig.suptitle(title, color="white")
-    fig.savefig(out_file, format="svg", facecolor="black", bbox_inches="tight")
-    plt.close(fig)
-    return out_file
+def _exists(path) -> bool:
+    return bool(path) and os.path.exists(str(path))
 
 
-def mask_figure(mag_file, mask_file, out_file, title):
-    """Brain mask outline over the (root-sum-of-squares) magnitude."""
-    mag = np.asarray(nb.as_closest_canonical(nb.load(mag_file)).dataobj, dtype=np.float32)
-    mag = combine_magnitude(mag)
-    mask = np.asarray(nb.as_closest_canonical(nb.load(mask_file)).dataobj) > 0
-    centre = _slices_through(mask)
-    vmax = np.percentile(mag[mag > 0], 99) if (mag > 0).any() else 1
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6), facecolor="black")
-    for ax, axis in zip(axes, (0, 1, 2)):
-        ax.imshow(_oriented(mag, axis, centre[axis]), cmap="gray", vmin=0, vmax=vmax)
-        ax.contour(_oriented(mask, axis, centre[axis]), levels=[0.5], colors=["#ff4d4d"], linewidths=1)
-        ax.set_axis_off()
-    fig.suptitle(title, color="white")
-    fig.savefig(out_file, format="svg", facecolor="black", bbox_inches="tight")
-    plt.close(fig)
-    return out_file
+def _magnitude_image(mag):
+    """RSS magnitude as an in-memory image from one file (3-D or 4-D) or a list of echo files."""
+    files = [mag] if isinstance(mag, (str, os.PathLike)) else list(mag)
+    imgs = [nb.load(str(f)) for f in files]
+    data = [np.asarray(i.dataobj, dtype=np.float32) for i in imgs]
+    arr = data[0] if len(data) == 1 else np.stack(data, axis=-1)
+    return nb.Nifti1Image(combine_magnitude(arr), imgs[0].affine)
 
 
-def _table_html(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, na_rep="n/a", float_format=lambda v: f"{v:.1f}", border=0,
-                      classes="stats")
+def _table_html(df: pd.DataFrame, columns: dict, digits: int = 1) -> str:
+    keep = [c for c in columns if c in df.columns]
+    shown = df[keep].rename(columns=columns)
+    body = shown.to_html(index=False, na_rep="n/a", border=0, classes="stats", escape=True,
+                         float_format=lambda v: f"{v:.{digits}f}")
+    return f"<div class='tablewrap'>{body}</div>"
+
+
+def _flags_html(flags: list[dict]) -> str:
+    if not flags:
+        return "<p class='ok'>No quality flag.</p>"
+    rows = "".join(
+        f"<tr class='{html.escape(f['severity'])}'><td>{html.escape(f['severity'])}</td>"
+        f"<td>{html.escape(f['category'])}</td><td>{html.escape(f['message'])}</td></tr>"
+        for f in flags)
+    return ("<div class='tablewrap'><table class='flags'><tr><th>severity</th><th>check</th>"
+            f"<th>message</th></tr>{rows}</table></div>")
+
+
+def _metrics_html(metrics: dict) -> str:
+    if not metrics:
+        return ("<p class='meta'>Registration quality metrics: not recorded in the stats table "
+                "(no <code>qc_*</code> columns).</p>")
+    items = ", ".join(f"<code>{html.escape(k)}</code> = {v:.3g}" for k, v in metrics.items())
+    return f"<p class='meta'>Registration quality metrics: {items}.</p>"
+
+
+def _figure(fig, name: str, caption: str) -> str:
+    return (f"<figure>{figure_svg(fig, salt=name)}<figcaption>{html.escape(caption)}"
+            "</figcaption></figure>")
 
 
 _CSS = """
-body{font-family:Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222}
-h1{border-bottom:2px solid #444} h2{margin-top:1.6em;border-bottom:1px solid #bbb}
-table.stats{border-collapse:collapse;font-size:0.85em} table.stats td,table.stats th{padding:2px 8px;
-text-align:right;border-bottom:1px solid #ddd} table.stats th{background:#f0f0f0}
-img{max-width:100%;background:black} .meta{font-size:0.85em;color:#555} pre{background:#f6f6f6;padding:8px;
-font-size:0.8em;overflow-x:auto} .warn{color:#a40}
+body{font-family:Helvetica,Arial,sans-serif;margin:1.5em auto;max-width:1100px;padding:0 1em;
+color:#222} h1{border-bottom:2px solid #444} h2{margin-top:1.6em;border-bottom:1px solid #bbb}
+.tablewrap{max-width:100%;overflow-x:auto}
+table.stats,table.flags{border-collapse:collapse;font-size:0.82em}
+table.stats td,table.stats th{padding:2px 6px;text-align:right;border-bottom:1px solid #ddd;
+white-space:nowrap} table.stats td:first-child,table.stats th:first-child{text-align:left}
+table.stats th,table.flags th{background:#f0f0f0;white-space:normal}
+table.flags td,table.flags th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left;
+vertical-align:top} tr.error td{color:#b00} tr.warning td{color:#a40}
+figure{margin:0.8em 0} figure svg{max-width:100%;height:auto;display:block}
+figcaption{font-size:0.8em;color:#555} .meta{font-size:0.85em;color:#555} .ok{color:#262}
+pre{background:#f6f6f6;padding:8px;font-size:0.8em;overflow-x:auto} .warn{color:#a40}
 """
 
 
 def build_report(subject, sessions, out_dir, extra_figures=(), change_tsv=None, warnings=(),
-                 template=None, labels_template=None, label_table=None, registration_mode=None):
-    """Write ``sub-<subject>.html`` and its figures into ``out_dir``; return all paths.
+                 template=None, labels_template=None, label_table=None, registration_mode=None,
+                 min_roi_voxels=qc.MIN_ROI_VOXELS):
+    """Write the self-contained ``sub-<subject>.html`` into ``out_dir``; return ``(path, [])``.
 
-    ``sessions`` is a list of dicts with keys ``session``, ``chi``, ``mask``, ``brain_mask``,
-    ``mag``, ``labels`` (GRE grid), ``stats``, ``sidecar`` (dict), and optionally ``t1w`` and
-    ``labels_t1w`` (atlas labels on the session's T1w grid).
-    ``template``/``labels_template``: the within-subject template and its labels (longitudinal path).
-    ``extra_figures`` are already-made figure files to embed.
+    ``sessions`` is a list of dicts with keys ``session``, ``chi``, ``mask`` (final QSM mask),
+    ``brain_mask`` (mask before erosion, optional), ``mag`` (magnitude: one file, or a list of
+    echo files), ``labels`` (GRE grid), ``stats``, ``sidecar`` (dict), and optionally ``t1w``
+    and ``labels_t1w`` (atlas labels on the session's T1w grid).
+    ``template``/``labels_template``: the within-subject template and its labels.
+    ``extra_figures``: SVG files made elsewhere, embedded inline. The second return value (figure
+    files) is always empty: nothing but the page is written.
     """
-    from .figures import plot_change, plot_label_contours
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = pd.read_csv(label_table, sep="\t") if label_table and os.path.exists(label_table) else None
-    figures = []
+    table = pd.read_csv(label_table, sep="\t") if _exists(label_table) else None
+    esc = html.escape
+    body = []
+    summary = []
 
-    def img(fig):
-        figures.append(str(fig))
-        return f"<p><img src='sub-{subject}/figures/{os.path.basename(str(fig))}'></p>"
-
-    parts = [f"<h1>qsmprep report: sub-{html.escape(subject)}</h1>",
-             f"<p class='meta'>qsmprep {__version__}; sessions: "
-             f"{', '.join(html.escape(s['session'] or 'n/a') for s in sessions)}"
-             + (f"; atlas registration: {html.escape(registration_mode)}" if registration_mode else "")
-             + "</p>"]
-    if warnings:
-        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li class='warn'>{html.escape(w)}</li>"
-                                                      for w in warnings) + "</ul>")
-    if template and labels_template and os.path.exists(template) and os.path.exists(labels_template):
-        parts.append("<h2>Within-subject template</h2><p>Atlas labels carried into the unbiased "
-                     "within-subject template (one SyN registration per subject).</p>")
-        parts.append(img(plot_label_contours(template, labels_template,
-                                             out_dir / f"sub-{subject}_desc-template_figure.png",
-                                             label_table=table, title="subject template + atlas")))
+    if template and labels_template and _exists(template) and _exists(labels_template):
+        body.append("<h2>Within-subject template</h2><p>Atlas labels carried into the unbiased "
+                    "within-subject template (one SyN registration per subject).</p>")
+        body.append(_figure(ortho_figure(template, labels_template, label_table=table,
+                                         title="subject template + atlas"),
+                            f"sub-{subject}-template", "Within-subject T1w template with the "
+                            "atlas contours (colours as in the legend)."))
     for s in sessions:
-        ses = s["session"]
+        ses = s.get("session")
         prefix = f"sub-{subject}" + (f"_ses-{ses}" if ses and ses != "single" else "")
-        parts.append(f"<h2>{html.escape(prefix)}</h2>")
-        parts.append(img(mask_figure(s["mag"], s["brain_mask"], out_dir / f"{prefix}_desc-brainmask_figure.svg",
-                                     f"{prefix}: brain mask over magnitude")))
-        if s.get("t1w") and s.get("labels_t1w") and os.path.exists(s["t1w"]) and os.path.exists(s["labels_t1w"]):
-            parts.append(img(plot_label_contours(s["t1w"], s["labels_t1w"],
-                                                 out_dir / f"{prefix}_desc-t1wlabels_figure.png",
-                                                 label_table=table, title=f"{prefix}: T1w + atlas")))
-        if s.get("labels") and os.path.exists(s["labels"]):
-            parts.append(img(plot_label_contours(s["chi"], s["labels"], out_dir / f"{prefix}_desc-qsm_figure.png",
-                                                 label_table=table, vmin=-0.1, vmax=0.2,
-                                                 title=f"{prefix}: QSM (-0.1..0.2 ppm) + atlas")))
-        else:
-            parts.append(img(qsm_figure(s["chi"], None, out_dir / f"{prefix}_desc-qsm_figure.svg",
-                                        f"{prefix}: susceptibility")))
-        if s.get("stats") and os.path.exists(s["stats"]):
-            df = pd.read_csv(s["stats"], sep="\t", na_values="n/a")
-            parts.append("<h3>Deep gray matter susceptibility (ppb)</h3>" + _table_html(df))
+        stats = None
+        if _exists(s.get("stats")):
+            stats = pd.read_csv(s["stats"], sep="\t", na_values="n/a", keep_default_na=False)
         side = s.get("sidecar") or {}
-        parts.append("<details><summary>Reconstruction provenance (Chimap sidecar)</summary><pre>"
-                     + html.escape(json.dumps(side, indent=2, default=str)) + "</pre></details>")
+        flags, metrics = qc.session_flags(stats, side, min_voxels=min_roi_voxels)
+        n_err = sum(f["severity"] == "error" for f in flags)
+        summary.append(f"<li><a href='#{esc(prefix)}'>{esc(prefix)}</a>: "
+                       + (f"<span class='warn'>{len(flags)} flag(s), {n_err} error(s)</span>"
+                          if flags else "<span class='ok'>no flag</span>") + "</li>")
+        body.append(f"<h2 id='{esc(prefix)}'>{esc(prefix)}</h2>")
+        if s.get("mag") and (_exists(s.get("mask")) or _exists(s.get("brain_mask"))):
+            outlines = []
+            if _exists(s.get("brain_mask")) and s.get("brain_mask") != s.get("mask"):
+                outlines.append((s["brain_mask"], "#ff4d4d", "brain mask"))
+            if _exists(s.get("mask")):
+                outlines.append((s["mask"], "#ffd21f", "final QSM mask (after background "
+                                 "field removal erosion)"))
+            body.append(_figure(ortho_figure(_magnitude_image(s["mag"]), outlines=outlines,
+                                             title=f"{prefix}: brain mask over magnitude"),
+                                f"{prefix}-mask", "Root-sum-of-squares magnitude of all echoes "
+                                "with the mask outlines."))
+        if _exists(s.get("t1w")) and _exists(s.get("labels_t1w")):
+            body.append(_figure(ortho_figure(s["t1w"], s["labels_t1w"], label_table=table,
+                                             title=f"{prefix}: T1w + atlas"),
+                                f"{prefix}-t1w", "Session T1w with the atlas contours."))
+        if _exists(s.get("chi")):
+            lo, hi = QSM_WINDOW_PPM
+            labels = s["labels"] if _exists(s.get("labels")) else None
+            body.append(_figure(ortho_figure(s["chi"], labels, label_table=table, vmin=lo,
+                                             vmax=hi, cbar_label="susceptibility χ (ppm)",
+                                             title=f"{prefix}: QSM + atlas"),
+                                f"{prefix}-qsm", f"Susceptibility map, window {lo:g} to {hi:g} "
+                                "ppm, with the atlas labels on the GRE grid."))
+        body.append("<h3>Quality flags</h3>" + _flags_html(flags) + _metrics_html(metrics))
+        if stats is not None:
+            body.append("<h3>Deep gray matter susceptibility (ppb)</h3>"
+                        + _table_html(stats, _STATS_COLUMNS))
+        body.append("<details><summary>Reconstruction provenance (Chimap sidecar)</summary><pre>"
+                    + esc(json.dumps(side, indent=2, default=str)) + "</pre></details>")
     for fig in extra_figures:
-        if fig and os.path.exists(fig):
-            parts.append(img(fig))
-    if change_tsv and os.path.exists(change_tsv):
-        df = pd.read_csv(change_tsv, sep="\t", na_values="n/a")
-        parts.append("<h2>Longitudinal change (ppb)</h2>")
-        parts.append(img(plot_change(df, out_dir / f"sub-{subject}_desc-dgmchange_figure.svg",
-                                     title=f"sub-{subject}: baseline vs follow-up", label_table=table)))
-        parts.append(_table_html(df))
+        if _exists(fig) and str(fig).endswith(".svg"):
+            text = Path(fig).read_text()
+            start = text.find("<svg")
+            body.append(f"<figure>{text[start:]}</figure>" if start >= 0 else "")
+    if _exists(change_tsv):
+        df = pd.read_csv(change_tsv, sep="\t", na_values="n/a", keep_default_na=False)
+        body.append("<h2>Longitudinal change (ppb)</h2>")
+        if len(df.dropna(subset=["baseline_mean_ppb", "followup_mean_ppb"])):
+            body.append(_figure(plot_change(df, None, title=f"sub-{subject}: baseline vs "
+                                            "follow-up", label_table=table),
+                                f"sub-{subject}-change", "Mean susceptibility per structure "
+                                "(ppb) at both sessions (left) and their difference (right)."))
+        body.append(_table_html(df, _CHANGE_COLUMNS)
+                    + "<p class='meta'>All values in ppb; voxels (b)/(f): voxels at baseline "
+                    "and follow-up.</p>")
+
+    head = [f"<h1>qsmprep report: sub-{esc(subject)}</h1>",
+            f"<p class='meta'>qsmprep {esc(__version__)}; sessions: "
+            f"{', '.join(esc(s.get('session') or 'n/a') for s in sessions)}"
+            + (f"; atlas registration: {esc(registration_mode)}" if registration_mode else "")
+            + "</p>"]
+    if warnings:
+        head.append("<h2>Warnings</h2><ul>" + "".join(f"<li class='warn'>{esc(w)}</li>"
+                                                     for w in warnings) + "</ul>")
+    head.append("<h2>Quality control summary</h2><ul>" + "".join(summary) + "</ul>"
+                f"<p class='meta'>Checks: registration quality (<code>qc_*</code> columns of the "
+                f"stats table), structures with fewer than {min_roi_voxels} voxels, "
+                "reconstruction flags recorded in the Chimap sidecar (solver not converged, "
+                "non-finite voxels, ...), and departures from the 2024 ISMRM QSM consensus "
+                "recommendations.</p>")
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>qsmprep sub-"
-            f"{html.escape(subject)}</title><style>{_CSS}</style></head><body>"
-            + "\n".join(parts) + "</body></html>")
+            f"{esc(subject)}</title><style>{_CSS}</style></head><body>"
+            + "\n".join(head + body) + "</body></html>")
     report = out_dir / f"sub-{subject}.html"
-    report.write_text(page)
-    return str(report), figures
+    report.write_text(page, encoding="utf-8")
+    return str(report), []

@@ -1,0 +1,87 @@
+"""logs/CITATION.md and CITATION.bib cite every method and tool that ran."""
+
+import itertools
+import re
+
+import pytest
+
+from qsmprep.atlas import validate_atlas_dir
+from qsmprep.qsm import background, echoes, inversion, masking, reference, unwrap
+from qsmprep.qsm.pipeline import QSMOptions
+from qsmprep.reports import citation as C
+
+REGISTRIES = {"masking": masking, "combination": echoes, "unwrapping": unwrap,
+              "bf_removal": background, "inversion": inversion, "reference": reference}
+
+
+def test_every_registered_method_has_an_entry_and_every_key_exists():
+    """A method added to a registry without a reference entry fails here."""
+    for step, mod in REGISTRIES.items():
+        for name in mod.METHODS:
+            assert (step, name) in C.METHOD_REFERENCES, (step, name)
+    for keys in list(C.METHOD_REFERENCES.values()) + list(C.TOOL_REFERENCES.values()) + list(
+            C.ATLAS_REFERENCES.values()):
+        for k in keys:
+            assert k in C.REFERENCES, k
+
+
+def test_reference_years_match_the_method_docstrings():
+    """The table and the step modules' docstrings name the same papers (first author, year)."""
+    import inspect
+
+    for (step, name), keys in C.METHOD_REFERENCES.items():
+        doc = inspect.getsource(REGISTRIES[step])
+        for k in keys:
+            _, f = C.REFERENCES[k]
+            first = re.sub(r"[{}\\']", "", f["author"].split(",")[0])
+            if first.startswith("QSM Consensus"):
+                continue
+            assert first.split()[-1] in doc.replace("\u00e1", "a") and f["year"] in doc, (name, k)
+
+
+@pytest.fixture(scope="module")
+def default_atlas(tmp_path_factory):
+    from qsmprep.atlas import build_dgm_atlas
+
+    return validate_atlas_dir(build_dgm_atlas(tmp_path_factory.mktemp("a") / "atlas-DGM"))
+
+
+@pytest.mark.parametrize("inv,bg,uw,ref", list(itertools.islice(itertools.product(
+    inversion.METHODS, background.METHODS, unwrap.METHODS, reference.METHODS), 0, None, 7)))
+def test_every_selected_reference_appears(tmp_path, default_atlas, inv, bg, uw, ref):
+    opts = QSMOptions(inversion=inv, bf_removal=bg, unwrapping=uw, reference=ref)
+    md_path, bib_path = C.write_citation(tmp_path, opts, default_atlas)
+    md, bib = md_path.read_text(), bib_path.read_text()
+    expected = set(C.REFERENCES) & {k for step in REGISTRIES
+                                    for k in C.METHOD_REFERENCES[(step, getattr(opts, step))]}
+    expected |= {"qsmconsensus2024", "avants2008syn", "tustison2021antsx", "gorgolewski2011nipype",
+                 "fonov2011icbm",
+                 "pauli2018cit168", "najdenovska2018thalamus"}
+    for k in expected:
+        _, f = C.REFERENCES[k]
+        assert f"@article{{{k}," in bib, k
+        assert f["doi"] in md, k
+    # nothing cited that did not run: exactly the expected BibTeX keys
+    assert set(re.findall(r"@article\{([^,]+),", bib)) == expected
+    for step in REGISTRIES:
+        assert f"`{getattr(opts, step)}`" in md
+
+
+def test_user_atlas_cited_from_its_description(tmp_path, default_atlas):
+    import json
+    import shutil
+
+    user = tmp_path / "myatlas"
+    shutil.copytree(default_atlas.directory, user)
+    desc = {"Name": "my atlas", "Sources": [{"Name": "X", "Citation": "Doe J. My <atlas>. 2020."}]}
+    (user / "dataset_description.json").write_text(json.dumps(desc))
+    md_path, bib_path = C.write_citation(tmp_path / "out", QSMOptions(), validate_atlas_dir(user))
+    assert "Doe J. My <atlas>. 2020." in md_path.read_text()
+    assert "pauli2018cit168" not in bib_path.read_text()
+    assert "note = {Doe J. My <atlas>. 2020.}" in bib_path.read_text()
+
+
+def test_write_citation_still_importable_from_cli_run():
+    from qsmprep.cli.run import write_citation
+
+    assert write_citation is C.write_citation
