@@ -96,6 +96,8 @@ def run_participant(config) -> int:
     )
     from ..qsm.pipeline import format_consensus_report
     from ..workflows.base import init_qsmprep_wf
+    from ..publish import marker_path
+    from .execution import lock_subjects
 
     options = qsm_options(config)
     LOGGER.info("qsmprep %s, participant level", __version__)
@@ -118,6 +120,7 @@ def run_participant(config) -> int:
                 LOGGER.warning(w)
     LOGGER.info("Processing %d subject(s): %s", len(data),
                 ", ".join(f"sub-{s} ({len(v)} session(s))" for s, v in data.items()))
+    lock_subjects(config, data)  # exit 75 at once if another run holds one of these subjects
     atlas = load_atlas(config.atlas, dentate_dir=config.dentate_atlas)
 
     # ---- dataset-level files (never under sub-*) ----
@@ -158,8 +161,8 @@ def run_participant(config) -> int:
     except RuntimeError as exc:
         LOGGER.error("The workflow did not finish cleanly (%s). Crash files: %s", exc, work / "crash")
         failed = True
-    done = [s for s in data if (out / f"sub-{s}.html").exists()
-            and (out / f"sub-{s}.html").stat().st_mtime >= start - 1]
+    done = [s for s in data if marker_path(out, s).exists()  # published all or nothing
+            and marker_path(out, s).stat().st_mtime >= start - 1]
     missing = [s for s in data if s not in done]
     for s in done:
         LOGGER.info("sub-%s: outputs in %s, report %s", s, out / f"sub-{s}", out / f"sub-{s}.html")
@@ -194,10 +197,9 @@ def main(argv=None):
         ns = parse_args(argv)
         _setup_logging(getattr(ns, "verbose", 0))
         config = RunConfig.from_args(ns)
-        if config.analysis_level == "group":
-            code = run_group(config)
-        else:
-            code = run_participant(config)
+        from .execution import run_guarded
+
+        code = run_guarded(run_group if config.analysis_level == "group" else run_participant, config)
     except QSMPrepError as exc:
         logging.getLogger("qsmprep").error("%s", exc)
         print(f"qsmprep: error: {exc}", file=sys.stderr)
