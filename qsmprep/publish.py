@@ -193,7 +193,7 @@ def _remove_stale_staging(logs: Path, label: str):
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def publish_subject(plan, output_dir, subject: str, *, copy=shutil.copyfile) -> list[str]:
+def publish_subject(plan, output_dir, subject: str, *, copy=None) -> list[str]:
     """Publish ``plan`` (``[(source, relative destination), ...]``) for ``subject``, all or nothing.
 
     Parameters
@@ -204,8 +204,8 @@ def publish_subject(plan, output_dir, subject: str, *, copy=shutil.copyfile) -> 
         The derivatives folder.
     subject : str
         Subject label (with or without ``sub-``).
-    copy : callable
-        ``copy(src, dst)``; :func:`shutil.copyfile` (a parameter for tests).
+    copy : callable, optional
+        ``copy(src, dst)``; default :func:`shutil.copyfile`.
 
     Returns
     -------
@@ -219,6 +219,7 @@ def publish_subject(plan, output_dir, subject: str, *, copy=shutil.copyfile) -> 
     OSError
         any other I/O error, after the rollback described in the module docstring.
     """
+    copy = copy or shutil.copyfile
     out = Path(output_dir)
     label = str(subject)[4:] if str(subject).startswith("sub-") else str(subject)
     logs = out / "logs"
