@@ -147,6 +147,10 @@ def completed_subjects(output_dir) -> set[str]:
     return done
 
 
+def _copyfile(src, dst):
+    shutil.copyfile(src, dst)
+
+
 def _marker_record(label, files):
     return {
         "Subject": f"sub-{label}",
@@ -219,7 +223,7 @@ def publish_subject(plan, output_dir, subject: str, *, copy=None) -> list[str]:
     OSError
         any other I/O error, after the rollback described in the module docstring.
     """
-    copy = copy or shutil.copyfile
+    copy = copy or _copyfile
     out = Path(output_dir)
     label = str(subject)[4:] if str(subject).startswith("sub-") else str(subject)
     logs = out / "logs"
