@@ -222,3 +222,36 @@ def test_enospc_in_a_nipype_node_is_exit_73(tmp_path):
         execution.run_guarded(runner, cfg)
     # a node failure for another reason stays exit 1
     assert execution.run_guarded(lambda c: 1, cfg) == 1
+
+
+GRANDCHILD = textwrap.dedent("""
+    import multiprocessing as mp, sys
+    from concurrent.futures import ProcessPoolExecutor
+    from types import SimpleNamespace
+    from pathlib import Path
+    from qsmprep.cli.execution import run_guarded
+
+    def in_worker(n):
+        # a node that forks a process of its own: that child must run normally
+        import os
+        pid = os.fork()
+        if pid == 0:
+            os._exit(n)
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status)
+
+    def runner(config):
+        with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("fork")) as ex:
+            print(ex.submit(in_worker, 7).result(timeout=60), flush=True)
+        return 0
+
+    root = Path(sys.argv[1])
+    sys.exit(run_guarded(runner, SimpleNamespace(output_dir=root / "out", work_dir=root / "work")))
+""")
+
+
+def test_workers_can_fork_their_own_workers(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", GRANDCHILD, str(tmp_path)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "7"  # the worker's own child ran and exited normally

@@ -50,6 +50,7 @@ EXIT_SIGTERM = 143
 
 _MAIN_PID = None          # pid of the process that installed the handlers
 _FORK_FROM_MAIN = False   # set in the parent just before a fork
+_FORK_PARENT = None       # pid of the forking process (a worker may fork too)
 
 
 # ------------------------------------------------------------------------------------------
@@ -129,8 +130,9 @@ def release_locks():
 # ------------------------------------------------------------------------------------------
 # child processes
 def _before_fork():
-    global _FORK_FROM_MAIN
+    global _FORK_FROM_MAIN, _FORK_PARENT
     _FORK_FROM_MAIN = threading.current_thread() is threading.main_thread()
+    _FORK_PARENT = os.getpid()
 
 
 def _after_fork_in_child():
@@ -148,7 +150,7 @@ def _after_fork_in_child():
         with contextlib.suppress(Exception):
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
-            if os.getppid() != _MAIN_PID:  # parent already gone before prctl
+            if os.getppid() != _FORK_PARENT:  # parent already gone before prctl
                 os._exit(EXIT_SIGTERM)
 
 
