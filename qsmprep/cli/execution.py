@@ -31,6 +31,7 @@ import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -207,10 +208,7 @@ def _shutdown(signum: int):
     with contextlib.suppress(Exception):
         terminate_children()
     for staging in list(publish.ACTIVE_STAGING):
-        with contextlib.suppress(Exception):
-            import shutil
-
-            shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
     os._exit(code)
 
 
