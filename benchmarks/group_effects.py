@@ -33,6 +33,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qsmprep import stats as qstats  # noqa: E402
+from qsmprep.publish import mark_complete  # noqa: E402
 from qsmprep.workflows.group import run_group  # noqa: E402
 
 SESSIONS = ("ses-baseline", "ses-followup")
@@ -92,6 +93,8 @@ def write_cohort(root, participants, tables):
         d.mkdir(parents=True, exist_ok=True)
         df.to_csv(d / f"{pid}_{ses}_atlas-DGM_desc-dgm_stats.tsv", sep="\t", index=False, na_rep="n/a",
                   float_format="%.4f")
+    for pid in {pid for pid, _, _ in tables}:
+        mark_complete(out, pid)  # the group level reads only completed subjects (qsmprep.publish)
     return bids, out
 
 

@@ -13,7 +13,11 @@ code  class                          meaning
 64    :class:`UsageError`            bad command line (unknown option, bad value)
 65    :class:`DataError`             inconsistent echoes, unusable metadata
 66    :class:`MissingInputError`     input missing or unreadable (no phase images, ...)
-73    :class:`OutputNotWritableError`  the output (or work) directory cannot be created
+73    :class:`OutputNotWritableError`  the output (or work) directory cannot be created or
+                                     written (also: no space left on device)
+75    :class:`SubjectLockedError`    the subject is being processed by another run
+130   (none: SIGINT)                 interrupted with Ctrl-C (workers stopped)
+143   (none: SIGTERM)                terminated by SIGTERM (workers stopped)
 ====  =============================  ==================================================
 
 Messages name the offending file and say how to fix the problem.
@@ -31,6 +35,7 @@ __all__ = [
     "DataError",
     "MissingInputError",
     "OutputNotWritableError",
+    "SubjectLockedError",
 ]
 
 #: Exit code for "a participant crashed while the others finished" (BEP027: unspecified failure).
@@ -92,3 +97,9 @@ class OutputNotWritableError(QSMPrepError):
     """The output or working directory cannot be created or written (exit code 73)."""
 
     exit_code = 73
+
+
+class SubjectLockedError(QSMPrepError):
+    """Another live qsmprep process holds the subject's lock (exit code 75, EX_TEMPFAIL)."""
+
+    exit_code = 75

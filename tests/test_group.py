@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from qsmprep.publish import mark_complete
 from qsmprep.workflows.group import find_stats_tables, parse_entities, run_group
 
 STRUCTS = ("caudate", "putamen", "pallidum", "thalamus")
@@ -51,6 +52,9 @@ def _write_tree(tmp_path, n_ms=5, n_hc=4, sessions=("baseline", "followup"), mis
                     "Reference": {"Method": "brain_mean"},
                 }))
     pd.DataFrame(parts).to_csv(bids / "participants.tsv", sep="\t", index=False)
+    for p in parts:
+        if (out / p["participant_id"]).exists():
+            mark_complete(out, p["participant_id"])  # group level reads completed subjects only
     return bids, out
 
 

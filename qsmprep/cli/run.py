@@ -125,6 +125,8 @@ def run_participant(config, inputs_ok=None) -> int:
     from ..qsm.pipeline import format_consensus_report
     from ..workflows.base import _session_id, init_qsmprep_wf
     from .progress import Heartbeat, ProgressMonitor, format_seconds
+    from ..publish import marker_path
+    from .execution import lock_subjects
 
     options = qsm_options(config)
     LOGGER.info("%s", format_consensus_report(options))
@@ -151,6 +153,7 @@ def run_participant(config, inputs_ok=None) -> int:
     run_preflight(data, workers=config.nprocs)  # every image read once: 65/66 before any node runs (qsmprep/preflight.py)
     LOGGER.info("Processing %d subject(s): %s", len(data),
                 ", ".join(f"sub-{s} ({len(v)} session(s))" for s, v in data.items()))
+    lock_subjects(config, data)  # exit 75 at once if another run holds one of these subjects
     atlas = load_atlas(config.atlas, dentate_dir=config.dentate_atlas)
     inputs_beat.stop()
 
@@ -201,8 +204,8 @@ def run_participant(config, inputs_ok=None) -> int:
     except RuntimeError as exc:
         LOGGER.error("The workflow did not finish cleanly (%s). Crash files: %s", exc, crash_dir)
         failed = True
-    done = [s for s in data if (out / f"sub-{s}.html").exists()
-            and (out / f"sub-{s}.html").stat().st_mtime >= start - 1]
+    done = [s for s in data if marker_path(out, s).exists()  # published all or nothing
+            and marker_path(out, s).stat().st_mtime >= start - 1]
     missing = [s for s in data if s not in done]
     for s in done:
         LOGGER.info("sub-%s: outputs in %s, report %s", s, out / f"sub-{s}", out / f"sub-{s}.html")
@@ -268,6 +271,8 @@ def run(argv=None) -> int:
         if ns.notrack:  # before Nipype is imported (its version check reads it at import)
             os.environ["NIPYPE_NO_ET"] = "1"
         config = RunConfig.from_args(ns)
+        from .execution import run_guarded
+
         run_id = new_run_id()
         participant = config.analysis_level != "group" and not config.reports_only
         if participant:
@@ -293,11 +298,11 @@ def run(argv=None) -> int:
                             final / toml_path.name,
                             f" (read from {ns.config_file}, command line wins)" if ns.config_file else "")
 
-            code = run_participant(config, inputs_ok=inputs_ok)
+            code = run_guarded(lambda c: run_participant(c, inputs_ok=inputs_ok), config)
         else:
             LOGGER.info("Log file %s; configuration %s%s", logging_setup.log_file, toml_path,
                         f" (read from {ns.config_file}, command line wins)" if ns.config_file else "")
-            code = run_group(config) if config.analysis_level == "group" else run_reports_only(config)
+            code = run_guarded(run_group if config.analysis_level == "group" else run_reports_only, config)
     except QSMPrepError as exc:
         if logging_setup is not None:
             LOGGER.error("%s", exc)

@@ -3,9 +3,10 @@
 Outputs are never written straight into the output folder by the node that makes them. Each
 ``DerivativesSink`` node gives its file the final BIDS-derivatives name inside its own Nipype
 working directory (so a rerun resumes from the cache), and one ``PublishDerivatives`` node per
-subject, which runs only when every output of that subject exists, copies them into
-``output_dir`` (write to a temporary name, then an atomic rename). A subject that crashes
-half-way leaves nothing under ``output_dir/sub-<label>``.
+subject, which runs only when every output of that subject exists, publishes them into
+``output_dir`` all or nothing (:func:`qsmprep.publish.publish_subject`: stage, swap, then mark
+the subject complete). A subject that crashes half-way leaves nothing under
+``output_dir/sub-<label>`` and is never marked complete.
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ class _PublishInputSpec(BaseInterfaceInputSpec):
     in_files = InputMultiObject(traits.Either(File(exists=True), traits.List(File(exists=True))),
                                 mandatory=True)
     output_dir = traits.Str(mandatory=True)
+    subject = traits.Str(desc="subject label (default: from the file names)")
 
 
 class _PublishOutputSpec(TraitedSpec):
@@ -135,28 +137,32 @@ class _PublishOutputSpec(TraitedSpec):
 
 
 class PublishDerivatives(SimpleInterface):
-    """Copy finished derivatives (and their JSON sidecars) into ``output_dir`` atomically."""
+    """Publish a subject's finished derivatives (and their JSON sidecars) into ``output_dir``,
+    all or nothing, then mark the subject complete (:func:`qsmprep.publish.publish_subject`)."""
 
     input_spec = _PublishInputSpec
     output_spec = _PublishOutputSpec
 
     def _run_interface(self, runtime):
+        from ..publish import publish_subject
+
         files = []
         for item in self.inputs.in_files:
             files.extend(item if isinstance(item, list) else [item])
-        written = []
+        plan = []
         for f in files:
             pairs = [f]
             stem = re.sub(r"(\.nii\.gz|\.[A-Za-z0-9]+)$", "", f)
             if os.path.exists(stem + ".json") and not f.endswith(".json"):
                 pairs.append(stem + ".json")
             for src in pairs:
-                dest_dir = Path(self.inputs.output_dir) / relative_dir(src)
-                dest_dir.mkdir(parents=True, exist_ok=True)
-                dest = dest_dir / os.path.basename(src)
-                tmp = dest_dir / f".{dest.name}.tmp-{os.getpid()}"
-                shutil.copyfile(src, tmp)
-                os.replace(tmp, dest)
-                written.append(str(dest))
-        self._results["out_files"] = written
+                plan.append((src, os.path.join(relative_dir(src), os.path.basename(src))))
+        if isdefined(self.inputs.subject) and self.inputs.subject:
+            subject = self.inputs.subject
+        else:
+            subjects = {parse_entities(src).get("sub") for src, _ in plan}
+            if len(subjects) != 1 or None in subjects:
+                raise ValueError(f"cannot tell the subject of these outputs: {sorted(map(str, subjects))}")
+            subject = subjects.pop()
+        self._results["out_files"] = publish_subject(plan, self.inputs.output_dir, subject)
         return runtime

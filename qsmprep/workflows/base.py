@@ -194,7 +194,7 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
         (report, gather, [("out_report", f"in{len(publish_inputs) + 1}"),
                           ("figures", f"in{len(publish_inputs) + 2}")]),
     ])
-    publish = pe.Node(PublishDerivatives(output_dir=str(config.output_dir)), name="publish",
+    publish = pe.Node(PublishDerivatives(output_dir=str(config.output_dir), subject=subject), name="publish",
                       run_without_submitting=True)
     wf.connect(gather, "out", publish, "in_files")
     return wf

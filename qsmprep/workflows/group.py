@@ -281,12 +281,24 @@ def run_group(
     t0 = time.perf_counter()
     bids_dir, output_dir = Path(bids_dir), Path(output_dir)
     found = find_stats_tables(output_dir, atlas=atlas)
+    # contract 4: only subjects whose publication finished (qsmprep.publish)
+    from ..publish import completed_subjects
+
+    complete = completed_subjects(output_dir)
+    incomplete = sorted({f[0] for f in found if f[0][len("sub-"):] not in complete})
+    found = [f for f in found if f[0][len("sub-"):] in complete]
     if not found:
         raise FileNotFoundError(
-            f"no *_desc-dgm_stats.tsv under {output_dir}/sub-*/: run the participant level first"
+            f"no *_desc-dgm_stats.tsv of a completed subject under {output_dir}/sub-*/"
+            + ": run the participant level first"
+            + (f" (incomplete, rerun them: {', '.join(incomplete)})" if incomplete else "")
         )
     participants_file = bids_dir / "participants.tsv"
     data_warnings = []
+    for pid in incomplete:
+        data_warnings.append(f"{pid}: participant level not completed (no completion marker in "
+                             "logs/completed/): left out; rerun its participant level")
+        LOGGER.warning("%s: participant level not completed: left out of the group analysis", pid)
     participants = None
     participants_sidecar = None
     if participants_file.exists():
