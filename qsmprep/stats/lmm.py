@@ -10,23 +10,57 @@ reference, so ``group[MS]`` is the MS - HC difference at the first session, ``ti
 change in the reference group and ``group[MS]:time[ses-x]`` the difference in change.
 Numeric covariates are mean-centred (the intercept is then the reference cell at the cohort's
 mean covariate value); categorical covariates are dummy coded.  Two marginal contrasts are added
-per structure from the same fit (Wald tests of linear combinations of the fixed effects):
+per structure from the same fit (linear combinations of the fixed effects):
 ``group[G] (marginal)`` - the group difference averaged with equal weight over sessions - and
 ``time[T] (marginal)`` - the change from the first session averaged with equal weight over
 groups; these are the quantities the ANOVA's main effects test.
+
+Level names never enter the model formula: groups, sessions and categorical covariate levels
+are recoded to safe codes (``g0``, ``t1``, ``c2``...) and mapped back in the term names, so any
+label text (``HC(a)``, quotes, ``<``, spaces) works.
+
+Small-sample inference
+----------------------
+statsmodels reports Wald z tests, which are anti-conservative with the 6-40 participants of a
+typical QSM study.  Tests and 95% CIs here use the t distribution with the *between-within*
+denominator degrees of freedom (Schluchter MD, Elashoff JT, 1990, Small-sample adjustments to
+tests with unbalanced repeated measures assuming several covariance structures, J Stat Comput
+Simul 37:69-87; SAS/STAT PROC MIXED ``DDFM=BETWITHIN``).  The fixed-effect columns are split
+into *between-subject* columns (constant within every participant: intercept, group, baseline
+covariates) and *within-subject* columns (time, group x time).  Then
+
+* between-subject terms: ``df = n_subjects - rank(X_between)``,
+* within-subject terms: ``df = n_observations - n_subjects - (rank(X) - rank(X_between))``,
+* a contrast mixing both kinds takes the smallest df of the columns it uses.
+
+For complete balanced data these are exactly the denominator df of the mixed ANOVA's F tests
+(the tests then coincide); with missing follow-ups they are an approximation whose calibration
+is measured by ``benchmarks/group_calibration.py`` (coverage of the 95% CIs and false-positive
+rate at alpha = 0.05, printed in ``docs/usage.md``).  Satterthwaite or Kenward-Roger df, which
+need derivatives of the REML covariance of the estimates, are not in statsmodels; the
+between-within rule is their classical, closed-form alternative for a random-intercept model.
+
+Fit quality
+-----------
+A fit is *not OK* (column ``fit_ok`` false, reason in ``fit_warning``, listed in
+``warnings.tsv`` and the report, never highlighted) when the optimiser did not converge, when
+statsmodels warns of a singular / non-positive-definite Hessian or a boundary solution, when the
+subject variance is below :data:`qsmprep.stats.rules.SINGULAR_RATIO` of the total variance
+(the random intercept collapsed to 0) or when a standard error is not finite.
 """
 
 from __future__ import annotations
 
-import re
 import warnings as _warnings
 
 import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
+from scipy import stats as _sps
 
 from .cohort import group_order
 from .multiple import add_fdr
+from .rules import MIN_DF, MIN_PER_SAMPLE, SINGULAR_RATIO
 
 LMM_COLUMNS = [
     "structure",
@@ -34,7 +68,8 @@ LMM_COLUMNS = [
     "term_type",
     "estimate",
     "se",
-    "z",
+    "t",
+    "df",
     "p",
     "ci_low",
     "ci_high",
@@ -44,15 +79,88 @@ LMM_COLUMNS = [
     "subject_sd_ppb",
     "residual_sd_ppb",
     "converged",
+    "fit_ok",
+    "fit_warning",
 ]
 
+_FIT_WARNING_WORDS = ("converg", "boundary", "singular", "positive definite", "hessian", "failed")
 
-def _q(level):
-    return repr(str(level))
+
+def between_within_df(exog, subjects):
+    """Between-within denominator degrees of freedom of every fixed-effect column.
+
+    Parameters
+    ----------
+    exog : ndarray, shape (n_observations, n_columns)
+        Fixed-effects design matrix.
+    subjects : array-like, shape (n_observations,)
+        Participant of every row.
+
+    Returns
+    -------
+    df : ndarray, shape (n_columns,)
+        ``n_subjects - rank(X_between)`` for columns constant within every participant,
+        ``n_observations - n_subjects - (rank(X) - rank(X_between))`` for the others.
+    between : ndarray of bool, shape (n_columns,)
+        Which columns are between-subject columns.
+
+    References
+    ----------
+    Schluchter MD, Elashoff JT (1990). Small-sample adjustments to tests with unbalanced
+    repeated measures assuming several covariance structures. J Stat Comput Simul 37:69-87.
+
+    Examples
+    --------
+    >>> X = np.array([[1, 0, 0], [1, 0, 1], [1, 1, 0], [1, 1, 1], [1, 1, 0], [1, 1, 1]], float)
+    >>> df, between = between_within_df(X, ["a", "a", "b", "b", "c", "c"])
+    >>> df.tolist(), between.tolist()
+    ([1.0, 1.0, 2.0], [True, True, False])
+    """
+    exog = np.asarray(exog, float)
+    codes, uniq = pd.factorize(pd.Series(np.asarray(subjects)))
+    n_obs, n_sub = exog.shape[0], len(uniq)
+    frame = pd.DataFrame(exog)
+    spread = frame.groupby(codes).agg(lambda c: c.max() - c.min()).to_numpy()
+    between = np.all(np.abs(spread) <= 1e-12 * (1.0 + np.abs(exog).max()), axis=0)
+    first = frame.groupby(codes).first().to_numpy()
+    rank_b = np.linalg.matrix_rank(first[:, between]) if between.any() else 0
+    rank_x = np.linalg.matrix_rank(exog)
+    df_b = float(n_sub - rank_b)
+    df_w = float(n_obs - n_sub - (rank_x - rank_b))
+    return np.where(between, df_b, df_w), between
+
+
+def _t_inference(estimate, se, df, confidence):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = estimate / se
+        p = 2.0 * _sps.t.sf(np.abs(t), df) if df > 0 else np.nan
+        q = _sps.t.ppf(0.5 + confidence / 2.0, df) if df > 0 else np.nan
+    return t, p, estimate - q * se, estimate + q * se
 
 
 def fit_lmm_one(sub, structure="", groups=None, sessions=None, covariates=(), confidence=0.95):
-    """Fit the model to one structure's rows; returns ``(rows, notes)``."""
+    """Fit the model to one structure's rows.
+
+    Parameters
+    ----------
+    sub : DataFrame
+        Rows of one structure (``participant_id, session_id, group, chi_ppb`` + covariates).
+    structure : str
+        Name used in the rows and notes.
+    groups, sessions : list of str, optional
+        Level orders; the first of each is the reference.
+    covariates : sequence of str
+        Covariate columns (numeric ones are mean-centred).
+    confidence : float
+        Level of the confidence intervals.
+
+    Returns
+    -------
+    rows : list of dict
+        One per fixed effect and marginal contrast (keys of :data:`LMM_COLUMNS`).
+    notes : list of str
+        Why the model was skipped or restricted, and any fit problem.
+    """
     notes = []
     groups = groups or group_order(sub["group"])
     sessions = sessions or sorted(sub["session_id"].unique())
@@ -64,6 +172,14 @@ def fit_lmm_one(sub, structure="", groups=None, sessions=None, covariates=(), co
         lost = n0 - data["participant_id"].nunique()
         if lost:
             notes.append(f"{structure}: {lost} participant(s) with missing covariate values left out of the LMM")
+    per_group = data.groupby("group")["participant_id"].nunique()
+    small = [g for g in groups if 0 < per_group.get(g, 0) < MIN_PER_SAMPLE]
+    if small:
+        notes.append(
+            f"{structure}: LMM: group(s) {', '.join(small)} left out (fewer than {MIN_PER_SAMPLE} "
+            "participants with a value; minimum-n rule)"
+        )
+        data = data[~data["group"].isin(small)]
     groups = [g for g in groups if (data["group"] == g).any()]
     sessions = [s for s in sessions if (data["session_id"] == s).any()]
     n_subj = data["participant_id"].nunique()
@@ -72,22 +188,29 @@ def fit_lmm_one(sub, structure="", groups=None, sessions=None, covariates=(), co
     if len(sessions) < 2:
         notes.append(f"{structure}: LMM skipped: one session only (a random subject intercept is not identifiable)")
         return [], notes
-    if n_subj < 3 or len(data) <= n_subj:
-        notes.append(f"{structure}: LMM skipped: too few observations ({len(data)} from {n_subj} participants)")
+    if n_subj < MIN_PER_SAMPLE or int((counts >= 2).sum()) < MIN_PER_SAMPLE:
+        notes.append(
+            f"{structure}: LMM skipped: too few participants ({n_subj}, of which {int((counts >= 2).sum())} "
+            f"with two or more sessions; minimum {MIN_PER_SAMPLE})"
+        )
         return [], notes
 
+    # safe codes for every level: label text never enters the formula
+    gcode = {g: f"g{i}" for i, g in enumerate(groups)}
+    tcode = {s: f"t{i}" for i, s in enumerate(sessions)}
+    back = {("grp", v): k for k, v in gcode.items()} | {("tm", v): k for k, v in tcode.items()}
     df = pd.DataFrame(
         {
             "y": data["chi_ppb"].to_numpy(float),
-            "grp": data["group"].astype(str).to_numpy(),
-            "tm": data["session_id"].astype(str).to_numpy(),
+            "grp": data["group"].astype(str).map(gcode).to_numpy(),
+            "tm": data["session_id"].astype(str).map(tcode).to_numpy(),
             "subject": data["participant_id"].to_numpy(),
         }
     )
     rhs = []
     if len(groups) >= 2:
-        rhs.append(f"C(grp, Treatment({_q(groups[0])}))")
-    rhs.append(f"C(tm, Treatment({_q(sessions[0])}))")
+        rhs.append("C(grp, Treatment('g0'))")
+    rhs.append("C(tm, Treatment('t0'))")
     formula = "y ~ " + " * ".join(rhs)
     cov_names = {}
     for i, cov in enumerate(covariates):
@@ -98,8 +221,11 @@ def fit_lmm_one(sub, structure="", groups=None, sessions=None, covariates=(), co
             df[name] = (numeric - numeric.mean()).to_numpy(float)
             formula += f" + {name}"
         else:
-            df[name] = values.astype(str).to_numpy()
-            formula += f" + C({name})"
+            levels = sorted(values.astype(str).unique())
+            ccode = {lv: f"c{j}" for j, lv in enumerate(levels)}
+            back |= {(name, v): k for k, v in ccode.items()}
+            df[name] = values.astype(str).map(ccode).to_numpy()
+            formula += f" + C({name}, Treatment('c0'))"
         cov_names[name] = cov
     if len(groups) < 2:
         notes.append(f"{structure}: single group: the LMM has no group or group x time terms")
@@ -110,72 +236,84 @@ def fit_lmm_one(sub, structure="", groups=None, sessions=None, covariates=(), co
         res = model.fit(reml=True)
         if not res.converged:
             res = model.fit(reml=True, method=["powell", "lbfgs"])
+    problems = []
     for w in caught:
         msg = str(w.message).splitlines()[0]
-        if "converg" in msg.lower() or "boundary" in msg.lower() or "singular" in msg.lower():
-            notes.append(f"{structure}: LMM: {msg}")
+        if any(word in msg.lower() for word in _FIT_WARNING_WORDS) and msg not in problems:
+            problems.append(msg)
     if not res.converged:
-        notes.append(f"{structure}: LMM did not converge; estimates are shown but unreliable")
+        problems.insert(0, "the REML optimiser did not converge")
+    var_u = float(np.asarray(res.cov_re)[0, 0])
+    scale = float(res.scale)
+    if not np.isfinite(var_u) or var_u / max(var_u + scale, 1e-300) < SINGULAR_RATIO:
+        problems.insert(0, "singular fit: subject variance estimated at 0 (boundary)")
 
-    def clean(name):
-        name = re.sub(r"C\(grp, Treatment\([^)]*\)\)\[T\.(.*?)\]", r"group[\1]", name)
-        name = re.sub(r"C\(tm, Treatment\([^)]*\)\)\[T\.(.*?)\]", r"time[\1]", name)
-        name = re.sub(r"C\((cov\d+)\)\[T\.(.*?)\]", lambda m: f"{cov_names[m.group(1)]}[{m.group(2)}]", name)
-        return cov_names.get(name, name)
+    def clean(term):
+        parts = []
+        for piece in term.split(":"):
+            if piece.startswith("C(") and "[T." in piece:
+                var = piece[2:].split(",")[0]
+                code = piece.split("[T.", 1)[1][:-1]
+                label = back.get((var, code), code)
+                kind = {"grp": "group", "tm": "time"}.get(var, cov_names.get(var, var))
+                parts.append(f"{kind}[{label}]")
+            else:
+                parts.append(cov_names.get(piece, piece))
+        return ":".join(parts)
 
     fe_names = list(res.fe_params.index)
-    ci = res.conf_int(alpha=1 - confidence)
-    subj_sd = float(np.sqrt(max(res.cov_re.iloc[0, 0], 0.0)))
-    resid_sd = float(np.sqrt(res.scale))
+    exog = np.asarray(model.exog)
+    col_df, _ = between_within_df(exog, df["subject"].to_numpy())
+    fe = np.asarray(res.fe_params, float)
+    cov_fe = np.asarray(res.cov_params(), float)[: len(fe), : len(fe)]
+    if not np.all(np.isfinite(np.diag(cov_fe))) or np.any(np.diag(cov_fe) < 0):
+        problems.append("standard errors not finite (covariance of the estimates not positive definite)")
+    fit_ok = not problems
+    for msg in problems:
+        notes.append(f"{structure}: LMM fit problem: {msg}; its tests are not highlighted")
+    if np.min(col_df) < MIN_DF:
+        notes.append(
+            f"{structure}: LMM: terms with fewer than {MIN_DF} denominator degrees of freedom are not "
+            "tested (too many covariates for the number of participants; minimum-n rule)"
+        )
     common = {
         "structure": structure,
         "n_observations": len(df),
         "n_subjects": n_subj,
         "n_subjects_incomplete": n_incomplete,
-        "subject_sd_ppb": subj_sd,
-        "residual_sd_ppb": resid_sd,
+        "subject_sd_ppb": float(np.sqrt(max(var_u, 0.0))),
+        "residual_sd_ppb": float(np.sqrt(scale)),
         "converged": bool(res.converged),
+        "fit_ok": fit_ok,
+        "fit_warning": "; ".join(problems) if problems else np.nan,
     }
     rows = []
-    for name in fe_names:
-        rows.append(
-            common
-            | {
-                "term": clean(name),
-                "term_type": "fixed_effect",
-                "estimate": res.fe_params[name],
-                "se": res.bse_fe[name],
-                "z": res.tvalues[name],
-                "p": res.pvalues[name],
-                "ci_low": ci.loc[name, 0],
-                "ci_high": ci.loc[name, 1],
-            }
-        )
 
-    # marginal contrasts (equal-weight averages over the other factor's levels)
+    def add(weights, term, term_type):
+        used = np.flatnonzero(weights)
+        dfv = float(np.min(col_df[used]))
+        est = float(weights @ fe)
+        se = float(np.sqrt(max(weights @ cov_fe @ weights, 0.0)))
+        if dfv < MIN_DF:
+            t = p = lo = hi = np.nan
+        else:
+            t, p, lo, hi = _t_inference(est, se, dfv, confidence)
+        rows.append(common | {"term": term, "term_type": term_type, "estimate": est, "se": se, "t": t,
+                              "df": dfv, "p": p, "ci_low": lo, "ci_high": hi})
+
     k = len(fe_names)
     cleaned = [clean(n) for n in fe_names]
     idx = {n: i for i, n in enumerate(cleaned)}
+    for i, name in enumerate(cleaned):
+        w = np.zeros(k)
+        w[i] = 1.0
+        add(w, name, "fixed_effect")
 
     def contrast(weights, term):
-        r = np.zeros(k)
-        for n, w in weights.items():
-            r[idx[n]] = w
-        tt = res.t_test(r[None, :])
-        ci_c = np.asarray(tt.conf_int(alpha=1 - confidence)).ravel()
-        rows.append(
-            common
-            | {
-                "term": term,
-                "term_type": "marginal_contrast",
-                "estimate": float(np.ravel(tt.effect)[0]),
-                "se": float(np.ravel(tt.sd)[0]),
-                "z": float(np.ravel(tt.tvalue)[0]),
-                "p": float(np.ravel(tt.pvalue)[0]),
-                "ci_low": ci_c[0],
-                "ci_high": ci_c[1],
-            }
-        )
+        w = np.zeros(k)
+        for n, v in weights.items():
+            w[idx[n]] = v
+        add(w, term, "marginal_contrast")
 
     if len(groups) >= 2:
         for g in groups[1:]:
@@ -196,9 +334,18 @@ def fit_lmm_one(sub, structure="", groups=None, sessions=None, covariates=(), co
 
 
 def fit_lmm(table, groups=None, sessions=None, covariates=(), alpha=0.05, confidence=0.95):
-    """Fit :func:`fit_lmm_one` per structure; BH-FDR across structures per term (the
-    intercept is not corrected).  Returns ``(DataFrame with LMM_COLUMNS + p_fdr,
-    significant_fdr; notes)``."""
+    """Fit :func:`fit_lmm_one` per structure; BH-FDR across structures per term.
+
+    The intercept is not corrected; rows of fits that are not OK (``fit_ok`` false) keep their
+    p-values (and count in the FDR family) but are never ``significant_fdr``.
+
+    Returns
+    -------
+    DataFrame
+        :data:`LMM_COLUMNS` + ``p_fdr``, ``significant_fdr``.
+    list of str
+        Notes (skips, fit problems).
+    """
     groups = groups or group_order(table["group"])
     sessions = sessions or table.attrs.get("session_order") or sorted(table["session_id"].unique())
     structures = table.attrs.get("structures") or list(dict.fromkeys(table["structure"]))
@@ -212,4 +359,6 @@ def fit_lmm(table, groups=None, sessions=None, covariates=(), alpha=0.05, confid
     icpt = df["term"] == "Intercept"
     df.loc[icpt, "p_fdr"] = np.nan
     df.loc[icpt, "significant_fdr"] = False
+    # a fit that is singular or did not converge is reported, never highlighted
+    df.loc[~df["fit_ok"].astype(bool), "significant_fdr"] = False
     return df, notes
