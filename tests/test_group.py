@@ -416,3 +416,19 @@ def test_measure_r2star_analyses_r2star_in_its_units(tmp_path):
     bids2, out2 = _write_tree(tmp_path / "b", r2star=False)
     with pytest.raises(MissingInputError, match="no r2star_mean column"):
         run_group(bids2, out2, measure="r2star", figures=False)
+
+
+def test_reconstruction_quality_flags_are_listed(tmp_path, real_sidecars):
+    """Contract 1: QualityFlags records of the Chimap sidecars appear in the report (escaped)."""
+    def pick(sub, ses):
+        side = dict(real_sidecars["mean"])
+        if (sub, ses) == ("02", "followup"):
+            side["QualityFlags"] = [{"step": "DipoleInversion", "severity": "warning",
+                                     "message": f"stopped at the iteration cap {HOSTILE}"}]
+        return side
+
+    bids, out = _write_tree(tmp_path, sidecar_for=pick)
+    res = run_group(bids, out, figures=False)
+    html = res["report"].read_text()
+    assert "stopped at the iteration cap &lt;img" in html and "<img src=x" not in html
+    assert re.search(r"<td>sub-02</td><td>ses-followup</td><td>DipoleInversion</td><td>warning</td>", html)

@@ -331,7 +331,7 @@ def methods_text(context, table, anova, ttests, lmm, groups, sessions):
             txt = "; ".join(f"{html.escape(k)}" + (f" [{c} of {prov['n_files']} sessions]" if len(items) > 1 else "") for k, c in items.items())
             recon.append(f"{name}: {txt}")
     for key, items in prov.items():
-        if key in _STEP_NAMES or key in ("n_files", "MagneticFieldStrength", "EchoTime", "_unreadable"):
+        if key in _STEP_NAMES or key in ("n_files", "MagneticFieldStrength", "EchoTime", "_unreadable", "QualityFlags"):
             continue
         recon.append(f"{html.escape(key)}: " + "; ".join(html.escape(k) for k in items))
     acq = []
