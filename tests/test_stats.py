@@ -444,3 +444,44 @@ def test_lmm_any_label_text_works():
     # same data and coding, plain labels: identical numbers (the labels only name the terms)
     np.testing.assert_allclose(res["estimate"].to_numpy(), ref["estimate"].to_numpy(), rtol=1e-8)
     np.testing.assert_allclose(res["p"].to_numpy(), ref["p"].to_numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("seed, sd_u, drop", [(0, 8.0, 5), (1, 2.0, 0), (2, 15.0, 9)])
+def test_reml_random_intercept_matches_statsmodels_mixedlm(seed, sd_u, drop):
+    """The closed-form profiled REML gives statsmodels MixedLM's REML estimates (fixed effects,
+    their SEs, both variances) on unbalanced data with a covariate."""
+    import statsmodels.formula.api as smf
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(30):
+        g, age, u = i % 2, rng.normal(40, 10), rng.normal(0, sd_u)
+        for t in range(3 if i >= drop else 1):
+            rows.append((f"s{i}", g, t, age, 50 + 5 * g + 2 * t + 0.3 * (age - 40) + u + rng.normal(0, 3)))
+    d = pd.DataFrame(rows, columns=["sub", "g", "t", "age", "y"])
+    formula = "y ~ C(g) * C(t) + age"
+    ref = smf.mixedlm(formula, d, groups=d["sub"]).fit(reml=True)
+    import patsy
+
+    y, X = patsy.dmatrices(formula, d, return_type="dataframe")
+    fit = S.reml_random_intercept(y.to_numpy().ravel(), X.to_numpy(), d["sub"])
+    np.testing.assert_allclose(fit["beta"], ref.fe_params.to_numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.sqrt(np.diag(fit["cov_beta"])), ref.bse_fe.to_numpy(), rtol=1e-3)
+    assert fit["var_e"] == pytest.approx(ref.scale, rel=1e-3)
+    assert fit["var_u"] == pytest.approx(float(ref.cov_re.iloc[0, 0]), rel=1e-3, abs=1e-3)
+
+
+def test_exact_fit_is_flagged_not_significant():
+    """Values exactly determined by the design (e.g. copied tables): residual variance 0, every
+    p-value would be ~0; the fit is flagged and nothing is highlighted."""
+    rows = []
+    for gi, grp in enumerate(("HC", "MS")):
+        for k in range(4):
+            for t, ses in enumerate(("ses-a", "ses-b")):
+                rows.append((f"sub-{grp}{k}", ses, t, grp, "caudate", "bilateral", 50.0 + 3 * t + 5 * gi, 1))
+    df = pd.DataFrame(rows, columns=["participant_id", "session_id", "time_index", "group", "structure",
+                                     "hemisphere", "chi_ppb", "n_voxels"])
+    df.attrs = {"session_order": ["ses-a", "ses-b"], "structures": ["caudate"]}
+    res, notes = S.fit_lmm(df)
+    assert not res["fit_ok"].any() and not res["significant_fdr"].any()
+    assert any("residual variance 0" in n for n in notes)
