@@ -432,3 +432,17 @@ def test_reconstruction_quality_flags_are_listed(tmp_path, real_sidecars):
     html = res["report"].read_text()
     assert "stopped at the iteration cap &lt;img" in html and "<img src=x" not in html
     assert re.search(r"<td>sub-02</td><td>ses-followup</td><td>DipoleInversion</td><td>warning</td>", html)
+
+
+def test_read_stats_tables_equals_reading_each_file(tmp_path):
+    """The batched reader (one parse per header) returns what reading each file returns."""
+    from qsmprep.workflows.group import _read_tsv, read_stats_tables
+
+    bids, out = _write_tree(tmp_path, flagged=(("03", "followup"),))
+    extra = out / "sub-99" / "ses-x" / "anat"
+    extra.mkdir(parents=True)
+    (extra / "sub-99_ses-x_atlas-DGM_desc-dgm_stats.tsv").write_text(
+        "index\tname\tstructure\themisphere\tmean_ppb\n1\tLeft_Caudate\tcaudate\tleft\tn/a\n")
+    paths = [f[3] for f in find_stats_tables(out)]
+    for path, got in zip(paths, read_stats_tables(paths)):
+        pd.testing.assert_frame_equal(got, _read_tsv(path), check_dtype=False)

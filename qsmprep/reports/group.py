@@ -35,6 +35,9 @@ import pandas as pd  # noqa: E402
 from ..stats.rules import MIN_DF, MIN_PER_SAMPLE  # noqa: E402
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "data" / "templates" / "group_report.html"
+#: above this many points per panel, points and lines are embedded as an image inside the SVG
+#: (writing thousands of SVG markers dominated the group level's time at 1,000 participants)
+_RASTER_ABOVE = 300
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 
 REFERENCES = {
@@ -151,7 +154,7 @@ def boxstrip_figure(sub, groups, sessions, structure, out_file, seed=0, ylabel="
                     patch.set_edgecolor(colors[grp])
                 ax.scatter(
                     pos + rng.uniform(-width * 0.25, width * 0.25, vals.size), vals, s=12,
-                    color=colors[grp], alpha=0.85, linewidths=0, zorder=3,
+                    color=colors[grp], alpha=0.85, linewidths=0, zorder=3, rasterized=vals.size > _RASTER_ABOVE,
                 )
     ax.set_xticks(range(len(sessions)), [_mpl(_label(s)) for s in sessions])
     ax.set_xlim(-0.6, len(sessions) - 0.4)
@@ -180,14 +183,16 @@ def spaghetti_figure(sub, groups, sessions, structure, out_file, ylabel="suscept
         pid = ok["participant_id"].to_numpy()
         same = pid[1:] == pid[:-1]
         segs = np.stack([np.column_stack([x[:-1], y[:-1]]), np.column_stack([x[1:], y[1:]])], axis=1)[same]
+        dense = len(x) > _RASTER_ABOVE  # thousands of markers: embed them as an image in the SVG
         if len(segs):
-            ax.add_collection(LineCollection(segs, colors=colors[grp], alpha=0.35, linewidths=0.8))
+            ax.add_collection(LineCollection(segs, colors=colors[grp], alpha=0.35, linewidths=0.8, rasterized=dense))
         counts = pd.Series(pid).map(pd.Series(pid).value_counts()).to_numpy() if len(pid) else np.array([])
         multi = counts >= 2
         if multi.any():
-            ax.plot(x[multi], y[multi], ls="", marker="o", ms=2.5, color=colors[grp], alpha=0.35)
+            ax.plot(x[multi], y[multi], ls="", marker="o", ms=2.5, color=colors[grp], alpha=0.35, rasterized=dense)
         if (~multi).any():
-            ax.plot(x[~multi], y[~multi], ls="", marker="o", mfc="white", mec=colors[grp], ms=4, alpha=0.9)
+            ax.plot(x[~multi], y[~multi], ls="", marker="o", mfc="white", mec=colors[grp], ms=4, alpha=0.9,
+                    rasterized=dense)
         stats = gsub.groupby("session_id")["chi_ppb"].agg(["mean", "sem"]).reindex(sessions)
         ax.errorbar(range(len(sessions)), stats["mean"], yerr=stats["sem"], color="black", lw=2, capsize=3, zorder=4)
         ax.set_xticks(range(len(sessions)), [_mpl(_label(s)) for s in sessions])

@@ -227,9 +227,10 @@ def between_within_df(exog, subjects):
     codes, uniq = pd.factorize(pd.Series(np.asarray(subjects)))
     n_obs, n_sub = exog.shape[0], len(uniq)
     frame = pd.DataFrame(exog)
-    spread = frame.groupby(codes).agg(lambda c: c.max() - c.min()).to_numpy()
+    grouped = frame.groupby(codes)
+    spread = (grouped.max() - grouped.min()).to_numpy()
     between = np.all(np.abs(spread) <= 1e-12 * (1.0 + np.abs(exog).max()), axis=0)
-    first = frame.groupby(codes).first().to_numpy()
+    first = grouped.first().to_numpy()
     rank_b = np.linalg.matrix_rank(first[:, between]) if between.any() else 0
     rank_x = np.linalg.matrix_rank(exog)
     df_b = float(n_sub - rank_b)
