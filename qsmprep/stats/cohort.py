@@ -89,28 +89,29 @@ def build_long_table(session_tables, participants=None):
     then :data:`ROI_COLUMNS`, then any ``r2star_*`` and ``qc_*`` columns of the ROI tables.
     Participants without a ``participants.tsv`` row get ``NaN`` in the participant columns.
     """
-    frames = []
-    extra_cols = []
+    pids, sess, frames = [], [], []
     for participant_id, session_id, table in session_tables:
-        table = table.copy()
         missing = [c for c in ("structure", "hemisphere", "mean_ppb") if c not in table.columns]
         if missing:
             raise ValueError(
                 f"ROI table of {participant_id} {session_id} lacks column(s) {missing}; expected "
                 f"the columns {list(ROI_COLUMNS)}"
             )
-        for col in ROI_COLUMNS:
-            if col not in table.columns:
-                table[col] = np.nan
-        extra = [c for c in table.columns if c not in ROI_COLUMNS and _EXTRA_COLUMN.match(str(c))]
-        extra_cols += [c for c in extra if c not in extra_cols]
-        table = table[list(ROI_COLUMNS) + extra]
-        table.insert(0, "session_id", _add_prefix(session_id, "ses-"))
-        table.insert(0, "participant_id", _add_prefix(participant_id, "sub-"))
+        pids.append(_add_prefix(participant_id, "sub-"))
+        sess.append(_add_prefix(session_id, "ses-"))
         frames.append(table)
     if not frames:
         raise ValueError("no ROI statistics tables were given")
+    # one concatenation, keys added by repetition (no per-table copies: 2,000 tables are common)
+    lengths = [len(t) for t in frames]
     long = pd.concat(frames, ignore_index=True)
+    extra_cols = [c for c in long.columns if c not in ROI_COLUMNS and _EXTRA_COLUMN.match(str(c))]
+    for col in ROI_COLUMNS:
+        if col not in long.columns:
+            long[col] = np.nan
+    long = long[list(ROI_COLUMNS) + extra_cols]
+    long.insert(0, "session_id", np.repeat(np.asarray(sess, dtype=object), lengths))
+    long.insert(0, "participant_id", np.repeat(np.asarray(pids, dtype=object), lengths))
     for col in ("mean_ppb", "median_ppb", "sd_ppb", "n_voxels", "volume_mm3"):
         long[col] = pd.to_numeric(long[col], errors="coerce")
     for col in extra_cols:
@@ -125,9 +126,10 @@ def build_long_table(session_tables, participants=None):
         extra = [c for c in ptab.columns if c != "participant_id" and c not in long.columns]
         long = long.merge(ptab[["participant_id"] + extra], on="participant_id", how="left")
         long = long[list(KEYS) + extra + list(ROI_COLUMNS) + extra_cols]
+    rank = {s: i for i, s in enumerate(sorted(set(long["session_id"]), key=session_sort_key))}
     long = long.sort_values(
         ["participant_id", "session_id", "index"],
-        key=lambda s: s.map(session_sort_key) if s.name == "session_id" else s,
+        key=lambda s: s.map(rank) if s.name == "session_id" else s,
         kind="stable",
     ).reset_index(drop=True)
     return long
