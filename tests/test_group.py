@@ -248,6 +248,9 @@ def test_input_errors_have_exit_codes_and_one_line_messages(tmp_path):
     (["--group-column", "diagnosis"], 64, "--group-column 'diagnosis'"),
     (["--covariates", "bmi"], 64, "--covariates bmi"),
     (["--structures", "hippocampus"], 64, "--structures hippocampus"),
+    (["--participant-label", "77"], 18, "--participant-label 77"),
+    (["--exclude-file", "no_such.tsv"], 66, "no_such.tsv does not exist"),
+    (["--measure", "r2star", "--structures", "hippocampus"], 64, "--structures hippocampus"),
 ])
 def test_cli_group_errors_exit_without_traceback(tmp_path, capsys, argv_tail, code, text):
     from qsmprep.cli.run import main
@@ -446,3 +449,24 @@ def test_read_stats_tables_equals_reading_each_file(tmp_path):
     paths = [f[3] for f in find_stats_tables(out)]
     for path, got in zip(paths, read_stats_tables(paths)):
         pd.testing.assert_frame_equal(got, _read_tsv(path), check_dtype=False)
+
+
+def test_cli_group_options_reach_the_analysis(tmp_path):
+    """--participant-label, --exclude-file, --keep-flagged and --measure through main()."""
+    from qsmprep.cli.run import main
+
+    bids, out = _write_tree(tmp_path, n_ms=4, n_hc=4, missing=(), drop_label=None, flagged=(("02", "baseline"),))
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "t", "BIDSVersion": "1.9.0"}))
+    excl = tmp_path / "excl.tsv"
+    excl.write_text("participant_id\treason\n03\tdropped out\n")
+    with pytest.raises(SystemExit) as exc:
+        main([str(bids), str(out), "group", "-w", str(tmp_path / "work"), "--participant-label", "01", "02", "03",
+              "05", "06", "07", "--exclude-file", str(excl), "--keep-flagged", "--measure", "r2star",
+              "--structures", "caudate"])
+    assert exc.value.code == 0
+    gdir = out / "group" / "r2star"
+    ana = pd.read_csv(gdir / "dgm_analysis.tsv", sep="\t")
+    assert sorted(ana["participant_id"].unique()) == ["sub-01", "sub-02", "sub-05", "sub-06", "sub-07"]
+    assert ana["r2star_per_s"].notna().all()  # sub-02 baseline flagged but kept
+    ex = pd.read_csv(gdir / "exclusions.tsv", sep="\t")
+    assert set(zip(ex["source"], ex["excluded"])) == {("exclusion_file", True), ("qc_flagged", False)}
