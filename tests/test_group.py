@@ -186,6 +186,7 @@ def test_run_group_writes_everything(tmp_path, real_sidecars):
     side = real_sidecars["mean"]
     assert side["DipoleInversion"]["Method"] in html and side["BackgroundFieldRemoval"]["Method"] in html
     assert "susceptibility referencing: whole_brain_mean" in html and "21 Chimap sidecars" in html
+    assert "from 21 per-session ROI tables" in html
     assert "cohort mixes different settings" not in html
     assert "Benjamini" in html and "between-within" in html
     # participant reports linked by relative path; a missing report is said to be missing

@@ -316,7 +316,7 @@ def _step_setting(value):
     return method, {**params, **extra}
 
 
-def collect_provenance(output_dir, subjects=None):
+def collect_provenance(output_dir, subjects=None, sessions=None):
     """Summarise the reconstruction provenance of every ``*_Chimap.json`` under ``output_dir``.
 
     Parameters
@@ -325,6 +325,9 @@ def collect_provenance(output_dir, subjects=None):
         qsmprep output folder.
     subjects : set of str, optional
         ``sub-<label>`` to include (default: every subject).
+    sessions : set of (str, str), optional
+        ``(sub-<label>, ses-<label>)`` pairs to include (default: every session); sessions
+        left out of the analysis (exclusions, QC flags) are then not summarised.
 
     Returns
     -------
@@ -339,6 +342,11 @@ def collect_provenance(output_dir, subjects=None):
     files = sorted(p for p in Path(output_dir).glob("sub-*/**/*_Chimap.json"))
     if subjects is not None:
         files = [f for f in files if parse_entities(f).get("sub") and f"sub-{parse_entities(f)['sub']}" in subjects]
+    if sessions is not None:
+        def key(f):
+            ent = parse_entities(f)
+            return (f"sub-{ent.get('sub')}", f"ses-{ent['ses']}" if "ses" in ent else "n/a")
+        files = [f for f in files if key(f) in sessions]
     for path in files:
         try:
             side = json.loads(path.read_text())
@@ -683,7 +691,8 @@ def run_group(
                                       ylabel=f"{measure_name} ({unit})") if figures else [])
     written["figures"] = [f["path"] for f in figs]
     subjects = sorted(set(table["participant_id"]))
-    provenance = collect_provenance(output_dir, set(subjects))
+    analysed = {(_sub, _ses) for _sub, _ses, _ in tables if _sub in set(subjects)}
+    provenance = collect_provenance(output_dir, set(subjects), analysed)
     elapsed = time.perf_counter() - t0
     context = {
         "version": __version__,
