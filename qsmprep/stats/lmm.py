@@ -290,6 +290,9 @@ def fit_lmm_one(sub, structure="", groups=None, sessions=None, covariates=(), co
             "participants with a value; minimum-n rule)"
         )
         data = data[~data["group"].isin(small)]
+        if data.empty:
+            notes.append(f"{structure}: LMM skipped: no group has {MIN_PER_SAMPLE} or more participants")
+            return [], notes
     groups = [g for g in groups if (data["group"] == g).any()]
     sessions = [s for s in sessions if (data["session_id"] == s).any()]
     n_subj = data["participant_id"].nunique()
