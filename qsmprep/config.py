@@ -229,6 +229,9 @@ class RunConfig:
     hemispheres: bool = False
     sessions: tuple | None = None
     fdr_alpha: float = 0.05
+    exclude_file: Path | None = None
+    keep_flagged: bool = False
+    measure: str = "chi"
     version: str = ""
 
     # ----------------------------------------------------------------------------------------
@@ -245,7 +248,7 @@ class RunConfig:
                 values[name] = getattr(ns, name)
 
         for key in ("bids_dir", "output_dir", "work_dir", "bids_database_dir", "bids_filter_file",
-                    "atlas", "dentate_atlas", "brain_masks"):
+                    "atlas", "dentate_atlas", "brain_masks", "exclude_file"):
             if values.get(key) is not None:
                 values[key] = Path(values[key]).absolute()
         if values.get("work_dir") is None:

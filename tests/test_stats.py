@@ -339,3 +339,149 @@ def test_descriptives_match_pandas():
         assert r.sd_ppb == pytest.approx(ref.loc[(r.group, r.session_id), "std"])
         assert r.n == ref.loc[(r.group, r.session_id), "count"]
     assert list(d["group"].unique()) == ["HC", "MS"]
+
+
+# --------------------------------------------------------------------------------------------
+# small-sample rules, degrees of freedom and fit checks
+
+
+def test_between_within_df_equal_anova_df_and_lmm_t_equals_anova_f():
+    """Balanced complete data: the between-within df are the mixed ANOVA's denominator df and the
+    LMM's interaction t test is the ANOVA's interaction F test (t^2 = F, same p)."""
+    df = _balanced(n_per_group=6, seed=11)
+    res, notes = S.fit_lmm(df)
+    hand = _hand_mixed_anova(df)
+    fe = res.set_index("term")
+    assert bool(fe["fit_ok"].all()), notes
+    inter = fe.loc["group[MS]:time[ses-followup]"]
+    assert inter["df"] == hand["group_x_time"]["df2"] == 10
+    assert inter["t"] ** 2 == pytest.approx(hand["group_x_time"]["f"], rel=1e-4)
+    assert inter["p"] == pytest.approx(hand["group_x_time"]["p"], rel=1e-3)
+    # the marginal group contrast is a between-subject comparison: ANOVA group effect
+    g = fe.loc["group[MS] (marginal)"]
+    assert g["df"] == hand["group"]["df2"] == 10
+    assert g["t"] ** 2 == pytest.approx(hand["group"]["f"], rel=1e-4)
+    # CI from the t distribution with those df
+    q = sps.t.ppf(0.975, 10)
+    assert inter["ci_high"] - inter["estimate"] == pytest.approx(q * inter["se"], rel=1e-9)
+
+
+def test_between_within_df_with_incomplete_subjects_and_covariate():
+    rows = []
+    for i in range(8):
+        for t in range(2 if i >= 2 else 1):  # two participants without follow-up
+            rows.append((f"s{i}", t, i % 2, 40.0 + i))
+    d = pd.DataFrame(rows, columns=["sub", "t", "g", "age"])
+    X = np.column_stack([np.ones(len(d)), d["g"], d["t"], d["g"] * d["t"], d["age"]])
+    df, between = S.between_within_df(X, d["sub"])
+    assert between.tolist() == [True, True, False, False, True]
+    # between: 8 subjects - rank 3 (intercept, group, age); within: 14 obs - 8 subjects - 2 columns
+    assert df.tolist() == [5.0, 5.0, 4.0, 4.0, 5.0]
+
+
+def test_singular_fit_is_flagged_and_never_highlighted():
+    """Subject means identical within each group make the REML subject variance 0 (boundary):
+    the fit is reported (fit_ok false, reason given) and not significant even with p tiny."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for gi, grp in enumerate(("HC", "MS")):
+        for k in range(6):
+            d = rng.normal(0, 1)
+            for t, ses in enumerate(("ses-baseline", "ses-followup")):
+                y = 50 + 20 * gi + (d if t else -d)  # every subject's mean is 50 + 20 gi
+                rows.append((f"sub-{grp}{k}", ses, grp, "caudate", y))
+    df = pd.DataFrame(rows, columns=["participant_id", "session_id", "group", "structure", "chi_ppb"])
+    df.attrs = {"session_order": ["ses-baseline", "ses-followup"], "structures": ["caudate"]}
+    res, notes = S.fit_lmm(df)
+    assert not res["fit_ok"].any()
+    assert "singular fit" in res["fit_warning"].iloc[0]
+    g = res.set_index("term").loc["group[MS] (marginal)"]
+    assert g["p"] < 1e-6 and not res["significant_fdr"].any()
+    assert any("LMM fit problem: singular fit" in n for n in notes)
+
+
+def test_minimum_n_rules_skip_tests_below_them():
+    df = _balanced(n_per_group=2, seed=5)
+    tt, notes_t = S.follow_up_ttests(df)
+    assert tt.empty and any("minimum 3" in n for n in notes_t)
+    an, notes_a = S.mixed_anova(df)
+    assert an.empty and any("minimum-n rule" in n for n in notes_a)
+    lm, notes_l = S.fit_lmm(df)
+    assert lm.empty and any("LMM" in n and "fewer than 3" in n for n in notes_l)
+    # exactly at the minimum every test runs
+    df3 = _balanced(n_per_group=3, seed=5)
+    assert len(S.follow_up_ttests(df3)[0]) == 4 and len(S.mixed_anova(df3)[0]) == 3
+    assert not S.fit_lmm(df3)[0].empty
+
+
+def test_lmm_terms_without_enough_df_are_not_tested():
+    """3 + 3 participants and three numeric covariates: 6 - rank(1, group, 3 covariates) = 1
+    between-subject df < MIN_DF, so between-subject terms get no p/CI; time terms keep theirs."""
+    df = _balanced(n_per_group=3, seed=8)
+    rng = np.random.default_rng(0)
+    for c in ("a", "b", "c"):
+        vals = dict(zip(df["participant_id"].unique(), rng.normal(0, 1, 6)))
+        df[c] = df["participant_id"].map(vals)
+    res, notes = S.fit_lmm(df, covariates=["a", "b", "c"])
+    fe = res.set_index("term")
+    assert fe.loc["group[MS]", "df"] == 1 and np.isnan(fe.loc["group[MS]", "p"])
+    assert np.isnan(fe.loc["a", "ci_low"])
+    assert fe.loc["time[ses-followup]", "df"] == 4 and np.isfinite(fe.loc["time[ses-followup]", "p"])
+    assert any("denominator degrees of freedom" in n for n in notes)
+
+
+def test_lmm_any_label_text_works():
+    df = _balanced(n_per_group=5, seed=2)
+    df["group"] = df["group"].map({"HC": "HC(a)", "MS": "MS 'b' \"c\" ~ x"})
+    df["site"] = df["participant_id"].map(lambda p: "site(1)" if p[-1] in "02468" else "site:2")
+    res, notes = S.fit_lmm(df, covariates=["site"])
+    terms = set(res["term"])
+    assert "group[MS 'b' \"c\" ~ x]" in terms and "group[MS 'b' \"c\" ~ x]:time[ses-followup]" in terms
+    assert "site[site:2]" in terms
+    plain = _balanced(n_per_group=5, seed=2)
+    plain["site"] = plain["participant_id"].map(lambda p: "s1" if p[-1] in "02468" else "s2")
+    ref, _ = S.fit_lmm(plain, covariates=["site"])
+    # same data and coding, plain labels: identical numbers (the labels only name the terms)
+    np.testing.assert_allclose(res["estimate"].to_numpy(), ref["estimate"].to_numpy(), rtol=1e-8)
+    np.testing.assert_allclose(res["p"].to_numpy(), ref["p"].to_numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("seed, sd_u, drop", [(0, 8.0, 5), (1, 2.0, 0), (2, 15.0, 9)])
+def test_reml_random_intercept_matches_statsmodels_mixedlm(seed, sd_u, drop):
+    """The closed-form profiled REML gives statsmodels MixedLM's REML estimates (fixed effects,
+    their SEs, both variances) on unbalanced data with a covariate."""
+    import statsmodels.formula.api as smf
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(30):
+        g, age, u = i % 2, rng.normal(40, 10), rng.normal(0, sd_u)
+        for t in range(3 if i >= drop else 1):
+            rows.append((f"s{i}", g, t, age, 50 + 5 * g + 2 * t + 0.3 * (age - 40) + u + rng.normal(0, 3)))
+    d = pd.DataFrame(rows, columns=["sub", "g", "t", "age", "y"])
+    formula = "y ~ C(g) * C(t) + age"
+    ref = smf.mixedlm(formula, d, groups=d["sub"]).fit(reml=True)
+    import patsy
+
+    y, X = patsy.dmatrices(formula, d, return_type="dataframe")
+    fit = S.reml_random_intercept(y.to_numpy().ravel(), X.to_numpy(), d["sub"])
+    np.testing.assert_allclose(fit["beta"], ref.fe_params.to_numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.sqrt(np.diag(fit["cov_beta"])), ref.bse_fe.to_numpy(), rtol=1e-3)
+    assert fit["var_e"] == pytest.approx(ref.scale, rel=1e-3)
+    assert fit["var_u"] == pytest.approx(float(ref.cov_re.iloc[0, 0]), rel=1e-3, abs=1e-3)
+
+
+def test_exact_fit_is_flagged_not_significant():
+    """Values exactly determined by the design (e.g. copied tables): residual variance 0, every
+    p-value would be ~0; the fit is flagged and nothing is highlighted."""
+    rows = []
+    for gi, grp in enumerate(("HC", "MS")):
+        for k in range(4):
+            for t, ses in enumerate(("ses-a", "ses-b")):
+                rows.append((f"sub-{grp}{k}", ses, t, grp, "caudate", "bilateral", 50.0 + 3 * t + 5 * gi, 1))
+    df = pd.DataFrame(rows, columns=["participant_id", "session_id", "time_index", "group", "structure",
+                                     "hemisphere", "chi_ppb", "n_voxels"])
+    df.attrs = {"session_order": ["ses-a", "ses-b"], "structures": ["caudate"]}
+    res, notes = S.fit_lmm(df)
+    assert not res["fit_ok"].any() and not res["significant_fdr"].any()
+    assert any("residual variance 0" in n for n in notes)

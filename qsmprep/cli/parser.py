@@ -301,6 +301,14 @@ def get_parser() -> argparse.ArgumentParser:
                    help="sessions in time order (default: all, natural order)")
     g.add_argument("--fdr-alpha", dest="fdr_alpha", type=_fdr_alpha, default=0.05, metavar="ALPHA",
                    help="false discovery rate level (Benjamini-Hochberg)")
+    g.add_argument("--exclude-file", dest="exclude_file", type=Path, default=None, metavar="TSV",
+                   help="participants/sessions to leave out of the group level: TSV with columns "
+                        "participant_id, optional session_id, reason (listed in the report)")
+    g.add_argument("--keep-flagged", dest="keep_flagged", action="store_true",
+                   help="keep sessions flagged by registration QC (qc_flagged = 1); default: leave them out")
+    g.add_argument("--measure", dest="measure", choices=["chi", "r2star"], default="chi",
+                   help="value analysed: chi (susceptibility, ppb; default) or r2star (R2*, 1/s; "
+                        "results in OUTPUT_DIR/group/r2star/)")
     return parser
 
 

@@ -249,7 +249,9 @@ def run_group(config) -> int:
     start = time.time()
     kwargs = dict(group_column=config.group_column, covariates=tuple(config.covariates),
                   hemispheres=bool(config.hemispheres), sessions=config.sessions,
-                  fdr_alpha=config.fdr_alpha)
+                  fdr_alpha=config.fdr_alpha, participant_label=config.participant_label or None,
+                  exclude_file=config.exclude_file, keep_flagged=bool(config.keep_flagged),
+                  measure=config.measure)
     if config.structures:
         kwargs["structures"] = tuple(config.structures)
     written = _run_group(config.bids_dir, config.output_dir, **kwargs)

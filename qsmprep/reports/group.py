@@ -4,6 +4,12 @@ Figures are written as SVG under ``group/figures/`` and embedded in the page as 
 so the HTML can be e-mailed or archived on its own.  The methods paragraph is generated from
 what was actually run (software versions, the reconstruction provenance recorded in the Chimap
 sidecars, the tests and their corrections, what was skipped and why).
+
+Every text that comes from the data (group, participant, session and structure labels,
+reasons, file content) is escaped: the Jinja2 environment autoescapes, the few HTML fragments
+built here escape their inputs with :func:`html.escape` and are passed as
+:class:`markupsafe.Markup`, and figure text is escaped by Matplotlib's SVG writer (``$`` is
+escaped too, so a label is never parsed as mathtext).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import base64
 import datetime as _dt
 import html
 import platform
+import re
 from importlib import metadata
 from pathlib import Path
 
@@ -19,11 +26,18 @@ import matplotlib
 
 matplotlib.use("Agg")
 import jinja2  # noqa: E402
+import markupsafe  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..stats.rules import MIN_DF, MIN_PER_SAMPLE  # noqa: E402
+
 TEMPLATE = Path(__file__).resolve().parents[1] / "data" / "templates" / "group_report.html"
+#: above this many points per panel, points and lines are embedded as an image inside the SVG
+#: (writing thousands of SVG markers dominated the group level's time at 1,000 participants)
+_RASTER_ABOVE = 300
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 
 REFERENCES = {
@@ -42,6 +56,8 @@ REFERENCES = {
     "Erlbaum; 1997:221-257.",
     "lmm": "Lindstrom MJ, Bates DM. Newton-Raphson and EM algorithms for linear mixed-effects "
     "models for repeated-measures data. J Am Stat Assoc 1988;83:1014-1022.",
+    "bw": "Schluchter MD, Elashoff JT. Small-sample adjustments to tests with unbalanced repeated "
+    "measures assuming several covariance structures. J Stat Comput Simul 1990;37:69-87.",
     "welch": "Welch BL. The generalization of 'Student's' problem when several different population "
     "variances are involved. Biometrika 1947;34:28-35.",
 }
@@ -106,8 +122,19 @@ def _label(session):
     return str(session).removeprefix("ses-")
 
 
-def boxstrip_figure(sub, groups, sessions, structure, out_file, seed=0):
-    """Box plot per group x session with every participant as a jittered point (ppb)."""
+def _mpl(text):
+    """Text for Matplotlib: ``$`` escaped so that labels are never parsed as mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+def figure_stem(index, structure):
+    """File-name-safe stem for a structure's figures (labels may hold any character)."""
+    safe = re.sub(r"[^A-Za-z0-9]+", "", str(structure))[:40]
+    return f"structure-{index:02d}{safe}"
+
+
+def boxstrip_figure(sub, groups, sessions, structure, out_file, seed=0, ylabel="susceptibility (ppb)"):
+    """Box plot per group x session with every participant as a jittered point."""
     colors = _group_colors(groups)
     rng = np.random.default_rng(seed)
     fig, ax = plt.subplots(figsize=(4.6, 3.4))
@@ -127,13 +154,13 @@ def boxstrip_figure(sub, groups, sessions, structure, out_file, seed=0):
                     patch.set_edgecolor(colors[grp])
                 ax.scatter(
                     pos + rng.uniform(-width * 0.25, width * 0.25, vals.size), vals, s=12,
-                    color=colors[grp], alpha=0.85, linewidths=0, zorder=3,
+                    color=colors[grp], alpha=0.85, linewidths=0, zorder=3, rasterized=vals.size > _RASTER_ABOVE,
                 )
-    ax.set_xticks(range(len(sessions)), [_label(s) for s in sessions])
+    ax.set_xticks(range(len(sessions)), [_mpl(_label(s)) for s in sessions])
     ax.set_xlim(-0.6, len(sessions) - 0.4)
-    ax.set_ylabel("susceptibility (ppb)")
-    ax.set_title(f"{structure}: group x session", fontsize=10)
-    handles = [plt.Line2D([], [], marker="s", ls="", color=colors[g], label=g) for g in groups]
+    ax.set_ylabel(_mpl(ylabel))
+    ax.set_title(_mpl(f"{structure}: group x session"), fontsize=10)
+    handles = [plt.Line2D([], [], marker="s", ls="", color=colors[g], label=_mpl(g)) for g in groups]
     ax.legend(handles=handles, fontsize=8, frameon=False, loc="best")
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
@@ -142,49 +169,59 @@ def boxstrip_figure(sub, groups, sessions, structure, out_file, seed=0):
     return out_file
 
 
-def spaghetti_figure(sub, groups, sessions, structure, out_file):
-    """Each participant's trajectory over sessions (thin lines; participants with one session as
-    open markers) and the group mean +/- SEM (thick)."""
+def spaghetti_figure(sub, groups, sessions, structure, out_file, ylabel="susceptibility (ppb)"):
+    """Each participant's trajectory over sessions (thin lines, one LineCollection per group;
+    participants with one session as open markers) and the group mean +/- SEM (thick)."""
     colors = _group_colors(groups)
     pos = {s: i for i, s in enumerate(sessions)}
     fig, axes = plt.subplots(1, len(groups), figsize=(2.3 * len(groups) + 0.6, 3.4), sharey=True, squeeze=False)
     for ax, grp in zip(axes[0], groups):
         gsub = sub[sub["group"] == grp]
-        for _, psub in gsub.groupby("participant_id"):
-            psub = psub.dropna(subset=["chi_ppb"]).sort_values("time_index")
-            x = psub["session_id"].map(pos).to_numpy()
-            y = psub["chi_ppb"].to_numpy()
-            if len(x) >= 2:
-                ax.plot(x, y, color=colors[grp], alpha=0.35, lw=0.8, marker="o", ms=2.5)
-            elif len(x) == 1:
-                ax.plot(x, y, ls="", marker="o", mfc="white", mec=colors[grp], ms=4, alpha=0.9)
+        ok = gsub.dropna(subset=["chi_ppb"]).sort_values(["participant_id", "time_index"])
+        x = ok["session_id"].map(pos).to_numpy(float)
+        y = ok["chi_ppb"].to_numpy(float)
+        pid = ok["participant_id"].to_numpy()
+        same = pid[1:] == pid[:-1]
+        segs = np.stack([np.column_stack([x[:-1], y[:-1]]), np.column_stack([x[1:], y[1:]])], axis=1)[same]
+        dense = len(x) > _RASTER_ABOVE  # thousands of markers: embed them as an image in the SVG
+        if len(segs):
+            ax.add_collection(LineCollection(segs, colors=colors[grp], alpha=0.35, linewidths=0.8, rasterized=dense))
+        counts = pd.Series(pid).map(pd.Series(pid).value_counts()).to_numpy() if len(pid) else np.array([])
+        multi = counts >= 2
+        if multi.any():
+            ax.plot(x[multi], y[multi], ls="", marker="o", ms=2.5, color=colors[grp], alpha=0.35, rasterized=dense)
+        if (~multi).any():
+            ax.plot(x[~multi], y[~multi], ls="", marker="o", mfc="white", mec=colors[grp], ms=4, alpha=0.9,
+                    rasterized=dense)
         stats = gsub.groupby("session_id")["chi_ppb"].agg(["mean", "sem"]).reindex(sessions)
         ax.errorbar(range(len(sessions)), stats["mean"], yerr=stats["sem"], color="black", lw=2, capsize=3, zorder=4)
-        ax.set_xticks(range(len(sessions)), [_label(s) for s in sessions])
+        ax.set_xticks(range(len(sessions)), [_mpl(_label(s)) for s in sessions])
         ax.set_xlim(-0.3, len(sessions) - 0.7)
-        ax.set_title(f"{grp} (n={gsub['participant_id'].nunique()})", fontsize=9, color=colors[grp])
+        ax.set_title(_mpl(f"{grp} (n={gsub['participant_id'].nunique()})"), fontsize=9, color=colors[grp])
         ax.spines[["top", "right"]].set_visible(False)
-    axes[0][0].set_ylabel("susceptibility (ppb)")
-    fig.suptitle(f"{structure}: individual change", fontsize=10)
+    axes[0][0].set_ylabel(_mpl(ylabel))
+    fig.suptitle(_mpl(f"{structure}: individual change"), fontsize=10)
     fig.tight_layout()
     fig.savefig(out_file, format="svg")
     plt.close(fig)
     return out_file
 
 
-def make_figures(table, groups, sessions, structures, fig_dir):
+def make_figures(table, groups, sessions, structures, fig_dir, ylabel="susceptibility (ppb)"):
     """Write both figures for every structure; returns a list of dicts
-    (``structure``, ``kind``, ``path``)."""
+    (``structure``, ``kind``, ``path``).  File names come from :func:`figure_stem` (the
+    structure's position and its alphanumeric characters), never from the raw label."""
     fig_dir = Path(fig_dir)
     fig_dir.mkdir(parents=True, exist_ok=True)
     plt.rcParams["svg.fonttype"] = "none"
     plt.rcParams["svg.hashsalt"] = "qsmprep"
     out = []
-    for struct in structures:
+    for i, struct in enumerate(structures):
         sub = table[table["structure"] == struct]
-        p1 = boxstrip_figure(sub, groups, sessions, struct, fig_dir / f"structure-{struct}_boxplot.svg")
+        stem = figure_stem(i, struct)
+        p1 = boxstrip_figure(sub, groups, sessions, struct, fig_dir / f"{stem}_boxplot.svg", ylabel=ylabel)
         out.append({"structure": struct, "kind": "boxplot", "path": p1})
-        p2 = spaghetti_figure(sub, groups, sessions, struct, fig_dir / f"structure-{struct}_spaghetti.svg")
+        p2 = spaghetti_figure(sub, groups, sessions, struct, fig_dir / f"{stem}_spaghetti.svg", ylabel=ylabel)
         out.append({"structure": struct, "kind": "spaghetti", "path": p2})
     return out
 
@@ -212,7 +249,7 @@ def paper_table(desc, anova, groups, sessions, structures):
             for s in sessions:
                 try:
                     r = idx.loc[(struct, g, s)]
-                    cells.append(f"{fmt_num(r['mean_ppb'])} &plusmn; {fmt_num(r['sd_ppb'])}")
+                    cells.append(markupsafe.Markup(f"{fmt_num(r['mean_ppb'])} &plusmn; {fmt_num(r['sd_ppb'])}"))
                 except KeyError:
                     cells.append("n/a")
         pcells = []
@@ -221,14 +258,15 @@ def paper_table(desc, anova, groups, sessions, structures):
                 r = aidx.loc[(struct, src)]
                 p = r["p_gg_corr"] if np.isfinite(r["p_gg_corr"]) else r["p"]
                 txt = f"{fmt_p(p)} ({fmt_p(r['p_fdr'])})"
-                pcells.append({"text": txt, "sig": bool(r["significant_fdr"])})
+                pcells.append({"text": markupsafe.Markup(txt), "sig": bool(r["significant_fdr"])})
             else:
                 pcells.append({"text": "n/a", "sig": False})
         rows.append({"structure": struct, "cells": cells, "pcells": pcells})
     return {
         "header_groups": [{"group": g, "span": len(sessions)} for g in groups],
         "header_cells": header_cells,
-        "sources": [{"group": "Group", "time": "Time", "group_x_time": "Group &times; time"}[s] for s in sources],
+        "sources": [markupsafe.Markup({"group": "Group", "time": "Time", "group_x_time": "Group &times; time"}[s])
+                    for s in sources],
         "rows": rows,
     }
 
@@ -252,11 +290,13 @@ def _df_html(df, columns, formats, rename=None, highlight=None):
                 txt = html.escape(str(v)) if pd.notna(v) else "n/a"
             tds.append(f"<td>{txt}</td>")
         body.append(f"<tr{cls}>{''.join(tds)}</tr>")
-    return f"<table class='data'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return markupsafe.Markup(f"<table class='data'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 
-def _key_findings(anova, ttests, lmm, groups, sessions, alpha):
-    """Plain-language list of the FDR-significant effects, with the LMM estimate in ppb."""
+def _key_findings(anova, ttests, lmm, groups, sessions, alpha, unit="ppb"):
+    """Plain-language list of the FDR-significant effects, with the LMM estimate (HTML
+    fragments, every label escaped; returned as :class:`markupsafe.Markup`)."""
+    esc = html.escape
     out = []
     if anova.empty:
         return out
@@ -266,19 +306,19 @@ def _key_findings(anova, ttests, lmm, groups, sessions, alpha):
         if marg is not None:
             if r.source == "group" and len(groups) >= 2:
                 key = (r.structure, f"group[{groups[1]}] (marginal)")
-                if key in marg.index:
+                if key in marg.index and bool(marg.loc[key, "fit_ok"]) and np.isfinite(marg.loc[key, "ci_low"]):
                     m = marg.loc[key]
-                    est = (f": {groups[1]} &minus; {groups[0]} = {m['estimate']:+.1f} ppb "
+                    est = (f": {esc(groups[1])} &minus; {esc(groups[0])} = {m['estimate']:+.1f} {esc(unit)} "
                            f"[{m['ci_low']:.1f}, {m['ci_high']:.1f}] (LMM, averaged over sessions)")
             elif r.source == "time" and len(sessions) >= 2:
                 key = (r.structure, f"time[{sessions[-1]}] (marginal)")
-                if key in marg.index:
+                if key in marg.index and bool(marg.loc[key, "fit_ok"]) and np.isfinite(marg.loc[key, "ci_low"]):
                     m = marg.loc[key]
-                    est = (f": {_label(sessions[-1])} &minus; {_label(sessions[0])} = {m['estimate']:+.1f} ppb "
-                           f"[{m['ci_low']:.1f}, {m['ci_high']:.1f}] (LMM, averaged over groups)")
+                    est = (f": {esc(_label(sessions[-1]))} &minus; {esc(_label(sessions[0]))} = {m['estimate']:+.1f} "
+                           f"{esc(unit)} [{m['ci_low']:.1f}, {m['ci_high']:.1f}] (LMM, averaged over groups)")
         label = {"group": "group effect", "time": "time effect", "group_x_time": "group &times; time interaction"}[r.source]
-        out.append(f"<b>{html.escape(r.structure)}</b> &mdash; {label}, F({r.df1:.0f}, {r.df2:.0f}) = {r.f:.2f}, "
-                   f"p {p_eq(r.p)}, p<sub>FDR</sub> {p_eq(r.p_fdr)}, &eta;<sup>2</sup><sub>p</sub> = {r.partial_eta_sq:.2f}{est}")
+        out.append(markupsafe.Markup(f"<b>{html.escape(r.structure)}</b> &mdash; {label}, F({r.df1:.0f}, {r.df2:.0f}) = {r.f:.2f}, "
+                   f"p {p_eq(r.p)}, p<sub>FDR</sub> {p_eq(r.p_fdr)}, &eta;<sup>2</sup><sub>p</sub> = {r.partial_eta_sq:.2f}{est}"))
     return out
 
 
@@ -296,7 +336,7 @@ def methods_text(context, table, anova, ttests, lmm, groups, sessions):
             txt = "; ".join(f"{html.escape(k)}" + (f" [{c} of {prov['n_files']} sessions]" if len(items) > 1 else "") for k, c in items.items())
             recon.append(f"{name}: {txt}")
     for key, items in prov.items():
-        if key in _STEP_NAMES or key in ("n_files", "MagneticFieldStrength", "EchoTime", "_unreadable"):
+        if key in _STEP_NAMES or key in ("n_files", "MagneticFieldStrength", "EchoTime", "_unreadable", "QualityFlags"):
             continue
         recon.append(f"{html.escape(key)}: " + "; ".join(html.escape(k) for k in items))
     acq = []
@@ -327,8 +367,11 @@ def methods_text(context, table, anova, ttests, lmm, groups, sessions):
         f"pandas {v['pandas']}, SciPy {v['scipy']}, pingouin {v['pingouin']}, statsmodels {v['statsmodels']}) "
         f"from {context['n_tables']} per-session ROI tables (atlas {html.escape(str(context.get('atlas', 'n/a')))}): {cohort} participants "
         f"(group column <code>{html.escape(context['group_column'])}</code>), sessions "
-        f"{', '.join(_label(s) for s in sessions)}, structures {', '.join(html.escape(s) for s in context['structures'])}. "
-        f"Susceptibility is reported in ppb relative to the reference region of the reconstruction. {hemi}"
+        f"{', '.join(html.escape(_label(s)) for s in sessions)}, structures {', '.join(html.escape(s) for s in context['structures'])}. "
+        + (f"Susceptibility is reported in ppb relative to the reference region of the reconstruction. {hemi}"
+           if context.get("measure", "chi") == "chi" else
+           f"The measure analysed is R2* ({html.escape(str(context.get('unit', '1/s')))}), the mean of the "
+           f"per-voxel R2* (<code>r2star_mean</code>) of each structure. {hemi}")
     )
     tests = []
     tset = set(anova["test"]) if len(anova) else set()
@@ -341,7 +384,7 @@ def methods_text(context, table, anova, ttests, lmm, groups, sessions):
     if "oneway_anova" in tset:
         tests.append("a one-way between-subject ANOVA of group (pingouin <code>anova</code> [2])")
     if len(ttests) and (ttests["test"] == "paired").any():
-        tests.append(f"paired t-tests of each later session against {_label(sessions[0])} within each group "
+        tests.append(f"paired t-tests of each later session against {html.escape(_label(sessions[0]))} within each group "
                      "(SciPy <code>ttest_rel</code> [4]) with Cohen's d<sub>z</sub>")
     if len(ttests) and (ttests["test"] == "welch").any():
         tests.append(f"Welch t-tests [8] between each group and {html.escape(groups[0])} at each session "
@@ -349,24 +392,48 @@ def methods_text(context, table, anova, ttests, lmm, groups, sessions):
     if len(lmm):
         tests.append("a linear mixed-effects model <code>chi ~ group * time"
                      + (" + " + " + ".join(html.escape(c) for c in context["covariates"]) if context["covariates"] else "")
-                     + " + (1 | participant)</code> fitted by REML (statsmodels <code>MixedLM</code> [3, 7]; "
+                     + " + (1 | participant)</code> fitted by REML [7] (closed-form profiled REML of the random-intercept model, validated against statsmodels <code>MixedLM</code> [3]; "
                      "treatment coding with the first group and session as references) that also uses "
-                     "participants with missing sessions; marginal group and time contrasts are Wald tests of "
-                     "linear combinations of its fixed effects")
+                     "participants with missing sessions; its fixed effects and the marginal group and time "
+                     "contrasts (linear combinations of the fixed effects) were tested with t statistics on "
+                     "between-within denominator degrees of freedom [9] (for complete balanced data these equal "
+                     "the ANOVA's); fits that did not converge or were singular (subject variance at 0) are "
+                     "reported but never counted as significant")
     p = ("Per structure we ran " + "; ".join(tests) + "." if tests else "No inferential test could be run.")
     p += (" Confidence intervals (95%) of Cohen's d and d<sub>z</sub> are exact intervals obtained by inverting "
           "the noncentral t distribution [6]. P-values were corrected for the number of structures with the "
           f"Benjamini-Hochberg false discovery rate [5] separately for each test family (one effect or one "
-          f"contrast across structures); q = {context['fdr_alpha']}." + cov)
+          f"contrast across structures); q = {context['fdr_alpha']}." + cov
+          + f" Minimum sample sizes: a test was run only with at least {MIN_PER_SAMPLE} participants (or "
+          f"complete pairs) per group; a mixed-model term only with at least {MIN_DF} denominator degrees of "
+          "freedom; below that nothing is tested and the report says so.")
+    excl = context.get("exclusions") or []
+    if excl or context.get("participant_label"):
+        n_file = sum(1 for r in excl if r["source"] == "exclusion_file" and r["excluded"])
+        n_qc = sum(1 for r in excl if r["source"] == "qc_flagged" and r["excluded"])
+        n_kept = sum(1 for r in excl if r["source"] == "qc_flagged" and not r["excluded"])
+        bits = []
+        if context.get("participant_label"):
+            bits.append(f"the analysis was restricted to {len(context['participant_label'])} selected participants")
+        if n_file:
+            bits.append(f"{n_file} participant(s)/session(s) were excluded by a user-supplied exclusion list")
+        if n_qc:
+            bits.append(f"{n_qc} session(s) were excluded because their registration quality was below the "
+                        "documented threshold (qc_flagged)")
+        if n_kept:
+            bits.append(f"{n_kept} session(s) flagged by registration QC were kept on request")
+        if bits:
+            paras.append("Exclusions: " + "; ".join(bits) + " (listed in exclusions.tsv and below).")
     paras.append(p)
     paras.append("The analysis follows the design of the longitudinal QSM study that motivated qsmprep [1].")
-    refs = [REFERENCES[k] for k in ("seed", "pingouin", "statsmodels", "scipy", "bh", "ncp", "lmm", "welch")]
-    return paras, refs
+    refs = [REFERENCES[k] for k in ("seed", "pingouin", "statsmodels", "scipy", "bh", "ncp", "lmm", "welch", "bw")]
+    return [markupsafe.Markup(p) for p in paras], refs
 
 
 def write_report(path, table, desc, anova, ttests, lmm, data_warnings, analysis_notes, figures, context):
-    """Render ``report.html`` (self-contained)."""
+    """Render ``report.html`` (self-contained, every data-derived text escaped)."""
     groups, sessions, structures = context["groups"], context["sessions"], context["structures"]
+    unit = context.get("unit", "ppb")
     ptab = paper_table(desc, anova, groups, sessions, structures)
     paras, refs = methods_text(context, table, anova, ttests, lmm, groups, sessions)
     f2 = lambda x: fmt_num(x, 2)  # noqa: E731
@@ -375,6 +442,7 @@ def write_report(path, table, desc, anova, ttests, lmm, data_warnings, analysis_
     desc_html = _df_html(
         desc, ["structure", "group", "session_id", "n", "n_missing", "mean_ppb", "sd_ppb", "sem_ppb", "median_ppb"],
         {"mean_ppb": f1, "sd_ppb": f1, "sem_ppb": f1, "median_ppb": f1, "session_id": ses},
+        rename={f"{c}_ppb": f"{c} ({unit})" for c in ("mean", "sd", "sem", "median")},
     )
     anova_cols = ["structure", "source", "test", "f", "df1", "df2", "p", "p_gg_corr", "partial_eta_sq", "n_subjects", "n_excluded", "p_fdr"]
     if anova["p_gg_corr"].isna().all():
@@ -397,19 +465,22 @@ def write_report(path, table, desc, anova, ttests, lmm, data_warnings, analysis_
     tt_html = _df_html(
         tt, ["structure", "test", "where", "contrast", "n_1", "n_2", "difference", "t", "df", "p", "p_fdr", "effect_size_type", "effect"],
         {"t": f2, "df": f1, "p": fmt_p, "p_fdr": fmt_p},
-        rename={"difference": "difference ppb [95% CI]", "effect": "d [95% CI]", "where": "group / session", "effect_size_type": "effect size"},
+        rename={"difference": f"difference {unit} [95% CI]", "effect": "d [95% CI]", "where": "group / session", "effect_size_type": "effect size"},
         highlight="significant_fdr",
     )
     lm = lmm.copy()
     if len(lm):
         lm["term"] = lm["term"].str.replace("ses-", "", regex=False)
-        lm["estimate_ci"] = [f"{e:+.2f} [{lo:.2f}, {hi:.2f}]" for e, lo, hi in zip(lm["estimate"], lm["ci_low"], lm["ci_high"])]
+        lm["estimate_ci"] = [f"{e:+.2f} [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else f"{e:+.2f} [not tested]"
+                             for e, lo, hi in zip(lm["estimate"], lm["ci_low"], lm["ci_high"])]
+        lm["fit"] = ["ok" if ok else "PROBLEM" for ok in lm["fit_ok"]]
     else:
         lm["estimate_ci"] = []
+        lm["fit"] = []
     lmm_html = _df_html(
-        lm, ["structure", "term", "estimate_ci", "se", "z", "p", "p_fdr", "n_observations", "n_subjects", "n_subjects_incomplete", "subject_sd_ppb", "residual_sd_ppb"],
-        {"se": f2, "z": f2, "p": fmt_p, "p_fdr": fmt_p, "subject_sd_ppb": f1, "residual_sd_ppb": f1},
-        rename={"estimate_ci": "estimate ppb [95% CI]", "n_subjects_incomplete": "incomplete", "subject_sd_ppb": "subject SD", "residual_sd_ppb": "residual SD"},
+        lm, ["structure", "term", "estimate_ci", "se", "t", "df", "p", "p_fdr", "n_observations", "n_subjects", "n_subjects_incomplete", "subject_sd_ppb", "residual_sd_ppb", "fit"],
+        {"se": f2, "t": f2, "df": lambda x: fmt_num(x, 0), "p": fmt_p, "p_fdr": fmt_p, "subject_sd_ppb": f1, "residual_sd_ppb": f1},
+        rename={"estimate_ci": f"estimate {unit} [95% CI]", "n_subjects_incomplete": "incomplete", "subject_sd_ppb": "subject SD", "residual_sd_ppb": "residual SD"},
         highlight="significant_fdr",
     )
     fig_rows = []
@@ -418,27 +489,37 @@ def write_report(path, table, desc, anova, ttests, lmm, data_warnings, analysis_
         if imgs:
             fig_rows.append({"structure": struct, "images": imgs})
     n_by_group = table.groupby("group")["participant_id"].nunique().reindex(groups).fillna(0).astype(int)
-    env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined)
+    prov = context.get("provenance", {})
+    fit_notes = context.get("fit_notes", [])
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     tpl = env.from_string(TEMPLATE.read_text())
     page = tpl.render(
-        title="qsmprep group report",
+        title="qsmprep group report" + ("" if context.get("measure", "chi") == "chi" else f" ({context['measure_name']})"),
         context=context,
+        unit=unit,
+        measure_name=context.get("measure_name", "susceptibility"),
         date=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         cohort=[{"group": g, "n": int(n)} for g, n in n_by_group.items()],
         sessions=[_label(s) for s in sessions],
         structures=structures,
         ptab=ptab,
-        findings=_key_findings(anova, ttests, lmm, groups, sessions, context["fdr_alpha"]),
-        data_warnings=[html.escape(w) for w in data_warnings],
-        analysis_notes=[html.escape(w) for w in analysis_notes],
+        findings=_key_findings(anova, ttests, lmm, groups, sessions, context["fdr_alpha"], unit),
+        data_warnings=list(data_warnings),
+        analysis_notes=list(analysis_notes),
+        fit_notes=list(fit_notes),
+        n_warnings=len(data_warnings) + len(analysis_notes) + len(fit_notes),
+        exclusions=context.get("exclusions", []),
+        quality_flags=prov.get("QualityFlags", []),
+        reports=context.get("participant_reports", []),
         desc_html=desc_html,
         anova_html=anova_html,
         ttests_html=tt_html,
         lmm_html=lmm_html,
         fig_rows=fig_rows,
         methods=paras,
-        references=[html.escape(r) for r in refs],
+        references=refs,
         versions=software_versions(),
+        min_n=MIN_PER_SAMPLE,
     )
     Path(path).write_text(page, encoding="utf-8")
     return Path(path)

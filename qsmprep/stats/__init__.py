@@ -8,16 +8,22 @@ Pure functions: pandas DataFrames in, DataFrames out; no nipype, no file I/O.
 * :mod:`.ttests` - paired and Welch t-tests, Cohen's d_z / d with noncentral-t CIs
 * :mod:`.lmm` - linear mixed model ``chi ~ group * time + covariates + (1 | subject)``
 * :mod:`.multiple` - Benjamini-Hochberg FDR across structures per test family
+* :mod:`.rules` - minimum-n rules and fit-quality thresholds
 """
 
 from .anova import mixed_anova, mixed_anova_one
 from .cohort import analysis_table, build_long_table, group_order, order_sessions, session_sort_key
 from .descriptives import descriptives
-from .lmm import fit_lmm, fit_lmm_one
+from .lmm import between_within_df, fit_lmm, fit_lmm_one, reml_random_intercept
 from .multiple import add_fdr, fdr_bh
+from .rules import MIN_DF, MIN_PER_SAMPLE, SINGULAR_RATIO
 from .ttests import cohen_d_pooled, cohen_dz, follow_up_ttests, noncentral_t_ci, paired_test, welch_test
 
 __all__ = [
+    "MIN_DF",
+    "MIN_PER_SAMPLE",
+    "SINGULAR_RATIO",
+    "between_within_df",
     "add_fdr",
     "analysis_table",
     "build_long_table",
@@ -34,6 +40,7 @@ __all__ = [
     "noncentral_t_ci",
     "order_sessions",
     "paired_test",
+    "reml_random_intercept",
     "session_sort_key",
     "welch_test",
 ]

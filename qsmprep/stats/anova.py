@@ -5,7 +5,8 @@ J Open Source Softw 3(31):1026), ``pingouin.mixed_anova``; with a single group t
 reduces to a one-way repeated-measures ANOVA (``pingouin.rm_anova``) and with a single session
 to a one-way between-subjects ANOVA (``pingouin.anova``).  The ANOVA needs complete cases:
 participants without a value at every session are excluded from it (and counted in
-``n_excluded``); the linear mixed model (:mod:`qsmprep.stats.lmm`) keeps them.
+``n_excluded``); the linear mixed model (:mod:`qsmprep.stats.lmm`) keeps them.  A group enters
+the ANOVA only with at least :data:`qsmprep.stats.rules.MIN_PER_SAMPLE` complete participants.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pingouin as pg
 
 from .cohort import group_order
 from .multiple import add_fdr
+from .rules import MIN_PER_SAMPLE
 
 ANOVA_COLUMNS = [
     "structure",
@@ -75,7 +77,13 @@ def mixed_anova_one(sub, structure="", groups=None, sessions=None):
             "from the ANOVA (complete cases only; the LMM keeps them)"
         )
     n_per_group = data.groupby("group")["participant_id"].nunique().reindex(groups, fill_value=0)
-    groups_ok = [g for g in groups if n_per_group[g] >= 2]
+    groups_ok = [g for g in groups if n_per_group[g] >= MIN_PER_SAMPLE]
+    small = [f"{g} (n = {n_per_group[g]})" for g in groups if 0 < n_per_group[g] < MIN_PER_SAMPLE]
+    if small:
+        notes.append(
+            f"{structure}: ANOVA: group(s) {', '.join(small)} left out: fewer than {MIN_PER_SAMPLE} "
+            "complete participants (minimum-n rule)"
+        )
     data = data[data["group"].isin(groups_ok)].rename(columns={"session_id": "time"})
     n = data["participant_id"].nunique()
     rows = []
@@ -102,7 +110,7 @@ def mixed_anova_one(sub, structure="", groups=None, sessions=None):
             )
     elif len(sessions) >= 2 and len(groups_ok) == 1:
         notes.append(
-            f"{structure}: only one group with >= 2 complete participants ({groups_ok[0]}): group and "
+            f"{structure}: only one group with >= {MIN_PER_SAMPLE} complete participants ({groups_ok[0]}): group and "
             "group x time effects not estimable; repeated-measures ANOVA of time only"
         )
         res = pg.rm_anova(
@@ -122,7 +130,7 @@ def mixed_anova_one(sub, structure="", groups=None, sessions=None):
         r = res.iloc[0]
         rows.append(_row(structure, "group", "oneway_anova", r["F"], r["DF"], res.iloc[1]["DF"], r["p_unc"], r["np2"], n, excluded))
     else:
-        notes.append(f"{structure}: ANOVA skipped (needs two groups or two sessions with >= 2 complete participants)")
+        notes.append(f"{structure}: ANOVA skipped (needs two groups or two sessions with >= {MIN_PER_SAMPLE} complete participants per group)")
     return rows, notes
 
 

@@ -29,6 +29,9 @@ from ..roi import COLUMNS as _ROI_COLUMNS  # pure module, no nipype
 
 ROI_COLUMNS = tuple(_ROI_COLUMNS)
 KEYS = ("participant_id", "session_id")
+#: optional per-label columns carried into the long table when present: registration QC
+#: (``qc_*``, contract 2) and R2* (``r2star_*``, contract 3)
+_EXTRA_COLUMN = re.compile(r"^(qc_|r2star_)")
 
 #: session labels recognised as "first" or "later" time points when no order is given
 _EARLY_WORDS = ("baseline", "base", "bl", "screening", "pre", "initial", "first", "t0")
@@ -83,30 +86,37 @@ def build_long_table(session_tables, participants=None):
     Returns
     -------
     DataFrame with ``participant_id``, ``session_id``, every column of ``participants.tsv``,
-    then :data:`ROI_COLUMNS`.  Participants without a ``participants.tsv`` row get ``NaN``
-    in the participant columns.
+    then :data:`ROI_COLUMNS`, then any ``r2star_*`` and ``qc_*`` columns of the ROI tables.
+    Participants without a ``participants.tsv`` row get ``NaN`` in the participant columns.
     """
-    frames = []
+    pids, sess, frames = [], [], []
     for participant_id, session_id, table in session_tables:
-        table = table.copy()
         missing = [c for c in ("structure", "hemisphere", "mean_ppb") if c not in table.columns]
         if missing:
             raise ValueError(
                 f"ROI table of {participant_id} {session_id} lacks column(s) {missing}; expected "
                 f"the columns {list(ROI_COLUMNS)}"
             )
-        for col in ROI_COLUMNS:
-            if col not in table.columns:
-                table[col] = np.nan
-        table = table[list(ROI_COLUMNS)]
-        table.insert(0, "session_id", _add_prefix(session_id, "ses-"))
-        table.insert(0, "participant_id", _add_prefix(participant_id, "sub-"))
+        pids.append(_add_prefix(participant_id, "sub-"))
+        sess.append(_add_prefix(session_id, "ses-"))
         frames.append(table)
     if not frames:
         raise ValueError("no ROI statistics tables were given")
+    # one concatenation, keys added by repetition (no per-table copies: 2,000 tables are common)
+    lengths = [len(t) for t in frames]
     long = pd.concat(frames, ignore_index=True)
+    extra_cols = [c for c in long.columns if c not in ROI_COLUMNS and _EXTRA_COLUMN.match(str(c))]
+    for col in ROI_COLUMNS:
+        if col not in long.columns:
+            long[col] = np.nan
+    long = long[list(ROI_COLUMNS) + extra_cols]
+    long.insert(0, "session_id", np.repeat(np.asarray(sess, dtype=object), lengths))
+    long.insert(0, "participant_id", np.repeat(np.asarray(pids, dtype=object), lengths))
     for col in ("mean_ppb", "median_ppb", "sd_ppb", "n_voxels", "volume_mm3"):
         long[col] = pd.to_numeric(long[col], errors="coerce")
+    for col in extra_cols:
+        if col.startswith("r2star_") or col == "qc_flagged":
+            long[col] = pd.to_numeric(long[col], errors="coerce")
     long["structure"] = long["structure"].astype(str).str.lower()
     long["hemisphere"] = long["hemisphere"].astype(str).str.lower()
     if participants is not None:
@@ -115,10 +125,11 @@ def build_long_table(session_tables, participants=None):
         ptab = ptab.drop_duplicates("participant_id")
         extra = [c for c in ptab.columns if c != "participant_id" and c not in long.columns]
         long = long.merge(ptab[["participant_id"] + extra], on="participant_id", how="left")
-        long = long[list(KEYS) + extra + list(ROI_COLUMNS)]
+        long = long[list(KEYS) + extra + list(ROI_COLUMNS) + extra_cols]
+    rank = {s: i for i, s in enumerate(sorted(set(long["session_id"]), key=session_sort_key))}
     long = long.sort_values(
         ["participant_id", "session_id", "index"],
-        key=lambda s: s.map(session_sort_key) if s.name == "session_id" else s,
+        key=lambda s: s.map(rank) if s.name == "session_id" else s,
         kind="stable",
     ).reset_index(drop=True)
     return long
@@ -131,8 +142,13 @@ def analysis_table(
     group_column="group",
     covariates=(),
     sessions=None,
+    value="mean_ppb",
 ):
     """Reduce the long table to one ``chi_ppb`` per participant x session x structure.
+
+    ``value`` is the column of the long table that is analysed (``mean_ppb``; ``r2star_mean``
+    for ``--measure r2star``); the result column keeps the name ``chi_ppb`` for every measure
+    (the writer renames it together with the units).
 
     Returns ``(table, warnings)``.  ``table`` has columns ``participant_id, session_id, group,
     time_index, structure, hemisphere, chi_ppb, n_voxels`` plus the covariates; ``structure`` is
@@ -176,11 +192,13 @@ def analysis_table(
         if s not in present:
             warnings.append(f"structure {s!r} is not in any ROI table (available: {sorted(present)})")
     data = data[data["structure"].isin(structures)]
+    if value not in data.columns:
+        data = data.assign(**{value: np.nan})
 
     # one row per participant x session x structure x hemisphere
     per_hemi = (
         data.groupby(["participant_id", "session_id", "structure", "hemisphere"], sort=False)
-        .agg(chi_ppb=("mean_ppb", "mean"), n_voxels=("n_voxels", "sum"), n_rows=("mean_ppb", "size"))
+        .agg(chi_ppb=(value, "mean"), n_voxels=("n_voxels", "sum"), n_rows=(value, "size"))
         .reset_index()
     )
     dup = per_hemi[per_hemi["n_rows"] > 1]
@@ -211,32 +229,41 @@ def analysis_table(
             if lacking:
                 warnings.append(f"{pid} {ses}: label(s) {', '.join(lacking)} missing from the ROI table")
     else:
-        rows = []
-        for (pid, ses, struct), grp in per_hemi.groupby(["participant_id", "session_id", "structure"], sort=False):
-            hemis = set(grp["hemisphere"])
-            values = grp["chi_ppb"]
-            if hemis & {"left", "right"}:
-                lr = grp[grp["hemisphere"].isin(["left", "right"])]
-                absent = sorted({"left", "right"} - hemis)
-                chi = lr["chi_ppb"].mean(skipna=False) if not absent else np.nan
-                if absent:
-                    warnings.append(
-                        f"{pid} {ses}: {struct} {absent[0]} label missing from the ROI table; "
-                        "bilateral value set to n/a"
-                    )
-                elif np.isnan(chi) and lr["chi_ppb"].notna().any():
-                    warnings.append(
-                        f"{pid} {ses}: {struct} bilateral value set to n/a because one "
-                        "hemisphere is missing"
-                    )
-                nvox = lr["n_voxels"].sum()
-            else:
-                chi = values.mean(skipna=False)
-                nvox = grp["n_voxels"].sum()
-            rows.append((pid, ses, struct, "bilateral", chi, nvox))
-        reduced = pd.DataFrame(
-            rows, columns=["participant_id", "session_id", "structure", "hemisphere", "chi_ppb", "n_voxels"]
-        )
+        # vectorised: one column per hemisphere, equal-weight mean of left and right
+        keys = ["participant_id", "session_id", "structure"]
+        lr = per_hemi[per_hemi["hemisphere"].isin(["left", "right"])]
+        other = per_hemi[~per_hemi["hemisphere"].isin(["left", "right"])]
+        wide = lr.set_index(keys + ["hemisphere"])[["chi_ppb", "n_voxels"]].unstack("hemisphere")
+        parts = []
+        if len(wide):
+            chi_l = wide[("chi_ppb", "left")] if ("chi_ppb", "left") in wide.columns else pd.Series(np.nan, wide.index)
+            chi_r = wide[("chi_ppb", "right")] if ("chi_ppb", "right") in wide.columns else pd.Series(np.nan, wide.index)
+            has_l = lr.assign(_h=lr["hemisphere"] == "left").groupby(keys, sort=False)["_h"].any().reindex(wide.index)
+            has_r = lr.assign(_h=lr["hemisphere"] == "right").groupby(keys, sort=False)["_h"].any().reindex(wide.index)
+            nv = wide["n_voxels"].sum(axis=1, min_count=1) if "n_voxels" in wide.columns.get_level_values(0) else np.nan
+            bil = pd.DataFrame({"chi_ppb": (chi_l + chi_r) / 2.0, "n_voxels": nv}, index=wide.index)
+            bil.loc[~(has_l & has_r), "chi_ppb"] = np.nan
+            for (pid, ses, struct) in bil.index[~has_l.to_numpy(bool) | ~has_r.to_numpy(bool)]:
+                gone = "left" if not has_l[(pid, ses, struct)] else "right"
+                warnings.append(
+                    f"{pid} {ses}: {struct} {gone} label missing from the ROI table; bilateral value set to n/a"
+                )
+            one_nan = has_l & has_r & (chi_l.isna() ^ chi_r.isna())
+            for (pid, ses, struct) in bil.index[one_nan.to_numpy(bool)]:
+                warnings.append(
+                    f"{pid} {ses}: {struct} bilateral value set to n/a because one hemisphere is missing"
+                )
+            parts.append(bil.reset_index())
+        if len(other):
+            done = set(map(tuple, lr[keys].drop_duplicates().to_numpy())) if len(lr) else set()
+            oth = other.groupby(keys, sort=False).agg(
+                chi_ppb=("chi_ppb", lambda v: v.mean(skipna=False)), n_voxels=("n_voxels", "sum")).reset_index()
+            oth = oth[[tuple(k) not in done for k in oth[keys].to_numpy()]]
+            parts.append(oth)
+        reduced = (pd.concat(parts, ignore_index=True) if parts
+                   else pd.DataFrame(columns=keys + ["chi_ppb", "n_voxels"]))
+        reduced["hemisphere"] = "bilateral"
+        reduced = reduced[["participant_id", "session_id", "structure", "hemisphere", "chi_ppb", "n_voxels"]]
         wanted = [s for s in structures if s in set(reduced["structure"])]
 
     # complete grid so that a missing session or structure is visible as NaN

@@ -7,6 +7,9 @@
   reference group (``scipy.stats.ttest_ind(equal_var=False)``); effect size Cohen's ``d`` with
   the pooled SD, ``d = (mean_2 - mean_1) / sqrt(((n_1-1) s_1^2 + (n_2-1) s_2^2) / (n_1+n_2-2))``.
 
+A test runs only with at least :data:`qsmprep.stats.rules.MIN_PER_SAMPLE` complete pairs
+(paired) or participants per group (Welch); otherwise it is skipped with a note.
+
 Differences are always *later minus first session* and *group minus reference group*, in ppb,
 with the 95% CI of the raw difference from the same t-test (Welch-Satterthwaite df for the
 between-group test).
@@ -28,6 +31,7 @@ from scipy import optimize, stats
 
 from .cohort import group_order
 from .multiple import add_fdr
+from .rules import MIN_PER_SAMPLE
 
 TTEST_COLUMNS = [
     "structure",
@@ -188,8 +192,12 @@ def follow_up_ttests(table, groups=None, sessions=None, alpha=0.05, confidence=0
                     "session_id_2": later,
                     "group_2": grp,
                 }
-                if len(pair) < 2:
-                    notes.append(f"{struct}: paired test {grp} {later} vs {sessions[0]} skipped ({len(pair)} complete pair(s))")
+                if len(pair) < MIN_PER_SAMPLE:
+                    if len(gw):
+                        notes.append(
+                            f"{struct}: paired test {grp} {later} vs {sessions[0]} skipped ({len(pair)} complete "
+                            f"pair(s); minimum {MIN_PER_SAMPLE})"
+                        )
                     continue
                 rows.append(base | paired_test(pair[sessions[0]], pair[later], confidence))
         ref = groups[0]
@@ -206,8 +214,11 @@ def follow_up_ttests(table, groups=None, sessions=None, alpha=0.05, confidence=0
                     "session_id_2": ses,
                     "group_2": other,
                 }
-                if len(x_ref) < 2 or len(x_oth) < 2:
-                    notes.append(f"{struct}: Welch test {other} vs {ref} at {ses} skipped (n = {len(x_oth)}, {len(x_ref)})")
+                if len(x_ref) < MIN_PER_SAMPLE or len(x_oth) < MIN_PER_SAMPLE:
+                    notes.append(
+                        f"{struct}: Welch test {other} vs {ref} at {ses} skipped (n = {len(x_oth)}, {len(x_ref)}; "
+                        f"minimum {MIN_PER_SAMPLE} per group)"
+                    )
                     continue
                 rows.append(base | welch_test(x_ref, x_oth, confidence))
     df = pd.DataFrame(rows, columns=TTEST_COLUMNS)
