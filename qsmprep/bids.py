@@ -884,11 +884,40 @@ def _collect_t1w(layout, subject, session, bids_filters, where, warnings):
 # --------------------------------------------------------------------------------------------
 # Derivatives
 # --------------------------------------------------------------------------------------------
+#: Where qsmprep's source code lives (``GeneratedBy[].CodeURL``; also the image's OCI label).
+CODE_URL = "https://github.com/qsmprep/qsmprep"
+
+
+def container_info(environ=None) -> dict | None:
+    """``GeneratedBy[].Container`` of this run, or ``None`` outside a container.
+
+    The Dockerfile sets ``QSMPREP_CONTAINER`` to the image name and tag (``qsmprep:<version>``)
+    and ``QSMPREP_CONTAINER_TYPE`` to ``docker``. Apptainer/Singularity keep the image's
+    environment and add ``APPTAINER_CONTAINER``/``SINGULARITY_CONTAINER``, so an image run there
+    is recorded with that type.
+    """
+    environ = os.environ if environ is None else environ
+    tag = environ.get("QSMPREP_CONTAINER")
+    if not tag:
+        return None
+    ctype = environ.get("QSMPREP_CONTAINER_TYPE") or "docker"
+    if environ.get("APPTAINER_CONTAINER") or environ.get("SINGULARITY_CONTAINER"):
+        ctype = "singularity"
+    return {"Type": ctype, "Tag": tag}
+
+
 def write_derivatives_description(output_dir, bids_dir, name="qsmprep", version=None) -> Path:
     """Write ``output_dir/dataset_description.json`` (BIDS derivative, GeneratedBy, DatasetLinks).
 
-    ``Container`` is added when the ``QSMPREP_CONTAINER`` environment variable names the image
-    (set by the Dockerfile). Existing descriptions are rewritten atomically (parallel runs).
+    * ``GeneratedBy``: ``Name``, ``Version``, ``CodeURL`` and, inside a container,
+      ``Container`` (:func:`container_info`).
+    * ``DatasetLinks.raw``: the input dataset as a path *relative to* ``output_dir`` (BIDS allows
+      relative URI references there), so that the ``bids:raw:...`` URIs in ``Sources`` resolve
+      and no absolute path of the processing machine is recorded.
+    * ``SourceDatasets``: ``[{"URL": "bids:raw:"}]`` plus the raw dataset's ``DatasetDOI`` and
+      ``DatasetVersion`` (as ``DOI``/``Version``) when its description has them.
+
+    Existing descriptions are rewritten atomically (parallel runs).
     """
     from . import __version__
 
@@ -897,26 +926,34 @@ def write_derivatives_description(output_dir, bids_dir, name="qsmprep", version=
     bids_dir = Path(bids_dir).absolute()
     bids_version = "1.10.0"
     raw_desc = bids_dir / "dataset_description.json"
-    raw_name = None
+    raw = {}
     if raw_desc.is_file():
         try:
             raw = json.loads(raw_desc.read_text(encoding="utf-8"))
-            raw_name = raw.get("Name")
         except (json.JSONDecodeError, UnicodeDecodeError):
-            pass
+            raw = {}
+    raw_name = raw.get("Name") if isinstance(raw, dict) else None
     generated = {
         "Name": name,
         "Version": version or __version__,
+        "CodeURL": CODE_URL,
     }
-    container = os.environ.get("QSMPREP_CONTAINER")
+    container = container_info()
     if container:
-        generated["Container"] = {"Type": "docker", "Tag": container}
+        generated["Container"] = container
+    source = {"URL": "bids:raw:"}
+    if isinstance(raw, dict):
+        if raw.get("DatasetDOI"):
+            source["DOI"] = str(raw["DatasetDOI"])
+        if raw.get("DatasetVersion"):
+            source["Version"] = str(raw["DatasetVersion"])
     desc = {
         "Name": f"qsmprep derivatives{f' of {raw_name}' if raw_name else ''}",
         "BIDSVersion": bids_version,
         "DatasetType": "derivative",
         "GeneratedBy": [generated],
-        "DatasetLinks": {"raw": bids_dir.as_uri()},
+        "SourceDatasets": [source],
+        "DatasetLinks": {"raw": os.path.relpath(bids_dir, output_dir.absolute())},
         "HowToAcknowledge": "Cite qsmprep and the methods listed in logs/CITATION.md.",
     }
     target = output_dir / "dataset_description.json"

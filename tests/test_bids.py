@@ -385,12 +385,27 @@ def test_derivatives_description_and_bidsignore(tmp_path, monkeypatch):
     root = make_dataset(tmp_path / "ds")
     out = tmp_path / "out"
     monkeypatch.setenv("QSMPREP_CONTAINER", "qsmprep:0.1.0")
+    monkeypatch.setenv("QSMPREP_CONTAINER_TYPE", "docker")
+    monkeypatch.delenv("APPTAINER_CONTAINER", raising=False)
+    monkeypatch.delenv("SINGULARITY_CONTAINER", raising=False)
     qb.write_derivatives_description(out, root)
-    desc = json.loads((out / "dataset_description.json").read_text())
+    text = (out / "dataset_description.json").read_text()
+    desc = json.loads(text)
     assert desc["DatasetType"] == "derivative"
-    assert desc["GeneratedBy"][0]["Name"] == "qsmprep"
-    assert desc["GeneratedBy"][0]["Container"]["Tag"] == "qsmprep:0.1.0"
-    assert desc["DatasetLinks"]["raw"] == root.absolute().as_uri()
+    gen = desc["GeneratedBy"][0]
+    assert gen["Name"] == "qsmprep" and gen["CodeURL"].startswith("https://")
+    assert gen["Container"] == {"Type": "docker", "Tag": "qsmprep:0.1.0"}
+    assert desc["SourceDatasets"] == [{"URL": "bids:raw:"}]
+    # the raw dataset is linked by a relative path that resolves from the output folder,
+    # and no absolute path of this machine is recorded anywhere in the description
+    assert desc["DatasetLinks"]["raw"] == "../ds"
+    assert (out / desc["DatasetLinks"]["raw"]).resolve() == root.resolve()
+    assert str(tmp_path) not in text and "file:" not in text
+    # the same image run under Apptainer is recorded as such
+    monkeypatch.setenv("APPTAINER_CONTAINER", "/images/qsmprep.sif")
+    assert qb.container_info()["Type"] == "singularity"
+    monkeypatch.delenv("QSMPREP_CONTAINER")
+    assert qb.container_info() is None
     qb.write_bidsignore(out, extra=["*_custom.nii.gz"])
     qb.write_bidsignore(out)
     lines = (out / ".bidsignore").read_text().splitlines()
