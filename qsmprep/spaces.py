@@ -9,10 +9,9 @@ on the cross-sectional path; GRE -> atlas template for a session without a T1w).
 resampled twice and no transform is estimated for this output.
 
 Grids: without ``res`` the atlas template's own grid (1 mm for the built-in atlas); ``res-N``
-is an N mm isotropic grid covering the same field of view in the same world coordinates
-(TemplateFlow's ``res-1``/``res-2`` of MNI152NLin2009cAsym are 1 mm and 2 mm grids; the grids
-here are aligned to qsmprep's atlas template, whose field of view may differ from
-TemplateFlow's by a few voxels).
+is an N mm isotropic grid over the same field of view, first voxel centre kept (for the
+built-in atlas, whose template grid is TemplateFlow's ``res-1`` grid of MNI152NLin2009cAsym,
+``res-1`` and ``res-2`` give exactly TemplateFlow's ``res-1`` and ``res-2`` grids).
 """
 
 from __future__ import annotations
@@ -102,9 +101,11 @@ def parse_output_spaces(values, atlas_space="MNI152NLin2009cAsym") -> tuple:
 def template_grid(affine, shape, resolution_mm=None):
     """``(affine, shape)`` of an isotropic ``resolution_mm`` grid over a template's field of view.
 
-    The new grid keeps the template's axis directions and the outer edge of its first voxel, and
-    covers at least the template's extent (``ceil(extent / resolution)`` voxels per axis).
-    ``resolution_mm=None`` returns the template grid unchanged.
+    The new grid keeps the template's axis directions and the centre of its first voxel, and
+    spans the template's first to last voxel centres (``floor((n - 1) * voxel / resolution) + 1``
+    voxels per axis). This is TemplateFlow's convention: on the 1 mm MNI152NLin2009cAsym grid
+    (193 x 229 x 193, first voxel at (-96, -132, -78) mm) ``resolution_mm=2`` gives its
+    ``res-2`` grid (97 x 115 x 97). ``resolution_mm=None`` returns the template grid unchanged.
     """
     affine = np.asarray(affine, dtype=float)
     shape = tuple(int(s) for s in shape[:3])
@@ -115,11 +116,10 @@ def template_grid(affine, shape, resolution_mm=None):
         raise ValueError(f"resolution_mm must be positive, not {resolution_mm}")
     vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     directions = affine[:3, :3] / vox
-    new_shape = tuple(int(math.ceil(n * v / res - 1e-6)) for n, v in zip(shape, vox))
+    new_shape = tuple(int(math.floor((n - 1) * v / res + 1e-6)) + 1 for n, v in zip(shape, vox))
     new = np.eye(4)
     new[:3, :3] = directions * res
-    # centre of new voxel 0 = outer edge of old voxel 0 + half a new voxel, along each axis
-    new[:3, 3] = affine[:3, 3] + directions @ ((res - vox) / 2.0)
+    new[:3, 3] = affine[:3, 3]
     return new, new_shape
 
 

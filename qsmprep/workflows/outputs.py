@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from nipype.pipeline import engine as pe
 
-from ..interfaces.derivatives import DerivativesSink
+from ..interfaces.derivatives import DerivativesSink, build_name
 
 #: Per-session outputs: (name, source field of the session outputs, suffix, entities, sidecar)
 SESSION_OUTPUTS = (
@@ -108,4 +108,35 @@ def add_session_xfm_sinks(wf, long_wf, index, *, source_file, tag, has_t1w, long
                        name=f"ds_{field}_{tag}", run_without_submitting=True)
         wf.connect(long_wf, (f"outputnode.{field}", _pick, index), sink, "in_file")
         pairs.append((sink, "out_file"))
+    return pairs
+
+
+def chimap_relpath(source_file, inversion) -> str:
+    """Dataset-relative path of a session's (GRE-grid) Chimap, for ``Sources`` entries."""
+    from ..interfaces.derivatives import relative_dir
+
+    name = build_name(source_file, "Chimap", ".nii.gz", desc=inversion)
+    return f"{relative_dir(name)}/{name}"
+
+
+def add_space_sinks(wf, space_nodes, *, source_file, inversion, tag):
+    """Sinks of one session's template-space outputs (``--output-spaces``).
+
+    ``space_nodes`` maps each :class:`qsmprep.spaces.OutputSpace` to ``(chimap_node,
+    mask_node)``, :class:`~qsmprep.interfaces.spaces.ResampleToSpace` nodes whose
+    ``out_file``/``out_sidecar`` are published as
+    ``..._space-<name>[_res-<N>]_desc-<inversion>_Chimap.nii.gz`` and
+    ``..._space-<name>[_res-<N>]_desc-brain_mask.nii.gz`` (each with a JSON sidecar).
+    """
+    pairs = []
+    for space, (chi_node, mask_node) in space_nodes.items():
+        for kind, node, suffix, desc in (("chimap", chi_node, "Chimap", inversion),
+                                         ("mask", mask_node, "mask", "brain")):
+            sink = pe.Node(
+                DerivativesSink(source_file=source_file, suffix=suffix,
+                                entities={**space.entities, "desc": desc}),
+                name=f"ds_{kind}_{space.tag}_{tag}", run_without_submitting=True,
+            )
+            wf.connect([(node, sink, [("out_file", "in_file"), ("out_sidecar", "sidecar")])])
+            pairs.append((sink, "out_file"))
     return pairs
