@@ -75,18 +75,20 @@ VALID_GRE_SUFFIXES = {"MEGRE", "T2starw", "T1w", "PDw", "T2w"}
 #: Entities never used to split a GRE acquisition into separate runs.
 _RUN_IGNORED = {"echo", "part", "extension", "suffix", "datatype", "subject", "session"}
 
-#: Patterns written into the derivatives' ``.bidsignore`` (CONVENTIONS.md).
+#: Patterns written into the derivatives' ``.bidsignore`` (CONVENTIONS.md). gitignore syntax as
+#: the Deno BIDS validator reads it: a folder is ignored by its name *without* a trailing slash
+#: (``figures`` at any depth, ``/group`` and ``/logs`` at the top); ``figures/`` is not honoured.
 BIDSIGNORE_PATTERNS = [
     "*_stats.tsv",
     "*_stats.json",
-    "figures/",
+    "figures",
     "*.html",
-    "logs/",
+    "/logs",
     "*_xfm.*",
     "*_fieldmap-*",
     "*_desc-*field*",
     "*_reliability.*",
-    "group/",
+    "/group",
     "atlas-*_dseg.tsv",
 ]
 

@@ -409,6 +409,6 @@ def test_derivatives_description_and_bidsignore(tmp_path, monkeypatch):
     qb.write_bidsignore(out, extra=["*_custom.nii.gz"])
     qb.write_bidsignore(out)
     lines = (out / ".bidsignore").read_text().splitlines()
-    for patt in ("*_stats.tsv", "figures/", "*.html", "logs/", "*_xfm.*", "*_custom.nii.gz"):
+    for patt in ("*_stats.tsv", "figures", "*.html", "/logs", "/group", "*_xfm.*", "*_custom.nii.gz"):
         assert lines.count(patt) == 1
     assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
