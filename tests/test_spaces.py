@@ -103,3 +103,66 @@ def test_resample_to_space_applies_the_chain_in_its_direction(tmp_path):
     with pytest.raises(ValueError, match="at least one transform"):
         resample_to_space(tmp_path / "gre.nii.gz", tmp_path / "tpl.nii.gz", ["", ""],
                           tmp_path / "x.nii.gz")
+
+
+def _subject_wf(tmp_path, t1w_per_session, longitudinal=True):
+    """Build (not run) a participant workflow with --output-spaces for a synthetic selection."""
+    from types import SimpleNamespace
+
+    from qsmprep.atlas import load_atlas
+    from qsmprep.qsm.pipeline import QSMOptions
+    from qsmprep.workflows.base import init_single_subject_wf
+
+    def touch(name):
+        p = tmp_path / name
+        p.write_bytes(b"")
+        return str(p)
+
+    sessions = []
+    for k, has_t1w in enumerate(t1w_per_session):
+        ses = f"s{k}"
+        stem = f"sub-01_ses-{ses}_echo-1_part-"
+        sessions.append({
+            "session": ses, "t1w": touch(f"sub-01_ses-{ses}_T1w.nii.gz") if has_t1w else None,
+            "echo_times": [0.005, 0.01], "b0": 3.0, "mag": [touch(stem + "mag_MEGRE.nii.gz")],
+            "phase": [touch(stem + "phase_MEGRE.nii.gz")], "sources": [], "warnings": [],
+        })
+    config = SimpleNamespace(
+        longitudinal=longitudinal, registration_resolution=None, syn_metric="CC", omp_nthreads=1,
+        random_seed=1, roi_erosion=0, roi_min_reliability=None, output_dir=tmp_path / "out",
+        mem_gb=4.0, nprocs=1, output_spaces=("MNI152NLin2009cAsym:res-2",))
+    return init_single_subject_wf(subject="01", sessions=sessions, config=config,
+                                  atlas=load_atlas(None), options=QSMOptions())
+
+
+def _chain_sources(wf, tag):
+    """Which outputnode fields of the longitudinal workflow feed the session's transform chain."""
+    chain = wf.get_node(f"chain_to_atlas_{tag}")
+    long_wf = wf.get_node("longitudinal_wf")
+    edges = wf._graph.get_edge_data(long_wf, chain)["connect"]
+    return sorted(((src if isinstance(src, str) else src[0]), dst) for src, dst in edges)
+
+
+@pytest.mark.parametrize("case", ["longitudinal", "cross-sectional", "no-t1w"])
+def test_output_space_chain_per_registration_path(tmp_path, case):
+    """The Chimap goes GRE -> ... -> atlas through the transforms of its session's path,
+    nearest the template first (in1), and is published with space/res entities."""
+    if case == "longitudinal":
+        wf = _subject_wf(tmp_path, [True, True])
+        want = [("outputnode.xfm_gre_to_t1w", "in3"), ("outputnode.xfm_t1w_to_template", "in2"),
+                ("outputnode.xfm_template_to_atlas", "in1")]
+    elif case == "cross-sectional":
+        wf = _subject_wf(tmp_path, [True])
+        want = [("outputnode.xfm_gre_to_t1w", "in2"), ("outputnode.xfm_session_to_atlas", "in1")]
+    else:
+        wf = _subject_wf(tmp_path, [True, False], longitudinal=False)
+        assert _chain_sources(wf, "s0") == [("outputnode.xfm_gre_to_t1w", "in2"),
+                                            ("outputnode.xfm_session_to_atlas", "in1")]
+        want = [("outputnode.xfm_session_to_atlas", "in1")]
+    tag = "s1" if case == "no-t1w" else "s0"
+    assert _chain_sources(wf, tag) == want
+    sink = wf.get_node(f"ds_chimap_MNI152NLin2009cAsym_res2_{tag}")
+    ents = dict(sink.inputs.entities)
+    assert ents.pop("desc") and ents == {"space": "MNI152NLin2009cAsym", "res": "2"}
+    assert sink.inputs.suffix == "Chimap"
+    assert wf.get_node(f"ds_mask_MNI152NLin2009cAsym_res2_{tag}").inputs.suffix == "mask"
