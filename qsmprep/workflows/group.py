@@ -209,7 +209,8 @@ def collect_provenance(output_dir):
     """Summarise the reconstruction provenance of every ``*_Chimap.json`` under ``output_dir``:
     a dict ``step -> {description: count}`` plus ``n_files``."""
     summary = {}
-    files = sorted(p for p in Path(output_dir).glob("sub-*/**/*_Chimap.json"))
+    files = sorted(p for p in Path(output_dir).glob("sub-*/**/*_Chimap.json")
+                   if "_space-" not in p.name)  # --output-spaces copies repeat the GRE-grid map
     for path in files:
         try:
             side = json.loads(path.read_text())
