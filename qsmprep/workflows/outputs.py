@@ -59,15 +59,19 @@ def add_subject_sinks(wf, long_wf, change_node, *, subject, atlas_name, atlas_sp
                       longitudinal):
     """Sinks of subject-level outputs: template, template-space labels, transforms, change table."""
     src = f"sub-{subject}_T1w.nii.gz"
+    # 'individual' is not a standard template: every image in it names its reference image (the
+    # template itself, a dataset-relative path), as the BIDS validator requires
+    template_ref = f"sub-{subject}/anat/sub-{subject}_space-individual_desc-template_T1w.nii.gz"
     pairs = []
     specs = []
     if longitudinal:
         specs += [
             ("template", "T1w", {"space": "individual", "desc": "template"},
-             {"Description": "Unbiased within-subject T1w template (iterative rigid average of all sessions)."}),
+             {"Description": "Unbiased within-subject T1w template (iterative rigid average of all sessions).",
+              "SpatialReference": template_ref, "SkullStripped": False}),
             ("labels_template", "dseg", {"space": "individual", "atlas": atlas_name},
              {"Description": f"{atlas_name} atlas labels in the within-subject template space.",
-              "SpatialReference": f"sub-{subject}/anat/sub-{subject}_space-individual_desc-template_T1w.nii.gz"}),
+              "SpatialReference": template_ref}),
             ("xfm_atlas_to_template", "xfm", {"from": atlas_space, "to": "individual", "mode": "image"}, None),
             ("xfm_template_to_atlas", "xfm", {"from": "individual", "to": atlas_space, "mode": "image"}, None),
         ]
