@@ -48,6 +48,7 @@ __all__ = [
     "bids_uri",
     "write_derivatives_description",
     "write_bidsignore",
+    "write_atlas_description",
     "BIDSIGNORE_PATTERNS",
 ]
 
@@ -958,11 +959,58 @@ def write_derivatives_description(output_dir, bids_dir, name="qsmprep", version=
         "DatasetLinks": {"raw": os.path.relpath(bids_dir, output_dir.absolute())},
         "HowToAcknowledge": "Cite qsmprep and the methods listed in logs/CITATION.md.",
     }
-    target = output_dir / "dataset_description.json"
+    readme = output_dir / "README.md"
+    if not readme.exists():  # a README the user edited is kept
+        tmp = readme.with_name(f".{readme.name}.{os.getpid()}.tmp")
+        tmp.write_text(README_TEXT, encoding="utf-8")
+        os.replace(tmp, readme)
+    return _atomic_json(output_dir / "dataset_description.json", desc)
+
+
+def _atomic_json(target: Path, obj) -> Path:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(desc, indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, target)
     return target
+
+
+def write_atlas_description(output_dir, atlas) -> Path:
+    """Write ``output_dir/atlas-<Name>_description.json`` (BIDS atlas description).
+
+    ``AtlasName``, ``License``, ``Description``, ``Species`` and ``ReferencesAndLinks`` come from
+    the atlas folder's ``dataset_description.json`` (its ``Sources``: name, licence, citation of
+    every source map); the BIDS validator asks for this file for every ``atlas-<Name>`` image.
+    """
+    output_dir = Path(output_dir)
+    meta = {}
+    src = Path(atlas.directory) / "dataset_description.json"
+    if src.is_file():
+        try:
+            meta = json.loads(src.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            meta = {}
+    sources = [x for x in meta.get("Sources", []) if isinstance(x, dict)]
+    desc = {
+        "AtlasName": atlas.name,
+        "Description": meta.get("Name") or f"atlas-{atlas.name} ({atlas.space})",
+        "License": meta.get("License") or "See the licences of the atlas sources.",
+        "Species": "homo sapiens",
+        "ReferencesAndLinks": [x["Citation"] for x in sources if x.get("Citation")],
+    }
+    if sources:
+        desc["Sources"] = [{k: v for k, v in x.items() if k in ("Name", "License", "Used for")}
+                           for x in sources]
+    return _atomic_json(output_dir / f"atlas-{atlas.name}_description.json", desc)
+
+
+README_TEXT = """# qsmprep derivatives
+
+Quantitative susceptibility maps (`*_Chimap.nii.gz`, ppm), brain masks, atlas labels and
+per-structure tables (`*_stats.tsv`, ppb) computed by qsmprep from the multi-echo GRE data of the
+dataset named in `dataset_description.json` (`DatasetLinks.raw`). Each image has a JSON sidecar
+listing every method and parameter used; `logs/CITATION.md` has the methods text and references.
+Participant reports: `sub-<label>.html`; group statistics: `group/`.
+"""
 
 
 def write_bidsignore(output_dir, extra=()) -> Path:

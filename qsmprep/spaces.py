@@ -63,6 +63,30 @@ class OutputSpace:
         return self.name + (f":res-{self.resolution}" if self.resolution is not None else "")
 
 
+#: TemplateFlow's 1 mm MNI152NLin2009cAsym grid (``tpl-MNI152NLin2009cAsym_res-01_T1w``):
+#: shape and world position (mm) of the first voxel centre; the built-in atlas template uses it.
+TEMPLATEFLOW_RES1_GRID = ((193, 229, 193), (-96.0, -132.0, -78.0))
+_TEMPLATEFLOW_URL = ("https://templateflow.s3.amazonaws.com/tpl-{space}/"
+                     "tpl-{space}_res-{res:02d}_T1w.nii.gz")
+
+
+def spatial_reference(space, template_affine, template_shape):
+    """``SpatialReference`` URI of an output on :func:`template_grid` of ``space``, or ``None``.
+
+    The TemplateFlow T1w of the same grid when the atlas template sits on TemplateFlow's 1 mm
+    MNI152NLin2009cAsym grid and ``space`` asks for 1 or 2 mm (whose grids then coincide with
+    TemplateFlow's ``res-1``/``res-2``); ``None`` otherwise (the space name alone identifies it).
+    """
+    shape, origin = TEMPLATEFLOW_RES1_GRID
+    aff = np.asarray(template_affine, dtype=float)
+    on_tf = (space.name == "MNI152NLin2009cAsym" and tuple(template_shape[:3]) == shape
+             and np.allclose(aff[:3, :3], np.eye(3)) and np.allclose(aff[:3, 3], origin))
+    res = space.resolution or 1
+    if not on_tf or res not in (1, 2):
+        return None
+    return _TEMPLATEFLOW_URL.format(space=space.name, res=res)
+
+
 def parse_output_spaces(values, atlas_space="MNI152NLin2009cAsym") -> tuple:
     """Parse ``--output-spaces`` values (``NAME[:res-N]``) into :class:`OutputSpace` records.
 

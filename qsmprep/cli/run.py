@@ -91,6 +91,7 @@ def run_participant(config) -> int:
         collect_data,
         collect_participants,
         find_user_mask,
+        write_atlas_description,
         write_bidsignore,
         write_derivatives_description,
     )
@@ -131,6 +132,7 @@ def run_participant(config) -> int:
     tmp = tsv_dest.with_name(f".{tsv_dest.name}.{os.getpid()}")
     shutil.copyfile(atlas.tsv, tmp)
     os.replace(tmp, tsv_dest)
+    write_atlas_description(out, atlas)
     write_citation(out, options, atlas, config)
 
     # ---- build and run ----

@@ -3,6 +3,7 @@ derivatives and report (wiring only)."""
 
 from __future__ import annotations
 
+import nibabel as nb
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
@@ -10,7 +11,7 @@ from ..interfaces.derivatives import PublishDerivatives
 from ..interfaces.reports import ParticipantReport
 from ..interfaces.roi import LongitudinalChange, ROIStats
 from ..interfaces.spaces import ResampleToSpace
-from ..spaces import CHIMAP_INTERPOLATOR, parse_output_spaces
+from ..spaces import CHIMAP_INTERPOLATOR, parse_output_spaces, spatial_reference
 from .longitudinal import init_longitudinal_wf
 from .outputs import (
     add_session_sinks,
@@ -55,6 +56,8 @@ def init_space_nodes(wf, long_wf, qsm_wf, index, *, spaces, atlas, tag, has_t1w,
     else:
         chain_src = [("outputnode.xfm_session_to_atlas", k)]
         path = f"GRE magnitude -> {atlas.space} (SyN)"
+    tpl_img = nb.load(str(atlas.template))
+    tpl_geometry = (tpl_img.affine, tpl_img.shape)
     chain = pe.Node(niu.Merge(len(chain_src)), name=f"chain_to_atlas_{tag}",
                     run_without_submitting=True)
     for i, (field, pick) in enumerate(chain_src):
@@ -67,6 +70,9 @@ def init_space_nodes(wf, long_wf, qsm_wf, index, *, spaces, atlas, tag, has_t1w,
         common = {"Sources": [f"bids::{chimap_source}"], "SkullStripped": True,
                   "SpatialTransform": {"Path": path, "Resamplings": 1},
                   "Resolution": grid}
+        ref = spatial_reference(space, *tpl_geometry)
+        if ref:
+            common["SpatialReference"] = ref
         chi = pe.Node(
             ResampleToSpace(template=str(atlas.template), resolution_mm=space.resolution or 0,
                             interpolator=CHIMAP_INTERPOLATOR, out_name="chimap.nii.gz",
@@ -168,7 +174,9 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
             reference=options.reference,
             method_options=options.method_options,
             phase_units=data.get("phase_units") or "",
-            sidecar_extra={"Sources": data.get("sources", [])},
+            sidecar_extra={"Sources": data.get("sources", []),
+                           "Description": "Magnetic susceptibility map (ppm) on this session's GRE "
+                                          "grid, relative to the reference region in 'Reference'."},
             mem_gb=mem_gb,
             name=f"qsm_{tag}_wf",
         )
@@ -224,6 +232,8 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
                               "RegistrationResolution": (config.registration_resolution
                                                          or "native")}},
             stats_sidecar_field=(roi, "out_json"),
+            spatial_reference=(data.get("sources") or [None])[0],
+            sources=list(data.get("sources", []))[: 2 * len(data["mag"])],  # GRE mag/phase
         )
         publish_inputs += add_session_xfm_sinks(
             wf, long_wf, k, source_file=source_file, tag=tag, has_t1w=bool(data.get("t1w")),

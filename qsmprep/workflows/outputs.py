@@ -29,12 +29,16 @@ def _fill(entities, **values):
 
 
 def add_session_sinks(wf, source_node, source_fields, *, source_file, inversion, atlas_name, tag,
-                      chimap_sidecar_node=None, dseg_sidecar=None, stats_sidecar_field=None):
+                      chimap_sidecar_node=None, dseg_sidecar=None, stats_sidecar_field=None,
+                      spatial_reference=None, sources=None):
     """Add the sinks of one session.
 
     ``source_node`` exposes the fields named in :data:`SESSION_OUTPUTS`; ``source_fields``
-    maps those names to the node's actual field names.
+    maps those names to the node's actual field names. ``spatial_reference`` (a BIDS URI of
+    the raw GRE image whose grid the outputs share) goes into the mask and dseg sidecars,
+    ``sources`` (BIDS URIs of the raw GRE images) into the mask sidecar.
     """
+    grid = {"SpatialReference": spatial_reference} if spatial_reference else {}
     pairs = []
     for name, field, suffix, ents, sidecar in SESSION_OUTPUTS:
         sink = pe.Node(
@@ -46,11 +50,14 @@ def add_session_sinks(wf, source_node, source_fields, *, source_file, inversion,
         if sidecar == "chimap" and chimap_sidecar_node is not None:
             wf.connect(chimap_sidecar_node[0], chimap_sidecar_node[1], sink, "sidecar")
         elif sidecar == "dseg" and dseg_sidecar:
-            sink.inputs.sidecar = dseg_sidecar
+            sink.inputs.sidecar = {**dseg_sidecar, **grid}
         elif sidecar == "stats" and stats_sidecar_field is not None:
             wf.connect(stats_sidecar_field[0], stats_sidecar_field[1], sink, "sidecar_file")
         elif isinstance(sidecar, dict):
-            sink.inputs.sidecar = sidecar
+            extra = dict(grid) if suffix in ("mask", "dseg") else {}
+            if suffix == "mask" and sources:
+                extra["Sources"] = list(sources)
+            sink.inputs.sidecar = {**sidecar, **extra}
         pairs.append((sink, "out_file"))
     return pairs
 
