@@ -166,3 +166,20 @@ def test_output_space_chain_per_registration_path(tmp_path, case):
     assert ents.pop("desc") and ents == {"space": "MNI152NLin2009cAsym", "res": "2"}
     assert sink.inputs.suffix == "Chimap"
     assert wf.get_node(f"ds_mask_MNI152NLin2009cAsym_res2_{tag}").inputs.suffix == "mask"
+
+
+def test_spatial_reference_only_on_templateflow_grids():
+    """A TemplateFlow URL is named only where the output grid is TemplateFlow's (res-1/res-2 of
+    a template on its 1 mm grid); a shifted template or another resolution gets none."""
+    from qsmprep.spaces import spatial_reference
+
+    aff = np.array([[1.0, 0, 0, -96], [0, 1, 0, -132], [0, 0, 1, -78], [0, 0, 0, 1]])
+    shape = (193, 229, 193)
+    sp = OutputSpace("MNI152NLin2009cAsym", 2)
+    assert spatial_reference(sp, aff, shape).endswith(
+        "tpl-MNI152NLin2009cAsym/tpl-MNI152NLin2009cAsym_res-02_T1w.nii.gz")
+    assert spatial_reference(OutputSpace("MNI152NLin2009cAsym"), aff, shape).endswith("_res-01_T1w.nii.gz")
+    assert spatial_reference(OutputSpace("MNI152NLin2009cAsym", 3), aff, shape) is None
+    shifted = aff.copy()
+    shifted[0, 3] += 1
+    assert spatial_reference(sp, shifted, shape) is None
