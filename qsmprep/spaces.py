@@ -31,10 +31,13 @@ from .errors import UsageError
 #: template -> template transform that qsmprep does not ship).
 SUPPORTED_SPACES = ("MNI152NLin2009cAsym",)
 
-#: Interpolation of the susceptibility map. Linear interpolation keeps the value range (no
-#: ringing at the mask edge next to the zeros outside it, which a windowed sinc would add) and
-#: preserves the mean of a region that is large compared with the voxel.
-CHIMAP_INTERPOLATOR = "linear"
+#: Interpolation of the susceptibility map: Lanczos windowed sinc, as fMRIPrep resamples BOLD.
+#: Measured on the integration cohort (3 mm GRE -> 2 mm template, 10 DGM labels x 2 sessions,
+#: ``benchmarks/output_spaces.py``): structure means in template space differ from the GRE-grid
+#: ROI means by 2.5-3.6 ppb on average (max 0.33 within-label SD), against 8.9-10.6 ppb (max
+#: 0.72 SD, always lower: extra blur into the surroundings of iron-rich nuclei) with linear
+#: interpolation. The price is overshoot (ringing) next to sharp edges (mask border, veins).
+CHIMAP_INTERPOLATOR = "lanczosWindowedSinc"
 
 _RES = re.compile(r"^res-(\d+)$")
 
