@@ -35,7 +35,6 @@ RUN pip install --no-deps /src \
 # 3. Non-root user; caches that libraries want to write live in a world-writable home so that
 #    `docker run -u $(id -u):$(id -g)` works too.
 ENV QSMPREP_CACHE_DIR=/opt/qsmprep-cache \
-    QSMPREP_CONTAINER=docker \
     HOME=/home/qsmprep \
     MPLCONFIGDIR=/home/qsmprep/.config/matplotlib \
     NUMBA_CACHE_DIR=/home/qsmprep/.cache/numba \
@@ -66,3 +65,6 @@ LABEL org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${VCS_REF}" \
       org.opencontainers.image.created="${BUILD_DATE}" \
       org.opencontainers.image.source="https://github.com/qsmprep/qsmprep"
+# Recorded as GeneratedBy[].Container in the outputs' dataset_description.json.
+ENV QSMPREP_CONTAINER="qsmprep:${VERSION}" \
+    QSMPREP_CONTAINER_TYPE=docker

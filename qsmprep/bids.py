@@ -48,6 +48,7 @@ __all__ = [
     "bids_uri",
     "write_derivatives_description",
     "write_bidsignore",
+    "write_atlas_description",
     "BIDSIGNORE_PATTERNS",
 ]
 
@@ -75,18 +76,20 @@ VALID_GRE_SUFFIXES = {"MEGRE", "T2starw", "T1w", "PDw", "T2w"}
 #: Entities never used to split a GRE acquisition into separate runs.
 _RUN_IGNORED = {"echo", "part", "extension", "suffix", "datatype", "subject", "session"}
 
-#: Patterns written into the derivatives' ``.bidsignore`` (CONVENTIONS.md).
+#: Patterns written into the derivatives' ``.bidsignore`` (CONVENTIONS.md). gitignore syntax as
+#: the Deno BIDS validator reads it: a folder is ignored by its name *without* a trailing slash
+#: (``figures`` at any depth, ``/group`` and ``/logs`` at the top); ``figures/`` is not honoured.
 BIDSIGNORE_PATTERNS = [
     "*_stats.tsv",
     "*_stats.json",
-    "figures/",
+    "figures",
     "*.html",
-    "logs/",
+    "/logs",
     "*_xfm.*",
     "*_fieldmap-*",
     "*_desc-*field*",
     "*_reliability.*",
-    "group/",
+    "/group",
     "atlas-*_dseg.tsv",
 ]
 
@@ -909,11 +912,40 @@ def _collect_t1w(layout, subject, session, bids_filters, where, warnings):
 # --------------------------------------------------------------------------------------------
 # Derivatives
 # --------------------------------------------------------------------------------------------
+#: Where qsmprep's source code lives (``GeneratedBy[].CodeURL``; also the image's OCI label).
+CODE_URL = "https://github.com/qsmprep/qsmprep"
+
+
+def container_info(environ=None) -> dict | None:
+    """``GeneratedBy[].Container`` of this run, or ``None`` outside a container.
+
+    The Dockerfile sets ``QSMPREP_CONTAINER`` to the image name and tag (``qsmprep:<version>``)
+    and ``QSMPREP_CONTAINER_TYPE`` to ``docker``. Apptainer/Singularity keep the image's
+    environment and add ``APPTAINER_CONTAINER``/``SINGULARITY_CONTAINER``, so an image run there
+    is recorded with that type.
+    """
+    environ = os.environ if environ is None else environ
+    tag = environ.get("QSMPREP_CONTAINER")
+    if not tag:
+        return None
+    ctype = environ.get("QSMPREP_CONTAINER_TYPE") or "docker"
+    if environ.get("APPTAINER_CONTAINER") or environ.get("SINGULARITY_CONTAINER"):
+        ctype = "singularity"
+    return {"Type": ctype, "Tag": tag}
+
+
 def write_derivatives_description(output_dir, bids_dir, name="qsmprep", version=None) -> Path:
     """Write ``output_dir/dataset_description.json`` (BIDS derivative, GeneratedBy, DatasetLinks).
 
-    ``Container`` is added when the ``QSMPREP_CONTAINER`` environment variable names the image
-    (set by the Dockerfile). Existing descriptions are rewritten atomically (parallel runs).
+    * ``GeneratedBy``: ``Name``, ``Version``, ``CodeURL`` and, inside a container,
+      ``Container`` (:func:`container_info`).
+    * ``DatasetLinks.raw``: the input dataset as a path *relative to* ``output_dir`` (BIDS allows
+      relative URI references there), so that the ``bids:raw:...`` URIs in ``Sources`` resolve
+      and no absolute path of the processing machine is recorded.
+    * ``SourceDatasets``: ``[{"URL": "bids:raw:"}]`` plus the raw dataset's ``DatasetDOI`` and
+      ``DatasetVersion`` (as ``DOI``/``Version``) when its description has them.
+
+    Existing descriptions are rewritten atomically (parallel runs).
     """
     from . import __version__
 
@@ -922,33 +954,88 @@ def write_derivatives_description(output_dir, bids_dir, name="qsmprep", version=
     bids_dir = Path(bids_dir).absolute()
     bids_version = "1.10.0"
     raw_desc = bids_dir / "dataset_description.json"
-    raw_name = None
+    raw = {}
     if raw_desc.is_file():
         try:
             raw = json.loads(raw_desc.read_text(encoding="utf-8"))
-            raw_name = raw.get("Name")
         except (json.JSONDecodeError, UnicodeDecodeError):
-            pass
+            raw = {}
+    raw_name = raw.get("Name") if isinstance(raw, dict) else None
     generated = {
         "Name": name,
         "Version": version or __version__,
+        "CodeURL": CODE_URL,
     }
-    container = os.environ.get("QSMPREP_CONTAINER")
+    container = container_info()
     if container:
-        generated["Container"] = {"Type": "docker", "Tag": container}
+        generated["Container"] = container
+    source = {"URL": "bids:raw:"}
+    if isinstance(raw, dict):
+        if raw.get("DatasetDOI"):
+            source["DOI"] = str(raw["DatasetDOI"])
+        if raw.get("DatasetVersion"):
+            source["Version"] = str(raw["DatasetVersion"])
     desc = {
         "Name": f"qsmprep derivatives{f' of {raw_name}' if raw_name else ''}",
         "BIDSVersion": bids_version,
         "DatasetType": "derivative",
         "GeneratedBy": [generated],
-        "DatasetLinks": {"raw": bids_dir.as_uri()},
+        "SourceDatasets": [source],
+        "DatasetLinks": {"raw": os.path.relpath(bids_dir, output_dir.absolute())},
         "HowToAcknowledge": "Cite qsmprep and the methods listed in logs/CITATION.md.",
     }
-    target = output_dir / "dataset_description.json"
+    readme = output_dir / "README.md"
+    if not readme.exists():  # a README the user edited is kept
+        tmp = readme.with_name(f".{readme.name}.{os.getpid()}.tmp")
+        tmp.write_text(README_TEXT, encoding="utf-8")
+        os.replace(tmp, readme)
+    return _atomic_json(output_dir / "dataset_description.json", desc)
+
+
+def _atomic_json(target: Path, obj) -> Path:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(desc, indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, target)
     return target
+
+
+def write_atlas_description(output_dir, atlas) -> Path:
+    """Write ``output_dir/atlas-<Name>_description.json`` (BIDS atlas description).
+
+    ``AtlasName``, ``License``, ``Description``, ``Species`` and ``ReferencesAndLinks`` come from
+    the atlas folder's ``dataset_description.json`` (its ``Sources``: name, licence, citation of
+    every source map); the BIDS validator asks for this file for every ``atlas-<Name>`` image.
+    """
+    output_dir = Path(output_dir)
+    meta = {}
+    src = Path(atlas.directory) / "dataset_description.json"
+    if src.is_file():
+        try:
+            meta = json.loads(src.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            meta = {}
+    sources = [x for x in meta.get("Sources", []) if isinstance(x, dict)]
+    desc = {
+        "AtlasName": atlas.name,
+        "Description": meta.get("Name") or f"atlas-{atlas.name} ({atlas.space})",
+        "License": meta.get("License") or "See the licences of the atlas sources.",
+        "Species": "homo sapiens",
+        "ReferencesAndLinks": [x["Citation"] for x in sources if x.get("Citation")],
+    }
+    if sources:
+        desc["Sources"] = [{k: v for k, v in x.items() if k in ("Name", "License", "Used for")}
+                           for x in sources]
+    return _atomic_json(output_dir / f"atlas-{atlas.name}_description.json", desc)
+
+
+README_TEXT = """# qsmprep derivatives
+
+Quantitative susceptibility maps (`*_Chimap.nii.gz`, ppm), brain masks, atlas labels and
+per-structure tables (`*_stats.tsv`, ppb) computed by qsmprep from the multi-echo GRE data of the
+dataset named in `dataset_description.json` (`DatasetLinks.raw`). Each image has a JSON sidecar
+listing every method and parameter used; `logs/CITATION.md` has the methods text and references.
+Participant reports: `sub-<label>.html`; group statistics: `group/`.
+"""
 
 
 def write_bidsignore(output_dir, extra=()) -> Path:

@@ -53,10 +53,11 @@ TOML_SECTIONS = {
                   "stop_on_first_crash", "random_seed", "verbose", "progress", "notrack",
                   "clean_workdir", "resource_monitor", "write_graph", "boilerplate_only", "reports_only"),
     "qsm": ("masking", "combination", "unwrapping", "bf_removal", "inversion", "reference",
-            "brain_masks"),
+            "brain_masks", "output_spaces"),
     "atlas": ("atlas", "dentate_atlas", "roi_erosion", "roi_min_reliability", "longitudinal",
               "registration_resolution", "syn_metric"),
-    "group": ("group_column", "covariates", "structures", "hemispheres", "sessions", "fdr_alpha"),
+    "group": ("group_column", "covariates", "structures", "hemispheres", "sessions", "fdr_alpha",
+              "exclude_file", "keep_flagged", "measure"),
 }
 #: RunConfig fields computed at start-up, not options (``[run]`` table of config.toml)
 DERIVED_FIELDS = ("bids_filters", "version")
@@ -222,6 +223,7 @@ class RunConfig:
     longitudinal: bool = True
     registration_resolution: float | None = None
     syn_metric: str = "CC"
+    output_spaces: tuple = ()  # --output-spaces entries, 'NAME[:res-N]' (qsmprep.spaces)
     # group level
     group_column: str = "group"
     covariates: tuple = ()
@@ -258,6 +260,7 @@ class RunConfig:
         for key in ("participant_label", "session_label", "structures", "sessions"):
             values[key] = _tuple(values.get(key))
         values["covariates"] = tuple(values.get("covariates") or ())
+        values["output_spaces"] = tuple(values.get("output_spaces") or ())
         values["plugin_args"] = dict(values.get("plugin_args") or {})
 
         # ---- resources: never oversubscribe ----
@@ -326,6 +329,10 @@ class RunConfig:
             raise UsageError("--roi-min-reliability must be between 0 and 1.")
         if not 0 < self.fdr_alpha < 1:
             raise UsageError("--fdr-alpha must be strictly between 0 and 1.")
+        if self.output_spaces:
+            from .spaces import parse_output_spaces
+
+            parse_output_spaces(self.output_spaces)  # raises UsageError for a bad entry
         if self.b0_strength is not None and not 0.05 <= self.b0_strength <= 25:
             raise UsageError(f"--b0-strength {self.b0_strength} T is implausible; give Tesla (e.g. 3).")
 

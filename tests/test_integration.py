@@ -18,6 +18,8 @@ import pandas as pd
 import pytest
 
 BIN = Path(sys.executable).parent
+#: --output-spaces of the integration run (a 2 mm template grid keeps it cheap)
+SPACE, SPACE_RES = "MNI152NLin2009cAsym", 2
 
 
 def report_line(request, line):
@@ -50,7 +52,8 @@ def cohort(tmp_path_factory):
 def finished(cohort):
     out = cohort / "out"
     _run("qsmprep", cohort / "sim", out, "participant", "--participant-label", "01", "02",
-         "-w", cohort / "work", "--nprocs", 2, "--omp-nthreads", 1)
+         "-w", cohort / "work", "--nprocs", 2, "--omp-nthreads", 1,
+         "--output-spaces", f"{SPACE}:res-{SPACE_RES}")
     _run("qsmprep", cohort / "sim", out, "group")
     return cohort
 
@@ -201,3 +204,114 @@ def test_bad_input_fails_early(cohort, tmp_path, case):
         img = nb.load(f)
         nb.Nifti1Image(np.asarray(img.dataobj)[:-1], img.affine, img.header).to_filename(f)
         _assert_fails(bids, tmp_path, 65, "shape")
+
+
+def _bids_validator_deno():
+    exe = BIN / "bids-validator-deno"
+    if not exe.exists():
+        pytest.fail("bids-validator-deno is not installed in this environment; install the test "
+                    "extra: pip install -c requirements/constraints.txt -e '.[test]'")
+    return exe
+
+
+@pytest.mark.slow
+def test_derivatives_pass_bids_validator(finished, request):
+    """The current (Deno) BIDS validator finds no error in a participant + group output; every
+    .nii.gz has a reproducible gzip header; no metadata file records an absolute local path."""
+    from qsmprep.interfaces._io import gzip_header_is_reproducible
+
+    out = finished / "out"
+    env = dict(os.environ, DENO_NO_UPDATE_CHECK="1", NO_COLOR="1")
+    proc = subprocess.run([str(_bids_validator_deno()), "--json", str(out)], capture_output=True,
+                          text=True, env=env, timeout=600)
+    try:
+        issues = json.loads(proc.stdout)["issues"]["issues"]
+    except (json.JSONDecodeError, KeyError) as exc:
+        raise AssertionError(f"validator output not understood ({exc}); rc={proc.returncode}\n"
+                             f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}") from exc
+    errors = [i for i in issues if i["severity"] == "error"]
+    warnings = [i for i in issues if i["severity"] == "warning"]
+    codes = {}
+    for i in warnings:
+        key = i["code"] + (f":{i['subCode']}" if i.get("subCode") else "")
+        codes[key] = codes.get(key, 0) + 1
+    line = (f"[bids-validator-deno] derivatives of 2 subjects x 2 sessions: {len(errors)} errors, "
+            f"{len(warnings)} warnings {codes}")
+    print(line)
+    report_line(request, line)
+    assert not errors, json.dumps(errors[:20], indent=1)
+
+    gz = sorted(out.rglob("*.nii.gz"))
+    assert gz and not [p.name for p in gz if not gzip_header_is_reproducible(p)]
+    for meta in [out / "dataset_description.json", *out.glob("sub-*/**/*.json")]:
+        text = meta.read_text()
+        assert str(finished) not in text and "file://" not in text, meta.name
+    desc = json.loads((out / "dataset_description.json").read_text())
+    assert (out / desc["DatasetLinks"]["raw"]).resolve() == (finished / "sim").resolve()
+
+
+@pytest.mark.slow
+def test_output_space_chimaps(finished, request):
+    """--output-spaces: each session's Chimap (and mask) is written on the template's res-2 grid,
+    and a structure's mean there matches the GRE-grid ROI mean of the stats table.
+
+    Both numbers average the same susceptibility over the same structure, reached through the
+    same transforms in opposite directions: the table resamples the atlas labels into the 3 mm
+    GRE grid (genericLabel), the template-space map resamples the Chimap onto 2 mm (Lanczos).
+    They differ by partial volume at the structure's border (a 3 mm GRE voxel straddling it is
+    counted whole on one side, a 2 mm template voxel interpolates across it). That difference
+    scales with the contrast at the border, which the within-label SD of the table measures at
+    this resolution, so the tolerance is |difference| <= 0.5 SD + 3 ppb (3 ppb: a floor for
+    near-uniform labels), for labels with at least 20 GRE voxels (smaller ones are mostly
+    border); measured: at most 0.33 SD with Lanczos (0.72 SD with linear interpolation, which
+    this test rejects). Across labels, template and table means must correlate (r >= 0.98):
+    a wrong transform chain moves labels onto other tissue and breaks both.
+    """
+    from qsmprep.atlas import load_atlas, resample_to_grid
+    from qsmprep.spaces import template_grid
+
+    out = finished / "out"
+    atlas = load_atlas(None)
+    tpl = nb_load(atlas.template)
+    aff, shape = template_grid(tpl.affine, tpl.shape, SPACE_RES)
+    dseg_img = nb_load(atlas.dseg)
+    labels = resample_to_grid(np.asarray(dseg_img.dataobj), dseg_img.affine, shape, aff, order=0)
+    diffs = []
+    for sub in ("01", "02"):
+        for ses in ("baseline", "followup"):
+            anat = out / f"sub-{sub}" / f"ses-{ses}" / "anat"
+            ent = f"sub-{sub}_ses-{ses}_space-{SPACE}_res-{SPACE_RES}"
+            chis = sorted(anat.glob(f"{ent}_desc-*_Chimap.nii.gz"))
+            assert len(chis) == 1, sorted(p.name for p in anat.iterdir())
+            img = nb_load(chis[0])
+            assert img.shape == shape and np.allclose(img.affine, aff, atol=1e-4)
+            side = json.loads(chis[0].with_name(chis[0].name.replace(".nii.gz", ".json")).read_text())
+            assert side["Units"] == "ppm" and side["SkullStripped"] is True
+            native = side["Sources"][0].removeprefix("bids::")
+            assert (out / native).exists() and "_space-" not in native
+            mask = np.asarray(nb_load(anat / f"{ent}_desc-brain_mask.nii.gz").dataobj) > 0
+            chi = np.asarray(img.dataobj, dtype=float) * 1000.0  # ppb
+            stats = pd.read_csv(anat / f"sub-{sub}_ses-{ses}_atlas-DGM_desc-dgm_stats.tsv",
+                                sep="\t", na_values="n/a")
+            for row in stats.to_dict("records"):
+                if not row["n_voxels"] >= 20:
+                    continue
+                sel = (labels == row["index"]) & mask
+                assert sel.sum() > 0, row["name"]
+                d = chi[sel].mean() - row["mean_ppb"]
+                diffs.append((row["name"], d, row["sd_ppb"], row["mean_ppb"]))
+                assert abs(d) <= 0.5 * row["sd_ppb"] + 3.0, (sub, ses, row["name"], d, row["sd_ppb"])
+    arr = np.array([d for _, d, _, _ in diffs])
+    r = np.corrcoef([m for *_, m in diffs], [m + d for _, d, _, m in diffs])[0, 1]
+    assert r >= 0.98, r
+    line = (f"[output-spaces] {SPACE} res-{SPACE_RES}: template-space minus GRE-grid ROI mean over "
+            f"{len(arr)} labels x sessions: mean {arr.mean():+.2f} ppb, MAE {np.abs(arr).mean():.2f} "
+            f"ppb, max |d| {np.abs(arr).max():.2f} ppb, r = {r:.4f}")
+    print(line)
+    report_line(request, line)
+
+
+def nb_load(path):
+    import nibabel as nb
+
+    return nb.load(str(path))

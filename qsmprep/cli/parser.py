@@ -286,6 +286,12 @@ def get_parser() -> argparse.ArgumentParser:
                    help="similarity metric of the atlas -> T1w SyN: CC (neighbourhood "
                         "cross-correlation, default, most accurate) or mattes (mutual "
                         "information, ~2.5x faster); sessions without a T1w always use mattes")
+    g.add_argument("--output-spaces", "--output_spaces", dest="output_spaces", nargs="+",
+                   default=[], metavar="SPACE[:res-N]",
+                   help="also write each Chimap (and its mask) in these template spaces, resampled "
+                        "once through the atlas registration, for voxel-wise studies: "
+                        "MNI152NLin2009cAsym (the atlas grid) or MNI152NLin2009cAsym:res-N (N mm "
+                        "grid). Default: GRE grid only")
 
     g = parser.add_argument_group("Group level")
     g.add_argument("--group-column", dest="group_column", default="group", metavar="COLUMN",

@@ -118,6 +118,7 @@ def run_participant(config, inputs_ok=None) -> int:
         collect_data,
         collect_participants,
         find_user_mask,
+        write_atlas_description,
         write_bidsignore,
         write_derivatives_description,
     )
@@ -168,6 +169,7 @@ def run_participant(config, inputs_ok=None) -> int:
     tmp = tsv_dest.with_name(f".{tsv_dest.name}.{os.getpid()}")
     shutil.copyfile(atlas.tsv, tmp)
     os.replace(tmp, tsv_dest)
+    write_atlas_description(out, atlas)
 
     # ---- build ----
     _set_threads(config.omp_nthreads)

@@ -11,7 +11,6 @@ the subject complete). A subject that crashes half-way leaves nothing under
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re
@@ -28,8 +27,11 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from ._io import write_gzip_reproducible
+
 #: BIDS entity order used for derived names (subset relevant to qsmprep).
-ENTITY_ORDER = ("sub", "ses", "acq", "rec", "run", "from", "to", "mode", "space", "atlas", "desc")
+ENTITY_ORDER = ("sub", "ses", "acq", "rec", "run", "from", "to", "mode", "space", "atlas", "res",
+                "desc")
 #: Entities of the raw MEGRE name that derived names drop.
 DROPPED = ("echo", "part")
 
@@ -103,14 +105,15 @@ class DerivativesSink(SimpleInterface):
             m = re.search(r"(\.nii\.gz|\.[A-Za-z0-9]+)$", os.path.basename(src))
             ext = m.group(1) if m else ""
         ents = dict(self.inputs.entities) if isdefined(self.inputs.entities) else {}
-        compress = ext == ".nii"  # work-directory intermediates are uncompressed (fast I/O)
-        if compress:
+        # work-directory intermediates are often uncompressed (fast I/O); every NIfTI is
+        # published gzip-compressed with a reproducible header (mtime 0, no file name)
+        gz = ext in (".nii", ".nii.gz")
+        if gz:
             ext = ".nii.gz"
         name = build_name(self.inputs.source_file, self.inputs.suffix, ext, **ents)
         out = os.path.join(runtime.cwd, name)
-        if compress:
-            with open(src, "rb") as fin, gzip.open(out, "wb", compresslevel=6) as fout:
-                shutil.copyfileobj(fin, fout)
+        if gz:
+            write_gzip_reproducible(src, out)
         else:
             shutil.copyfile(src, out)
         meta = {}

@@ -3,14 +3,23 @@ derivatives and report (wiring only)."""
 
 from __future__ import annotations
 
+import nibabel as nb
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from ..interfaces.derivatives import PublishDerivatives
 from ..interfaces.reports import ParticipantReport
 from ..interfaces.roi import LongitudinalChange, ROIStats
+from ..interfaces.spaces import ResampleToSpace
+from ..spaces import CHIMAP_INTERPOLATOR, parse_output_spaces, spatial_reference
 from .longitudinal import init_longitudinal_wf
-from .outputs import add_session_sinks, add_session_xfm_sinks, add_subject_sinks
+from .outputs import (
+    add_session_sinks,
+    add_session_xfm_sinks,
+    add_space_sinks,
+    add_subject_sinks,
+    chimap_relpath,
+)
 from .qsm import init_qsm_wf
 
 
@@ -20,6 +29,78 @@ def _session_id(data):
 
 def _pick(inlist, index):
     return inlist[index]
+
+
+def init_space_nodes(wf, long_wf, qsm_wf, index, *, spaces, atlas, tag, has_t1w, longitudinal,
+                     chimap_source):
+    """Resample one session's Chimap and QSM mask into each template space (wiring only).
+
+    The transform chain (antsApplyTransforms order, nearest the template first) is the one the
+    atlas labels took into this session, read in the other direction:
+
+    * longitudinal path: ``[template->atlas inverse warp, T1w->template, GRE->T1w]``;
+    * cross-sectional path: ``[T1w->atlas inverse warp, GRE->T1w]``;
+    * session without a T1w: ``[GRE->atlas inverse warp]``.
+
+    Returns ``{space: (chimap_node, mask_node)}`` (:class:`ResampleToSpace` nodes).
+    """
+    k = index
+    if has_t1w and longitudinal:
+        chain_src = [("outputnode.xfm_template_to_atlas", None), ("outputnode.xfm_t1w_to_template", k),
+                     ("outputnode.xfm_gre_to_t1w", k)]
+        path = ("GRE -> session T1w (rigid) -> within-subject template (rigid) -> "
+                f"{atlas.space} (SyN)")
+    elif has_t1w:
+        chain_src = [("outputnode.xfm_session_to_atlas", k), ("outputnode.xfm_gre_to_t1w", k)]
+        path = f"GRE -> session T1w (rigid) -> {atlas.space} (SyN)"
+    else:
+        chain_src = [("outputnode.xfm_session_to_atlas", k)]
+        path = f"GRE magnitude -> {atlas.space} (SyN)"
+    tpl_img = nb.load(str(atlas.template))
+    tpl_geometry = (tpl_img.affine, tpl_img.shape)
+    chain = pe.Node(niu.Merge(len(chain_src)), name=f"chain_to_atlas_{tag}",
+                    run_without_submitting=True)
+    for i, (field, pick) in enumerate(chain_src):
+        src = field if pick is None else (field, _pick, pick)
+        wf.connect(long_wf, src, chain, f"in{i + 1}")
+    nodes = {}
+    for space in spaces:
+        grid = (f"{space.resolution} mm isotropic grid over the {atlas.space} template's field "
+                "of view" if space.resolution else f"grid of qsmprep's {atlas.space} template")
+        common = {"Sources": [f"bids::{chimap_source}"], "SkullStripped": True,
+                  "SpatialTransform": {"Path": path, "Resamplings": 1},
+                  "Resolution": grid}
+        ref = spatial_reference(space, *tpl_geometry)
+        if ref:
+            common["SpatialReference"] = ref
+        chi = pe.Node(
+            ResampleToSpace(template=str(atlas.template), resolution_mm=space.resolution or 0,
+                            interpolator=CHIMAP_INTERPOLATOR, out_name="chimap.nii.gz",
+                            sidecar_update={**common, "Interpolation": CHIMAP_INTERPOLATOR,
+                                            "Description": (
+                                                f"Susceptibility map (ppm) resampled once into "
+                                                f"{space.name} for voxel-wise analysis; zero "
+                                                "outside the QSM mask, so values within about one "
+                                                "voxel of the mask edge are attenuated. ROI "
+                                                "statistics are computed on the GRE grid.")}),
+            name=f"chimap_to_{space.tag}_{tag}", mem_gb=1.0,
+        )
+        mask = pe.Node(
+            ResampleToSpace(template=str(atlas.template), resolution_mm=space.resolution or 0,
+                            interpolator="genericLabel", out_name="mask.nii.gz",
+                            sidecar_update={**common, "Type": "Brain", "Interpolation": "genericLabel",
+                                            "Description": f"Final QSM mask resampled once into "
+                                                           f"{space.name} (support of the Chimap)."}),
+            name=f"mask_to_{space.tag}_{tag}", mem_gb=1.0,
+        )
+        wf.connect([
+            (qsm_wf, chi, [("outputnode.chi", "in_file"), ("outputnode.sidecar", "in_sidecar")]),
+            (qsm_wf, mask, [("outputnode.mask", "in_file")]),
+            (chain, chi, [("out", "transforms")]),
+            (chain, mask, [("out", "transforms")]),
+        ])
+        nodes[space] = (chi, mask)
+    return nodes
 
 
 def init_qsmprep_wf(*, selection, config, atlas, options, name="qsmprep_wf"):
@@ -52,6 +133,7 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
     no_t1w = [_session_id(d) for d in sessions if not d.get("t1w")]
     is_long = bool(config.longitudinal) and len(session_ids) - len(no_t1w) >= 2
     mem_gb = max(1.0, min(4.0, config.mem_gb / max(config.nprocs, 1)))
+    out_spaces = parse_output_spaces(getattr(config, "output_spaces", ()) or (), atlas.space)
 
     long_wf = init_longitudinal_wf(
         session_ids=session_ids,
@@ -94,7 +176,9 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
             phase_units=data.get("phase_units") or "",
             parts=data.get("parts") or "mag-phase",
             label=f"sub-{subject}" + (f"_ses-{data['session']}" if data.get("session") else ""),
-            sidecar_extra={"Sources": data.get("sources", [])},
+            sidecar_extra={"Sources": data.get("sources", []),
+                           "Description": "Magnetic susceptibility map (ppm) on this session's GRE "
+                                          "grid, relative to the reference region in 'Reference'."},
             mem_gb=mem_gb,
             name=f"qsm_{tag}_wf",
         )
@@ -150,11 +234,21 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
                               "RegistrationResolution": (config.registration_resolution
                                                          or "native")}},
             stats_sidecar_field=(roi, "out_json"),
+            spatial_reference=(data.get("sources") or [None])[0],
+            sources=list(data.get("sources", []))[: 2 * len(data["mag"])],  # GRE mag/phase
         )
         publish_inputs += add_session_xfm_sinks(
             wf, long_wf, k, source_file=source_file, tag=tag, has_t1w=bool(data.get("t1w")),
             longitudinal=is_long, atlas_space=atlas.space,
         )
+        if out_spaces:
+            inversion = options.inversion.replace("_", "")
+            space_nodes = init_space_nodes(
+                wf, long_wf, qsm_wf, k, spaces=out_spaces, atlas=atlas, tag=tag,
+                has_t1w=bool(data.get("t1w")), longitudinal=is_long,
+                chimap_source=chimap_relpath(source_file, inversion))
+            publish_inputs += add_space_sinks(wf, space_nodes, source_file=source_file,
+                                              inversion=inversion, tag=tag)
         stats_nodes.append(roi)
 
     change = None

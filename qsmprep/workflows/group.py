@@ -339,7 +339,8 @@ def collect_provenance(output_dir, subjects=None, sessions=None):
     """
     summary = {}
     flags = []
-    files = sorted(p for p in Path(output_dir).glob("sub-*/**/*_Chimap.json"))
+    files = sorted(p for p in Path(output_dir).glob("sub-*/**/*_Chimap.json")
+                   if "_space-" not in p.name)  # --output-spaces copies repeat the GRE-grid map
     if subjects is not None:
         files = [f for f in files if parse_entities(f).get("sub") and f"sub-{parse_entities(f)['sub']}" in subjects]
     if sessions is not None:

@@ -41,6 +41,9 @@ OUTPUT_FIELDS = [
     "xfm_template_to_atlas",
     # the path taken, for reports and sidecars
     "mode",
+    # per session: inverse of xfm_atlas_to_session (session T1w/GRE -> atlas), for
+    # --output-spaces on the cross-sectional path; '' on the longitudinal path
+    "xfm_session_to_atlas",
 ]
 
 
@@ -143,6 +146,9 @@ def init_longitudinal_wf(
     for field in per_session:
         merges[field] = pe.Node(niu.Merge(n), name=f"collect_{field}", run_without_submitting=True)
         wf.connect(merges[field], "out", outputnode, field)
+    merges["xfm_session_to_atlas"] = pe.Node(niu.Merge(n), name="collect_xfm_session_to_atlas",
+                                             run_without_submitting=True)
+    wf.connect(merges["xfm_session_to_atlas"], "out", outputnode, "xfm_session_to_atlas")
 
     template_mask_src = None  # (node, field) of the subject template brain mask
     atlas_fwd_src = None  # (node, field) of atlas -> subject template transform
@@ -213,6 +219,7 @@ def init_longitudinal_wf(
                                            (("qsm_mask", _pick, i), "fixed_mask")]),
                 (atlas_to_gre, labels_gre, [("fwd_transform", "transforms")]),
                 (atlas_to_gre, merges["xfm_atlas_to_session"], [("fwd_transform", slot)]),
+                (atlas_to_gre, merges["xfm_session_to_atlas"], [("inv_transform", slot)]),
             ])
             labels_gre.inputs.invert = [False]
             for field in ("labels_t1w", "t1w_brain_mask", "xfm_gre_to_t1w",
@@ -273,6 +280,7 @@ def init_longitudinal_wf(
             labels_gre.inputs.invert = [True, True, False]
             labels_t1w.inputs.invert = [True, False]
             setattr(merges["xfm_atlas_to_session"].inputs, slot, "")
+            setattr(merges["xfm_session_to_atlas"].inputs, slot, "")
         else:
             t1w_bex = pe.Node(
                 BrainExtraction(template=str(atlas.template), resolution_mm=bex_res, **common),
@@ -293,6 +301,7 @@ def init_longitudinal_wf(
                 (atlas_to_t1w, chain_t1w, [("fwd_transform", "in1")]),
                 (t1w_bex, merges["t1w_brain_mask"], [("out_mask", slot)]),
                 (atlas_to_t1w, merges["xfm_atlas_to_session"], [("fwd_transform", slot)]),
+                (atlas_to_t1w, merges["xfm_session_to_atlas"], [("inv_transform", slot)]),
             ])
             labels_gre.inputs.invert = [True, False]
             labels_t1w.inputs.invert = [False]

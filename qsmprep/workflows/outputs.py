@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from nipype.pipeline import engine as pe
 
-from ..interfaces.derivatives import DerivativesSink
+from ..interfaces.derivatives import DerivativesSink, build_name
 
 #: Per-session outputs: (name, source field of the session outputs, suffix, entities, sidecar)
 SESSION_OUTPUTS = (
@@ -29,12 +29,16 @@ def _fill(entities, **values):
 
 
 def add_session_sinks(wf, source_node, source_fields, *, source_file, inversion, atlas_name, tag,
-                      chimap_sidecar_node=None, dseg_sidecar=None, stats_sidecar_field=None):
+                      chimap_sidecar_node=None, dseg_sidecar=None, stats_sidecar_field=None,
+                      spatial_reference=None, sources=None):
     """Add the sinks of one session.
 
     ``source_node`` exposes the fields named in :data:`SESSION_OUTPUTS`; ``source_fields``
-    maps those names to the node's actual field names.
+    maps those names to the node's actual field names. ``spatial_reference`` (a BIDS URI of
+    the raw GRE image whose grid the outputs share) goes into the mask and dseg sidecars,
+    ``sources`` (BIDS URIs of the raw GRE images) into the mask sidecar.
     """
+    grid = {"SpatialReference": spatial_reference} if spatial_reference else {}
     pairs = []
     for name, field, suffix, ents, sidecar in SESSION_OUTPUTS:
         sink = pe.Node(
@@ -46,11 +50,14 @@ def add_session_sinks(wf, source_node, source_fields, *, source_file, inversion,
         if sidecar == "chimap" and chimap_sidecar_node is not None:
             wf.connect(chimap_sidecar_node[0], chimap_sidecar_node[1], sink, "sidecar")
         elif sidecar == "dseg" and dseg_sidecar:
-            sink.inputs.sidecar = dseg_sidecar
+            sink.inputs.sidecar = {**dseg_sidecar, **grid}
         elif sidecar == "stats" and stats_sidecar_field is not None:
             wf.connect(stats_sidecar_field[0], stats_sidecar_field[1], sink, "sidecar_file")
         elif isinstance(sidecar, dict):
-            sink.inputs.sidecar = sidecar
+            extra = dict(grid) if suffix in ("mask", "dseg") else {}
+            if suffix == "mask" and sources:
+                extra["Sources"] = list(sources)
+            sink.inputs.sidecar = {**sidecar, **extra}
         pairs.append((sink, "out_file"))
     return pairs
 
@@ -59,15 +66,19 @@ def add_subject_sinks(wf, long_wf, change_node, *, subject, atlas_name, atlas_sp
                       longitudinal):
     """Sinks of subject-level outputs: template, template-space labels, transforms, change table."""
     src = f"sub-{subject}_T1w.nii.gz"
+    # 'individual' is not a standard template: every image in it names its reference image (the
+    # template itself, a dataset-relative path), as the BIDS validator requires
+    template_ref = f"sub-{subject}/anat/sub-{subject}_space-individual_desc-template_T1w.nii.gz"
     pairs = []
     specs = []
     if longitudinal:
         specs += [
             ("template", "T1w", {"space": "individual", "desc": "template"},
-             {"Description": "Unbiased within-subject T1w template (iterative rigid average of all sessions)."}),
+             {"Description": "Unbiased within-subject T1w template (iterative rigid average of all sessions).",
+              "SpatialReference": template_ref, "SkullStripped": False}),
             ("labels_template", "dseg", {"space": "individual", "atlas": atlas_name},
              {"Description": f"{atlas_name} atlas labels in the within-subject template space.",
-              "SpatialReference": f"sub-{subject}/anat/sub-{subject}_space-individual_desc-template_T1w.nii.gz"}),
+              "SpatialReference": template_ref}),
             ("xfm_atlas_to_template", "xfm", {"from": atlas_space, "to": "individual", "mode": "image"}, None),
             ("xfm_template_to_atlas", "xfm", {"from": "individual", "to": atlas_space, "mode": "image"}, None),
         ]
@@ -108,4 +119,35 @@ def add_session_xfm_sinks(wf, long_wf, index, *, source_file, tag, has_t1w, long
                        name=f"ds_{field}_{tag}", run_without_submitting=True)
         wf.connect(long_wf, (f"outputnode.{field}", _pick, index), sink, "in_file")
         pairs.append((sink, "out_file"))
+    return pairs
+
+
+def chimap_relpath(source_file, inversion) -> str:
+    """Dataset-relative path of a session's (GRE-grid) Chimap, for ``Sources`` entries."""
+    from ..interfaces.derivatives import relative_dir
+
+    name = build_name(source_file, "Chimap", ".nii.gz", desc=inversion)
+    return f"{relative_dir(name)}/{name}"
+
+
+def add_space_sinks(wf, space_nodes, *, source_file, inversion, tag):
+    """Sinks of one session's template-space outputs (``--output-spaces``).
+
+    ``space_nodes`` maps each :class:`qsmprep.spaces.OutputSpace` to ``(chimap_node,
+    mask_node)``, :class:`~qsmprep.interfaces.spaces.ResampleToSpace` nodes whose
+    ``out_file``/``out_sidecar`` are published as
+    ``..._space-<name>[_res-<N>]_desc-<inversion>_Chimap.nii.gz`` and
+    ``..._space-<name>[_res-<N>]_desc-brain_mask.nii.gz`` (each with a JSON sidecar).
+    """
+    pairs = []
+    for space, (chi_node, mask_node) in space_nodes.items():
+        for kind, node, suffix, desc in (("chimap", chi_node, "Chimap", inversion),
+                                         ("mask", mask_node, "mask", "brain")):
+            sink = pe.Node(
+                DerivativesSink(source_file=source_file, suffix=suffix,
+                                entities={**space.entities, "desc": desc}),
+                name=f"ds_{kind}_{space.tag}_{tag}", run_without_submitting=True,
+            )
+            wf.connect([(node, sink, [("out_file", "in_file"), ("out_sidecar", "sidecar")])])
+            pairs.append((sink, "out_file"))
     return pairs
