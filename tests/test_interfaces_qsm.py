@@ -93,3 +93,53 @@ def test_merge_provenance_concatenates_quality_flags(tmp_path):
     side = res.outputs.sidecar
     assert [f["step"] for f in side["QualityFlags"]] == ["a", "b"]
     assert side["Inversion"]["Method"] == "medi" and side["Units"] == "ppm"
+
+
+def test_dipole_inversion_records_convergence(tmp_path, caplog):
+    """The interface puts iterations/converged into provenance and, at the cap, a QualityFlags
+    warning that is logged under the method's own name with the subject/session label."""
+    import logging
+    import os
+
+    from qsmprep.interfaces.qsm import DipoleInversion
+    from qsmprep.qsm import kernels
+
+    rng = np.random.default_rng(0)
+    shape, vox = (24, 26, 22), (3.0, 3.0, 3.0)
+    g = np.meshgrid(*[np.arange(n) - n / 2 for n in shape], indexing="ij")
+    mask = sum((gi / (0.4 * n)) ** 2 for gi, n in zip(g, shape)) <= 1
+    chi = np.where(mask, 0.05 * rng.standard_normal(shape), 0.0)
+    chi[(g[0] ** 2 + g[1] ** 2 + g[2] ** 2) <= 9] = 0.2
+    field = kernels.forward_field(chi, vox, (0, 0, 1), pad=8) * mask
+    aff = np.diag(vox + (1.0,))
+    files = {}
+    for name, arr in {"local": field, "mask": mask.astype(np.uint8),
+                      "mag": np.where(mask, 1.0, 0.0)[..., None].repeat(2, -1)}.items():
+        files[name] = str(tmp_path / f"{name}.nii")
+        nb.Nifti1Image(np.asarray(arr, np.float32), aff).to_filename(files[name])
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with caplog.at_level(logging.WARNING, logger="qsmprep"):
+            capped = DipoleInversion(local_file=files["local"], mask_file=files["mask"],
+                                     mag_file=files["mag"], method="medi",
+                                     method_options={"n_iter": 3},
+                                     log_label="sub-01 ses-baseline").run()
+        loose = DipoleInversion(local_file=files["local"], mask_file=files["mask"],
+                                mag_file=files["mag"], method="medi",
+                                method_options={"n_iter": 300, "tol": 0.05}).run()
+        direct = DipoleInversion(local_file=files["local"], mask_file=files["mask"],
+                                 method="tkd").run()
+    finally:
+        os.chdir(cwd)
+    prov = capped.outputs.provenance
+    assert prov["DipoleInversion"]["Iterations"] == 3
+    assert prov["DipoleInversion"]["Converged"] is False
+    assert [f["step"] for f in prov["QualityFlags"]] == ["dipole_inversion"]
+    assert prov["QualityFlags"][0]["message"].startswith("medi:")
+    msgs = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("sub-01 ses-baseline" in m and "(medi)" in m and "tv_admm" not in m for m in msgs)
+    prov = loose.outputs.provenance
+    assert prov["DipoleInversion"]["Converged"] is True and "QualityFlags" not in prov
+    prov = direct.outputs.provenance
+    assert "Converged" not in prov["DipoleInversion"] and "QualityFlags" not in prov

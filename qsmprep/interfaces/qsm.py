@@ -7,6 +7,7 @@ sink merges into the Chimap sidecar.
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import nibabel as nb
@@ -25,6 +26,8 @@ from ..qsm import background, echoes, inversion, masking, pipeline, unwrap
 from ..qsm.kernels import b0_direction_from_affine, voxel_size_from_affine
 from ..qsm.phase import choose_phase_values, detect_and_rescale_phase
 from ._io import load, load_mask, save, write_json
+
+LOGGER = logging.getLogger("qsmprep.interfaces.qsm")
 
 
 def _geometry(img):
@@ -230,6 +233,7 @@ class _InvInputSpec(BaseInterfaceInputSpec):
     mag_file = File(exists=True, desc="4-D magnitude (for morphology-enabled methods)")
     method = traits.Str(mandatory=True)
     method_options = traits.Dict()
+    log_label = traits.Str("", usedefault=True, desc="e.g. 'sub-01 ses-baseline', for log messages")
 
 
 class _InvOutputSpec(TraitedSpec):
@@ -238,7 +242,12 @@ class _InvOutputSpec(TraitedSpec):
 
 
 class DipoleInversion(SimpleInterface):
-    """Dipole inversion (:func:`qsmprep.qsm.pipeline.dipole_inversion`)."""
+    """Dipole inversion (:func:`qsmprep.qsm.pipeline.dipole_inversion`).
+
+    Iterative solvers' convergence (iterations, converged) goes into the provenance; a solver
+    that stopped at its iteration cap without reaching its tolerance adds a ``QualityFlags``
+    warning and logs it at WARNING under the method's own name.
+    """
 
     input_spec = _InvInputSpec
     output_spec = _InvOutputSpec
@@ -252,18 +261,28 @@ class DipoleInversion(SimpleInterface):
             mag4d, _ = load(self.inputs.mag_file)
             magnitude = masking.combine_magnitude(mag4d)
         voxel_size, b0_dir = _geometry(img)
+        info = {}
         chi = pipeline.dipole_inversion(
             local, mask, voxel_size, b0_dir, self.inputs.method,
-            weights=None if weights is None else weights * mask, magnitude=magnitude,
+            weights=None if weights is None else weights * mask, magnitude=magnitude, info=info,
             **_method_opts(self.inputs.method_options),
         )
         self._results["chi_file"] = save(chi, img, os.path.join(runtime.cwd, "chi_unreferenced.nii"))
-        self._results["provenance"] = {
-            "DipoleInversion": {"Method": self.inputs.method,
-                                "Parameters": pipeline.method_parameters(
-                                    inversion.METHODS, self.inputs.method,
-                                    **_method_opts(self.inputs.method_options))}
-        }
+        record = {"Method": self.inputs.method,
+                  "Parameters": pipeline.method_parameters(
+                      inversion.METHODS, self.inputs.method,
+                      **_method_opts(self.inputs.method_options))}
+        if "converged" in info:
+            record.update({"Iterations": info["iterations"], "MaxIterations": info["max_iter"],
+                           "FinalRelativeChange": info["final_change"],
+                           "Converged": info["converged"]})
+        prov = {"DipoleInversion": record}
+        flag = inversion.convergence_flag(info)
+        if flag is not None:
+            label = (self.inputs.log_label + " ") if self.inputs.log_label else ""
+            LOGGER.warning("%sdipole inversion (%s): %s", label, self.inputs.method, flag["message"])
+            prov["QualityFlags"] = [flag]
+        self._results["provenance"] = prov
         return runtime
 
 

@@ -94,6 +94,7 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
             phase_units=data.get("phase_units") or "",
             sidecar_extra={"Sources": data.get("sources", [])},
             mem_gb=mem_gb,
+            log_label=f"sub-{subject}" + (f" ses-{data['session']}" if data.get("session") else ""),
             name=f"qsm_{tag}_wf",
         )
         qsm_wf.inputs.inputnode.mag_files = data["mag"]

@@ -30,6 +30,7 @@ def init_qsm_wf(
     phase_units="",
     sidecar_extra=None,
     mem_gb=2.0,
+    log_label="",
     name="qsm_wf",
 ):
     """Reconstruct a susceptibility map from multi-echo magnitude and phase.
@@ -37,6 +38,9 @@ def init_qsm_wf(
     Steps (one node each, each wrapping one function of :mod:`qsmprep.qsm.pipeline`):
     load + phase scaling -> brain mask -> echo combination/unwrapping (total field, ppm)
     -> background field removal (local field, eroded mask) -> dipole inversion -> referencing.
+
+    ``log_label`` (e.g. ``"sub-01 ses-baseline"``) prefixes the warnings that steps log (e.g. a
+    solver stopped at its iteration cap).
 
     Inputs
     ------
@@ -83,7 +87,8 @@ def init_qsm_wf(
         name="bf_removal", mem_gb=mem_gb * 2,
     )
     inv = pe.Node(
-        DipoleInversion(method=inversion, method_options=method_options.get("inversion", {})),
+        DipoleInversion(method=inversion, method_options=method_options.get("inversion", {}),
+                        log_label=log_label),
         name="dipole_inversion", mem_gb=mem_gb * 2,
     )
     ref = pe.Node(ReferenceChi(method=reference, echo_times=list(echo_times)), name="reference")
