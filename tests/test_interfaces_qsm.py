@@ -143,3 +143,37 @@ def test_dipole_inversion_records_convergence(tmp_path, caplog):
     assert prov["DipoleInversion"]["Converged"] is True and "QualityFlags" not in prov
     prov = direct.outputs.provenance
     assert "Converged" not in prov["DipoleInversion"] and "QualityFlags" not in prov
+
+
+def test_r2star_interface_and_workflow_outputs(session_files, tmp_path):
+    """R2StarMap writes R2* (1/s) and T2* (s) inside the mask; the QSM workflow exposes both."""
+    import os
+
+    from qsmprep.interfaces.qsm import R2StarMap
+    from qsmprep.workflows.qsm import init_qsm_wf
+
+    d, mags, _, mask, _ = session_files
+    mag4d = tmp_path / "mag4d.nii.gz"
+    nb.Nifti1Image(np.stack([nb.load(m).get_fdata() for m in mags], -1).astype(np.float32),
+                   d.affine).to_filename(mag4d)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        res = R2StarMap(mag_file=str(mag4d), mask_file=mask, echo_times=list(d.tes)).run()
+    finally:
+        os.chdir(cwd)
+    r2 = nb.load(res.outputs.r2star_file).get_fdata()
+    t2 = nb.load(res.outputs.t2star_file).get_fdata()
+    brain = d.brain_mask.astype(bool)
+    assert np.all(r2[~brain] == 0)
+    # brain tissue at 3 T: R2* of roughly 10-60 1/s over most of the brain
+    med = float(np.median(r2[brain]))
+    assert 10.0 < med < 60.0
+    ok = r2 > 0
+    assert np.allclose(t2[ok] * r2[ok], 1.0, rtol=1e-4)
+    wf = init_qsm_wf(echo_times=list(d.tes), b0=3.0, masking="phase-quality",
+                     combination="nonlinear", unwrapping="romeo", bf_removal="vsharp",
+                     inversion="medi", reference="mean")
+    edges = {(u.name, v.name): data["connect"] for u, v, data in wf._graph.edges(data=True)}
+    conns = edges[("r2star", "outputnode")]
+    assert ("r2star_file", "r2star") in conns and ("t2star_file", "t2star") in conns

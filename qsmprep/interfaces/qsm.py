@@ -22,7 +22,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from ..qsm import background, echoes, inversion, masking, pipeline, unwrap
+from ..qsm import background, echoes, inversion, masking, pipeline, relaxometry, unwrap
 from ..qsm.kernels import b0_direction_from_affine, voxel_size_from_affine
 from ..qsm.phase import choose_phase_values, detect_and_rescale_phase
 from ._io import load, load_mask, save, write_json
@@ -283,6 +283,37 @@ class DipoleInversion(SimpleInterface):
             LOGGER.warning("%sdipole inversion (%s): %s", label, self.inputs.method, flag["message"])
             prov["QualityFlags"] = [flag]
         self._results["provenance"] = prov
+        return runtime
+
+
+# --------------------------------------------------------------------------------------------
+class _R2sInputSpec(BaseInterfaceInputSpec):
+    mag_file = File(exists=True, mandatory=True, desc="4-D magnitude")
+    mask_file = File(exists=True, mandatory=True, desc="brain mask")
+    echo_times = traits.List(traits.Float, mandatory=True)
+    method = traits.Str(relaxometry.DEFAULT, usedefault=True)
+
+
+class _R2sOutputSpec(TraitedSpec):
+    r2star_file = File(exists=True, desc="R2* (1/s)")
+    t2star_file = File(exists=True, desc="T2* (s)")
+    provenance = traits.Dict()
+
+
+class R2StarMap(SimpleInterface):
+    """R2* and T2* from the multi-echo magnitude (:func:`qsmprep.qsm.relaxometry.r2star_t2star`)."""
+
+    input_spec = _R2sInputSpec
+    output_spec = _R2sOutputSpec
+
+    def _run_interface(self, runtime):
+        mag, img = load(self.inputs.mag_file)
+        mask, mimg = load_mask(self.inputs.mask_file)
+        r2, t2 = relaxometry.r2star_t2star(mag, self.inputs.echo_times, mask, method=self.inputs.method)
+        self._results["r2star_file"] = save(r2, mimg, os.path.join(runtime.cwd, "r2star.nii"))
+        self._results["t2star_file"] = save(t2, mimg, os.path.join(runtime.cwd, "t2star.nii"))
+        self._results["provenance"] = {"Method": self.inputs.method,
+                                       "EchoTime": [float(t) for t in self.inputs.echo_times]}
         return runtime
 
 
