@@ -130,7 +130,10 @@ def score(res: dict, d: dict) -> dict:
     truth = _demean(d["chi"], ev)
     est = _demean(res["chi_unreferenced"], ev)
     m_ev, _ = score_arrays(est, truth, ev.astype(np.uint8))
-    truth_b = np.where(brain, truth, 0.0)
+    # leaderboard convention: the whole true brain, true values everywhere in it (referenced
+    # like the estimate), eroded-away voxels scored as 0
+    chi_t = np.asarray(d["chi"], np.float64)
+    truth_b = np.where(brain, chi_t - chi_t[ev].mean(), 0.0)
     m_ci, _ = score_arrays(est, truth_b, brain.astype(np.uint8))
     out = {"nrmse_ev": m_ev["nrmse"], "hfen_ev": m_ev["hfen"], "xsim_ev": m_ev["xsim"],
            "nrmse_ci": m_ci["nrmse"], "hfen_ci": m_ci["hfen"], "xsim_ci": m_ci["xsim"]}
