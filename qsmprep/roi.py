@@ -51,6 +51,8 @@ CHANGE_COLUMNS = [
     "baseline_n_voxels",
     "followup_n_voxels",
 ]
+#: R2* columns (1/s) appended after :data:`COLUMNS` when an R2* map is given (contract 3)
+R2STAR_COLUMNS = ["r2star_mean", "r2star_median", "r2star_sd"]
 PPM_TO_PPB = 1000.0
 #: ``erode_vox="auto"`` erodes by one voxel when every voxel dimension is at most this (mm)
 AUTO_EROSION_MAX_VOXEL_MM = 1.5
@@ -145,6 +147,7 @@ def roi_statistics(
     erode_vox: int = 0,
     reliability: np.ndarray | None = None,
     min_reliability: float | None = None,
+    r2star: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Susceptibility statistics per atlas label, in ppb.
 
@@ -158,10 +161,13 @@ def roi_statistics(
     mask : optional boolean QSM mask; labels outside it are ignored.
     erode_vox : erode each label by this many voxels before anything else (0 = off).
     reliability, min_reliability : exclude voxels with ``reliability < min_reliability``.
+    r2star : optional R2* map (1/s) on the same grid; adds :data:`R2STAR_COLUMNS` (mean, median,
+        sample SD over the same voxels as the susceptibility statistics).
 
     Returns
     -------
-    DataFrame with columns :data:`COLUMNS`, one row per row of ``label_table`` (same order).
+    DataFrame with columns :data:`COLUMNS` (+ :data:`R2STAR_COLUMNS` with ``r2star``), one row per
+    row of ``label_table`` (same order).
     ``sd_ppb`` is the sample standard deviation (``ddof=1``; NaN for a single voxel).
     Non-finite susceptibility values are not counted.
     """
@@ -170,11 +176,16 @@ def roi_statistics(
         raise ValueError(f"chi shape {chi_ppm.shape} != labels shape {np.shape(labels)}")
     sel = select_voxels(labels, mask, erode_vox, reliability, min_reliability)
     sel[~np.isfinite(chi_ppm)] = 0
+    if r2star is not None:
+        r2star = np.asarray(r2star, dtype=float)
+        if r2star.shape != chi_ppm.shape:
+            raise ValueError(f"r2star shape {r2star.shape} != chi shape {chi_ppm.shape}")
     voxel_volume = float(np.prod(np.asarray(voxel_size, dtype=float)[:3]))
 
     order = np.argsort(sel, axis=None, kind="stable")
     flat_lab = sel.ravel()[order]
     flat_chi = chi_ppm.ravel()[order]
+    flat_r2 = None if r2star is None else r2star.ravel()[order]
     rows = []
     for rec in label_table.to_dict("records"):
         idx = int(rec["index"])
@@ -182,6 +193,13 @@ def roi_statistics(
         hi = np.searchsorted(flat_lab, idx, side="right")
         vals = flat_chi[lo:hi] * PPM_TO_PPB if idx != 0 else flat_chi[:0]
         n = int(vals.size)
+        extra = {}
+        if flat_r2 is not None:
+            r2 = flat_r2[lo:hi] if idx != 0 else flat_r2[:0]
+            r2 = r2[np.isfinite(r2)]
+            extra = {"r2star_mean": float(np.mean(r2)) if r2.size else np.nan,
+                     "r2star_median": float(np.median(r2)) if r2.size else np.nan,
+                     "r2star_sd": float(np.std(r2, ddof=1)) if r2.size > 1 else np.nan}
         rows.append(
             {
                 "index": idx,
@@ -193,9 +211,10 @@ def roi_statistics(
                 "sd_ppb": float(np.std(vals, ddof=1)) if n > 1 else np.nan,
                 "n_voxels": n,
                 "volume_mm3": n * voxel_volume,
+                **extra,
             }
         )
-    df = pd.DataFrame(rows, columns=COLUMNS)
+    df = pd.DataFrame(rows, columns=COLUMNS + (R2STAR_COLUMNS if r2star is not None else []))
     df["index"] = df["index"].astype(int)
     df["n_voxels"] = df["n_voxels"].astype(int)
     return df
@@ -248,12 +267,14 @@ def roi_sidecar(
     masked: bool = True,
     change: bool = False,
     erosion_mode: str | None = None,
+    r2star: bool = False,
 ) -> dict:
     """JSON data dictionary for a ROI statistics table (``*_stats.tsv``).
 
     ``reference`` names the susceptibility reference region (string, or the info dict returned
     by ``qsm.reference``). ``change=True`` describes a :func:`longitudinal_change` table.
     ``erosion_mode`` (e.g. ``"auto"``) records how ``erode_vox`` was chosen.
+    ``r2star=True`` describes the R2* columns (:data:`R2STAR_COLUMNS`, 1/s).
     """
     common = {
         "index": {"Description": f"Label value in the atlas-{atlas_name} label image"},
@@ -290,6 +311,14 @@ def roi_sidecar(
             "n_voxels": {"Description": "Number of voxels used (n/a statistics when 0)"},
             "volume_mm3": {"Description": "n_voxels times the voxel volume", "Units": "mm^3"},
         }
+        if r2star:
+            cols.update({
+                "r2star_mean": {"Description": "Mean R2* (multi-echo magnitude fit) over the "
+                                "same voxels as mean_ppb", "Units": "1/s"},
+                "r2star_median": {"Description": "Median R2*", "Units": "1/s"},
+                "r2star_sd": {"Description": "Sample standard deviation (ddof=1) of R2*",
+                              "Units": "1/s"},
+            })
     selection = []
     if erode_vox:
         selection.append(f"each label eroded by {erode_vox} voxel(s) (6-connectivity)")

@@ -93,3 +93,87 @@ def test_merge_provenance_concatenates_quality_flags(tmp_path):
     side = res.outputs.sidecar
     assert [f["step"] for f in side["QualityFlags"]] == ["a", "b"]
     assert side["Inversion"]["Method"] == "medi" and side["Units"] == "ppm"
+
+
+def test_dipole_inversion_records_convergence(tmp_path, caplog):
+    """The interface puts iterations/converged into provenance and, at the cap, a QualityFlags
+    warning that is logged under the method's own name with the subject/session label."""
+    import logging
+    import os
+
+    from qsmprep.interfaces.qsm import DipoleInversion
+    from qsmprep.qsm import kernels
+
+    rng = np.random.default_rng(0)
+    shape, vox = (24, 26, 22), (3.0, 3.0, 3.0)
+    g = np.meshgrid(*[np.arange(n) - n / 2 for n in shape], indexing="ij")
+    mask = sum((gi / (0.4 * n)) ** 2 for gi, n in zip(g, shape)) <= 1
+    chi = np.where(mask, 0.05 * rng.standard_normal(shape), 0.0)
+    chi[(g[0] ** 2 + g[1] ** 2 + g[2] ** 2) <= 9] = 0.2
+    field = kernels.forward_field(chi, vox, (0, 0, 1), pad=8) * mask
+    aff = np.diag(vox + (1.0,))
+    files = {}
+    for name, arr in {"local": field, "mask": mask.astype(np.uint8),
+                      "mag": np.where(mask, 1.0, 0.0)[..., None].repeat(2, -1)}.items():
+        files[name] = str(tmp_path / f"{name}.nii")
+        nb.Nifti1Image(np.asarray(arr, np.float32), aff).to_filename(files[name])
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with caplog.at_level(logging.WARNING, logger="qsmprep"):
+            capped = DipoleInversion(local_file=files["local"], mask_file=files["mask"],
+                                     mag_file=files["mag"], method="medi",
+                                     method_options={"n_iter": 3},
+                                     log_label="sub-01 ses-baseline").run()
+        loose = DipoleInversion(local_file=files["local"], mask_file=files["mask"],
+                                mag_file=files["mag"], method="medi",
+                                method_options={"n_iter": 300, "tol": 0.05}).run()
+        direct = DipoleInversion(local_file=files["local"], mask_file=files["mask"],
+                                 method="tkd").run()
+    finally:
+        os.chdir(cwd)
+    prov = capped.outputs.provenance
+    assert prov["DipoleInversion"]["Iterations"] == 3
+    assert prov["DipoleInversion"]["Converged"] is False
+    assert [f["step"] for f in prov["QualityFlags"]] == ["dipole_inversion"]
+    assert prov["QualityFlags"][0]["message"].startswith("medi:")
+    msgs = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("sub-01 ses-baseline" in m and "(medi)" in m and "tv_admm" not in m for m in msgs)
+    prov = loose.outputs.provenance
+    assert prov["DipoleInversion"]["Converged"] is True and "QualityFlags" not in prov
+    prov = direct.outputs.provenance
+    assert "Converged" not in prov["DipoleInversion"] and "QualityFlags" not in prov
+
+
+def test_r2star_interface_and_workflow_outputs(session_files, tmp_path):
+    """R2StarMap writes R2* (1/s) and T2* (s) inside the mask; the QSM workflow exposes both."""
+    import os
+
+    from qsmprep.interfaces.qsm import R2StarMap
+    from qsmprep.workflows.qsm import init_qsm_wf
+
+    d, mags, _, mask, _ = session_files
+    mag4d = tmp_path / "mag4d.nii.gz"
+    nb.Nifti1Image(np.stack([nb.load(m).get_fdata() for m in mags], -1).astype(np.float32),
+                   d.affine).to_filename(mag4d)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        res = R2StarMap(mag_file=str(mag4d), mask_file=mask, echo_times=list(d.tes)).run()
+    finally:
+        os.chdir(cwd)
+    r2 = nb.load(res.outputs.r2star_file).get_fdata()
+    t2 = nb.load(res.outputs.t2star_file).get_fdata()
+    brain = d.brain_mask.astype(bool)
+    assert np.all(r2[~brain] == 0)
+    # brain tissue at 3 T: R2* of roughly 10-60 1/s over most of the brain
+    med = float(np.median(r2[brain]))
+    assert 10.0 < med < 60.0
+    ok = r2 > 0
+    assert np.allclose(t2[ok] * r2[ok], 1.0, rtol=1e-4)
+    wf = init_qsm_wf(echo_times=list(d.tes), b0=3.0, masking="phase-quality",
+                     combination="nonlinear", unwrapping="romeo", bf_removal="vsharp",
+                     inversion="medi", reference="mean")
+    edges = {(u.name, v.name): data["connect"] for u, v, data in wf._graph.edges(data=True)}
+    conns = edges[("r2star", "outputnode")]
+    assert ("r2star_file", "r2star") in conns and ("t2star_file", "t2star") in conns

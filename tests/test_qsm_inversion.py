@@ -194,3 +194,33 @@ def test_contract_signatures():
         params = list(inspect.signature(f).parameters)
         assert params[:5] == ["total_ppm", "mask", "voxel_size", "b0_dir", "weights"]
         assert f.__doc__ and "References" in f.__doc__
+
+
+@pytest.mark.parametrize("name", ITERATIVE)
+def test_convergence_record_at_cap(phantom, name):
+    """A solver cut at 2 iterations (far from its tolerance) says so; the record names the method."""
+    cap = {"max_iter": 2} if name == "cg" else {"n_iter": 2}
+    info = {}
+    _run(name, phantom, info=info, **cap)
+    assert info["method"] == name
+    assert info["iterations"] == 2 and info["max_iter"] == 2
+    assert info["converged"] is False and info["final_change"] > info["tol"]
+    flag = inversion.convergence_flag(info)
+    assert flag["step"] == "dipole_inversion" and flag["severity"] == "warning"
+    assert flag["message"].startswith(f"{name}:") and "2/2" in flag["message"]
+
+
+@pytest.mark.parametrize("name", ["tv_admm", "medi", "rts"])
+def test_convergence_record_when_tolerance_reached(phantom, name):
+    """With a loose tolerance the solver stops before its cap, converged, and raises no flag."""
+    info = {}
+    _run(name, phantom, info=info, n_iter=200, tol=0.05)
+    assert info["converged"] is True
+    assert info["iterations"] < 200 and info["final_change"] < 0.05
+    assert inversion.convergence_flag(info) is None
+
+
+def test_convergence_flag_ignores_direct_methods(phantom):
+    info = {}
+    _run("tkd", phantom)  # no info parameter: nothing recorded
+    assert inversion.convergence_flag(info) is None

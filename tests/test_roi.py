@@ -157,3 +157,27 @@ def test_longitudinal_change_and_sidecar():
     assert sc["SusceptibilityReference"] == "whole-brain mean"
     sc2 = roi.roi_sidecar(change=True)
     assert all(col in sc2 for col in roi.CHANGE_COLUMNS)
+
+
+def test_r2star_columns_use_the_same_voxels():
+    """R2* columns (contract 3, 1/s) are computed over exactly the voxels of the chi statistics."""
+    chi, labels = tiny()
+    r2 = np.full(chi.shape, 99.0)
+    r2[0, 0, 0], r2[1, 0, 0], r2[2, 0, 0] = 18.0, 22.0, 35.0
+    r2[0, 2, 1], r2[1, 2, 1] = 20.0, 24.0
+    mask = np.ones(chi.shape, bool)
+    mask[2, 0, 0] = False  # drops the 35 1/s voxel from both chi and R2* statistics
+    df = roi.roi_statistics(chi, labels, TABLE, (1.0, 1.0, 1.0), mask=mask, r2star=r2)
+    assert list(df.columns) == roi.COLUMNS + roi.R2STAR_COLUMNS
+    r1 = df.set_index("index").loc[1]
+    assert r1["n_voxels"] == 2 and r1["mean_ppb"] == pytest.approx(15.0)
+    assert r1["r2star_mean"] == pytest.approx(20.0)
+    assert r1["r2star_median"] == pytest.approx(20.0)
+    assert r1["r2star_sd"] == pytest.approx(np.sqrt(8.0))
+    assert df.set_index("index").loc[2, "r2star_mean"] == pytest.approx(22.0)
+    assert np.isnan(df.set_index("index").loc[3, "r2star_mean"])
+    side = roi.roi_sidecar(r2star=True)
+    assert all(side[c]["Units"] == "1/s" for c in roi.R2STAR_COLUMNS)
+    assert "r2star_mean" not in roi.roi_sidecar()
+    with pytest.raises(ValueError, match="r2star shape"):
+        roi.roi_statistics(chi, labels, TABLE, (1, 1, 1), r2star=r2[:2])

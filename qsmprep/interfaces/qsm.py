@@ -22,7 +22,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from ..qsm import background, echoes, inversion, masking, pipeline, unwrap
+from ..qsm import background, echoes, inversion, masking, pipeline, relaxometry, unwrap
 from ..qsm.kernels import b0_direction_from_affine, voxel_size_from_affine
 from ..qsm.masking import drop_voxels, nonfinite_voxels
 from ..qsm.phase import choose_phase_values, complex_to_mag_phase, detect_and_rescale_phase
@@ -286,6 +286,7 @@ class _InvInputSpec(BaseInterfaceInputSpec):
     mag_file = File(exists=True, desc="4-D magnitude (for morphology-enabled methods)")
     method = traits.Str(mandatory=True)
     method_options = traits.Dict()
+    log_label = traits.Str("", usedefault=True, desc="e.g. 'sub-01 ses-baseline', for log messages")
 
 
 class _InvOutputSpec(TraitedSpec):
@@ -294,7 +295,12 @@ class _InvOutputSpec(TraitedSpec):
 
 
 class DipoleInversion(SimpleInterface):
-    """Dipole inversion (:func:`qsmprep.qsm.pipeline.dipole_inversion`)."""
+    """Dipole inversion (:func:`qsmprep.qsm.pipeline.dipole_inversion`).
+
+    Iterative solvers' convergence (iterations, converged) goes into the provenance; a solver
+    that stopped at its iteration cap without reaching its tolerance adds a ``QualityFlags``
+    warning and logs it at WARNING under the method's own name.
+    """
 
     input_spec = _InvInputSpec
     output_spec = _InvOutputSpec
@@ -308,18 +314,59 @@ class DipoleInversion(SimpleInterface):
             mag4d, _ = load(self.inputs.mag_file)
             magnitude = masking.combine_magnitude(mag4d)
         voxel_size, b0_dir = _geometry(img)
+        info = {}
         chi = pipeline.dipole_inversion(
             local, mask, voxel_size, b0_dir, self.inputs.method,
-            weights=None if weights is None else weights * mask, magnitude=magnitude,
+            weights=None if weights is None else weights * mask, magnitude=magnitude, info=info,
             **_method_opts(self.inputs.method_options),
         )
         self._results["chi_file"] = save(chi, img, os.path.join(runtime.cwd, "chi_unreferenced.nii"))
-        self._results["provenance"] = {
-            "DipoleInversion": {"Method": self.inputs.method,
-                                "Parameters": pipeline.method_parameters(
-                                    inversion.METHODS, self.inputs.method,
-                                    **_method_opts(self.inputs.method_options))}
-        }
+        record = {"Method": self.inputs.method,
+                  "Parameters": pipeline.method_parameters(
+                      inversion.METHODS, self.inputs.method,
+                      **_method_opts(self.inputs.method_options))}
+        if "converged" in info:
+            record.update({"Iterations": info["iterations"], "MaxIterations": info["max_iter"],
+                           "FinalRelativeChange": info["final_change"],
+                           "Converged": info["converged"]})
+        prov = {"DipoleInversion": record}
+        flag = inversion.convergence_flag(info)
+        if flag is not None:
+            label = (self.inputs.log_label + " ") if self.inputs.log_label else ""
+            LOGGER.warning("%sdipole inversion (%s): %s", label, self.inputs.method, flag["message"])
+            prov["QualityFlags"] = [flag]
+        self._results["provenance"] = prov
+        return runtime
+
+
+# --------------------------------------------------------------------------------------------
+class _R2sInputSpec(BaseInterfaceInputSpec):
+    mag_file = File(exists=True, mandatory=True, desc="4-D magnitude")
+    mask_file = File(exists=True, mandatory=True, desc="brain mask")
+    echo_times = traits.List(traits.Float, mandatory=True)
+    method = traits.Str(relaxometry.DEFAULT, usedefault=True)
+
+
+class _R2sOutputSpec(TraitedSpec):
+    r2star_file = File(exists=True, desc="R2* (1/s)")
+    t2star_file = File(exists=True, desc="T2* (s)")
+    provenance = traits.Dict()
+
+
+class R2StarMap(SimpleInterface):
+    """R2* and T2* from the multi-echo magnitude (:func:`qsmprep.qsm.relaxometry.r2star_t2star`)."""
+
+    input_spec = _R2sInputSpec
+    output_spec = _R2sOutputSpec
+
+    def _run_interface(self, runtime):
+        mag, img = load(self.inputs.mag_file)
+        mask, mimg = load_mask(self.inputs.mask_file)
+        r2, t2 = relaxometry.r2star_t2star(mag, self.inputs.echo_times, mask, method=self.inputs.method)
+        self._results["r2star_file"] = save(r2, mimg, os.path.join(runtime.cwd, "r2star.nii"))
+        self._results["t2star_file"] = save(t2, mimg, os.path.join(runtime.cwd, "t2star.nii"))
+        self._results["provenance"] = {"Method": self.inputs.method,
+                                       "EchoTime": [float(t) for t in self.inputs.echo_times]}
         return runtime
 
 

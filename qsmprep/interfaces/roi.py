@@ -43,6 +43,7 @@ class _ROIStatsInputSpec(BaseInterfaceInputSpec):
     label_table = File(exists=True, mandatory=True, desc="atlas-<Name>_dseg.tsv")
     mask = File(exists=True, desc="final QSM mask")
     reliability = File(exists=True, desc="multi-echo reliability map (0..1)")
+    r2star = File(exists=True, desc="R2* map (1/s): adds r2star_mean/median/sd columns")
     erode_vox = traits.Either(
         traits.Enum("auto"), traits.Int(), default="auto", usedefault=True,
         desc="per-label erosion (voxels), or 'auto' (1 at <= 1.5 mm voxels, else 0)")
@@ -68,6 +69,7 @@ class ROIStats(SimpleInterface):
         mask = load_mask(self.inputs.mask)[0] if isdefined(self.inputs.mask) else None
         rel = load(self.inputs.reliability)[0] if isdefined(self.inputs.reliability) else None
         min_rel = self.inputs.min_reliability if isdefined(self.inputs.min_reliability) else None
+        r2star = load(self.inputs.r2star)[0] if isdefined(self.inputs.r2star) else None
         voxel_size = voxel_size_from_affine(img.affine)
         erode = roi.resolve_erosion(self.inputs.erode_vox, voxel_size)
         df = roi.roi_statistics(
@@ -79,6 +81,7 @@ class ROIStats(SimpleInterface):
             erode_vox=erode,
             reliability=rel,
             min_reliability=min_rel,
+            r2star=r2star,
         )
         self._results["out_tsv"] = write_tsv(df, os.path.join(runtime.cwd, "stats.tsv"))
         self._results["out_json"] = write_json(
@@ -89,6 +92,7 @@ class ROIStats(SimpleInterface):
                 min_reliability=min_rel,
                 masked=mask is not None,
                 erosion_mode="auto" if self.inputs.erode_vox == "auto" else "fixed",
+                r2star=r2star is not None,
             ),
             os.path.join(runtime.cwd, "stats.json"),
         )

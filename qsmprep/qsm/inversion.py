@@ -11,6 +11,11 @@ optional (echo-combined) magnitude image used for morphological priors. ``chi_pp
 (or ``dtype``) and zero outside ``mask``. The mean of ``chi`` is not determined by the field
 (``D(0) = 0``): reference it afterwards (:mod:`qsmprep.qsm.reference`).
 
+Iterative methods (``cg``, ``tv_admm``, ``medi``, ``rts``) also accept ``info``: a dict that they
+fill with their convergence record (``method``, ``iterations``, ``max_iter``, ``tol``,
+``final_change``, ``converged``); :func:`convergence_flag` turns a record of a solver that stopped
+at its iteration cap without reaching its tolerance into a ``QualityFlags`` entry.
+
 Numerics shared by all methods:
 
 * the volume is cropped to the mask's bounding box plus ``pad_mm`` (default 12 mm) of zeros per
@@ -56,7 +61,35 @@ from ._fftgrid import (
 LOGGER = logging.getLogger("qsmprep.qsm.inversion")
 
 __all__ = ["tkd", "tikhonov", "cg", "tv_admm", "medi", "rts", "magnitude_edge_weights",
-           "METHODS", "DEFAULT"]
+           "convergence_flag", "METHODS", "DEFAULT"]
+
+
+def _record(info, method, iterations, max_iter, tol, final_change, converged):
+    """Fill the caller's ``info`` dict (if any) with a solver's convergence record; log it."""
+    rec = {"method": method, "iterations": int(iterations), "max_iter": int(max_iter),
+           "tol": float(tol), "final_change": float(final_change), "converged": bool(converged)}
+    LOGGER.debug("%s: %d/%d iterations, last relative change %.3g (tol %.3g), converged=%s",
+                 method, rec["iterations"], rec["max_iter"], rec["final_change"], rec["tol"],
+                 rec["converged"])
+    if info is not None:
+        info.update(rec)
+    return rec
+
+
+def convergence_flag(info: dict | None) -> dict | None:
+    """A ``QualityFlags`` record (contract: ``{"step", "severity", "message"}``) for a solver that
+    stopped at its iteration cap without reaching its tolerance; ``None`` when it converged or
+    when ``info`` holds no convergence record (direct methods such as TKD)."""
+    if not info or "converged" not in info or info["converged"]:
+        return None
+    return {
+        "step": "dipole_inversion",
+        "severity": "warning",
+        "message": (f"{info['method']}: stopped at its iteration cap ({info['iterations']}/"
+                    f"{info['max_iter']} iterations) without reaching its tolerance (last relative "
+                    f"change {info['final_change']:.3g} > tol {info['tol']:.3g}); the map may be "
+                    f"under-converged (raise n_iter/max_iter or check the input field)."),
+    }
 
 
 class _Problem:
@@ -139,7 +172,7 @@ def tikhonov(local_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, 
 
 
 def cg(local_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, magnitude=None,
-       lam=1e-3, tol=1e-3, max_iter=100, pad_mm=12.0, dtype=np.float32, workers=None):
+       lam=1e-3, tol=1e-3, max_iter=100, pad_mm=12.0, dtype=np.float32, workers=None, info=None):
     """Iterative weighted L2 inversion by conjugate gradients on the normal equations.
 
     Minimises ``||W (D M x - f)||^2 + lam ||grad (M x)||^2`` over ``x`` supported in the mask
@@ -175,7 +208,9 @@ def cg(local_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, magnit
         res *= m
 
     rhs = p.ifft(p.fft(w2 * p.f) * d) * m
-    x, _, _ = _cg(apply_n, rhs, tol=tol, max_iter=max_iter)
+    x, n_it, rel = _cg(apply_n, rhs, tol=tol, max_iter=max_iter)
+    # CG stops early on a non-positive curvature too; only the cap without tolerance is a miss
+    _record(info, "cg", n_it, max_iter, tol, rel, rel <= tol or n_it < max_iter)
     return p.out(x)
 
 
@@ -203,7 +238,7 @@ def magnitude_edge_weights(magnitude, mask, voxel_size, edge_fraction=0.3):
     return wg
 
 
-def _tv_admm(p: _Problem, alpha, mu1, mu2, n_iter, tol, tv_weights=None):
+def _tv_admm(p: _Problem, alpha, mu1, mu2, n_iter, tol, tv_weights=None, name="tv_admm", info=None):
     """Linear FANSI ADMM for ``1/2 ||W (D chi - f)||^2 + alpha || wG . grad chi ||_1`` (isotropic)."""
     dt = p.dtype.type
     shape, d, vox = p.shape, p.d, p.vox
@@ -226,6 +261,7 @@ def _tv_admm(p: _Problem, alpha, mu1, mu2, n_iter, tol, tv_weights=None):
     tau = dt(alpha / mu1)
     thr = tau if tv_weights is None else (tau * tv_weights).astype(p.dtype)
     prev = np.zeros(shape, p.dtype)
+    change, converged, it = float("inf"), False, -1
     for it in range(n_iter):
         # chi update (closed form in k-space)
         np.subtract(z, s, out=g)
@@ -268,16 +304,17 @@ def _tv_admm(p: _Problem, alpha, mu1, mu2, n_iter, tol, tv_weights=None):
         t -= v
         prev -= chi
         change = np.linalg.norm(prev) / max(np.linalg.norm(chi), 1e-30)
-        LOGGER.debug("tv_admm it %d: change %.3g", it, change)
+        LOGGER.debug("%s it %d: change %.3g", name, it, change)
         if it > 0 and change < tol:
+            converged = True
             break
-    LOGGER.info("tv_admm: %d iterations, last relative change %.3g", it + 1, change)
+    _record(info, name, it + 1, n_iter, tol, change, converged)
     return chi
 
 
 def tv_admm(local_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, magnitude=None,
             alpha=3e-4, mu1=None, mu2=1.0, n_iter=50, tol=1e-3, pad_mm=12.0, dtype=np.float32,
-            workers=None):
+            workers=None, info=None):
     """Total-variation inversion with a weighted linear data term by ADMM (linear FANSI).
 
     Minimises ``1/2 ||W (D chi - f)||^2 + alpha ||grad chi||_1`` (isotropic TV, ``grad`` in 1/mm)
@@ -310,12 +347,12 @@ def tv_admm(local_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, m
     """
     p = _Problem(local_ppm, mask, voxel_size, b0_dir, weights, pad_mm, dtype, workers)
     mu1 = 100.0 * alpha if mu1 is None else mu1
-    return p.out(_tv_admm(p, alpha, mu1, mu2, n_iter, tol))
+    return p.out(_tv_admm(p, alpha, mu1, mu2, n_iter, tol, name="tv_admm", info=info))
 
 
 def medi(local_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, magnitude=None,
          alpha=3e-4, edge_fraction=0.3, mu1=None, mu2=1.0, n_iter=50, tol=1e-3, pad_mm=12.0,
-         dtype=np.float32, workers=None):
+         dtype=np.float32, workers=None, info=None):
     """Morphology-enabled dipole inversion (MEDI-like), linear data term, solved by ADMM.
 
     Minimises ``1/2 ||W (D chi - f)||^2 + alpha ||M_G . grad chi||_1`` where ``M_G`` is MEDI's
@@ -352,12 +389,12 @@ def medi(local_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, magn
         # outside the mask (zero-filled padding) keep regularising
         wg[:, p.m == 0] = 1.0
     mu1 = 100.0 * alpha if mu1 is None else mu1
-    return p.out(_tv_admm(p, alpha, mu1, mu2, n_iter, tol, tv_weights=wg))
+    return p.out(_tv_admm(p, alpha, mu1, mu2, n_iter, tol, tv_weights=wg, name="medi", info=info))
 
 
 def rts(local_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, magnitude=None,
         delta=0.15, mu=1e5, rho=10.0, n_iter=20, tol=1e-2, ls_iter=30, tau=0.7, gamma=5.0,
-        step1="masked_cg", pad_mm=12.0, dtype=np.float32, workers=None):
+        step1="masked_cg", pad_mm=12.0, dtype=np.float32, workers=None, info=None):
     """Rapid two-step dipole inversion (RTS).
 
     Step 1: a few (``ls_iter``, default 4 as in QSM.jl) conjugate-gradient iterations of the
@@ -421,6 +458,7 @@ def rts(local_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, magni
     nrm = np.empty(p.shape, p.dtype)
     prev = np.empty(p.shape, p.dtype)
     res_prev = np.inf
+    change, converged, it = float("inf"), False, -1
     for it in range(n_iter):
         # z update (isotropic shrinkage at 1/rho) and scaled dual, from the current chi
         grad(chi, p.vox, g)
@@ -449,12 +487,14 @@ def rts(local_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, magni
         change = np.linalg.norm(prev) / max(np.linalg.norm(chi), 1e-30)
         LOGGER.debug("rts it %d: change %.3g, primal residual %.3g, rho %.3g", it, change, res, rho)
         if change < tol:
+            converged = True
             break
         if res > tau * res_prev:  # slow primal convergence: raise rho (scaled dual shrinks)
             rho *= gamma
             u *= dt(1.0 / gamma)
             set_rho(rho)
         res_prev = res
+    _record(info, "rts", it + 1, n_iter, tol, change, converged)
     return p.out(chi)
 
 

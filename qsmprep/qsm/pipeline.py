@@ -11,6 +11,7 @@ exact unwrapping) -> background field removal -> dipole inversion -> referencing
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -18,6 +19,8 @@ import numpy as np
 
 from . import background, echoes, inversion, masking, reference
 from .kernels import b0_direction_from_affine, hz_to_ppm, voxel_size_from_affine
+
+LOGGER = logging.getLogger("qsmprep.qsm.pipeline")
 
 
 def call_method(registry: dict, name: str, kind: str, **kwargs):
@@ -38,7 +41,7 @@ def call_method(registry: dict, name: str, kind: str, **kwargs):
 
 _DATA_ARGS = {
     "mag", "phase", "tes", "voxel_size", "phase4d", "mag4d", "mask", "unwrapping", "total_ppm",
-    "b0_dir", "weights", "local_ppm", "magnitude", "chi", "ref_mask", "wrapped",
+    "b0_dir", "weights", "local_ppm", "magnitude", "chi", "ref_mask", "wrapped", "info",
 }
 
 
@@ -170,8 +173,13 @@ def remove_background(total_ppm, mask, voxel_size, b0_dir, method, weights=None,
     return (np.asarray(local, dtype=np.float32) * eroded), eroded
 
 
-def dipole_inversion(local_ppm, mask, voxel_size, b0_dir, method, weights=None, magnitude=None, **opts):
-    """Step 4: dipole inversion; returns chi in ppm (zero outside ``mask``)."""
+def dipole_inversion(local_ppm, mask, voxel_size, b0_dir, method, weights=None, magnitude=None,
+                     info=None, **opts):
+    """Step 4: dipole inversion; returns chi in ppm (zero outside ``mask``).
+
+    ``info``: optional dict; iterative methods fill it with their convergence record
+    (iterations, max_iter, tol, final_change, converged; see :mod:`qsmprep.qsm.inversion`).
+    """
     chi = call_method(
         inversion.METHODS,
         method,
@@ -182,6 +190,7 @@ def dipole_inversion(local_ppm, mask, voxel_size, b0_dir, method, weights=None, 
         b0_dir=b0_dir,
         weights=weights,
         magnitude=magnitude,
+        info=info,
         **opts,
     )
     return (np.asarray(chi, dtype=np.float32) * mask).astype(np.float32)
@@ -242,12 +251,18 @@ def reconstruct(mag, phase, tes, b0, affine, options: QSMOptions | None = None, 
     timings["bf_removal"] = time.perf_counter() - t
     t = time.perf_counter()
     mag_ref = masking.combine_magnitude(mag)
+    inv_info = {}
     chi = dipole_inversion(
         local, eroded, voxel_size, b0_dir, options.inversion,
-        weights=None if weights is None else weights * eroded, magnitude=mag_ref,
+        weights=None if weights is None else weights * eroded, magnitude=mag_ref, info=inv_info,
         **mopts.get("inversion", {}),
     )
     timings["inversion"] = time.perf_counter() - t
+    quality_flags = []
+    flag = inversion.convergence_flag(inv_info)
+    if flag is not None:
+        LOGGER.warning("dipole inversion (%s): %s", options.inversion, flag["message"])
+        quality_flags.append(flag)
     t = time.perf_counter()
     chi_ref, ref_info = reference_chi(chi, eroded, options.reference, ref_mask=ref_mask, mag=mag,
                                       tes=tes, voxel_size=voxel_size)
@@ -260,6 +275,8 @@ def reconstruct(mag, phase, tes, b0, affine, options: QSMOptions | None = None, 
         "local_ppm": local,
         "chi_unreferenced": chi,
         "chi": chi_ref,
+        "inversion_info": inv_info,
+        "quality_flags": quality_flags,
         "reference": ref_info,
         "timings": timings,
         "b0_dir": b0_dir,

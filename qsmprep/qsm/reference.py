@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from .relaxometry import r2star_loglinear  # noqa: F401  (the R2* fit lives in relaxometry)
+
 
 def _finish(chi, mask, value, name, n):
     chi = np.asarray(chi, dtype=np.float32)
@@ -55,32 +57,6 @@ def reference_csf(chi, mask, ref_mask):
 def reference_none(chi, mask, ref_mask=None):
     """No referencing (values relative to whatever the inversion produced; masked only)."""
     return _finish(chi, mask, 0.0, "none", 0)
-
-
-def r2star_loglinear(mag4d, tes, mask):
-    """R2* (1/s) by a log-linear least-squares fit of magnitude against TE (vectorised).
-
-    ``log m_e = log S0 - R2* TE_e``, weighted by ``m_e^2`` (inverse variance of ``log m``).
-    Voxels outside ``mask`` get 0. Needs at least two echoes.
-    """
-    mag4d = np.asarray(mag4d, dtype=np.float64)
-    tes = np.asarray(tes, dtype=np.float64)
-    if mag4d.ndim != 4 or mag4d.shape[-1] < 2:
-        raise ValueError("R2* needs 4-D magnitude with at least two echoes.")
-    mask = np.asarray(mask, bool)
-    m = np.maximum(mag4d[mask], 1e-12)
-    y = np.log(m)
-    w = m**2
-    sw = w.sum(1)
-    st = (w * tes).sum(1)
-    stt = (w * tes**2).sum(1)
-    sy = (w * y).sum(1)
-    sty = (w * tes * y).sum(1)
-    det = sw * stt - st**2
-    slope = np.where(det > 0, (sw * sty - st * sy) / np.where(det > 0, det, 1.0), 0.0)
-    out = np.zeros(mask.shape, np.float32)
-    out[mask] = -slope
-    return out
 
 
 def csf_mask_from_r2star(

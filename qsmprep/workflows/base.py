@@ -180,6 +180,7 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
                            "Description": "Magnetic susceptibility map (ppm) on this session's GRE "
                                           "grid, relative to the reference region in 'Reference'."},
             mem_gb=mem_gb,
+            log_label=f"sub-{subject}" + (f" ses-{data['session']}" if data.get("session") else ""),
             name=f"qsm_{tag}_wf",
         )
         qsm_wf.inputs.inputnode.mag_files = data["mag"]
@@ -196,17 +197,20 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
             roi.inputs.min_reliability = float(config.roi_min_reliability)
         source_file = data["phase"][0]
         fields = pe.Node(
-            niu.IdentityInterface(fields=["chi", "mask", "local_field", "labels", "stats"]),
+            niu.IdentityInterface(fields=["chi", "mask", "local_field", "labels", "stats", "r2star",
+                                          "t2star"]),
             name=f"session_outputs_{tag}",
         )
         wf.connect([
             (qsm_wf, gre_mags, [("outputnode.mag_ref", f"in{k + 1}")]),
             (qsm_wf, qsm_masks, [("outputnode.mask", f"in{k + 1}")]),
             (qsm_wf, roi, [("outputnode.chi", "in_file"), ("outputnode.mask", "mask"),
-                           ("outputnode.reliability", "reliability")]),
+                           ("outputnode.reliability", "reliability"),
+                           ("outputnode.r2star", "r2star")]),
             (long_wf, roi, [(("outputnode.labels_gre", _pick, k), "labels")]),
             (qsm_wf, fields, [("outputnode.chi", "chi"), ("outputnode.mask", "mask"),
-                              ("outputnode.local_field", "local_field")]),
+                              ("outputnode.local_field", "local_field"),
+                              ("outputnode.r2star", "r2star"), ("outputnode.t2star", "t2star")]),
             (long_wf, fields, [(("outputnode.labels_gre", _pick, k), "labels")]),
             (roi, fields, [("out_tsv", "stats")]),
             (qsm_wf, report_lists["chi"], [("outputnode.chi", f"in{k + 1}")]),
@@ -218,7 +222,8 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
             (roi, report_lists["stats"], [("out_tsv", f"in{k + 1}")]),
         ])
         publish_inputs += add_session_sinks(
-            wf, fields, {f: f for f in ("chi", "mask", "local_field", "labels", "stats")},
+            wf, fields, {f: f for f in ("chi", "mask", "local_field", "labels", "stats", "r2star",
+                                        "t2star")},
             source_file=source_file, inversion=options.inversion.replace("_", ""),
             atlas_name=atlas.name, tag=tag,
             chimap_sidecar_node=(qsm_wf, "outputnode.sidecar"),

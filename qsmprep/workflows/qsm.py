@@ -11,6 +11,7 @@ from ..interfaces.qsm import (
     DipoleInversion,
     LoadGRE,
     MergeProvenance,
+    R2StarMap,
     ReferenceChi,
     TotalField,
 )
@@ -32,6 +33,7 @@ def init_qsm_wf(
     label="",
     sidecar_extra=None,
     mem_gb=2.0,
+    log_label="",
     name="qsm_wf",
 ):
     """Reconstruct a susceptibility map from multi-echo magnitude and phase.
@@ -39,6 +41,9 @@ def init_qsm_wf(
     Steps (one node each, each wrapping one function of :mod:`qsmprep.qsm.pipeline`):
     load + phase scaling -> brain mask -> echo combination/unwrapping (total field, ppm)
     -> background field removal (local field, eroded mask) -> dipole inversion -> referencing.
+
+    ``log_label`` (e.g. ``"sub-01 ses-baseline"``) prefixes the warnings that steps log (e.g. a
+    solver stopped at its iteration cap).
 
     Inputs
     ------
@@ -56,6 +61,7 @@ def init_qsm_wf(
     reliability : echo-fit reliability (0..1)
     mag4d : 4-D magnitude (float32)
     mag_ref : 3-D root-sum-of-squares magnitude (registration target)
+    r2star, t2star : R2* (1/s) and T2* (s) from the multi-echo magnitude, inside the brain mask
     sidecar : dict with every algorithm and parameter used
     """
     method_options = method_options or {}
@@ -66,7 +72,8 @@ def init_qsm_wf(
     )
     outputnode = pe.Node(
         niu.IdentityInterface(
-            fields=["chi", "mask", "brain_mask", "field", "local_field", "reliability", "mag4d", "mag_ref", "sidecar"]
+            fields=["chi", "mask", "brain_mask", "field", "local_field", "reliability", "mag4d", "mag_ref",
+                    "sidecar", "r2star", "t2star"]
         ),
         name="outputnode",
     )
@@ -87,10 +94,12 @@ def init_qsm_wf(
         name="bf_removal", mem_gb=mem_gb * 2,
     )
     inv = pe.Node(
-        DipoleInversion(method=inversion, method_options=method_options.get("inversion", {})),
+        DipoleInversion(method=inversion, method_options=method_options.get("inversion", {}),
+                        log_label=log_label),
         name="dipole_inversion", mem_gb=mem_gb * 2,
     )
     ref = pe.Node(ReferenceChi(method=reference, echo_times=list(echo_times)), name="reference")
+    r2star = pe.Node(R2StarMap(echo_times=list(echo_times)), name="r2star", mem_gb=mem_gb)
     merge = pe.Node(niu.Merge(6), name="merge_provenance")
     prov = pe.Node(
         MergeProvenance(
@@ -135,6 +144,9 @@ def init_qsm_wf(
         (field, outputnode, [("field_file", "field"), ("reliability_file", "reliability")]),
         (load, outputnode, [("mag_file", "mag4d"), ("mag_ref_file", "mag_ref")]),
         (prov, outputnode, [("sidecar", "sidecar")]),
+        (load, r2star, [("mag_file", "mag_file")]),
+        (mask, r2star, [("mask_file", "mask_file")]),
+        (r2star, outputnode, [("r2star_file", "r2star"), ("t2star_file", "t2star")]),
     ])
     # fmt: on
     return wf
