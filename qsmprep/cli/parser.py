@@ -141,13 +141,11 @@ def _json_arg(value):
 
 
 def _method_registry(module_name):
-    """(choices, default) of ``qsmprep.qsm.<module_name>``."""
-    import importlib
+    """(choices, default) of ``qsmprep.qsm.<module_name>``, read without importing numerics."""
+    from ..qsm.registry import method_choices
 
-    mod = importlib.import_module(f"qsmprep.qsm.{module_name}")
-    choices = list(mod.METHODS)
-    default = getattr(mod, "DEFAULT", None) or choices[0]
-    return choices, default
+    choices, default = method_choices(module_name)
+    return list(choices), default
 
 
 def get_parser() -> argparse.ArgumentParser:
