@@ -62,6 +62,7 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
         syn_metric=getattr(config, "syn_metric", "CC"),
         omp_nthreads=config.omp_nthreads,
         seed=config.random_seed,
+        subject=subject,
     )
     long_wf.inputs.inputnode.t1w = [d.get("t1w") or "" for d in sessions]
     n = len(sessions)
@@ -118,7 +119,8 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
             (qsm_wf, qsm_masks, [("outputnode.mask", f"in{k + 1}")]),
             (qsm_wf, roi, [("outputnode.chi", "in_file"), ("outputnode.mask", "mask"),
                            ("outputnode.reliability", "reliability")]),
-            (long_wf, roi, [(("outputnode.labels_gre", _pick, k), "labels")]),
+            (long_wf, roi, [(("outputnode.labels_gre", _pick, k), "labels"),
+                            (("outputnode.qc_session", _pick, k), "qc_file")]),
             (qsm_wf, fields, [("outputnode.chi", "chi"), ("outputnode.mask", "mask"),
                               ("outputnode.local_field", "local_field")]),
             (long_wf, fields, [(("outputnode.labels_gre", _pick, k), "labels")]),
