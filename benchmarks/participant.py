@@ -140,7 +140,9 @@ def run_qsmprep(bids: Path, out: Path, work: Path, nprocs: int, omp: int | None,
     peak = [0]
     t0 = time.perf_counter()
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        # cwd: Nipype's resource monitor writes its .proc-* sample files there
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                cwd=str(log.parent))
 
         def sample():
             while proc.poll() is None:
