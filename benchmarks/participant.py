@@ -350,7 +350,7 @@ def main(argv=None) -> int:
     if args.show:
         return report(json.loads(args.show.read_text()), base)
 
-    work = args.work or Path(tempfile.mkdtemp(prefix="qsmprep-partbench-"))
+    work = (args.work or Path(tempfile.mkdtemp(prefix="qsmprep-partbench-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     code, label = args.code, args.label
     if args.code_commit:
