@@ -48,6 +48,16 @@ def write_session(d, root: Path, tag: str) -> dict:
     return files
 
 
+def bids_session(bids: Path, ses: str) -> dict:
+    an = bids / "sub-01" / f"ses-{ses}" / "anat"
+    tr = bids / "derivatives" / "qsmprep-truth" / "sub-01" / f"ses-{ses}" / "anat"
+    pre = f"sub-01_ses-{ses}"
+    return {"mag": str(an / f"{pre}_echo-1_part-mag_MEGRE.nii.gz"),
+            "gre_mask": str(tr / f"{pre}_desc-truth_mask.nii.gz"),
+            "t1w": str(an / f"{pre}_T1w.nii.gz"),
+            "t1w_mask": str(tr / f"{pre}_space-T1w_desc-truth_mask.nii.gz")}
+
+
 def broken_affine(aff: np.ndarray, case: str) -> np.ndarray:
     out = aff.copy()
     if case == "swap+80mm":
@@ -77,13 +87,21 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--cases", nargs="+", default=["good", "swap+80mm", "shift80", "lr-flip"])
+    ap.add_argument("--bids", type=Path, default=None,
+                    help="use sub-01 (sessions baseline, followup) of an existing simulated "
+                         "dataset (e.g. the one benchmarks/participant.py wrote) instead of "
+                         "simulating")
     args = ap.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="qsmprep-regqc-"))
     t0 = time.time()
-    s0 = simulate_session(1, 0, preset=args.preset, seed=args.seed)
-    s1 = simulate_session(1, 1, preset=args.preset, seed=args.seed)
-    f0 = write_session(s0, work / "ses0", "ses0")
-    f1 = write_session(s1, work / "ses1", "ses1")
+    if args.bids:
+        f0, f1 = (bids_session(args.bids, ses) for ses in ("baseline", "followup"))
+        args.preset = f"{args.preset} ({args.bids.name})"
+    else:
+        s0 = simulate_session(1, 0, preset=args.preset, seed=args.seed)
+        s1 = simulate_session(1, 1, preset=args.preset, seed=args.seed)
+        f0 = write_session(s0, work / "ses0", "ses0")
+        f1 = write_session(s1, work / "ses1", "ses1")
     print(f"# registration QC: preset {args.preset}, seed {args.seed}, simulation "
           f"{time.time() - t0:.0f} s; thresholds {json.dumps(THRESHOLDS)}")
     rows = []
