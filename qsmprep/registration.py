@@ -273,7 +273,8 @@ def registration_quality(name, fixed, warped, fixed_mask=None, warped_mask=None,
                          voxel_size=(1.0, 1.0, 1.0)):
     """Quality metrics of one registration, on the fixed grid (arrays in, dict out).
 
-    ``name`` is a key of :data:`qsmprep.registration_qc.METRICS` (``"gre_to_t1w"``, ...);
+    ``name`` is a key of :data:`qsmprep.registration_qc.METRICS` (``"gre_to_t1w"``, ...; other
+    names get ``ncc``);
     ``fixed`` and ``warped`` (the moving image resampled by the estimated transform) are arrays
     on the same grid; ``fixed_mask`` is the fixed brain mask (default: the foreground of
     ``fixed``), ``warped_mask`` the moving brain mask carried by the transform (needed for
@@ -286,7 +287,7 @@ def registration_quality(name, fixed, warped, fixed_mask=None, warped_mask=None,
     warped = np.asarray(warped, np.float32)
     fmask = _head_mask(fixed) if fixed_mask is None else np.asarray(fixed_mask) > 0.5
     out = {}
-    for metric in qc.METRICS[name]:
+    for metric in qc.METRICS.get(name, ("ncc",)):
         if metric == "overlap":
             out[f"{name}_overlap"] = (qc.mask_overlap(warped_mask, fmask)
                                       if warped_mask is not None else float("nan"))
