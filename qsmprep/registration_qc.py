@@ -38,8 +38,8 @@ METRICS = {
 #: good / broken values they separate
 THRESHOLDS = {
     "gre_to_t1w_gc": 0.30,
-    "gre_to_t1w_overlap": 0.85,
-    "t1w_to_template_ncc": 0.80,
+    "gre_to_t1w_overlap": 0.90,
+    "t1w_to_template_ncc": 0.90,
     "atlas_to_template_ncc": 0.70,
     "atlas_to_t1w_ncc": 0.70,
     "atlas_to_gre_gc": 0.20,

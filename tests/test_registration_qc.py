@@ -90,3 +90,60 @@ def test_session_verdict_and_columns():
     cols = qc.column_dictionary(v["Metrics"])
     assert set(cols) == {f"qc_{k}" for k in v["Metrics"]} | {"qc_flagged", "qc_reasons"}
     assert "0.3" in cols["qc_gre_to_t1w_gc"]["Description"]  # threshold stated
+
+
+@pytest.fixture(scope="module")
+def sim_session(tmp_path_factory):
+    """One small simulated session written as files: GRE echo-1 magnitude, T1w, truth masks."""
+    import nibabel as nb
+
+    from qsmprep.simulate import simulate_session
+
+    d = simulate_session(1, 0, preset="small", seed=3)
+    root = tmp_path_factory.mktemp("qcsim")
+    files = {}
+    for key, arr, aff, dt in (("mag", d.mag[..., 0], d.affine, np.float32),
+                              ("gre_mask", d.brain_mask, d.affine, np.uint8),
+                              ("t1w", d.t1w, d.t1w_affine, np.float32),
+                              ("t1w_mask", d.t1w_brain_mask, d.t1w_affine, np.uint8)):
+        files[key] = str(root / f"{key}.nii.gz")
+        nb.Nifti1Image(np.asarray(arr, dt), aff).to_filename(files[key])
+    return files, root
+
+
+def _broken(src, dest):
+    """Issue 11's wrong T1w header: first two voxel axes swapped and an 80 mm shift."""
+    import nibabel as nb
+
+    img = nb.load(src)
+    aff = img.affine.copy()
+    aff[:, [0, 1]] = img.affine[:, [1, 0]]
+    aff[0, 3] += 80.0
+    nb.Nifti1Image(np.asarray(img.dataobj), aff, img.header).to_filename(dest)
+    return str(dest)
+
+
+def test_gre_to_t1w_quality_good_vs_broken_header(sim_session, tmp_path, caplog):
+    """A good GRE -> T1w registration passes; a T1w with a wrong affine is flagged and logged."""
+    pytest.importorskip("ants")
+    from qsmprep import registration as R
+
+    files, root = sim_session
+    out = {}
+    for case in ("good", "broken"):
+        t1w, t1w_mask = files["t1w"], files["t1w_mask"]
+        if case == "broken":
+            t1w = _broken(t1w, tmp_path / "t1w_broken.nii.gz")
+            t1w_mask = _broken(t1w_mask, tmp_path / "t1w_mask_broken.nii.gz")
+        qc_file = tmp_path / f"{case}.json"
+        with caplog.at_level("WARNING", logger="qsmprep.registration"):
+            R.register_gre_to_t1w(files["mag"], t1w, t1w_mask=t1w_mask,
+                                  gre_mask=files["gre_mask"], out_dir=tmp_path / case,
+                                  qc_file=qc_file, num_threads=1)
+        out[case] = json.loads(qc_file.read_text())["RegistrationQuality"]
+    print({c: out[c]["Metrics"] for c in out})
+    assert out["good"]["Flagged"] == 0, out["good"]
+    assert out["good"]["Metrics"]["gre_to_t1w_gc"] > qc.THRESHOLDS["gre_to_t1w_gc"] + 0.2
+    assert out["broken"]["Flagged"] == 1, out["broken"]
+    assert any("gre_to_t1w_gc" in r for r in out["broken"]["Reasons"])
+    assert "gre_to_t1w_gc" in caplog.text and "below its quality threshold" in caplog.text
