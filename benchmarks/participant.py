@@ -8,7 +8,9 @@ resource monitor on, and prints
 1. a per-step table: wall seconds (sum of node durations), CPU seconds (the monitor's 1 Hz
    CPU-percent samples integrated over each node, all threads and child processes), peak RSS of
    the step's largest node; plus the whole run's wall time, CPU time (``wait4`` rusage of the
-   whole process tree) and CPU utilisation;
+   whole process tree, exact) and CPU utilisation. The per-step CPU seconds are estimates from
+   psutil samples of the worker process and can be badly off for a node that shares its
+   worker with others (seen: 197 CPU s for a 41 s node on 2 cores); trust the whole-run CPU;
 2. accuracy on the simulator (``repeat`` mode: identical susceptibility at every session, plus
    planted changes caudate +10, putamen +5, pallidum +20, thalamus -8 ppb, so the true change
    of every structure is known): Dice of the published labels against the true labels (both
