@@ -83,12 +83,10 @@ def method_registry(module_name: str) -> tuple[list, str]:
     default : str
         The module's ``DEFAULT`` (first registered name when it has none).
     """
-    import importlib
+    from .qsm.registry import method_choices  # reads the source: no numba/scipy import
 
-    mod = importlib.import_module(f"qsmprep.qsm.{module_name}")
-    choices = list(mod.METHODS)
-    default = getattr(mod, "DEFAULT", None) or choices[0]
-    return choices, default
+    choices, default = method_choices(module_name)
+    return list(choices), default
 
 
 def _cgroup_cpu_quota() -> float | None:

@@ -220,6 +220,22 @@ def roi_statistics(
     return df
 
 
+def add_qc_columns(df: pd.DataFrame, metrics: Mapping, flagged: int,
+                   reasons: Sequence[str] = ()) -> pd.DataFrame:
+    """Append the session's registration quality columns (contract of the stats table).
+
+    ``qc_<metric>`` (float, NaN when not computable) for every entry of ``metrics``,
+    ``qc_flagged`` (0/1) and ``qc_reasons`` (``"; "``-joined text, NaN when none), the same
+    value on every row. See :mod:`qsmprep.registration_qc`.
+    """
+    out = df.copy()
+    for name, value in metrics.items():
+        out[f"qc_{name}"] = float("nan") if value is None else float(value)
+    out["qc_flagged"] = int(bool(flagged))
+    out["qc_reasons"] = "; ".join(reasons) if reasons else np.nan
+    return out
+
+
 def longitudinal_change(
     stats_by_session: Mapping[str, pd.DataFrame], baseline: str, followup: str
 ) -> pd.DataFrame:

@@ -288,3 +288,35 @@ def test_rigid_is_deterministic(tpl, tmp_path):
         xfm, _ = R.register_rigid(tpl["file"], mf, out_dir=tmp_path / f"r{k}", seed=42)
         params.append(np.asarray(ants.read_transform(xfm).parameters))
     assert np.array_equal(params[0], params[1])
+
+
+def test_estimation_schedule():
+    """Levels finer than SYN_RESOLUTION_MM with 0 iterations are dropped (same optimised levels)."""
+    assert R._estimation_schedule(1.0, (40, 20, 0)) == (2.0, (40, 20))
+    assert R._estimation_schedule(2.0, (40, 20, 0)) == (2.0, (40, 20, 0))  # nothing to drop
+    assert R._estimation_schedule(1.0, (40, 20, 10)) == (None, (40, 20, 10))  # work at 1 mm
+    assert R._estimation_schedule(1.0, (40, 20, 0), resolution_mm=3.0) == (3.0, (40, 20, 0))
+
+
+def test_syn_on_coarsened_grid(tpl, warped_subject, tmp_path, monkeypatch):
+    """The coarse-grid path (affine, then SyNOnly from it) keeps the initial/affine transforms in
+    the composite and propagates labels; here 3 mm images are estimated at 6 mm."""
+    monkeypatch.setattr(R, "SYN_RESOLUTION_MM", 2 * VOX)
+    fwd, inv, warped = R.register_atlas_to_t1w(
+        warped_subject["brain"], tpl["file"], out_dir=tmp_path, qc_file=tmp_path / "qc.json",
+        qc_name="atlas_to_t1w")
+    assert (tmp_path / "MNI152NLin2009cAsym_to_T1w_affine_0GenericAffine.mat").exists()
+    out = R.compose_and_apply(
+        tpl["labels_file"], warped_subject["brain"], [fwd], out_file=tmp_path / "lab.nii.gz"
+    )
+    est = np.asarray(nb.load(out).dataobj)
+    truth = warped_subject["labels"]
+    dices = {k: dice(est, truth, k) for k in range(1, 7)}
+    base = {k: dice(tpl["labels"], truth, k) for k in range(1, 7)}
+    print("Dice coarse-grid SyN", {k: round(v, 3) for k, v in dices.items()})
+    assert min(dices.values()) > 0.6
+    assert np.mean(list(dices.values())) > np.mean(list(base.values())) + 0.05
+    import json
+
+    q = json.loads((tmp_path / "qc.json").read_text())["RegistrationQuality"]
+    assert q["Metrics"]["atlas_to_t1w_ncc"] > 0.7 and q["Flagged"] == 0

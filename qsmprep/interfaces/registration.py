@@ -6,6 +6,8 @@ Common inputs: ``resolution_mm`` (0 = native), ``seed`` (antsRegistration random
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 
 from nipype.interfaces.base import (
@@ -19,6 +21,8 @@ from nipype.interfaces.base import (
 )
 
 from .. import registration as reg
+
+LOGGER = logging.getLogger("qsmprep.registration")
 
 
 class _CommonInputSpec(BaseInterfaceInputSpec):
@@ -76,12 +80,15 @@ class _AtlasRegInputSpec(_CommonInputSpec):
     reg_iterations = traits.List(traits.Int, [40, 20, 0], usedefault=True)
     syn_metric = traits.Enum("CC", "mattes", usedefault=True,
                              desc="SyN similarity: CC (same contrast) or mattes (MI)")
+    qc_name = traits.Str("", usedefault=True,
+                         desc="registration name for the quality metrics ('' = atlas_to_<dst>)")
 
 
 class _AtlasRegOutputSpec(TraitedSpec):
     fwd_transform = File(exists=True, desc="from-<src>_to-<dst> composite .h5")
     inv_transform = File(exists=True, desc="from-<dst>_to-<src> composite .h5")
     warped = File(exists=True, desc="moving resampled into the fixed grid")
+    qc_file = File(exists=True, desc="registration quality (JSON sidecar content)")
 
 
 class RegisterAtlas(SimpleInterface):
@@ -104,8 +111,11 @@ class RegisterAtlas(SimpleInterface):
             syn_metric=self.inputs.syn_metric,
             seed=self.inputs.seed,
             num_threads=self.inputs.num_threads,
+            qc_name=self.inputs.qc_name or None,
+            qc_file=os.path.join(runtime.cwd, "registration_quality.json"),
         )
-        self._results.update(fwd_transform=fwd, inv_transform=inv, warped=warped)
+        self._results.update(fwd_transform=fwd, inv_transform=inv, warped=warped,
+                             qc_file=os.path.join(runtime.cwd, "registration_quality.json"))
         return runtime
 
 
@@ -118,11 +128,14 @@ class _RigidInputSpec(_CommonInputSpec):
     src = traits.Str("moving", usedefault=True)
     dst = traits.Str("fixed", usedefault=True)
     type_of_transform = traits.Enum("Rigid", "Affine", "Similarity", usedefault=True)
+    qc_name = traits.Str("", usedefault=True,
+                         desc="registration name for quality metrics (e.g. gre_to_t1w); '' = none")
 
 
 class _RigidOutputSpec(TraitedSpec):
     out_transform = File(exists=True, desc="from-<src>_to-<dst> .mat")
     warped = File(exists=True, desc="moving resampled into the fixed grid")
+    qc_file = File(desc="registration quality (JSON sidecar content), when qc_name is set")
 
 
 class RigidRegistration(SimpleInterface):
@@ -144,8 +157,13 @@ class RigidRegistration(SimpleInterface):
             type_of_transform=self.inputs.type_of_transform,
             seed=self.inputs.seed,
             num_threads=self.inputs.num_threads,
+            qc_name=self.inputs.qc_name or None,
+            qc_file=(os.path.join(runtime.cwd, "registration_quality.json")
+                     if self.inputs.qc_name else None),
         )
         self._results.update(out_transform=xfm, warped=warped)
+        if self.inputs.qc_name:
+            self._results["qc_file"] = os.path.join(runtime.cwd, "registration_quality.json")
         return runtime
 
 
@@ -212,4 +230,40 @@ class ApplyTransforms(SimpleInterface):
             mask=_opt(self.inputs.mask),
             interpolator=self.inputs.interpolator,
         )
+        return runtime
+
+
+# --------------------------------------------------------------------------------------------
+class _QCInputSpec(BaseInterfaceInputSpec):
+    in_files = InputMultiObject(traits.Str, mandatory=True,
+                                desc="registration_quality.json of each registration ('' = none)")
+    subject = traits.Str("", usedefault=True)
+    session = traits.Str("", usedefault=True)
+
+
+class _QCOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="session verdict: metrics, flagged, reasons (JSON)")
+    flagged = traits.Int(desc="1 when a metric is below its threshold")
+
+
+class RegistrationQC(SimpleInterface):
+    """One session's registration verdict (:func:`qsmprep.registration_qc.assess`), logged."""
+
+    input_spec = _QCInputSpec
+    output_spec = _QCOutputSpec
+
+    def _run_interface(self, runtime):
+        from ..registration_qc import session_verdict
+
+        docs = [json.loads(open(f).read()) for f in self.inputs.in_files if f]
+        verdict = session_verdict(docs)
+        who = " ".join(x for x in (f"sub-{self.inputs.subject}" if self.inputs.subject else "",
+                                   f"ses-{self.inputs.session}" if self.inputs.session else "")
+                       if x) or "this session"
+        for flag in verdict["QualityFlags"]:
+            LOGGER.warning("%s: registration quality flagged: %s", who, flag["message"])
+        out = os.path.join(runtime.cwd, "session_registration_quality.json")
+        with open(out, "w") as fh:
+            json.dump(verdict, fh, indent=2, sort_keys=True)
+        self._results.update(out_file=out, flagged=int(verdict["Flagged"]))
         return runtime

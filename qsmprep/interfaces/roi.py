@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pandas as pd
@@ -50,6 +51,7 @@ class _ROIStatsInputSpec(BaseInterfaceInputSpec):
     min_reliability = traits.Float(desc="exclude voxels below this reliability")
     reference = traits.Str("n/a", usedefault=True, desc="susceptibility reference region")
     atlas_name = traits.Str("DGM", usedefault=True)
+    qc_file = File(exists=True, desc="session registration quality verdict (RegistrationQC)")
 
 
 class _ROIStatsOutputSpec(TraitedSpec):
@@ -83,19 +85,24 @@ class ROIStats(SimpleInterface):
             min_reliability=min_rel,
             r2star=r2star,
         )
-        self._results["out_tsv"] = write_tsv(df, os.path.join(runtime.cwd, "stats.tsv"))
-        self._results["out_json"] = write_json(
-            roi.roi_sidecar(
-                reference=self.inputs.reference,
-                atlas_name=self.inputs.atlas_name,
-                erode_vox=erode,
-                min_reliability=min_rel,
-                masked=mask is not None,
-                erosion_mode="auto" if self.inputs.erode_vox == "auto" else "fixed",
-                r2star=r2star is not None,
-            ),
-            os.path.join(runtime.cwd, "stats.json"),
+        sidecar = roi.roi_sidecar(
+            reference=self.inputs.reference,
+            atlas_name=self.inputs.atlas_name,
+            erode_vox=erode,
+            min_reliability=min_rel,
+            masked=mask is not None,
+            erosion_mode="auto" if self.inputs.erode_vox == "auto" else "fixed",
+            r2star=r2star is not None,
         )
+        if isdefined(self.inputs.qc_file):
+            from ..registration_qc import column_dictionary
+
+            qc = json.loads(open(self.inputs.qc_file).read())
+            df = roi.add_qc_columns(df, qc["Metrics"], qc["Flagged"], qc["Reasons"])
+            sidecar.update(column_dictionary(qc["Metrics"]))
+            sidecar["RegistrationQuality"] = qc
+        self._results["out_tsv"] = write_tsv(df, os.path.join(runtime.cwd, "stats.tsv"))
+        self._results["out_json"] = write_json(sidecar, os.path.join(runtime.cwd, "stats.json"))
         return runtime
 
 

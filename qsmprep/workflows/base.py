@@ -144,6 +144,7 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
         syn_metric=config.syn_metric,
         omp_nthreads=config.omp_nthreads,
         seed=config.random_seed,
+        subject=subject,
     )
     long_wf.inputs.inputnode.t1w = [d.get("t1w") or "" for d in sessions]
     n = len(sessions)
@@ -207,7 +208,8 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
             (qsm_wf, roi, [("outputnode.chi", "in_file"), ("outputnode.mask", "mask"),
                            ("outputnode.reliability", "reliability"),
                            ("outputnode.r2star", "r2star")]),
-            (long_wf, roi, [(("outputnode.labels_gre", _pick, k), "labels")]),
+            (long_wf, roi, [(("outputnode.labels_gre", _pick, k), "labels"),
+                            (("outputnode.qc_session", _pick, k), "qc_file")]),
             (qsm_wf, fields, [("outputnode.chi", "chi"), ("outputnode.mask", "mask"),
                               ("outputnode.local_field", "local_field"),
                               ("outputnode.r2star", "r2star"), ("outputnode.t2star", "t2star")]),

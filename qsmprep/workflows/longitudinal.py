@@ -15,6 +15,7 @@ from ..interfaces.registration import (
     BrainExtraction,
     BuildSubjectTemplate,
     RegisterAtlas,
+    RegistrationQC,
     RigidRegistration,
 )
 from ..registration import DEFAULT_SEED
@@ -44,7 +45,16 @@ OUTPUT_FIELDS = [
     # per session: inverse of xfm_atlas_to_session (session T1w/GRE -> atlas), for
     # --output-spaces on the cross-sectional path; '' on the longitudinal path
     "xfm_session_to_atlas",
+    # registration quality (JSON; per session except qc_atlas_to_template)
+    "qc_gre_to_t1w",
+    "qc_t1w_to_template",
+    "qc_atlas_to_session",
+    "qc_session",
+    "qc_atlas_to_template",
 ]
+#: per-session list outputs (``session_ids`` order)
+PER_SESSION_FIELDS = OUTPUT_FIELDS[:6] + [
+    "qc_gre_to_t1w", "qc_t1w_to_template", "qc_atlas_to_session", "qc_session"]
 
 
 def _pick(inlist, index):
@@ -67,6 +77,7 @@ def init_longitudinal_wf(
     omp_nthreads=1,
     seed=DEFAULT_SEED,
     mem_gb=3.0,
+    subject="",
     name="longitudinal_wf",
 ):
     """Carry the atlas labels into every session's GRE space (one resampling per session).
@@ -97,6 +108,12 @@ def init_longitudinal_wf(
         ``"mattes"``, see :func:`qsmprep.registration.register_atlas_to_t1w`); the atlas ->
         GRE SyN of sessions without a T1w always uses ``"mattes"`` (different contrasts).
     omp_nthreads : ITK threads per registration node (also its ``n_procs``)
+    subject : subject label, named in the registration-quality log lines
+
+    Every registration writes quality metrics (:mod:`qsmprep.registration_qc`); a
+    ``RegistrationQC`` node per session combines them, logs a WARNING naming subject, session,
+    metric, value and threshold for each metric below its threshold, and outputs the session
+    verdict (``qc_session``) that the ROI table turns into ``qc_*`` columns.
 
     Inputs (``inputnode``; lists in ``session_ids`` order)
     ------
@@ -141,7 +158,7 @@ def init_longitudinal_wf(
     outputnode.inputs.mode = mode
 
     # list-collecting nodes, one per per-session output
-    per_session = [f for f in OUTPUT_FIELDS[:6]]
+    per_session = list(PER_SESSION_FIELDS)
     merges = {}
     for field in per_session:
         merges[field] = pe.Node(niu.Merge(n), name=f"collect_{field}", run_without_submitting=True)
@@ -169,7 +186,8 @@ def init_longitudinal_wf(
             tpl_bex.inputs.template_mask = str(atlas.brain_mask)
         atlas_to_tpl = pe.Node(
             RegisterAtlas(moving=str(atlas.template), src=space, dst=TEMPLATE_SPACE_NAME,
-                          resolution_mm=res, syn_metric=syn_metric, **common),
+                          resolution_mm=res, syn_metric=syn_metric,
+                          qc_name="atlas_to_template", **common),
             name="atlas_to_template", n_procs=omp_nthreads, mem_gb=mem_gb,
         )
         labels_tpl = pe.Node(
@@ -186,13 +204,14 @@ def init_longitudinal_wf(
             (tpl_bex, outputnode, [("out_mask", "template_mask")]),
             (labels_tpl, outputnode, [("out_file", "labels_template")]),
             (atlas_to_tpl, outputnode, [("fwd_transform", "xfm_atlas_to_template"),
-                                        ("inv_transform", "xfm_template_to_atlas")]),
+                                        ("inv_transform", "xfm_template_to_atlas"),
+                                        ("qc_file", "qc_atlas_to_template")]),
         ])
         template_mask_src = (tpl_bex, "out_mask")
         atlas_fwd_src = (atlas_to_tpl, "fwd_transform")
     else:
         for field in ("template", "template_mask", "labels_template",
-                      "xfm_atlas_to_template", "xfm_template_to_atlas"):
+                      "xfm_atlas_to_template", "xfm_template_to_atlas", "qc_atlas_to_template"):
             setattr(outputnode.inputs, field, "")
 
     for i, ses in enumerate(session_ids):
@@ -207,11 +226,19 @@ def init_longitudinal_wf(
                                      (("qsm_mask", _pick, i), "mask")]),
             (labels_gre, merges["labels_gre"], [("out_file", slot)]),
         ])
+        qc_inputs = pe.Node(niu.Merge(3), name=f"qc_inputs_{tag}", run_without_submitting=True)
+        ses_qc = pe.Node(RegistrationQC(subject=str(subject), session=str(ses)),
+                         name=f"registration_qc_{tag}", run_without_submitting=True)
+        wf.connect([
+            (qc_inputs, ses_qc, [("out", "in_files")]),
+            (ses_qc, merges["qc_session"], [("out_file", slot)]),
+        ])
 
         if ses in no_t1w:
             atlas_to_gre = pe.Node(
                 RegisterAtlas(moving=str(atlas.template), src=space, dst=GRE_SPACE_NAME,
-                              resolution_mm=res, syn_metric="mattes", **common),
+                              resolution_mm=res, syn_metric="mattes", qc_name="atlas_to_gre",
+                              **common),
                 name=f"atlas_to_gre_{tag}", n_procs=omp_nthreads, mem_gb=mem_gb,
             )
             wf.connect([
@@ -220,15 +247,19 @@ def init_longitudinal_wf(
                 (atlas_to_gre, labels_gre, [("fwd_transform", "transforms")]),
                 (atlas_to_gre, merges["xfm_atlas_to_session"], [("fwd_transform", slot)]),
                 (atlas_to_gre, merges["xfm_session_to_atlas"], [("inv_transform", slot)]),
+                (atlas_to_gre, merges["qc_atlas_to_session"], [("qc_file", slot)]),
+                (atlas_to_gre, qc_inputs, [("qc_file", "in1")]),
             ])
+            qc_inputs.inputs.in2 = qc_inputs.inputs.in3 = ""
             labels_gre.inputs.invert = [False]
             for field in ("labels_t1w", "t1w_brain_mask", "xfm_gre_to_t1w",
-                          "xfm_t1w_to_template"):
+                          "xfm_t1w_to_template", "qc_gre_to_t1w", "qc_t1w_to_template"):
                 setattr(merges[field].inputs, slot, "")
             continue
 
         gre_to_t1w = pe.Node(
-            RigidRegistration(src=GRE_SPACE_NAME, dst="T1w", resolution_mm=res, **common),
+            RigidRegistration(src=GRE_SPACE_NAME, dst="T1w", resolution_mm=res,
+                              qc_name="gre_to_t1w", **common),
             name=f"gre_to_t1w_{tag}", n_procs=omp_nthreads, mem_gb=mem_gb,
         )
         labels_t1w = pe.Node(
@@ -241,6 +272,8 @@ def init_longitudinal_wf(
                                      (("qsm_mask", _pick, i), "moving_mask")]),
             (inputnode, labels_t1w, [(("t1w", _pick, i), "reference")]),
             (gre_to_t1w, merges["xfm_gre_to_t1w"], [("out_transform", slot)]),
+            (gre_to_t1w, merges["qc_gre_to_t1w"], [("qc_file", slot)]),
+            (gre_to_t1w, qc_inputs, [("qc_file", "in1")]),
             (labels_t1w, merges["labels_t1w"], [("out_file", slot)]),
         ])
         chain_gre = pe.Node(niu.Merge(3 if is_long else 2), name=f"chain_gre_{tag}",
@@ -256,7 +289,7 @@ def init_longitudinal_wf(
         if is_long:
             t1w_to_tpl = pe.Node(
                 RigidRegistration(src="T1w", dst=TEMPLATE_SPACE_NAME, resolution_mm=res,
-                                  **common),
+                                  qc_name="t1w_to_template", **common),
                 name=f"t1w_to_template_{tag}", n_procs=omp_nthreads, mem_gb=mem_gb,
             )
             t1w_mask = pe.Node(
@@ -276,11 +309,15 @@ def init_longitudinal_wf(
                 (atlas_fwd_src[0], chain_t1w, [(atlas_fwd_src[1], "in2")]),
                 (t1w_mask, merges["t1w_brain_mask"], [("out_file", slot)]),
                 (t1w_to_tpl, merges["xfm_t1w_to_template"], [("out_transform", slot)]),
+                (t1w_to_tpl, merges["qc_t1w_to_template"], [("qc_file", slot)]),
+                (t1w_to_tpl, qc_inputs, [("qc_file", "in2")]),
+                (atlas_to_tpl, qc_inputs, [("qc_file", "in3")]),
             ])
             labels_gre.inputs.invert = [True, True, False]
             labels_t1w.inputs.invert = [True, False]
             setattr(merges["xfm_atlas_to_session"].inputs, slot, "")
             setattr(merges["xfm_session_to_atlas"].inputs, slot, "")
+            setattr(merges["qc_atlas_to_session"].inputs, slot, "")
         else:
             t1w_bex = pe.Node(
                 BrainExtraction(template=str(atlas.template), resolution_mm=bex_res, **common),
@@ -290,7 +327,8 @@ def init_longitudinal_wf(
                 t1w_bex.inputs.template_mask = str(atlas.brain_mask)
             atlas_to_t1w = pe.Node(
                 RegisterAtlas(moving=str(atlas.template), src=space, dst="T1w",
-                              resolution_mm=res, syn_metric=syn_metric, **common),
+                              resolution_mm=res, syn_metric=syn_metric, qc_name="atlas_to_t1w",
+                              **common),
                 name=f"atlas_to_t1w_{tag}", n_procs=omp_nthreads, mem_gb=mem_gb,
             )
             wf.connect([
@@ -302,8 +340,12 @@ def init_longitudinal_wf(
                 (t1w_bex, merges["t1w_brain_mask"], [("out_mask", slot)]),
                 (atlas_to_t1w, merges["xfm_atlas_to_session"], [("fwd_transform", slot)]),
                 (atlas_to_t1w, merges["xfm_session_to_atlas"], [("inv_transform", slot)]),
+                (atlas_to_t1w, merges["qc_atlas_to_session"], [("qc_file", slot)]),
+                (atlas_to_t1w, qc_inputs, [("qc_file", "in3")]),
             ])
+            qc_inputs.inputs.in2 = ""
             labels_gre.inputs.invert = [True, False]
             labels_t1w.inputs.invert = [False]
             setattr(merges["xfm_t1w_to_template"].inputs, slot, "")
+            setattr(merges["qc_t1w_to_template"].inputs, slot, "")
     return wf

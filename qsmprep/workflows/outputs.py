@@ -93,6 +93,8 @@ def add_subject_sinks(wf, long_wf, change_node, *, subject, atlas_name, atlas_sp
         if sidecar:
             sink.inputs.sidecar = sidecar
         wf.connect(long_wf, f"outputnode.{field}", sink, "in_file")
+        if field.startswith("xfm_"):  # registration quality metrics in the transform sidecar
+            wf.connect(long_wf, "outputnode.qc_atlas_to_template", sink, "sidecar_file")
         pairs.append((sink, "out_file"))
     if change_node is not None:
         sink = pe.Node(DerivativesSink(source_file=src, suffix="stats",
@@ -123,6 +125,8 @@ def add_session_xfm_sinks(wf, long_wf, index, *, source_file, tag, has_t1w, long
         sink = pe.Node(DerivativesSink(source_file=source_file, suffix="xfm", entities=ents),
                        name=f"ds_{field}_{tag}", run_without_submitting=True)
         wf.connect(long_wf, (f"outputnode.{field}", _pick, index), sink, "in_file")
+        # registration quality metrics (RegistrationQuality) in the transform's JSON sidecar
+        wf.connect(long_wf, (f"outputnode.qc_{field[4:]}", _pick, index), sink, "sidecar_file")
         pairs.append((sink, "out_file"))
     return pairs
 

@@ -1,0 +1,396 @@
+#!/usr/bin/env python
+"""Participant-level benchmark: per-step wall/CPU/memory, speed-up and accuracy vs a baseline.
+
+Runs ``qsmprep participant`` on one simulated subject of the simulator's ``--preset`` (default
+``1mm``: GRE and T1w 1 mm) with ``--sessions`` sessions, in a child process with Nipype's
+resource monitor on, and prints
+
+1. a per-step table: wall seconds (sum of node durations), CPU seconds (the monitor's 1 Hz
+   CPU-percent samples integrated over each node, all threads and child processes), peak RSS of
+   the step's largest node; plus the whole run's wall time, CPU time (``wait4`` rusage of the
+   whole process tree, exact) and CPU utilisation. The per-step CPU seconds are estimates from
+   psutil samples of the worker process and can be badly off for a node that shares its
+   worker with others (seen: 197 CPU s for a 41 s node on 2 cores); trust the whole-run CPU;
+2. accuracy on the simulator (``repeat`` mode: identical susceptibility at every session, plus
+   planted changes caudate +10, putamen +5, pallidum +20, thalamus -8 ppb, so the true change
+   of every structure is known): Dice of the published labels against the true labels (both
+   restricted to the published QSM mask), each ROI's ``mean_ppb``, and the error of the
+   measured baseline -> last-session change against the true change;
+3. with ``--baseline RESULT.json`` (a file this script saved with ``--save`` for another code
+   version, e.g. ``--code-commit <sha>``): per-step speed-up and the acceptance checks
+   |delta Dice| <= 0.01, |delta mean_ppb| <= 1 ppb for every ROI, and the mean absolute change
+   error no larger than the baseline's (+0.05 ppb tolerance for run-to-run noise).
+
+Usage::
+
+    python benchmarks/participant.py [--preset 1mm] [--sessions 2] [--seed 11] [--nprocs 2]
+        [--omp-nthreads N] [--code-commit SHA | --code DIR] [--save out.json]
+        [--baseline base.json] [--work DIR]
+
+``--code-commit`` exports that commit with ``git archive`` into the work folder and runs it
+(``PYTHONPATH``), so the baseline is measured by the same script on the same simulated data.
+Wall times on a shared machine are noisy: compare CPU seconds as well, and note the load
+average printed in the header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+PLANTED = {"caudate": 10.0, "putamen": 5.0, "pallidum": 20.0, "thalamus": -8.0}
+
+#: per-step grouping of Nipype nodes (first match wins, by substring of the node's path)
+STEPS = (
+    ("atlas -> subject template SyN", ("atlas_to_template", "atlas_to_t1w", "atlas_to_gre")),
+    ("within-subject template", ("subject_template",)),
+    ("template brain extraction", ("template_brain_extraction", "t1w_brain_extraction")),
+    ("GRE -> T1w rigid", ("gre_to_t1w",)),
+    ("T1w -> template rigid", ("t1w_to_template",)),
+    ("label resampling", ("labels_to_", "t1w_brain_mask_")),
+    ("registration QC", ("registration_qc",)),
+    ("QSM (all steps)", ("qsm_",)),
+    ("ROI statistics", ("roi_stats", "dgm_change")),
+    ("report", ("report",)),
+)
+
+
+def _step_of(node_path: str) -> str:
+    for step, keys in STEPS:
+        if any(k in node_path for k in keys):
+            return step
+    return "other (sinks, merges, publication)"
+
+
+# ------------------------------------------------------------------------------------ data
+def simulate(bids: Path, preset: str, sessions: int, seed: int) -> Path:
+    from qsmprep.simulate import SimulationConfig, simulate_cohort
+
+    if (bids / "dataset_description.json").exists():
+        return bids
+    cfg = SimulationConfig(repeat=True, changes_ppb=dict(PLANTED))
+    return simulate_cohort(bids, n_subjects=1, n_sessions=sessions, preset=preset, seed=seed,
+                           config=cfg, overwrite=True)
+
+
+def export_commit(commit: str, dest: Path) -> Path:
+    """``git archive`` of ``commit`` (of this repository) into ``dest``; returns ``dest``."""
+    if (dest / "qsmprep" / "__init__.py").exists():
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    repo = Path(__file__).resolve().parents[1]
+    arch = subprocess.run(["git", "-C", str(repo), "archive", commit], check=True,
+                          capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=arch, check=True)
+    return dest
+
+
+# ------------------------------------------------------------------------------------ child
+CHILD = r"""
+import sys
+from nipype import config as ncfg
+_update = ncfg.update_config
+def _keep_monitor(cfg):
+    cfg = dict(cfg)
+    cfg.pop("monitoring", None)
+    return _update(cfg)
+ncfg.update_config = _keep_monitor
+ncfg.enable_resource_monitor()
+ncfg.set("execution", "resource_monitor_frequency", "1")
+from qsmprep.cli.run import main
+main(sys.argv[1:])
+"""
+
+
+def _tree_rss(pid: int) -> int:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc] + proc.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def run_qsmprep(bids: Path, out: Path, work: Path, nprocs: int, omp: int | None,
+                code: Path | None, log: Path) -> dict:
+    """Run the participant level in a child process; return wall, CPU, peak tree RSS."""
+    cmd = [sys.executable, "-c", CHILD, str(bids), str(out), "participant", "-w", str(work),
+           "--nprocs", str(nprocs)]
+    if omp:
+        cmd += ["--omp-nthreads", str(omp)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(code)] + [p for p in [
+            os.environ.get("PYTHONPATH")] if p])
+    peak = [0]
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        # cwd: Nipype's resource monitor writes its .proc-* sample files there
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                cwd=str(log.parent))
+
+        def sample():
+            while proc.poll() is None:
+                peak[0] = max(peak[0], _tree_rss(proc.pid))
+                time.sleep(0.5)
+
+        th = threading.Thread(target=sample, daemon=True)
+        th.start()
+        _, status, ru = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t0
+    th.join(timeout=2)
+    if proc.returncode != 0:
+        tail = log.read_text()[-3000:]
+        raise RuntimeError(f"qsmprep participant failed ({proc.returncode}); log {log}:\n{tail}")
+    return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "peak_gb": peak[0] / 1e9}
+
+
+def node_records(work: Path) -> list[dict]:
+    """One record per executed node: path, duration, integrated CPU seconds, peak RSS."""
+    from nipype.utils.filemanip import loadpkl
+
+    recs = []
+    for pkl in work.rglob("result_*.pklz"):
+        try:
+            res = loadpkl(pkl)
+        except Exception:  # noqa: BLE001 - a half-written pickle of a crashed node
+            continue
+        rt = getattr(res, "runtime", None)
+        if rt is None:
+            continue
+        rt = rt[0] if isinstance(rt, list) else rt
+        dur = float(getattr(rt, "duration", 0.0) or 0.0)
+        prof = getattr(rt, "prof_dict", None) or {}
+        cpu = float("nan")
+        if prof.get("time") and len(prof["time"]) > 1:
+            t = np.asarray(prof["time"], float)
+            c = np.asarray(prof["cpus"], float) / 100.0
+            cpu = float(np.sum(0.5 * (c[1:] + c[:-1]) * np.diff(t)))
+        elif prof.get("cpus"):
+            cpu = float(prof["cpus"][0]) / 100.0 * dur
+        path = str(pkl.parent.relative_to(work))
+        recs.append({"node": path, "step": _step_of(path), "wall_s": dur, "cpu_s": cpu,
+                     "peak_gb": float(getattr(rt, "mem_peak_gb", None) or float("nan")),
+                     "start": str(getattr(rt, "startTime", "")),
+                     "end": str(getattr(rt, "endTime", ""))})
+    return recs
+
+
+def step_table(recs: list[dict]) -> dict:
+    out = {}
+    for r in recs:
+        s = out.setdefault(r["step"], {"wall_s": 0.0, "cpu_s": 0.0, "peak_gb": 0.0, "nodes": 0})
+        s["wall_s"] += r["wall_s"]
+        s["cpu_s"] += 0.0 if np.isnan(r["cpu_s"]) else r["cpu_s"]
+        s["peak_gb"] = max(s["peak_gb"], 0.0 if np.isnan(r["peak_gb"]) else r["peak_gb"])
+        s["nodes"] += 1
+    return out
+
+
+# ------------------------------------------------------------------------------------ accuracy
+def accuracy(bids: Path, out: Path, sessions: list[str]) -> dict:
+    import nibabel as nb
+    import pandas as pd
+
+    rows = {}
+    stats = {}
+    for ses in sessions:
+        an = out / "sub-01" / f"ses-{ses}" / "anat"
+        tr = bids / "derivatives" / "qsmprep-truth" / "sub-01" / f"ses-{ses}" / "anat"
+        dseg = np.asarray(nb.load(next(an.glob("*_dseg.nii.gz"))).dataobj)
+        mask = np.asarray(nb.load(next(an.glob("*_desc-brain_mask.nii.gz"))).dataobj) > 0
+        truth = np.asarray(nb.load(next(tr.glob("*_desc-truth_dseg.nii.gz"))).dataobj)
+        truth = np.where(mask, truth, 0)
+        df = pd.read_csv(next(an.glob("*_desc-dgm_stats.tsv")), sep="\t", na_values=["n/a"])
+        tstats = pd.read_csv(next(tr.glob("*_desc-truth_stats.tsv")), sep="\t",
+                             na_values=["n/a"]).set_index("index")
+        stats[ses] = (df.set_index("index"), tstats)
+        for _, r in df.iterrows():
+            i = int(r["index"])
+            x, y = dseg == i, truth == i
+            s = x.sum() + y.sum()
+            rec = rows.setdefault(i, {"index": i, "name": r["name"], "structure": r["structure"]})
+            rec[f"dice_{ses}"] = float(2 * np.sum(x & y) / s) if s else float("nan")
+            rec[f"mean_{ses}"] = float(r["mean_ppb"])
+            if {"qc_flagged"} <= set(df.columns):
+                rec[f"qc_flagged_{ses}"] = int(df["qc_flagged"].iloc[0])
+    b, f = sessions[0], sessions[-1]
+    for i, rec in rows.items():
+        meas = stats[f][0].loc[i, "mean_ppb"] - stats[b][0].loc[i, "mean_ppb"]
+        true = stats[f][1].loc[i, "mean_ppb"] - stats[b][1].loc[i, "mean_ppb"]
+        rec["change_ppb"] = float(meas)
+        rec["true_change_ppb"] = float(true)
+        rec["change_err_ppb"] = float(meas - true)
+    return {"rois": list(rows.values()), "sessions": sessions}
+
+
+def _fmt_table(header, rows):
+    widths = [max(len(str(h)), *(len(str(r[k])) for r in rows)) for k, h in enumerate(header)]
+    lines = ["  ".join(str(h).rjust(w) if k else str(h).ljust(w)
+                       for k, (h, w) in enumerate(zip(header, widths)))]
+    lines.append("-" * (sum(widths) + 2 * len(widths)))
+    for r in rows:
+        lines.append("  ".join(str(v).rjust(w) if k else str(v).ljust(w)
+                               for k, (v, w) in enumerate(zip(r, widths))))
+    return "\n".join(lines)
+
+
+def report(res: dict, base: dict | None) -> int:
+    steps = res["steps"]
+    names = [s for s, _ in STEPS] + ["other (sinks, merges, publication)"]
+    print(f"# participant benchmark: code {res['label']}, preset {res['preset']}, "
+          f"{len(res['accuracy']['sessions'])} session(s), seed {res['seed']}, --nprocs "
+          f"{res['nprocs']}, load average at start {res['load_start']:.1f} / end "
+          f"{res['load_end']:.1f} (machine shared: wall times are noisy, compare CPU too)")
+    header = ["step", "wall_s", "cpu_s", "peak_gb"]
+    if base:
+        header += ["base_wall_s", "base_cpu_s", "speedup_wall", "speedup_cpu"]
+    rows = []
+    for n in names:
+        s = steps.get(n)
+        b = (base or {}).get("steps", {}).get(n) if base else None
+        if s is None and b is None:
+            continue
+        s = s or {"wall_s": 0.0, "cpu_s": 0.0, "peak_gb": 0.0}
+        row = [n, f"{s['wall_s']:.1f}", f"{s['cpu_s']:.1f}", f"{s['peak_gb']:.2f}"]
+        if base:
+            b = b or {"wall_s": 0.0, "cpu_s": 0.0}
+            row += [f"{b['wall_s']:.1f}", f"{b['cpu_s']:.1f}",
+                    f"{b['wall_s'] / s['wall_s']:.1f}x" if s["wall_s"] > 0.05 else "removed",
+                    f"{b['cpu_s'] / s['cpu_s']:.1f}x" if s["cpu_s"] > 0.05 else "removed"]
+        rows.append(row)
+    tot = res["total"]
+    row = ["WHOLE RUN (wall clock, process-tree CPU)", f"{tot['wall_s']:.1f}",
+           f"{tot['cpu_s']:.1f}", f"{tot['peak_gb']:.2f}"]
+    if base:
+        bt = base["total"]
+        row += [f"{bt['wall_s']:.1f}", f"{bt['cpu_s']:.1f}",
+                f"{bt['wall_s'] / tot['wall_s']:.2f}x", f"{bt['cpu_s'] / tot['cpu_s']:.2f}x"]
+    rows.append(row)
+    print(_fmt_table(header, rows))
+    print(f"CPU utilisation {100 * tot['cpu_s'] / tot['wall_s']:.0f} % of "
+          f"{100 * res['nprocs']} %; {tot['wall_s'] / 60:.2f} min for the subject"
+          + (f" (baseline {base['label']}: {base['total']['wall_s'] / 60:.2f} min)" if base else ""))
+
+    acc = {r["index"]: r for r in res["accuracy"]["rois"]}
+    sess = res["accuracy"]["sessions"]
+    hdr = ["roi"] + [f"dice_{s}" for s in sess] + [f"mean_{s}" for s in sess] + [
+        "change_err_ppb"]
+    if base:
+        bacc = {r["index"]: r for r in base["accuracy"]["rois"]}
+        hdr += ["max_d_dice", "max_d_mean_ppb", "base_change_err"]
+    rows = []
+    worst_dice = worst_mean = 0.0
+    for i, r in acc.items():
+        row = [r["name"]] + [f"{r[f'dice_{s}']:.3f}" for s in sess] + [
+            f"{r[f'mean_{s}']:.1f}" for s in sess] + [f"{r['change_err_ppb']:+.2f}"]
+        if base and i in bacc:
+            b = bacc[i]
+            common = [s for s in sess if f"dice_{s}" in b]
+            dd = max(abs(r[f"dice_{s}"] - b[f"dice_{s}"]) for s in common)
+            dm = max(abs(r[f"mean_{s}"] - b[f"mean_{s}"]) for s in common)
+            worst_dice, worst_mean = max(worst_dice, dd), max(worst_mean, dm)
+            row += [f"{dd:.3f}", f"{dm:.2f}", f"{b['change_err_ppb']:+.2f}"]
+        rows.append(row)
+    print(_fmt_table(hdr, rows))
+    mae = float(np.mean([abs(r["change_err_ppb"]) for r in acc.values()]))
+    unchanged = [abs(r["change_err_ppb"]) for r in acc.values()
+                 if PLANTED.get(r["structure"], 0.0) == 0.0]
+    print(f"change error (measured - true), mean |.| over all ROIs {mae:.2f} ppb, over "
+          f"unchanged ROIs {np.mean(unchanged):.2f} ppb")
+    ok = True
+    if base:
+        bmae = float(np.mean([abs(r["change_err_ppb"]) for r in base["accuracy"]["rois"]]))
+        checks = [
+            (f"max |delta Dice| {worst_dice:.4f} <= 0.01", worst_dice <= 0.01),
+            (f"max |delta mean_ppb| {worst_mean:.3f} <= 1 ppb", worst_mean <= 1.0),
+            (f"change error {mae:.2f} ppb <= baseline {bmae:.2f} ppb (+0.05)",
+             mae <= bmae + 0.05),
+        ]
+        for text, passed in checks:
+            print(("PASS  " if passed else "FAIL  ") + text)
+            ok &= passed
+    return 0 if ok else 2
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="1mm")
+    ap.add_argument("--sessions", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--nprocs", type=int, default=2)
+    ap.add_argument("--omp-nthreads", type=int, default=None)
+    ap.add_argument("--code", type=Path, default=None, help="qsmprep source tree to run")
+    ap.add_argument("--code-commit", default=None, help="git commit to export and run")
+    ap.add_argument("--label", default=None, help="name of the code version in the table")
+    ap.add_argument("--work", type=Path, default=None, help="work folder (kept)")
+    ap.add_argument("--save", type=Path, default=None, help="write the results as JSON")
+    ap.add_argument("--baseline", type=Path, default=None, help="results JSON to compare with")
+    ap.add_argument("--show", type=Path, default=None,
+                    help="only print the tables of a saved results JSON (with --baseline)")
+    args = ap.parse_args(argv)
+
+    base = json.loads(args.baseline.read_text()) if args.baseline else None
+    if args.show:
+        return report(json.loads(args.show.read_text()), base)
+
+    work = (args.work or Path(tempfile.mkdtemp(prefix="qsmprep-partbench-"))).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    code, label = args.code, args.label
+    if args.code_commit:
+        sha = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]), "rev-parse",
+                              args.code_commit], check=True, capture_output=True,
+                             text=True).stdout.strip()
+        code = export_commit(sha, work / f"code-{sha[:10]}")
+        label = label or sha[:10]
+    if label is None:
+        try:
+            label = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]),
+                                    "rev-parse", "--short=10", "HEAD"], check=True,
+                                   capture_output=True, text=True).stdout.strip() + "(tree)"
+        except (OSError, subprocess.CalledProcessError):
+            label = "working tree"
+    bids = simulate(work / f"sim-{args.preset}-{args.sessions}ses-seed{args.seed}",
+                    args.preset, args.sessions, args.seed)
+    tag = "".join(c if c.isalnum() else "_" for c in label)
+    out, wdir = work / f"out-{tag}", work / f"work-{tag}"
+    for d in (out, wdir):
+        if d.exists():
+            import shutil
+
+            shutil.rmtree(d)
+    load0 = os.getloadavg()[0]
+    tot = run_qsmprep(bids, out, wdir, args.nprocs, args.omp_nthreads, code,
+                      work / f"log-{tag}.txt")
+    load1 = os.getloadavg()[0]
+    recs = node_records(wdir)
+    from qsmprep.simulate.config import session_names
+
+    res = {"label": label, "preset": args.preset, "seed": args.seed, "nprocs": args.nprocs,
+           "load_start": load0, "load_end": load1, "total": tot, "steps": step_table(recs),
+           "nodes": recs, "accuracy": accuracy(bids, out, session_names(args.sessions))}
+    if args.save:
+        args.save.write_text(json.dumps(res, indent=1))
+    return report(res, base)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
