@@ -43,6 +43,7 @@ STEPS: dict[str, tuple[str, str | None] | None] = {
     "dipole_inversion": ("dipole inversion", "{inversion}"),
     "reference": ("susceptibility referencing", "{reference}"),
     "chimap_sidecar": None,
+    "r2star": ("R2* and T2* maps", "loglinear"),
     # per subject / session, qsmprep.workflows.longitudinal.init_longitudinal_wf
     "subject_template": ("within-subject T1w template", "antspyx"),
     "template_brain_extraction": ("template brain extraction", None),
@@ -58,6 +59,7 @@ STEPS: dict[str, tuple[str, str | None] | None] = {
     "labels_to_t1w": ("atlas labels -> T1w", "genericLabel"),
     # per session / subject, qsmprep.workflows.base
     "roi_stats": ("ROI statistics", None),
+    "registration_qc": ("registration quality check", None),
     "dgm_change": ("longitudinal change table", None),
     "report": ("participant report", None),
     "publish": ("publish derivatives", None),

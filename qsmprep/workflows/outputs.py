@@ -19,10 +19,10 @@ SESSION_OUTPUTS = (
     ("local_field", "local_field", "field", {"desc": "local"}, {"Units": "ppm", "Description":
      "Local field after background field removal, relative to B0 (ppm). Non-standard name, "
      "listed in .bidsignore."}),
-    ("r2starmap", "r2star", "R2starmap", {"desc": "loglinear"}, {"Units": "1/s", "Description":
+    ("r2starmap", "r2star", "R2starmap", {"desc": "loglinear"}, {"Units": "1/s", "SkullStripped": True, "Description":
      "R2* from a magnitude^2-weighted log-linear fit of the multi-echo magnitude against echo "
      "time, inside the brain mask (qsmprep.qsm.relaxometry)."}),
-    ("t2starmap", "t2star", "T2starmap", {"desc": "loglinear"}, {"Units": "s", "Description":
+    ("t2starmap", "t2star", "T2starmap", {"desc": "loglinear"}, {"Units": "s", "SkullStripped": True, "Description":
      "T2* = 1/R2* (0 where R2* is 0), inside the brain mask."}),
     ("dseg", "labels", "dseg", {"atlas": "{atlas}"}, "dseg"),
     ("stats", "stats", "stats", {"atlas": "{atlas}", "desc": "dgm"}, "stats"),
