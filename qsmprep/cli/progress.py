@@ -59,7 +59,6 @@ STEPS: dict[str, tuple[str, str | None] | None] = {
     "labels_to_t1w": ("atlas labels -> T1w", "genericLabel"),
     # per session / subject, qsmprep.workflows.base
     "roi_stats": ("ROI statistics", None),
-    "registration_qc": ("registration quality check", None),
     "dgm_change": ("longitudinal change table", None),
     "report": ("participant report", None),
     "publish": ("publish derivatives", None),
