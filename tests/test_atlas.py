@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from qsmprep import atlas as A
+from tests._paths import REPO_ROOT, SHARED_DATA
 
-DENTATE_DIR = (Path(__file__).resolve().parents[1].parent / "shared" / "data"
-               / "diedrichsen2009-cerebellar-nuclei")
+DENTATE_DIR = SHARED_DATA / "diedrichsen2009-cerebellar-nuclei"
 
 # plausible volumes per hemisphere (mL); the CIT168 caudate includes the body and tail
 VOLUME_ML = {"caudate": (3.0, 9.0), "putamen": (4.0, 10.0), "pallidum": (1.0, 3.0),
@@ -165,7 +165,7 @@ def test_make_dgm_atlas_script_is_thin_cli(tmp_path, monkeypatch):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "make_dgm_atlas", Path(__file__).resolve().parents[1] / "scripts" / "make_dgm_atlas.py")
+        "make_dgm_atlas", REPO_ROOT / "scripts" / "make_dgm_atlas.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     bad = tmp_path / "notes"

@@ -7,13 +7,13 @@ not keyed on the checksum file, and data mounted writable.
 
 import json
 import re
-from pathlib import Path
 
 import pytest
+from tests._paths import REPO_ROOT
 
 yaml = pytest.importorskip("yaml")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 CONFIG = ROOT / ".circleci" / "config.yml"
 
 

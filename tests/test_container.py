@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests._paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 def _skip_reason():

@@ -9,7 +9,6 @@ is tested against the keys the pipeline really writes (``Reference: {"reference"
 import base64
 import json
 import re
-from pathlib import Path
 
 import nibabel as nb
 import numpy as np
@@ -19,6 +18,7 @@ import pytest
 from qsmprep.errors import MissingInputError, NoMatchingData, UsageError
 from qsmprep.publish import mark_complete
 from qsmprep.workflows.group import collect_provenance, find_stats_tables, parse_entities, run_group
+from tests._paths import REPO_ROOT
 
 STRUCTS = ("caudate", "putamen", "pallidum", "thalamus")
 BASE = {"caudate": 55.0, "putamen": 45.0, "pallidum": 130.0, "thalamus": 5.0}
@@ -331,7 +331,7 @@ def test_hostile_labels_are_escaped_everywhere(tmp_path):
 
 
 def test_autoescape_is_never_disabled():
-    root = Path(__file__).resolve().parents[1] / "qsmprep"
+    root = REPO_ROOT / "qsmprep"
     needle = "autoescape" + "=False"  # spelled apart so this test file does not match itself
     offenders = [str(p) for p in root.rglob("*.py") if needle in p.read_text().replace(" ", "")]
     assert offenders == []

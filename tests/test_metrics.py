@@ -2,13 +2,13 @@
 
 import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from tests._paths import REPO_ROOT
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCH = REPO_ROOT / "benchmarks"
 
 
 def _load(name):

@@ -12,7 +12,6 @@ taken from the *stored* values. Both go through ``collect_data`` and the ``LoadG
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import nibabel as nb
@@ -22,15 +21,14 @@ import pytest
 from qsmprep import bids as qb
 from qsmprep import preflight
 from qsmprep.qsm.phase import complex_to_mag_phase
+from tests._paths import SHARED_DATA
 
 TES = [0.004, 0.008, 0.012]  # test parameters of the upstream data (not stored in the files)
 
 
 def _data_dir():
     """``../shared/data`` from the repository root (``QSMPREP_SHARED_DATA`` overrides)."""
-    env = os.environ.get("QSMPREP_SHARED_DATA")
-    root = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    return root / "romeo-small-megre" / "small"
+    return SHARED_DATA / "romeo-small-megre" / "small"
 
 
 SMALL = _data_dir()

@@ -5,7 +5,7 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 import pytest
-from _reg_helpers import make_labels, rotation, template_file, world
+from tests._reg_helpers import make_labels, rotation, template_file, world
 from scipy import ndimage
 
 ants = pytest.importorskip("ants")

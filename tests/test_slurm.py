@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests._paths import REPO_ROOT
+
+ROOT = REPO_ROOT
 BIN = Path(sys.executable).parent
 QSMPREP = shutil.which("qsmprep", path=str(BIN)) or shutil.which("qsmprep")
 SIMULATE = shutil.which("qsmprep-simulate", path=str(BIN)) or shutil.which("qsmprep-simulate")

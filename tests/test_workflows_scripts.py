@@ -21,7 +21,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests._paths import REPO_ROOT
+
+ROOT = REPO_ROOT
 SHELL_SCRIPTS = sorted(
     [p for p in (ROOT / "scripts").glob("*.sh")]
     + [p for p in (ROOT / "workflows").rglob("*.sh")]

@@ -4,7 +4,7 @@ Building the command-line parser needs the ``METHODS`` keys and ``DEFAULT`` of e
 module; importing those modules pulls in numba and scipy (about 1-2 s, most of ``qsmprep
 --help``). :func:`method_choices` reads them from the module's source with :mod:`ast` instead
 (a dict literal with string keys, a string ``DEFAULT``) and imports the module only when the
-source does not have that form. ``tests/test_registry.py`` checks that both ways agree.
+source does not have that form. ``tests/cli/test_startup.py`` checks that both ways agree.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ for a random intercept the covariance of a participant's observations is
 criterion profiled over ``sigma_e^2`` is a function of the single ratio ``lambda`` (as in lme4,
 Bates D et al., 2015, J Stat Softw 67(1)) and is computed with vectorised per-participant sums.
 It gives the same estimates as statsmodels ``MixedLM(reml=True)`` (Lindstrom MJ, Bates DM, 1988,
-J Am Stat Assoc 83:1014-1022; checked in ``tests/test_stats.py``), whose per-participant Python
+J Am Stat Assoc 83:1014-1022; checked in ``tests/stats/test_stats.py``), whose per-participant Python
 loop took most of the group level's time at 1,000 participants.
 Unlike the mixed ANOVA, every available observation enters: a participant with a missing
 follow-up still informs the baseline group difference and the subject variance.

@@ -12,6 +12,7 @@ from qsmprep import __version__
 from qsmprep.cli.parser import METHOD_OPTIONS, get_parser, parse_args
 from qsmprep.config import RunConfig, available_cpus
 from qsmprep.errors import MissingInputError, OutputNotWritableError, UsageError
+from tests._paths import REPO_ROOT
 
 
 @pytest.fixture
@@ -206,7 +207,7 @@ def test_usage_doc_lists_every_method_and_exit_code():
     import importlib
     import re
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "usage.md").read_text()
+    doc = (REPO_ROOT / "docs" / "usage.md").read_text()
     for opt, module in METHOD_OPTIONS.items():
         row = next(line for line in doc.splitlines() if line.startswith(f"| `--{opt.replace('_', '-')}`"))
         listed = set(re.findall(r"`([a-z0-9_-]+)`", row.split("|")[2]))

@@ -4,7 +4,6 @@ TEs 4/8/12 ms and B0 3 T are test parameters (not stored in the files). The head
 scl_slope = 1/855: the scaled phase is +-0.0037 while the stored values are -pi..pi.
 """
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +12,9 @@ nib = pytest.importorskip("nibabel")
 
 from qsmprep.qsm import echoes, masking, unwrap  # noqa: E402
 from qsmprep.qsm.phase import choose_phase_values, detect_and_rescale_phase  # noqa: E402
+from tests._paths import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "romeo-small-megre"
+DATA = SHARED_DATA / "romeo-small-megre"
 SMALL = DATA / "small"
 TES = np.array([0.004, 0.008, 0.012])
 

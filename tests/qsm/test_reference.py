@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from _qsm_helpers import ellipsoid_radius
+from tests._qsm_helpers import ellipsoid_radius
 from qsmprep.qsm import reference
 
 

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import nibabel as nb
 import numpy as np
 import pytest
-from _reg_helpers import make_labels, rotation, template_file, world
+from tests._reg_helpers import make_labels, rotation, template_file, world
 from nipype.utils.filemanip import loadpkl
 from scipy import ndimage
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from _qsm_helpers import make_head
+from tests._qsm_helpers import make_head
 from qsmprep.qsm import echoes
 from qsmprep.qsm.phase import wrap_to_pi
 

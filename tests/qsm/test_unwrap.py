@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from _qsm_helpers import smooth_phase
+from tests._qsm_helpers import smooth_phase
 from qsmprep.qsm import unwrap
 from qsmprep.qsm.phase import wrap_to_pi
 
