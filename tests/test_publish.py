@@ -174,12 +174,21 @@ def test_insufficient_free_space_fails_before_copying(tmp_path, monkeypatch):
 
 
 def test_publish_interface_infers_subject(tmp_path):
+    """The Nipype node gets only the images, tables, figures and report: it finds each file's
+    folder from its name, takes the Chimap's JSON sidecar along, and the subject from the names.
+
+    Fails if a file lands in another folder than the one its entities name (figures under
+    ``figures/``, the report at the top), if the sidecar is left behind, or if the subject
+    is not marked complete.
+    """
     plan = _sources(tmp_path, label="07")
+    out = tmp_path / "out"
     res = PublishDerivatives(in_files=[s for s, _ in plan if not s.endswith(".json")],
-                             output_dir=str(tmp_path / "out")).run(cwd=str(tmp_path))
-    # the Chimap's JSON sidecar travels with it
-    assert len(res.outputs.out_files) == len(plan)
-    assert completed_subjects(tmp_path / "out") == {"07"}
+                             output_dir=str(out)).run(cwd=str(tmp_path))
+    assert sorted(res.outputs.out_files) == sorted(str(out / rel) for _, rel in plan)
+    for src, rel in plan:
+        assert (out / rel).read_bytes() == Path(src).read_bytes()
+    assert completed_subjects(out) == {"07"}
 
 
 # ------------------------------------------------------------------------------------------
