@@ -43,7 +43,30 @@ EXIT_CRASH = 1
 
 
 class QSMPrepError(Exception):
-    """Base class: an actionable message plus the exit code the CLI returns."""
+    """Base class: an actionable message plus the exit code the CLI returns.
+
+    ``main()`` logs ``str(error)`` as one line (no traceback) and exits with ``exit_code``.
+
+    Parameters
+    ----------
+    msg : str
+        What is wrong, naming the offending file or option, and how to fix it.
+    exit_code : int, optional
+        Overrides the class's code for this instance.
+
+    Attributes
+    ----------
+    exit_code : int
+        The process exit status (class attribute of each subclass, see the module table).
+    msg : str
+        The message.
+
+    Example
+    -------
+    >>> err = UsageError("--nprocs 0: give at least 1")
+    >>> err.exit_code, str(err)
+    (64, '--nprocs 0: give at least 1')
+    """
 
     exit_code = 1
 
