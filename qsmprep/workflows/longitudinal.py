@@ -73,6 +73,7 @@ def init_longitudinal_wf(
     sessions_without_t1w=(),
     registration_resolution=None,
     syn_metric="CC",
+    syn_region="labels",
     template_iterations=3,
     omp_nthreads=1,
     seed=DEFAULT_SEED,
@@ -107,6 +108,9 @@ def init_longitudinal_wf(
     syn_metric : similarity metric of the atlas -> T1w / subject template SyN (``"CC"`` or
         ``"mattes"``, see :func:`qsmprep.registration.register_atlas_to_t1w`); the atlas ->
         GRE SyN of sessions without a T1w always uses ``"mattes"`` (different contrasts).
+    syn_region : ``"labels"`` (default) estimates the deformable stage of every atlas SyN on
+        the atlas labels' bounding box plus a margin (``roi_labels`` of
+        :func:`qsmprep.registration.register_atlas_to_t1w`); ``"brain"`` on the whole brain.
     omp_nthreads : ITK threads per registration node (also its ``n_procs``)
     subject : subject label, named in the registration-quality log lines
 
@@ -148,6 +152,9 @@ def init_longitudinal_wf(
     bex_res = max(2.0, res)
     n = len(session_ids)
     common = {"seed": int(seed), "num_threads": int(omp_nthreads)}
+    if syn_region not in ("labels", "brain"):
+        raise ValueError(f"syn_region must be 'labels' or 'brain', not {syn_region!r}")
+    roi = {"roi_labels": str(atlas.dseg)} if syn_region == "labels" else {}
     space = getattr(atlas, "space", "MNI152NLin2009cAsym")
 
     wf = pe.Workflow(name=name)
@@ -187,7 +194,7 @@ def init_longitudinal_wf(
         atlas_to_tpl = pe.Node(
             RegisterAtlas(moving=str(atlas.template), src=space, dst=TEMPLATE_SPACE_NAME,
                           resolution_mm=res, syn_metric=syn_metric,
-                          qc_name="atlas_to_template", **common),
+                          qc_name="atlas_to_template", **roi, **common),
             name="atlas_to_template", n_procs=omp_nthreads, mem_gb=mem_gb,
         )
         labels_tpl = pe.Node(
@@ -238,7 +245,7 @@ def init_longitudinal_wf(
             atlas_to_gre = pe.Node(
                 RegisterAtlas(moving=str(atlas.template), src=space, dst=GRE_SPACE_NAME,
                               resolution_mm=res, syn_metric="mattes", qc_name="atlas_to_gre",
-                              **common),
+                              **roi, **common),
                 name=f"atlas_to_gre_{tag}", n_procs=omp_nthreads, mem_gb=mem_gb,
             )
             wf.connect([
@@ -328,7 +335,7 @@ def init_longitudinal_wf(
             atlas_to_t1w = pe.Node(
                 RegisterAtlas(moving=str(atlas.template), src=space, dst="T1w",
                               resolution_mm=res, syn_metric=syn_metric, qc_name="atlas_to_t1w",
-                              **common),
+                              **roi, **common),
                 name=f"atlas_to_t1w_{tag}", n_procs=omp_nthreads, mem_gb=mem_gb,
             )
             wf.connect([
