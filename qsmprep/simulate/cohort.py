@@ -31,12 +31,29 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..roi import COLUMNS as ROI_COLUMNS
+from ..roi import roi_sidecar
 from . import config as C
 from .core import make_protocol, make_subject, roi_table, simulate_session
 from .phantom import build_head_model
 
 BIDS_VERSION = "1.10.0"
 TRUTH = Path("derivatives") / "qsmprep-truth"
+
+#: What the truth table's columns mean where it differs from a measured ROI table; the columns
+#: themselves are :data:`qsmprep.roi.COLUMNS` (:func:`truth_stats_sidecar`).
+TRUTH_DESCRIPTIONS = {
+    "index": {"Description": "Atlas label index"},
+    "name": {"Description": "Atlas label name"},
+    "structure": {"Description": "Structure (both hemispheres)"},
+    "hemisphere": {"Description": "left, right or bilateral"},
+    "mean_ppb": {"Description": "Mean true susceptibility in the label (GRE grid), "
+                 "relative to water", "Units": "ppb"},
+    "median_ppb": {"Description": "Median true susceptibility", "Units": "ppb"},
+    "sd_ppb": {"Description": "Standard deviation within the label", "Units": "ppb"},
+    "n_voxels": {"Description": "Voxels of the label on the GRE grid"},
+    "volume_mm3": {"Description": "Label volume", "Units": "mm^3"},
+}
 
 
 def assign_groups(n_subjects: int, n_ms: int | None = None) -> list[str]:
@@ -142,17 +159,7 @@ def write_session(root: Path, sub: str, ses: str, data, config: C.SimulationConf
     stats = roi_table(data.chi, data.labels, data.label_table, data.voxel_size)
     stats.to_csv(tdir / f"{base}_desc-truth_stats.tsv", sep="\t", index=False, na_rep="n/a",
                  float_format="%.4f")
-    _json({"index": {"Description": "Atlas label index"},
-           "name": {"Description": "Atlas label name"},
-           "structure": {"Description": "Structure (both hemispheres)"},
-           "hemisphere": {"Description": "left, right or bilateral"},
-           "mean_ppb": {"Description": "Mean true susceptibility in the label (GRE grid), "
-                        "relative to water", "Units": "ppb"},
-           "median_ppb": {"Description": "Median true susceptibility", "Units": "ppb"},
-           "sd_ppb": {"Description": "Standard deviation within the label", "Units": "ppb"},
-           "n_voxels": {"Description": "Voxels of the label on the GRE grid"},
-           "volume_mm3": {"Description": "Label volume", "Units": "mm^3"}},
-          tdir / f"{base}_desc-truth_stats.json")
+    _json(truth_stats_sidecar(), tdir / f"{base}_desc-truth_stats.json")
     _json({**data.motion.to_dict(),
            "Description": "Rigid head position of this session: w = c + R (p - c) + t maps the "
            "subject head frame p to scanner world w (mm); head_to_scanner is that 4x4 matrix.",
@@ -160,6 +167,23 @@ def write_session(root: Path, sub: str, ses: str, data, config: C.SimulationConf
            "HeadTouchesFOV": data.info["head_touches_fov"]},
           tdir / f"{base}_desc-truth_motion.json")
     return stats
+
+
+def truth_stats_sidecar() -> dict:
+    """Data dictionary of ``*_desc-truth_stats.tsv``.
+
+    One entry per column of :data:`qsmprep.roi.COLUMNS`, in that order: the truth wording of
+    :data:`TRUTH_DESCRIPTIONS` where there is one, else the entry of
+    :func:`qsmprep.roi.roi_sidecar`; a column added to the ROI table contract therefore
+    appears here without an edit.
+
+    Returns
+    -------
+    dict
+        Column name -> ``{"Description": ..., "Units": ...}``.
+    """
+    measured = roi_sidecar(masked=False)
+    return {col: TRUTH_DESCRIPTIONS.get(col, measured[col]) for col in ROI_COLUMNS}
 
 
 def _write_subject_truth(root: Path, sub: str, subject):

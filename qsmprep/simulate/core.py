@@ -24,6 +24,7 @@ import pandas as pd
 from scipy import ndimage
 
 from ..qsm import kernels
+from ..roi import roi_statistics
 from . import config as C
 from .geometry import (Motion, SubjectWarp, half_extent_along, make_grid, random_motion,
                        random_subject_warp, rotation_matrix, sample_at, template_index_coords)
@@ -31,8 +32,6 @@ from .phantom import HeadModel, build_head_model
 
 TEXTURE_SPACING_MM = 2.0
 TEXTURE_SIGMA_MM = 2.0
-ROI_COLUMNS = ["index", "name", "structure", "hemisphere", "mean_ppb", "median_ppb", "sd_ppb",
-               "n_voxels", "volume_mm3"]
 
 
 # ----------------------------------------------------------------------------- random streams
@@ -308,19 +307,32 @@ def wrap_phase(ph) -> np.ndarray:
 
 def roi_table(chi_ppm: np.ndarray, labels: np.ndarray, table: pd.DataFrame, voxel_size,
               mask: np.ndarray | None = None) -> pd.DataFrame:
-    """Per-label statistics of ``chi_ppm`` in ppb (the ROI table columns of the architecture)."""
-    vvol = float(np.prod(voxel_size))
-    rows = []
-    for r in table.itertuples():
-        sel = labels == int(r.index)
-        if mask is not None:
-            sel &= mask
-        v = chi_ppm[sel].astype(np.float64) * 1000.0
-        n = int(v.size)
-        rows.append({"index": int(r.index), "name": r.name, "structure": r.structure,
-                     "hemisphere": r.hemisphere,
-                     "mean_ppb": float(v.mean()) if n else np.nan,
-                     "median_ppb": float(np.median(v)) if n else np.nan,
-                     "sd_ppb": float(v.std(ddof=1)) if n > 1 else np.nan,
-                     "n_voxels": n, "volume_mm3": n * vvol})
-    return pd.DataFrame(rows, columns=ROI_COLUMNS)
+    """Per-label statistics of a simulated map: the ROI table of :mod:`qsmprep.roi`.
+
+    The truth tables of the simulator are the same contract as the participant-level tables
+    (columns :data:`qsmprep.roi.COLUMNS`), computed by the same function, with no erosion and no
+    reliability threshold.
+
+    Parameters
+    ----------
+    chi_ppm : ndarray, shape (X, Y, Z)
+        Susceptibility in ppm (e.g. :attr:`SessionData.chi`).
+    labels : ndarray of int, shape (X, Y, Z)
+        Atlas labels on the same grid.
+    table : pandas.DataFrame
+        Label table with ``index``, ``name``, ``structure`` and ``hemisphere``.
+    voxel_size : sequence of float
+        Voxel size in mm (3 values).
+    mask : ndarray of bool, optional
+        Restrict every label to this mask.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per row of ``table``, columns :data:`qsmprep.roi.COLUMNS` (ppb).
+
+    See Also
+    --------
+    qsmprep.roi.roi_statistics
+    """
+    return roi_statistics(chi_ppm, labels, table, voxel_size, mask=mask)
