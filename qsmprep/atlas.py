@@ -36,11 +36,18 @@ Derivation (deterministic; :data:`DERIVATION_VERSION` names the cache folder):
 4. Dentate (optional, only with a user-supplied Diedrichsen 2009 atlas folder): labels 29/30 of
    ``atl-Anatom_space-MNISym_dseg.nii`` (MNI152NLin2009cSym) resampled by nearest neighbour
    through the affines onto free voxels of the template grid.
-5. Lateral ventricles (CSF reference mask), from the template itself: voxels of the brain mask
+5. Lateral ventricles, from the template itself: voxels of the brain mask
    eroded by :data:`VENTRICLE_EROSION_VOX` voxels whose template intensity is below
    :data:`VENTRICLE_T1W_MAX` (CSF is dark in T1w), inside the box :data:`VENTRICLE_BOX_MM`
    around the lateral ventricles, keeping the two largest connected components (left and right
    lateral ventricle) and no DGM label.
+
+   The ventricle mask is written to the atlas folder (``tpl-<Space>_desc-ventricles_mask``) for
+   users who want an atlas CSF region; the pipeline does not read it. ``--reference csf`` takes
+   its CSF mask from the multi-echo R2* fit on the GRE grid
+   (:func:`qsmprep.qsm.reference.csf_mask_from_r2star`, via
+   :func:`qsmprep.qsm.pipeline.reference_chi`), and the ``ref_mask`` input of the QSM workflow
+   is left unconnected.
 """
 
 from __future__ import annotations
@@ -57,6 +64,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 from scipy import ndimage
+
+from .errors import DataError
 
 #: Bumped whenever the derivation changes, so stale caches are never reused.
 #: 1: Harvard-Oxford thalamus and ventricles (FSL licence). 2: HCP thalamic nuclei (CC BY 4.0)
@@ -137,8 +146,12 @@ CITATIONS = {
 }
 
 
-class AtlasError(ValueError):
-    """An atlas folder is missing files or its files are inconsistent."""
+class AtlasError(DataError, ValueError):
+    """An atlas folder is missing files or its files are inconsistent (exit code 65).
+
+    A :class:`~qsmprep.errors.DataError`, so ``qsmprep`` reports it and exits with 65 like any
+    other unusable input; still a :class:`ValueError` for callers that catch that.
+    """
 
 
 @dataclass(frozen=True)
@@ -291,7 +304,7 @@ def derive_dgm_labels(dentate_dir: str | Path | None = None):
 
 
 def ventricle_mask(t1w: np.ndarray, affine: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """Lateral ventricles of a brain-extracted T1w template (CSF reference mask).
+    """Lateral ventricles of a brain-extracted T1w template (a CSF region; see step 5 above).
 
     Dark voxels (``t1w < VENTRICLE_T1W_MAX``) of the brain mask eroded by
     ``VENTRICLE_EROSION_VOX`` voxels, inside :data:`VENTRICLE_BOX_MM` (world mm); the two largest
@@ -562,9 +575,3 @@ def load_atlas(path: str | Path | None = None, dentate_dir: str | Path | None = 
                                dentate_dir=dentate_dir)
     return validate_atlas_dir(path)
 
-
-def brain_mask_array(atlas: Atlas) -> np.ndarray:
-    """Template brain mask (from the atlas mask file, else ``template > 0``)."""
-    if atlas.brain_mask is not None:
-        return np.asarray(nib.load(atlas.brain_mask).dataobj) > 0
-    return np.asarray(nib.load(atlas.template).dataobj) > 0

@@ -617,39 +617,6 @@ def register_rigid(
     return str(xfm.resolve()), warped_file
 
 
-def register_gre_to_t1w(
-    mag,
-    t1w,
-    t1w_mask=None,
-    gre_mask=None,
-    out_dir=".",
-    resolution_mm=None,
-    seed=DEFAULT_SEED,
-    num_threads=1,
-    qc_file=None,
-):
-    """Rigid GRE magnitude -> T1w registration (Mattes MI), see :func:`register_rigid`.
-
-    ``mag`` is a 3-D magnitude (echo 1 or RSS; a 4-D file uses its first volume). Returns
-    ``(from-MEGRE_to-T1w .mat, magnitude resampled into the T1w)``.
-    """
-    return register_rigid(
-        t1w,
-        mag,
-        out_dir=out_dir,
-        src="MEGRE",
-        dst="T1w",
-        fixed_mask=t1w_mask,
-        moving_mask=gre_mask,
-        resolution_mm=resolution_mm,
-        type_of_transform="Rigid",
-        seed=seed,
-        num_threads=num_threads,
-        qc_name="gre_to_t1w",
-        qc_file=qc_file,
-    )
-
-
 def build_subject_template(
     t1w_list: Sequence,
     out_dir=".",

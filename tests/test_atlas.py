@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from qsmprep import atlas as A
+from qsmprep.errors import DataError
 from tests._paths import REPO_ROOT, SHARED_DATA
 
 DENTATE_DIR = SHARED_DATA / "diedrichsen2009-cerebellar-nuclei"
@@ -48,6 +49,8 @@ def test_default_atlas_has_required_labels_and_plausible_volumes(built):
     # labels inside the brain mask, ventricles disjoint from the labels
     brain = np.asarray(nib.load(atlas.brain_mask).dataobj) > 0
     vent = np.asarray(nib.load(atlas.ventricles_mask).dataobj) > 0
+    # the brain mask file is the template's non-zero voxels (derivation step 1)
+    assert np.array_equal(brain, np.asarray(nib.load(atlas.template).dataobj) > 0)
     assert not np.any((lab > 0) & ~brain)
     assert 5000 < vent.sum() < 60000 and not np.any(vent & (lab > 0))
 
@@ -129,8 +132,8 @@ def test_custom_atlas_accepted_and_table_completed(tmp_path):
     assert a.name == "Test" and a.space == "Custom"
     assert a.labels["structure"].tolist() == ["caudate", "caudate"]
     assert a.labels["hemisphere"].tolist() == ["left", "right"]
-    assert a.brain_mask is None
-    assert A.brain_mask_array(a).sum() == 4 * 5 * 6
+    # no mask files: brain extraction falls back to template > 0 (registration.brain_extract_t1w)
+    assert a.brain_mask is None and a.ventricles_mask is None
 
 
 @pytest.mark.parametrize("case, match", [
@@ -157,8 +160,11 @@ def test_custom_atlas_errors_name_file_and_fix(tmp_path, case, match):
         _write_atlas(d, tsv_rows="index\tlabel\n1\tA\n2\tB\n")
     elif case == "not_dir":
         d = tmp_path / "absent"
-    with pytest.raises(A.AtlasError, match=match):
+    with pytest.raises(A.AtlasError, match=match) as err:
         A.load_atlas(d)
+    # fails if AtlasError stops being a DataError: qsmprep would exit 1 ("unexpected error")
+    # instead of 65 on a broken --atlas folder
+    assert isinstance(err.value, DataError) and err.value.exit_code == 65
 
 
 def test_make_dgm_atlas_script_is_thin_cli(tmp_path, monkeypatch):
