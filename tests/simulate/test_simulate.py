@@ -247,3 +247,16 @@ def test_truth_transform_maps_labels_to_atlas(cohort):
         got = alab[tuple(a_ijk.T)]
         agree = np.mean(got == lab[tuple(ijk.T)])
         assert agree > 0.85, (ses, agree)
+
+
+def test_every_atlas_structure_has_simulated_tissue_properties():
+    """A structure added to qsmprep.atlas.DGM_LABELS needs susceptibility, T2* and proton
+    density in the simulator (else it would be simulated as 0 ppm with no signal); this fails
+    until STRUCTURE_PROPERTIES has its row."""
+    from qsmprep import atlas
+    from qsmprep.simulate import config as C
+
+    assert list(C.STRUCTURE_PROPERTIES) == atlas.structures()
+    cfg = SimulationConfig()
+    for st, (chi, t2s, pd_) in C.STRUCTURE_PROPERTIES.items():
+        assert (cfg.chi_ppm[st], cfg.t2star_ms[st], cfg.proton_density[st]) == (chi, t2s, pd_)
