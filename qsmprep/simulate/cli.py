@@ -11,6 +11,12 @@ from .config import PRESETS, SimulationConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``qsmprep-simulate`` argument parser.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
     p = argparse.ArgumentParser(
         prog="qsmprep-simulate",
         description="Simulate a longitudinal multi-echo GRE + T1w cohort (HC/MS, planted "
@@ -41,6 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run ``qsmprep-simulate``.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit code: 0, 64 for bad values, 73 for a non-empty output folder.
+    """
     args = build_parser().parse_args(argv)
     from .cohort import simulate_cohort
 

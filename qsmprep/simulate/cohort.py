@@ -61,6 +61,28 @@ def assign_groups(n_subjects: int, n_ms: int | None = None) -> list[str]:
 
     Default ``n_ms``: three quarters of the cohort (the seed study's 120 MS : 40 HC), at least one
     HC when there are two subjects or more.
+
+    Parameters
+    ----------
+    n_subjects : int
+        Cohort size.
+    n_ms : int, optional
+        Number of MS subjects.
+
+    Returns
+    -------
+    list of str
+        ``"HC"`` or ``"MS"`` for subjects 1..n.
+
+    Raises
+    ------
+    ValueError
+        When ``n_ms`` is not between 0 and ``n_subjects``.
+
+    Examples
+    --------
+    >>> assign_groups(4)
+    ['HC', 'MS', 'MS', 'MS']
     """
     if n_ms is None:
         n_ms = 0 if n_subjects < 2 else min(n_subjects - 1, max(1, round(0.75 * n_subjects)))
@@ -104,12 +126,45 @@ def _jsonable(o):
 
 
 def phase_to_integer(phase: np.ndarray) -> np.ndarray:
-    """Radians in [-pi, pi) -> int16 in -4096..4095 (Siemens-style 'arbitrary' units)."""
+    """Radians in [-pi, pi) -> int16 in -4096..4095 (Siemens-style 'arbitrary' units).
+
+    Parameters
+    ----------
+    phase : ndarray
+        Wrapped phase (rad).
+
+    Returns
+    -------
+    ndarray of int16
+
+    Examples
+    --------
+    >>> phase_to_integer(np.array([-np.pi, 0.0, np.pi / 2])).tolist()
+    [-4096, 0, 2048]
+    """
     return np.clip(np.rint(phase / np.pi * 4096.0), -4096, 4095).astype(np.int16)
 
 
 def write_session(root: Path, sub: str, ses: str, data, config: C.SimulationConfig):
-    """Write raw images, sidecars and the truth of one session."""
+    """Write raw images, sidecars and the truth of one session.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        BIDS root.
+    sub, ses : str
+        Labels without ``sub-``/``ses-``.
+    data : SessionData
+        From :func:`~qsmprep.simulate.core.simulate_session`.
+    config : SimulationConfig
+        Field strength, echo times, phase format.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The truth ROI table written to ``*_desc-truth_stats.tsv``
+        (:func:`~qsmprep.simulate.core.roi_table`).
+    """
     anat = root / f"sub-{sub}" / f"ses-{ses}" / "anat"
     base = f"sub-{sub}_ses-{ses}"
     _save(data.t1w, data.t1w_affine, anat / f"{base}_T1w.nii.gz", np.float32)
@@ -233,9 +288,40 @@ def simulate_cohort(out_dir, n_subjects: int = 2, n_sessions: int = 2, preset: s
                     seed: int = 0, config: C.SimulationConfig | None = None,
                     n_ms: int | None = None, atlas_dir=None, overwrite: bool = False,
                     integer_phase: bool | None = None, oblique: bool | None = None) -> Path:
-    """Simulate ``n_subjects`` x ``n_sessions`` into a BIDS dataset at ``out_dir``; return it.
+    """Simulate ``n_subjects`` x ``n_sessions`` into a BIDS dataset at ``out_dir``.
 
-    ``integer_phase``/``oblique`` override the config (oblique: 15 degree tilt about x).
+    Parameters
+    ----------
+    out_dir : path
+        BIDS root to write (empty or absent unless ``overwrite``).
+    n_subjects, n_sessions : int, default 2
+        Cohort size.
+    preset : {"small", "1mm"}, default "small"
+        Acquisition geometry (:data:`~qsmprep.simulate.config.PRESETS`).
+    seed : int, default 0
+        Cohort seed (subject k is the same whatever ``n_subjects``).
+    config : SimulationConfig, optional
+        Settings and planted effects.
+    n_ms : int, optional
+        Number of MS subjects (:func:`assign_groups`).
+    atlas_dir : path, optional
+        Atlas of the head model (default atlas when ``None``).
+    overwrite : bool, default False
+        Replace a non-empty ``out_dir``.
+    integer_phase, oblique : bool, optional
+        Override the config (oblique: 15 degree tilt about x).
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_dir``.
+
+    Raises
+    ------
+    ValueError
+        Unknown preset or sizes below 1.
+    FileExistsError
+        ``out_dir`` is not empty and ``overwrite`` is false.
     """
     config = config or C.SimulationConfig()
     if integer_phase is not None:

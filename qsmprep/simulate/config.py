@@ -140,13 +140,51 @@ class SimulationConfig:
     t1w_noise: float = 0.02                 # fraction of WM intensity
 
     def with_(self, **kw) -> "SimulationConfig":
+        """A copy with some fields replaced.
+
+        Parameters
+        ----------
+        **kw
+            Field values.
+
+        Returns
+        -------
+        SimulationConfig
+
+        Examples
+        --------
+        >>> SimulationConfig().with_(snr=50.0).snr
+        50.0
+        """
         return replace(self, **kw)
 
     def to_dict(self) -> dict:
+        """All fields as a JSON-ready dict (written to ``simulation.json``).
+
+        Returns
+        -------
+        dict
+        """
         return asdict(self)
 
 
 def session_names(n_sessions: int) -> list[str]:
-    """``baseline``, ``followup``, ``followup2``, ..."""
+    """Session labels of a cohort.
+
+    Parameters
+    ----------
+    n_sessions : int
+        Number of sessions.
+
+    Returns
+    -------
+    list of str
+        ``baseline``, ``followup``, ``followup2``, ...
+
+    Examples
+    --------
+    >>> session_names(3)
+    ['baseline', 'followup', 'followup2']
+    """
     names = ["baseline", "followup"] + [f"followup{i}" for i in range(2, max(n_sessions, 2))]
     return names[:n_sessions]
