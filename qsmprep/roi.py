@@ -1,8 +1,8 @@
 """Per-label susceptibility statistics (pure numpy/pandas: no nipype, no file I/O).
 
-The ROI table contract (``docs/architecture.md``): columns, in order,
-``index, name, structure, hemisphere, mean_ppb, median_ppb, sd_ppb, n_voxels, volume_mm3``;
-one row per atlas label; a label with no usable voxel has ``NaN`` statistics (written as
+The ROI table contract (``docs/architecture.md``), owned by this module: columns :data:`COLUMNS`
+(``index, name, structure, hemisphere, mean_ppb, median_ppb, sd_ppb, n_voxels, volume_mm3``),
+data dictionary :func:`roi_sidecar`; one row per atlas label; a label with no usable voxel has ``NaN`` statistics (written as
 ``n/a`` in TSV files) and ``n_voxels = 0``.
 
 Voxel selection, in this order:
@@ -24,22 +24,14 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-COLUMNS = [
-    "index",
-    "name",
-    "structure",
-    "hemisphere",
-    "mean_ppb",
-    "median_ppb",
-    "sd_ppb",
-    "n_voxels",
-    "volume_mm3",
-]
-CHANGE_COLUMNS = [
-    "index",
-    "name",
-    "structure",
-    "hemisphere",
+#: Columns that identify a label (copied from the label table), first in every ROI table.
+KEY_COLUMNS = ["index", "name", "structure", "hemisphere"]
+#: Statistic columns of a ROI table (numeric; ``n_voxels`` is an integer).
+STATISTIC_COLUMNS = ["mean_ppb", "median_ppb", "sd_ppb", "n_voxels", "volume_mm3"]
+#: The ROI table contract: the columns of every ``*_stats.tsv``, in order.
+COLUMNS = KEY_COLUMNS + STATISTIC_COLUMNS
+#: Columns of the longitudinal change table (:func:`longitudinal_change`).
+CHANGE_COLUMNS = KEY_COLUMNS + [
     "baseline_session",
     "followup_session",
     "baseline_mean_ppb",
@@ -375,7 +367,7 @@ def longitudinal_change(
     for ses in (baseline, followup):
         if ses not in stats_by_session:
             raise KeyError(f"session {ses!r} not in {sorted(stats_by_session)}")
-    keys = ["index", "name", "structure", "hemisphere"]
+    keys = KEY_COLUMNS
     base = stats_by_session[baseline]
     foll = stats_by_session[followup]
     cols = ["index", "mean_ppb", "median_ppb", "n_voxels"]
