@@ -11,11 +11,13 @@ from .config import PRESETS, SimulationConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``qsmprep-simulate`` argument parser.
+    """The ``qsmprep-simulate`` command line.
 
     Returns
     -------
     argparse.ArgumentParser
+        ``OUT_DIR`` plus the cohort size, seed, preset and effect options (``--help`` lists
+        them with their defaults).
     """
     p = argparse.ArgumentParser(
         prog="qsmprep-simulate",
@@ -47,17 +49,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Run ``qsmprep-simulate``.
+    """Simulate a cohort as the command line asks (:func:`qsmprep.simulate.cohort.simulate_cohort`).
 
     Parameters
     ----------
     argv : list of str, optional
-        Arguments (default ``sys.argv[1:]``).
+        Arguments without the program name (default ``sys.argv[1:]``).
 
     Returns
     -------
     int
-        Exit code: 0, 64 for bad values, 73 for a non-empty output folder.
+        0 on success (one line with the cohort and its folder on stdout); 64 for a bad
+        ``--change`` or value; 73 when ``OUT_DIR`` is not empty (without ``--overwrite``).
+        argparse's own errors exit 2 and ``--version`` exits 0 (``SystemExit``).
+
+    Example
+    -------
+    >>> main(["sim/bids", "--subjects", "1", "--sessions", "2", "--seed", "0"])  # doctest: +SKIP
+    0
     """
     args = build_parser().parse_args(argv)
     from .cohort import simulate_cohort
