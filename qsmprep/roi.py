@@ -2,8 +2,8 @@
 
 The ROI table contract (``docs/architecture.md``), owned by this module: columns
 :data:`COLUMNS` (``index, name, structure, hemisphere, mean_ppb, median_ppb, sd_ppb, n_voxels,
-volume_mm3``), data dictionary :func:`roi_sidecar`; one row per atlas label; a label with no usable voxel has ``NaN`` statistics (written as
-``n/a`` in TSV files) and ``n_voxels = 0``.
+volume_mm3``), data dictionary :func:`roi_sidecar`; one row per atlas label; a label with no
+usable voxel has ``NaN`` statistics (written as ``n/a`` in TSV files) and ``n_voxels = 0``.
 
 Voxel selection, in this order:
 
