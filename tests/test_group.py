@@ -17,7 +17,8 @@ import pytest
 
 from qsmprep.errors import MissingInputError, NoMatchingData, UsageError
 from qsmprep.publish import mark_complete
-from qsmprep.workflows.group import collect_provenance, find_stats_tables, parse_entities, run_group
+from qsmprep.derivatives.readers import collect_provenance, find_stats_tables, parse_entities
+from qsmprep.group import run_group
 from tests._paths import REPO_ROOT
 
 STRUCTS = ("caudate", "putamen", "pallidum", "thalamus")
@@ -446,7 +447,7 @@ def test_reconstruction_quality_flags_are_listed(tmp_path, real_sidecars):
 
 def test_read_stats_tables_equals_reading_each_file(tmp_path):
     """The batched reader (one parse per header) returns what reading each file returns."""
-    from qsmprep.workflows.group import _read_tsv, read_stats_tables
+    from qsmprep.derivatives.readers import read_stats_tables, read_tsv as _read_tsv
 
     bids, out = _write_tree(tmp_path, flagged=(("03", "followup"),))
     extra = out / "sub-99" / "ses-x" / "anat"

@@ -28,6 +28,10 @@ import pandas as pd
 from ..roi import COLUMNS as _ROI_COLUMNS  # pure module, no nipype
 
 ROI_COLUMNS = tuple(_ROI_COLUMNS)
+#: Structures the group level analyses by default (``--structures``): the only definition
+#: (:mod:`qsmprep.group` re-exports it); each is a ``structure`` of the default atlas label table
+#: (:data:`qsmprep.atlas.DGM_LABELS`), which ``tests/group/test_run.py`` checks.
+DEFAULT_STRUCTURES = ("caudate", "putamen", "pallidum", "thalamus")
 KEYS = ("participant_id", "session_id")
 #: optional per-label columns carried into the long table when present: registration QC
 #: (``qc_*``, contract 2) and R2* (``r2star_*``, contract 3)
@@ -137,7 +141,7 @@ def build_long_table(session_tables, participants=None):
 
 def analysis_table(
     long,
-    structures=("caudate", "putamen", "pallidum", "thalamus"),
+    structures=DEFAULT_STRUCTURES,
     hemispheres=False,
     group_column="group",
     covariates=(),
