@@ -1,0 +1,52 @@
+"""Selection of the sessions analysed (qsmprep.group.inputs): --participant-label, --exclude-file,
+registration QC flags, completed subjects."""
+
+import pandas as pd
+
+from qsmprep.group import run_group
+from tests._group_helpers import QC_REASON, write_tree
+
+
+def test_participant_label_restricts_and_exclusion_file_is_listed(tmp_path):
+    bids, out = write_tree(tmp_path, n_ms=5, n_hc=5, missing=(), drop_label=None)
+    res = run_group(bids, out, participant_label=["01", "sub-02", "03", "06", "07", "08"], figures=False)
+    long = pd.read_csv(res["dgm_long"], sep="\t")
+    assert sorted(long["participant_id"].unique()) == ["sub-01", "sub-02", "sub-03", "sub-06", "sub-07", "sub-08"]
+    assert not any("sub-04" in w for w in res["warnings"])  # not selected, so not "missing"
+
+    excl = tmp_path / "exclusions.tsv"
+    excl.write_text("participant_id\tsession_id\treason\nsub-04\t\tmotion artefacts\n"
+                    "05\tfollowup\tscanner upgrade\n42\tn/a\ttypo\n")
+    res = run_group(bids, out, exclude_file=excl)
+    table = pd.read_csv(res["dgm_analysis"], sep="\t")
+    assert "sub-04" not in set(table["participant_id"])
+    sub5 = table[table["participant_id"] == "sub-05"]
+    assert sub5.loc[sub5["session_id"] == "ses-followup", "chi_ppb"].isna().all()
+    assert sub5.loc[sub5["session_id"] == "ses-baseline", "chi_ppb"].notna().all()
+    ex = pd.read_csv(res["exclusions"], sep="\t")
+    assert list(ex["reason"]) == ["motion artefacts", "scanner upgrade", "typo"]
+    assert list(ex["excluded"]) == [True, True, False]
+    html = res["report"].read_text()
+    assert "motion artefacts" in html and "scanner upgrade" in html
+    assert any("sub-42 matches no ROI table" in w for w in res["warnings"])
+
+
+def test_qc_flagged_sessions_left_out_unless_kept(tmp_path):
+    flagged = (("03", "followup"), ("07", "baseline"))
+    bids, out = write_tree(tmp_path, missing=(), drop_label=None, flagged=flagged)
+    res = run_group(bids, out, figures=False)
+    table = pd.read_csv(res["dgm_analysis"], sep="\t")
+    got = set(map(tuple, table.loc[table["chi_ppb"].isna(), ["participant_id", "session_id"]].drop_duplicates().values))
+    assert got == {("sub-03", "ses-followup"), ("sub-07", "ses-baseline")}
+    ex = pd.read_csv(res["exclusions"], sep="\t")
+    assert set(ex["source"]) == {"qc_flagged"} and ex["excluded"].all()
+    assert (ex["reason"] == QC_REASON).all()
+    html = res["report"].read_text()
+    assert QC_REASON in html and "qc_flagged" in html
+
+    res = run_group(bids, out, keep_flagged=True, figures=False)
+    table = pd.read_csv(res["dgm_analysis"], sep="\t")
+    assert table["chi_ppb"].notna().all()
+    ex = pd.read_csv(res["exclusions"], sep="\t")
+    assert len(ex) == 2 and not ex["excluded"].any()
+    assert any("kept in the analysis (--keep-flagged)" in w for w in res["warnings"])
