@@ -2,6 +2,7 @@
 
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -72,3 +73,67 @@ def test_reconstruction_quality_flags_are_listed(tmp_path, sidecars):
     html = res["report"].read_text()
     assert "stopped at the iteration cap &lt;img" in html and "<img src=x" not in html
     assert re.search(r"<td>sub-02</td><td>ses-followup</td><td>DipoleInversion</td><td>warning</td>", html)
+
+
+_SVG = "{http://www.w3.org/2000/svg}"
+_XLINK = "{http://www.w3.org/1999/xlink}href"
+
+
+def _plotted(svg_text):
+    """Points of each scatter collection of a Matplotlib SVG, in data units (pixel heights mapped
+    through the labelled y ticks), and every text of the figure."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(svg_text)
+    groups = {g.get("id"): g for g in root.iter(f"{_SVG}g") if g.get("id")}
+    ticks = []
+    for gid, g in groups.items():
+        if gid.startswith("ytick_"):
+            mark, text = next(g.iter(f"{_SVG}use")), next(g.iter(f"{_SVG}text"), None)
+            if text is not None:  # panels sharing the y axis carry no tick labels
+                label = "".join(text.itertext()).replace("\u2212", "-")
+                ticks.append((float(mark.get("y")), float(label)))
+    ys, vals = np.array(ticks).T
+    slope, icpt = np.polyfit(ys, vals, 1)
+    points = [sorted(slope * float(u.get("y")) + icpt for u in g.iter(f"{_SVG}use"))
+              for gid, g in sorted(groups.items(), key=lambda kv: int(kv[0].split("_")[-1]) if kv[0].startswith("PathCollection_") else 0)
+              if gid.startswith("PathCollection_")]
+    texts = ["".join(t.itertext()) for t in root.iter(f"{_SVG}text")]
+    return points, texts
+
+
+def test_boxplot_figure_shows_every_value_at_its_height(tmp_path):
+    """Parse the box/strip SVG: one point per participant and session, at the height of its
+    chi_ppb (read back through the y-axis ticks), in the collection of its group and session,
+    with the group and session labels.  Fails if a participant is dropped from the figure, a
+    value is plotted at the wrong height or in the wrong cell, or a label is missing (which a
+    "file is large and contains <svg" check cannot see)."""
+    bids, out = write_tree(tmp_path, n_ms=4, n_hc=3)
+    res = run_group(bids, out, structures=("caudate", "thalamus"))
+    table = pd.read_csv(res["dgm_analysis"], sep="\t", na_values="n/a")
+    groups = ["HC", "MS"]  # control-like label first
+    sessions = ["ses-baseline", "ses-followup"]
+    for struct in ("caudate", "thalamus"):
+        fig = next(p for p in res["figures"] if p.name.endswith(f"{struct}_boxplot.svg"))
+        points, texts = _plotted(fig.read_text())
+        sub = table[table["structure"] == struct]
+        cells = [sorted(sub.loc[(sub["group"] == g) & (sub["session_id"] == s), "chi_ppb"].dropna())
+                 for g in groups for s in sessions]
+        cells = [c for c in cells if c]
+        assert len(points) == len(cells), struct
+        for got, want in zip(points, cells):
+            np.testing.assert_allclose(got, want, atol=0.05)
+        assert {"HC", "MS", "baseline", "followup", f"{struct}: group x session"} <= set(texts)
+    # thalamus: sub-02 has no left thalamus at baseline -> no bilateral value, one point fewer
+    n_thal = sum(len(p) for p in _plotted(next(p for p in res["figures"] if "thalamus_boxplot" in p.name).read_text())[0])
+    assert n_thal == int(table.loc[table["structure"] == "thalamus", "chi_ppb"].notna().sum()) == 12
+
+
+def test_spaghetti_figure_titles_count_each_group(tmp_path):
+    """The spaghetti panels are titled ``<group> (n=<participants>)``; fails if a panel is
+    missing or counts the wrong participants."""
+    bids, out = write_tree(tmp_path, n_ms=4, n_hc=3)
+    res = run_group(bids, out, structures=("caudate",))
+    fig = next(p for p in res["figures"] if p.name.endswith("caudate_spaghetti.svg"))
+    texts = _plotted(fig.read_text())[1]
+    assert {"HC (n=3)", "MS (n=4)", "caudate: individual change"} <= set(texts)

@@ -237,3 +237,22 @@ def test_cli_group_options_reach_the_analysis(tmp_path):
     assert ana["r2star_per_s"].notna().all()  # sub-02 baseline flagged but kept
     ex = pd.read_csv(gdir / "exclusions.tsv", sep="\t")
     assert set(zip(ex["source"], ex["excluded"])) == {("exclusion_file", True), ("qc_flagged", False)}
+
+
+def test_default_structures_are_atlas_structures_and_the_cli_default(tmp_path):
+    """DEFAULT_STRUCTURES is defined once (qsmprep.stats.cohort); fails if one of them is not a
+    structure of the default atlas label table (a rename there would make the default group
+    run exit 64), if the --structures help text states another default, or if run_group's
+    default analyses other structures."""
+    from qsmprep import stats
+    from qsmprep.atlas import label_table
+    from qsmprep.cli.parser import get_parser
+    from qsmprep.group import DEFAULT_STRUCTURES
+
+    assert DEFAULT_STRUCTURES is stats.cohort.DEFAULT_STRUCTURES
+    assert set(DEFAULT_STRUCTURES) <= set(label_table(dentate=False)["structure"])
+    action = next(a for a in get_parser()._actions if "--structures" in a.option_strings)
+    assert f"default {' '.join(DEFAULT_STRUCTURES)}" in action.help
+    bids, out = write_tree(tmp_path, missing=(), drop_label=None)
+    res = run_group(bids, out, figures=False)
+    assert list(pd.read_csv(res["descriptives"], sep="\t")["structure"].unique()) == list(DEFAULT_STRUCTURES)
