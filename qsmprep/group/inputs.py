@@ -25,7 +25,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..derivatives.readers import find_stats_tables, read_stats_tables
-from ..errors import MissingInputError, NoMatchingData, UsageError
+from ..errors import DataError, MissingInputError, NoMatchingData, UsageError
+from ..stats.cohort import REQUIRED_ROI_COLUMNS
 from .measures import get_measure
 
 LOGGER = logging.getLogger("qsmprep.group")
@@ -353,6 +354,8 @@ def collect_inputs(bids_dir, output_dir, group_column="group", covariates=(), at
         Bad group column, covariate or exclusion file (64).
     NoMatchingData
         A ``--participant-label`` without ROI table, or every session excluded (18).
+    DataError
+        A ROI table lacks a column the analysis needs (65).
     """
     value_column = get_measure(measure).column
     found, incomplete = completed_tables(output_dir, atlas)
@@ -372,7 +375,11 @@ def collect_inputs(bids_dir, output_dir, group_column="group", covariates=(), at
     # read the ROI tables; leave out QC-flagged sessions unless asked to keep them (contract 2)
     tables = []
     n_flagged = 0
-    for (sub, ses, _, _), tab in zip(found, read_stats_tables([f[3] for f in found])):
+    for (sub, ses, _, path), tab in zip(found, read_stats_tables([f[3] for f in found])):
+        lacking = [c for c in REQUIRED_ROI_COLUMNS if c not in tab.columns]
+        if lacking:
+            raise DataError(f"{path} is not a qsmprep ROI table (no column(s) {', '.join(lacking)}): rerun the "
+                            f"participant level of {sub} or remove the file")
         flagged, reasons = session_flag(tab)
         if flagged:
             n_flagged += 1

@@ -33,6 +33,8 @@ ROI_COLUMNS = tuple(_ROI_COLUMNS)
 #: (:data:`qsmprep.atlas.DGM_LABELS`), which ``tests/group/test_run.py`` checks.
 DEFAULT_STRUCTURES = ("caudate", "putamen", "pallidum", "thalamus")
 KEYS = ("participant_id", "session_id")
+#: columns without which a ROI table cannot enter the long table
+REQUIRED_ROI_COLUMNS = ("structure", "hemisphere", "mean_ppb")
 #: optional per-label columns carried into the long table when present: registration QC
 #: (``qc_*``, contract 2) and R2* (``r2star_*``, contract 3)
 _EXTRA_COLUMN = re.compile(r"^(qc_|r2star_)")
@@ -95,7 +97,7 @@ def build_long_table(session_tables, participants=None):
     """
     pids, sess, frames = [], [], []
     for participant_id, session_id, table in session_tables:
-        missing = [c for c in ("structure", "hemisphere", "mean_ppb") if c not in table.columns]
+        missing = [c for c in REQUIRED_ROI_COLUMNS if c not in table.columns]
         if missing:
             raise ValueError(
                 f"ROI table of {participant_id} {session_id} lacks column(s) {missing}; expected "

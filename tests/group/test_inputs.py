@@ -1,9 +1,15 @@
 """Selection of the sessions analysed (qsmprep.group.inputs): --participant-label, --exclude-file,
 registration QC flags, completed subjects."""
 
-import pandas as pd
+import json
 
+import pandas as pd
+import pytest
+
+from qsmprep.cli.run import main
+from qsmprep.errors import DataError
 from qsmprep.group import run_group
+from qsmprep.publish import mark_complete
 from tests._group_helpers import QC_REASON, write_tree
 
 
@@ -50,3 +56,21 @@ def test_qc_flagged_sessions_left_out_unless_kept(tmp_path):
     ex = pd.read_csv(res["exclusions"], sep="\t")
     assert len(ex) == 2 and not ex["excluded"].any()
     assert any("kept in the analysis (--keep-flagged)" in w for w in res["warnings"])
+
+
+def test_roi_table_without_needed_columns_is_a_data_error(tmp_path, capsys):
+    """A published file that is not a ROI table crashed the group level with a ValueError
+    traceback (exit 1); it must be a one-line DataError (exit 65) naming the file.  Fails if the
+    check is dropped or raises another class."""
+    bids, out = write_tree(tmp_path, missing=(), drop_label=None)
+    bad = sorted(out.glob("sub-02/ses-baseline/anat/*_stats.tsv"))[0]
+    bad.write_text("index\tname\n1\tLeft_Caudate\n")
+    mark_complete(out, "sub-02")  # published in that state
+    with pytest.raises(DataError) as exc:
+        run_group(bids, out, figures=False)
+    assert exc.value.exit_code == 65 and bad.name in str(exc.value) and "\n" not in str(exc.value)
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "t", "BIDSVersion": "1.9.0"}))
+    with pytest.raises(SystemExit) as ex:
+        main([str(bids), str(out), "group", "-w", str(tmp_path / "work")])
+    err = capsys.readouterr().err
+    assert ex.value.code == 65 and "Traceback" not in err and "structure, hemisphere, mean_ppb" in err
