@@ -79,6 +79,22 @@ _STEP_NAMES = {
 # --------------------------------------------------------------------------------------------
 # formatting helpers
 def fmt_p(p):
+    """P-value for a table cell: three decimals, ``&lt;0.001`` below 0.001.
+
+    Parameters
+    ----------
+    p : float or None
+
+    Returns
+    -------
+    str
+        HTML text; ``n/a`` for None or a non-finite value.
+
+    Examples
+    --------
+    >>> fmt_p(0.01234), fmt_p(0.0002), fmt_p(float("nan"))
+    ('0.012', '&lt;0.001', 'n/a')
+    """
     if p is None or not np.isfinite(p):
         return "n/a"
     if p < 0.001:
@@ -87,12 +103,33 @@ def fmt_p(p):
 
 
 def p_eq(p):
-    """``= 0.012`` or ``&lt; 0.001`` for running text."""
+    """P-value for running text: ``= 0.012`` or ``&lt; 0.001``.
+
+    Parameters
+    ----------
+    p : float or None
+
+    Returns
+    -------
+    str
+        HTML text (``= n/a`` when ``p`` is missing).
+    """
     txt = fmt_p(p)
     return txt.replace("&lt;", "&lt; ") if txt.startswith("&lt;") else f"= {txt}"
 
 
 def fmt_num(x, digits=1):
+    """Number with ``digits`` decimals, ``n/a`` when missing or not finite.
+
+    Parameters
+    ----------
+    x : float or None
+    digits : int
+
+    Returns
+    -------
+    str
+    """
     if x is None or (isinstance(x, float) and not np.isfinite(x)):
         return "n/a"
     return f"{x:.{digits}f}"
@@ -106,6 +143,14 @@ def _version(pkg):
 
 
 def software_versions():
+    """Versions of Python and of the libraries the statistics and figures use.
+
+    Returns
+    -------
+    dict
+        ``{"Python": ..., "numpy": ..., "scipy": ..., "pandas": ..., "pingouin": ...,
+        "statsmodels": ..., "matplotlib": ...}`` (``n/a`` for a package not installed).
+    """
     return {
         "Python": platform.python_version(),
         **{p: _version(p) for p in ("numpy", "scipy", "pandas", "pingouin", "statsmodels", "matplotlib")},
@@ -123,6 +168,16 @@ def _svg_data_uri(path):
 # --------------------------------------------------------------------------------------------
 # figures
 def session_label(session):
+    """Session label without the ``ses-`` prefix, as shown in figures and tables.
+
+    Parameters
+    ----------
+    session : str
+
+    Returns
+    -------
+    str
+    """
     return str(session).removeprefix("ses-")
 
 
@@ -132,13 +187,53 @@ def _mpl(text):
 
 
 def figure_stem(index, structure):
-    """File-name-safe stem for a structure's figures (labels may hold any character)."""
+    """File-name-safe stem for a structure's figures (labels may hold any character).
+
+    Parameters
+    ----------
+    index : int
+        Position of the structure (keeps stems unique when labels differ only in symbols).
+    structure : str
+        Structure label.
+
+    Returns
+    -------
+    str
+        ``structure-<index, 2 digits><alphanumeric characters of the label, at most 40>``.
+
+    Examples
+    --------
+    >>> figure_stem(3, "<b>thalamus</b>")
+    'structure-03bthalamusb'
+    """
     safe = re.sub(r"[^A-Za-z0-9]+", "", str(structure))[:40]
     return f"structure-{index:02d}{safe}"
 
 
 def boxstrip_figure(sub, groups, sessions, structure, out_file, seed=0, ylabel="susceptibility (ppb)"):
-    """Box plot per group x session with every participant as a jittered point."""
+    """Box plot per group x session with every participant as a jittered point (SVG).
+
+    Parameters
+    ----------
+    sub : pandas.DataFrame
+        Rows of the analysis table for one structure (``group``, ``session_id``, ``chi_ppb``).
+    groups, sessions : list of str
+        Level orders (x positions and colours).
+    structure : str
+        Title.
+    out_file : str or Path
+        Destination ``.svg``.
+    seed : int
+        Seed of the horizontal jitter (the figure is reproducible).
+    ylabel : str
+        Y-axis label (measure and unit).
+
+    Returns
+    -------
+    str or Path
+        ``out_file``.  Above a few hundred points per panel the points are embedded as an
+        image inside the SVG.
+    """
     colors = _group_colors(groups)
     rng = np.random.default_rng(seed)
     fig, ax = plt.subplots(figsize=(4.6, 3.4))
@@ -174,8 +269,29 @@ def boxstrip_figure(sub, groups, sessions, structure, out_file, seed=0, ylabel="
 
 
 def spaghetti_figure(sub, groups, sessions, structure, out_file, ylabel="susceptibility (ppb)"):
-    """Each participant's trajectory over sessions (thin lines, one LineCollection per group;
-    participants with one session as open markers) and the group mean +/- SEM (thick)."""
+    """Each participant's trajectory over sessions, one panel per group (SVG).
+
+    Thin lines (one ``LineCollection`` per group) join a participant's sessions; participants
+    with a single session are open markers; the group mean +/- SEM per session is drawn thick.
+
+    Parameters
+    ----------
+    sub : pandas.DataFrame
+        Rows of the analysis table for one structure.
+    groups, sessions : list of str
+        Panel order and x positions.
+    structure : str
+        Title.
+    out_file : str or Path
+        Destination ``.svg``.
+    ylabel : str
+        Y-axis label.
+
+    Returns
+    -------
+    str or Path
+        ``out_file``.
+    """
     colors = _group_colors(groups)
     pos = {s: i for i, s in enumerate(sessions)}
     fig, axes = plt.subplots(1, len(groups), figsize=(2.3 * len(groups) + 0.6, 3.4), sharey=True, squeeze=False)
@@ -212,9 +328,27 @@ def spaghetti_figure(sub, groups, sessions, structure, out_file, ylabel="suscept
 
 
 def make_figures(table, groups, sessions, structures, fig_dir, ylabel="susceptibility (ppb)"):
-    """Write both figures for every structure; returns a list of dicts
-    (``structure``, ``kind``, ``path``).  File names come from :func:`figure_stem` (the
-    structure's position and its alphanumeric characters), never from the raw label."""
+    """Write the box/strip and the spaghetti figure of every structure.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Analysis table (:func:`qsmprep.stats.analysis_table`).
+    groups, sessions : list of str
+        Level orders.
+    structures : list of str
+        Structures, in report order.
+    fig_dir : str or Path
+        Folder (created).
+    ylabel : str
+        Y-axis label (measure and unit).
+
+    Returns
+    -------
+    list of dict
+        ``{"structure", "kind" ("boxplot" or "spaghetti"), "path"}``.  File names come from
+        :func:`figure_stem`, never from the raw label.
+    """
     fig_dir = Path(fig_dir)
     fig_dir.mkdir(parents=True, exist_ok=True)
     plt.rcParams["svg.fonttype"] = "none"
@@ -233,9 +367,27 @@ def make_figures(table, groups, sessions, structures, fig_dir, ylabel="susceptib
 # --------------------------------------------------------------------------------------------
 # tables
 def paper_table(desc, anova, groups, sessions, structures):
-    """Rows: structures; columns: mean +/- SD per group x session, then the ANOVA p-values
-    (raw, FDR-adjusted in parentheses, bold when FDR-significant).  Returns a dict for the
-    template: ``header_groups``, ``header_cells``, ``sources``, ``rows``."""
+    """The report's main table, laid out as in a paper.
+
+    Rows: structures; columns: mean +/- SD per group x session, then the ANOVA p-values (raw,
+    FDR-adjusted in parentheses, bold when FDR-significant; the Greenhouse-Geisser p when it
+    exists).
+
+    Parameters
+    ----------
+    desc : pandas.DataFrame
+        ``descriptives`` result.
+    anova : pandas.DataFrame
+        ``anova`` result.
+    groups, sessions, structures : list of str
+        Orders of columns and rows.
+
+    Returns
+    -------
+    dict
+        For the template: ``header_groups``, ``header_cells`` (with the largest n per cell),
+        ``sources``, ``rows``.
+    """
     sources = [s for s in ("group", "time", "group_x_time") if s in set(anova["source"])]
     n = desc.set_index(["structure", "group", "session_id"])["n"]
     header_cells = []
@@ -276,7 +428,26 @@ def paper_table(desc, anova, groups, sessions, structures):
 
 
 def df_html(df, columns, formats, rename=None, highlight=None):
-    """Plain HTML table of selected columns with per-column formatters (escaped text)."""
+    """Plain HTML table of selected columns with per-column formatters.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+    columns : list of str
+        Columns shown, in order.
+    formats : dict
+        ``column -> callable(value) -> HTML text``; other floats get three decimals, other
+        values are escaped text (``n/a`` when missing).
+    rename : dict, optional
+        ``column -> heading`` (escaped).
+    highlight : str, optional
+        Boolean column; rows where it is true get ``class="sig"``.
+
+    Returns
+    -------
+    markupsafe.Markup
+        ``<table class='data'>...</table>``.
+    """
     rename = rename or {}
     head = "".join(f"<th>{html.escape(rename.get(c, c))}</th>" for c in columns)
     body = []
