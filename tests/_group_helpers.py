@@ -3,8 +3,8 @@
 Nothing the group level reads is hand-written here:
 
 * ROI tables come from :func:`qsmprep.roi.roi_statistics` on a small label image whose voxel
-  values give the wanted label means (plus :func:`qsmprep.roi.add_qc_columns` for registration
-  QC), written by :func:`qsmprep.interfaces.roi.write_tsv` (the writer of the ``ROIStats`` node);
+  values give the wanted label means (plus :func:`qsmprep.roi.add_qc_columns` with the verdict
+  of :func:`qsmprep.registration_qc.assess` for registration QC), written by :func:`qsmprep.interfaces.roi.write_tsv` (the writer of the ``ROIStats`` node);
   labels come from the default atlas label table (:func:`qsmprep.atlas.label_table`);
 * Chimap sidecars come from the real QSM workflow (:func:`real_sidecars`);
 * file names come from :func:`qsmprep.interfaces.derivatives.build_name`, completion markers from
@@ -28,12 +28,15 @@ from qsmprep.group import DEFAULT_STRUCTURES
 from qsmprep.interfaces.derivatives import build_name
 from qsmprep.interfaces.roi import write_tsv
 from qsmprep.publish import mark_complete
+from qsmprep.registration_qc import assess
 from qsmprep.roi import add_qc_columns, roi_statistics
 
 STRUCTS = tuple(DEFAULT_STRUCTURES)
 BASE = {"caudate": 55.0, "putamen": 45.0, "pallidum": 130.0, "thalamus": 5.0}
 HOSTILE = "<img src=x onerror=alert(1)>"
-QC_REASON = "NCC 0.20 below 0.5"
+#: registration QC metric of the flagged sessions, and the reason the real assessment gives
+QC_METRIC = "t1w_to_template_ncc"
+QC_REASON = assess({QC_METRIC: 0.2})[1][0]
 
 _SIDECARS = {}
 
@@ -171,7 +174,8 @@ def write_tree(tmp_path, sidecar=None, n_ms=5, n_hc=4, sessions=("baseline", "fo
             df = roi_table(means, r2 if r2star else None, drop, struct_names)
             if flagged:
                 bad = (sub, ses) in flagged
-                df = add_qc_columns(df, {"ncc": 0.2 if bad else 0.8}, bad, [QC_REASON] if bad else ())
+                metrics = {QC_METRIC: 0.2 if bad else 0.95}
+                df = add_qc_columns(df, metrics, *assess(metrics))
             d = out / f"sub-{sub}" / f"ses-{ses}" / "anat"
             d.mkdir(parents=True)
             src = source_name(sub, ses)
