@@ -68,8 +68,18 @@ def dgm_long_sidecar(columns, participants_sidecar=None):
     Returns
     -------
     dict
-        ``column -> {"Description": ..., ["Units": ...]}`` for every column, in order.
+        ``column -> {"Description": ..., ["Units": ...]}`` for every column, in order.  The
+        R2* (``r2star_*``) and registration QC (``qc_*``) columns carried over from the ROI
+        tables are described by their participant-level owners
+        (:func:`qsmprep.roi.roi_sidecar`, :func:`qsmprep.registration_qc.column_dictionary`).
     """
+    from ..registration_qc import column_dictionary
+    from ..roi import R2STAR_COLUMNS, roi_sidecar
+
+    columns = list(columns)
+    carried = {c: e for c, e in roi_sidecar(r2star=True).items() if c in R2STAR_COLUMNS}
+    carried.update(column_dictionary(c[len("qc_"):] for c in columns
+                                     if c.startswith("qc_") and c not in ("qc_flagged", "qc_reasons")))
     roi = {
         "index": {"Description": "Label value in the atlas label image"},
         "name": {"Description": "Label name"},
@@ -87,6 +97,8 @@ def dgm_long_sidecar(columns, participants_sidecar=None):
             out[col] = KEY_COLUMNS[col]
         elif col in roi:
             out[col] = roi[col]
+        elif col in carried:
+            out[col] = carried[col]
         elif participants_sidecar and col in participants_sidecar:
             out[col] = participants_sidecar[col]
         else:

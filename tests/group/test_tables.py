@@ -41,3 +41,23 @@ def test_sidecars_reuse_participants_json():
     ana = analysis_sidecar("r2star", covariates=("age",), participants_sidecar=psid)
     assert ana["age"] == psid["age"] and ana["chi_ppb"]["Units"] == "1/s"
     assert "r2star_mean" in ana["chi_ppb"]["Description"]
+
+
+def test_long_table_describes_r2star_and_qc_columns_as_the_participant_level_does(tmp_path):
+    """dgm_long.json described r2star_mean, qc_<metric>, qc_flagged ... as "Column 'x' of
+    participants.tsv" (no unit).  They must carry the participant level's own entries (R2* in
+    1/s from qsmprep.roi.roi_sidecar, QC from registration_qc.column_dictionary); fails if a
+    ROI-table column is described as a participants.tsv column again."""
+    from qsmprep.group import run_group
+    from qsmprep.registration_qc import column_dictionary
+    from qsmprep.roi import roi_sidecar
+    from tests._group_helpers import QC_METRIC, write_tree
+
+    bids, out = write_tree(tmp_path, flagged=(("03", "followup"),), missing=(), drop_label=None)
+    res = run_group(bids, out, figures=False, keep_flagged=True)
+    side = json.loads(res["dgm_long"].with_suffix(".json").read_text())
+    assert side["r2star_mean"] == roi_sidecar(r2star=True)["r2star_mean"] and side["r2star_mean"]["Units"] == "1/s"
+    qc = column_dictionary([QC_METRIC])
+    assert {k: side[k] for k in (f"qc_{QC_METRIC}", "qc_flagged", "qc_reasons")} == qc
+    assert not [k for k, v in side.items() if "of participants.tsv" in v["Description"]
+                and k not in ("group", "age", "sex")]
