@@ -2,8 +2,9 @@
 
 ``run_group`` is a plain function (nothing at this level benefits from a Nipype graph): it reads
 every ``sub-*/[ses-*/]anat/*_desc-dgm_stats.tsv`` under the output directory and
-``participants.tsv`` from the BIDS directory, runs the statistics of :mod:`qsmprep.stats` and
-writes ``OUTPUT_DIR/group/``::
+``participants.tsv`` from the BIDS directory, runs every statistic of
+:data:`qsmprep.group.analyses.ANALYSES` (numbers from :mod:`qsmprep.stats`) and writes
+``OUTPUT_DIR/group/``::
 
     dgm_long.tsv       every label of every session + participants.tsv columns (contract table)
     dgm_analysis.tsv   the value analysed per participant x session x structure (chi_ppb)
@@ -25,7 +26,7 @@ Input errors are :class:`~qsmprep.errors.QSMPrepError` subclasses with one-line 
 no ROI table (66), ``participants.tsv`` missing (66), unknown ``--group-column``,
 ``--covariates`` or ``--structures`` (64), a bad exclusion file (64/66), a
 ``--participant-label`` that matches no ROI table (18), ``--measure r2star`` without R2* columns
-(66).
+(66), a ROI table without the columns the analysis needs (65).
 """
 
 from __future__ import annotations
@@ -68,37 +69,64 @@ def run_group(
 ):
     """Run the group-level analysis and write ``OUTPUT_DIR/group/``.
 
+    Inputs are selected by :func:`qsmprep.group.inputs.collect_inputs`, every statistic of
+    :data:`qsmprep.group.analyses.ANALYSES` is run and written as one table, then the figures
+    and the report.  Nothing is written before every input check has passed.
+
     Parameters
     ----------
-    bids_dir : path of the BIDS dataset (``participants.tsv`` is read from it)
-    output_dir : the qsmprep output directory of the participant level
-    group_column : column of ``participants.tsv`` defining the between-subject factor
-    covariates : columns of ``participants.tsv`` added to the linear mixed model
-    structures : structures to analyse (``structure`` column of the ROI tables)
-    hemispheres : analyse left and right separately instead of their mean
-    sessions : session labels (with or without ``ses-``) in time order; default all sessions
-        found, baseline-like labels first (see :func:`qsmprep.stats.cohort.session_sort_key`)
-    fdr_alpha : FDR level of the Benjamini-Hochberg correction
-    atlas : atlas name when the outputs hold ROI tables of several atlases
-    figures : write figures and embed them in the report
-    participant_label : labels (with or without ``sub-``) to analyse; default all (fMRIPrep's
-        meaning of ``--participant-label`` at the group level)
-    exclude_file : TSV of participants/sessions to leave out (:func:`read_exclusions`)
-    keep_flagged : keep sessions whose ROI table has ``qc_flagged == 1`` (default: leave out)
-    measure : ``chi`` (``mean_ppb``, ppb) or ``r2star`` (``r2star_mean``, 1/s; written to
-        ``group/r2star/``)
+    bids_dir : str or Path
+        BIDS dataset (``participants.tsv`` is read from it).
+    output_dir : str or Path
+        qsmprep output folder of the participant level.
+    group_column : str
+        Column of ``participants.tsv`` defining the between-subject factor.
+    covariates : sequence of str
+        Columns of ``participants.tsv`` added to the linear mixed model.
+    structures : sequence of str
+        Structures to analyse (``structure`` column of the ROI tables).
+    hemispheres : bool
+        Analyse left and right separately instead of their mean.
+    sessions : sequence of str, optional
+        Session labels (with or without ``ses-``) in time order; default all sessions found,
+        baseline-like labels first (:func:`qsmprep.stats.cohort.session_sort_key`).
+    fdr_alpha : float
+        FDR level of the Benjamini-Hochberg correction.
+    atlas : str, optional
+        Atlas name when the outputs hold ROI tables of several atlases.
+    figures : bool
+        Write figures and embed them in the report.
+    participant_label : sequence of str, optional
+        Labels (with or without ``sub-``) to analyse; default all (fMRIPrep's meaning of
+        ``--participant-label`` at the group level).
+    exclude_file : str or Path, optional
+        TSV of participants/sessions to leave out (:func:`qsmprep.group.inputs.read_exclusions`).
+    keep_flagged : bool
+        Keep sessions whose ROI table has ``qc_flagged == 1`` (default: leave them out).
+    measure : str
+        ``chi`` (``mean_ppb``, ppb) or ``r2star`` (``r2star_mean``, 1/s; written to
+        ``group/r2star/``).
 
     Returns
     -------
-    dict name -> path of everything written (``dgm_long``, ``descriptives``, ``anova``,
-    ``ttests``, ``lmm``, ``warnings``, ``exclusions``, ``report``, ``figures`` (list), ...),
-    plus ``warnings`` (list of str) and ``elapsed_s``.
+    dict
+        Name -> path of everything written (``dgm_long``, ``dgm_analysis``, one entry per
+        analysis (``descriptives``, ``anova``, ``ttests``, ``lmm``), ``exclusions``,
+        ``warnings_table``, ``report``, ``figures`` (list)), plus ``warnings`` (list of str)
+        and ``elapsed_s``.
 
     Raises
     ------
-    MissingInputError (66) when no ROI table or no ``participants.tsv`` exists;
-    UsageError (64) for an unknown group column, covariate or structure;
-    NoMatchingData (18) when ``participant_label`` selects nothing.
+    MissingInputError
+        No ROI table of a completed subject, no ``participants.tsv``, a missing exclusion file,
+        or ``--measure r2star`` on tables without R2* (exit code 66).
+    UsageError
+        Unknown measure, group column, covariate or structure; a bad exclusion file;
+        tables of several atlases without ``atlas`` (64).
+    NoMatchingData
+        ``participant_label`` selects nothing, or every session is excluded (18).
+    DataError
+        A ROI table lacks a column the analysis needs (65).
     """
     t0 = time.perf_counter()
     bids_dir, output_dir = Path(bids_dir), Path(output_dir)
