@@ -23,6 +23,8 @@ def sidecars(tmp_path_factory):
 
 
 def test_entities_and_discovery(tmp_path):
+    """Fails if the reader cannot parse the names the participant level builds (build_name) or misses a
+    ROI table of the tree."""
     ent = parse_entities("sub-01_ses-baseline_atlas-DGM_desc-dgm_stats.tsv")
     assert ent == {"sub": "01", "ses": "baseline", "atlas": "DGM"}
     bids, out = write_tree(tmp_path)

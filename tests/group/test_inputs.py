@@ -15,6 +15,9 @@ from tests._group_helpers import QC_REASON, write_tree
 
 
 def test_participant_label_restricts_and_exclusion_file_is_listed(tmp_path):
+    """Fails if --participant-label keeps other participants or reports the unselected ones as missing,
+    if an exclusion-file row (whole participant or one session) is not applied, or if a row that
+    matches nothing is not listed and warned."""
     bids, out = write_tree(tmp_path, n_ms=5, n_hc=5, missing=(), drop_label=None)
     res = run_group(bids, out, participant_label=["01", "sub-02", "03", "06", "07", "08"], figures=False)
     long = pd.read_csv(res["dgm_long"], sep="\t")
@@ -39,6 +42,8 @@ def test_participant_label_restricts_and_exclusion_file_is_listed(tmp_path):
 
 
 def test_qc_flagged_sessions_left_out_unless_kept(tmp_path):
+    """Fails if a session flagged by registration QC enters the analysis by default, is not listed with
+    the reason the QC assessment gave, or is dropped although --keep-flagged was given."""
     flagged = (("03", "followup"), ("07", "baseline"))
     bids, out = write_tree(tmp_path, missing=(), drop_label=None, flagged=flagged)
     res = run_group(bids, out, figures=False)

@@ -53,6 +53,8 @@ def test_hostile_labels_are_escaped_everywhere(tmp_path):
 
 
 def test_autoescape_is_never_disabled():
+    """Fails if any module turns Jinja2 autoescaping off (every label in the report would then be
+    injected as raw HTML)."""
     root = REPO_ROOT / "qsmprep"
     needle = "autoescape" + "=False"  # spelled apart so this test file does not match itself
     offenders = [str(p) for p in root.rglob("*.py") if needle in p.read_text().replace(" ", "")]

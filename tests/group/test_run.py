@@ -20,6 +20,10 @@ def sidecars(tmp_path_factory):
 
 
 def test_run_group_writes_everything(tmp_path, sidecars):
+    """Fails if a table or its data dictionary is missing, a column name is not BIDS-style, a value is
+    written as nan instead of n/a, the long table loses its column order, a statistic counts the
+    wrong participants, a missing session or hemisphere is not warned, or the report lacks figures,
+    the provenance read from the real Chimap sidecars or the participant report links."""
     bids, out = write_tree(tmp_path, sidecar=sidecars["mean"], n_ms=6, n_hc=5)
     (out / "sub-03.html").write_text("<html></html>")
     res = run_group(bids, out, covariates=("age",))
@@ -30,6 +34,7 @@ def test_run_group_writes_everything(tmp_path, sidecars):
         df = pd.read_csv(tsv, sep="\t", keep_default_na=False)
         side = json.loads(tsv.with_suffix(".json").read_text())
         assert set(df.columns) == set(side), name
+        assert not [c for c in df.columns if side[c] == {"Description": c}], name  # writer fallback: undescribed
         assert all("Description" in v for v in side.values())
         for col in df.columns:
             assert col == col.lower() and " " not in col
@@ -75,6 +80,8 @@ def test_run_group_writes_everything(tmp_path, sidecars):
 
 
 def test_single_group_single_session_and_hemispheres(tmp_path):
+    """One group, one session, per-hemisphere structures: fails if the analyses that cannot run are not
+    skipped with a stated reason, or if hemispheres are not analysed separately."""
     bids, out = write_tree(tmp_path, n_ms=0, n_hc=5, sessions=("baseline",), missing=(), drop_label=None)
     res = run_group(bids, out, hemispheres=True, structures=("caudate",), figures=False)
     text = "\n".join(res["warnings"])
@@ -88,6 +95,8 @@ def test_single_group_single_session_and_hemispheres(tmp_path):
 
 
 def test_input_errors_have_exit_codes_and_one_line_messages(tmp_path):
+    """Fails if an input error is not its QSMPrepError subclass with the documented exit code and a
+    one-line message, or if anything is written before the checks pass."""
     with pytest.raises(MissingInputError, match="run the participant level first") as exc:
         run_group(tmp_path, tmp_path)
     assert exc.value.exit_code == 66 and "\n" not in str(exc.value)
@@ -122,6 +131,8 @@ def test_input_errors_have_exit_codes_and_one_line_messages(tmp_path):
     (["--measure", "r2star", "--structures", "hippocampus"], 64, "--structures hippocampus"),
 ])
 def test_cli_group_errors_exit_without_traceback(tmp_path, capsys, argv_tail, code, text):
+    """Through main(): fails if the exit code differs from the documented one, a traceback is printed,
+    or the error is logged more than once."""
     from qsmprep.cli.run import main
 
     bids, out = write_tree(tmp_path)
@@ -136,6 +147,8 @@ def test_cli_group_errors_exit_without_traceback(tmp_path, capsys, argv_tail, co
 
 
 def test_cli_no_participant_outputs_exits_66(tmp_path, capsys):
+    """Through main(): fails unless an output folder without participant results exits 66 with the hint
+    to run the participant level, without traceback."""
     from qsmprep.cli.run import main
 
     bids, out = tmp_path / "bids", tmp_path / "out"
@@ -149,6 +162,8 @@ def test_cli_no_participant_outputs_exits_66(tmp_path, capsys):
 
 
 def test_session_selection_and_order(tmp_path):
+    """Fails if --sessions does not fix the time order (the paired difference would change sign) or if
+    a requested session that does not exist, or one found but not requested, is not warned."""
     bids, out = write_tree(tmp_path, sessions=("pre", "post"), missing=(), drop_label=None)
     res = run_group(bids, out, sessions=["pre", "post"], structures=("caudate",), figures=False)
     desc = pd.read_csv(res["descriptives"], sep="\t")
@@ -162,6 +177,8 @@ def test_session_selection_and_order(tmp_path):
 
 
 def test_missing_hemisphere_label_reported_in_both_modes(tmp_path):
+    """A ROI table without one hemisphere label: fails unless it is warned and that participant is
+    excluded from the ANOVA, bilateral and per hemisphere."""
     bids, out = write_tree(tmp_path, missing=())
     for hemis in (False, True):
         res = run_group(bids, out, structures=("thalamus",), hemispheres=hemis, figures=False)
@@ -190,6 +207,8 @@ def test_four_subjects_with_covariates_highlight_nothing(tmp_path):
 
 
 def test_measure_r2star_analyses_r2star_in_its_units(tmp_path):
+    """Fails if --measure r2star analyses another column, leaves a ppb unit or _ppb name in its tables,
+    overwrites the chi results, or runs on tables without R2* columns."""
     bids, out = write_tree(tmp_path, missing=(), drop_label=None)
     res = run_group(bids, out, measure="r2star", structures=("caudate",), figures=False)
     gdir = out / "group" / "r2star"
