@@ -11,7 +11,8 @@ code  class                          meaning
 17    :class:`UnknownAnalysisLevel`  analysis level is not ``participant`` or ``group``
 18    :class:`NoMatchingData`        the participant/session/filter selection matched nothing
 64    :class:`UsageError`            bad command line (unknown option, bad value)
-65    :class:`DataError`             inconsistent echoes, unusable metadata
+65    :class:`DataError`             inconsistent echoes, unusable metadata, a ROI table
+                                     the group level cannot use
 66    :class:`MissingInputError`     input missing or unreadable (no phase images, ...)
 73    :class:`OutputNotWritableError`  the output (or work) directory cannot be created or
                                      written (also: no space left on device)

@@ -244,7 +244,7 @@ def run_reports_only(config) -> int:
 
 
 def run_group(config) -> int:
-    from ..workflows.group import run_group as _run_group
+    from ..group import run_group as _run_group
     from .progress import Heartbeat
 
     Heartbeat("running the group analysis", HEARTBEAT_S).start()  # stopped when run() ends
