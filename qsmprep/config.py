@@ -55,7 +55,7 @@ TOML_SECTIONS = {
     "qsm": ("masking", "combination", "unwrapping", "bf_removal", "inversion", "reference",
             "brain_masks", "output_spaces"),
     "atlas": ("atlas", "dentate_atlas", "roi_erosion", "roi_min_reliability", "longitudinal",
-              "registration_resolution", "syn_metric", "syn_region"),
+              "registration_resolution", "syn_metric"),
     "group": ("group_column", "covariates", "structures", "hemispheres", "sessions", "fdr_alpha",
               "exclude_file", "keep_flagged", "measure"),
 }
@@ -64,7 +64,6 @@ DERIVED_FIELDS = ("bids_filters", "version")
 #: section for option fields that no TOML_SECTIONS entry lists yet (so none is ever left out)
 OTHER_SECTION = "other"
 SYN_METRICS = ("CC", "mattes")
-SYN_REGIONS = ("labels", "brain")
 #: smallest memory limit accepted (a value below it is a unit mistake, e.g. ``--mem 16``)
 MIN_MEM_GB = 0.5
 
@@ -256,7 +255,6 @@ class RunConfig:
     longitudinal: bool = True
     registration_resolution: float | None = None
     syn_metric: str = "CC"
-    syn_region: str = "labels"
     output_spaces: tuple = ()  # --output-spaces entries, 'NAME[:res-N]' (qsmprep.spaces)
     # group level
     group_column: str = "group"
@@ -383,8 +381,6 @@ class RunConfig:
                 raise UsageError(f"--clean-workdir refuses to empty {work}; give a dedicated -w folder.")
         if self.syn_metric not in SYN_METRICS:
             raise UsageError(f"--syn-metric {self.syn_metric!r} is not one of {SYN_METRICS}.")
-        if self.syn_region not in SYN_REGIONS:
-            raise UsageError(f"--syn-region {self.syn_region!r} is not one of {SYN_REGIONS}.")
         for opt, module in METHOD_OPTIONS.items():
             choices = method_registry(module)[0]
             if getattr(self, opt) not in choices:

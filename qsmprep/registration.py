@@ -62,11 +62,6 @@ CROP_MARGIN_MM = 6.0
 #: 40 and 20 iterations, the same as before) removes the full-resolution pyramid and affine
 #: levels without changing the optimised levels
 SYN_RESOLUTION_MM = 2.0
-#: margin (mm) around the atlas labels' bounding box (mapped into the fixed image by the affine
-#: stage) to which the deformable (SyN) stage is restricted with ``roi_labels``; the SyN
-#: update field is smoothed with a 3-voxel (6 mm at 2 mm) Gaussian, so the box edge is more
-#: than three smoothing widths away from every label
-SYN_ROI_MARGIN_MM = 20.0
 
 
 def _sampling_rate(img) -> float:
@@ -276,52 +271,6 @@ def _crop_to_content(img, margin_mm=CROP_MARGIN_MM):
     box = np.zeros(arr.shape, dtype="float32")
     box[tuple(slice(a, b + 1) for a, b in zip(lo, hi))] = 1.0
     return ants.crop_image(img, img.new_image_like(box), 1)
-
-
-def _crop_to_moving_box(fixed, labels_file, affine_file, margin_mm):
-    """Crop ``fixed`` to the box of the non-zero voxels of ``labels_file`` (moving space).
-
-    The eight corners of the labels' bounding box are mapped into the fixed image with the
-    inverse of the affine ``affine_file`` (an ANTs fixed -> moving point transform), and the
-    fixed image is cropped to their bounding box plus ``margin_mm`` (clipped to the image).
-
-    Parameters
-    ----------
-    fixed : ants.ANTsImage
-        Image defining the domain of the deformable registration.
-    labels_file : str or Path
-        Label image on the moving grid; its non-zero voxels define the region of interest.
-    affine_file : str
-        ANTs affine transform (``*GenericAffine.mat``) mapping fixed to moving points.
-    margin_mm : float
-        Margin added on every side of the mapped box.
-
-    Returns
-    -------
-    ants.ANTsImage
-        The cropped fixed image (same spacing, origin moved).
-    """
-    import nibabel as nib
-
-    ants = _ants()
-    lab = nib.load(str(labels_file))
-    ijk = np.argwhere(np.asarray(lab.dataobj) > 0)
-    if ijk.size == 0:
-        raise ValueError(f"{labels_file}: no labelled voxel to restrict the registration to")
-    lo, hi = ijk.min(0), ijk.max(0)
-    corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1])
-                        for c in (lo[2], hi[2])], float)
-    lps = nib.affines.apply_affine(lab.affine, corners) * np.array([-1.0, -1.0, 1.0])
-    to_fixed = ants.read_transform(affine_file).invert()
-    pts = np.array([to_fixed.apply_to_point(list(p)) for p in lps])
-    sp = np.asarray(fixed.spacing, float)
-    idx = np.linalg.solve(np.asarray(fixed.direction) * sp, (pts - np.asarray(fixed.origin)).T).T
-    lo_i = np.maximum(np.floor(idx.min(0) - margin_mm / sp).astype(int), 0)
-    hi_i = np.minimum(np.ceil(idx.max(0) + margin_mm / sp).astype(int),
-                      np.asarray(fixed.shape) - 1)
-    if np.any(hi_i <= lo_i):
-        raise ValueError(f"{labels_file}: the labels map outside the fixed image")
-    return ants.crop_indices(fixed, [int(v) for v in lo_i], [int(v) + 1 for v in hi_i])
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -549,8 +498,6 @@ def register_atlas_to_t1w(
     num_threads=1,
     qc_name=None,
     qc_file=None,
-    roi_labels=None,
-    roi_margin_mm=SYN_ROI_MARGIN_MM,
 ):
     """Nonlinear (SyN) registration of the skull-stripped atlas template to a skull-stripped T1w.
 
@@ -580,15 +527,6 @@ def register_atlas_to_t1w(
     stage first (same metric, sampling and per-level smoothing in mm as antspy's ``SyN``),
     then ``SyNOnly`` from it. The transforms are physical, so they apply to full-resolution
     images. ``resolution_mm`` (when given) keeps the former behaviour on that grid.
-
-    With ``roi_labels`` (a label image on the moving/atlas grid, e.g. the atlas dseg) the
-    deformable stage is estimated only on the fixed image cropped to the labels' bounding box,
-    mapped into the fixed image by the affine stage, plus ``roi_margin_mm`` on every side
-    (``SYN_ROI_MARGIN_MM``): the statistics need the warp only where the labels are, and
-    cropping the fixed domain is what makes SyN cheaper (the displacement field lives on the
-    fixed grid). Outside that box the transform is the affine alone. The affine is still
-    estimated on the whole brain. Applies to the 2 mm estimation path (the default schedule
-    on images finer than 2 mm); with ``resolution_mm`` the whole brain is used.
 
     With ``qc_file`` the correlation of the fixed image and the warped template inside the
     fixed brain (:func:`registration_quality`, ``qc_name`` defaults to ``atlas_to_<dst>``) is
@@ -624,11 +562,6 @@ def register_atlas_to_t1w(
         Registration name of the quality metrics (default ``atlas_to_<dst>``).
     qc_file : path, optional
         Write the registration quality JSON there.
-    roi_labels : path, optional
-        Label image on the moving grid; restricts the deformable stage to its bounding box
-        (mapped by the affine) plus ``roi_margin_mm``.
-    roi_margin_mm : float, default ``SYN_ROI_MARGIN_MM``
-        Margin around that box.
 
     Returns
     -------
@@ -691,12 +624,8 @@ def register_atlas_to_t1w(
                 aff_smoothing_sigmas=tuple(round(x / est_mm, 3) for x in (3.0, 2.0, 1.0)),
                 outprefix=prefix + "affine_",
             )
-            syn_fixed = fixed
-            if roi_labels is not None:
-                syn_fixed = _crop_to_moving_box(fixed, roi_labels, aff["fwdtransforms"][-1],
-                                                roi_margin_mm)
             reg = ants.registration(
-                syn_fixed, moving, type_of_transform="SyNOnly",
+                fixed, moving, type_of_transform="SyNOnly",
                 initial_transform=[aff["fwdtransforms"][-1]], reg_iterations=its,
                 outprefix=prefix, **syn_kw,
             )

@@ -286,11 +286,6 @@ def get_parser() -> argparse.ArgumentParser:
                    help="similarity metric of the atlas -> T1w SyN: CC (neighbourhood "
                         "cross-correlation, default, most accurate) or mattes (mutual "
                         "information, ~2.5x faster); sessions without a T1w always use mattes")
-    g.add_argument("--syn-region", dest="syn_region", choices=["labels", "brain"],
-                   default="labels",
-                   help="where the deformable stage of the atlas SyN is estimated: labels "
-                        "(default: the atlas labels' box plus 20 mm, about 4x cheaper) or brain "
-                        "(the whole brain); the affine stage always uses the whole brain")
     g.add_argument("--output-spaces", "--output_spaces", dest="output_spaces", nargs="+",
                    default=[], metavar="SPACE[:res-N]",
                    help="also write each Chimap (and its mask) in these template spaces, resampled "

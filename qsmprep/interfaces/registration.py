@@ -82,7 +82,6 @@ class _AtlasRegInputSpec(_CommonInputSpec):
                              desc="SyN similarity: CC (same contrast) or mattes (MI)")
     qc_name = traits.Str("", usedefault=True,
                          desc="registration name for the quality metrics ('' = atlas_to_<dst>)")
-    roi_labels = File(exists=True, desc="labels on the moving grid: restrict SyN to their box")
 
 
 class _AtlasRegOutputSpec(TraitedSpec):
@@ -114,7 +113,6 @@ class RegisterAtlas(SimpleInterface):
             num_threads=self.inputs.num_threads,
             qc_name=self.inputs.qc_name or None,
             qc_file=os.path.join(runtime.cwd, "registration_quality.json"),
-            roi_labels=_opt(self.inputs.roi_labels),
         )
         self._results.update(fwd_transform=fwd, inv_transform=inv, warped=warped,
                              qc_file=os.path.join(runtime.cwd, "registration_quality.json"))

@@ -142,7 +142,6 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
         sessions_without_t1w=no_t1w,
         registration_resolution=config.registration_resolution,
         syn_metric=config.syn_metric,
-        syn_region=config.syn_region,
         omp_nthreads=config.omp_nthreads,
         seed=config.random_seed,
         subject=subject,
@@ -240,8 +239,7 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
                               "SyNMetric": ("mattes" if not data.get("t1w")
                                             else config.syn_metric),
                               "RegistrationResolution": (config.registration_resolution
-                                                         or "native"),
-                              "SyNRegion": config.syn_region}},
+                                                         or "native")}},
             stats_sidecar_field=(roi, "out_json"),
             spatial_reference=(data.get("sources") or [None])[0],
             sources=list(data.get("sources", []))[: 2 * len(data["mag"])],  # GRE mag/phase

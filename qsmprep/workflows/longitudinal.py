@@ -73,7 +73,6 @@ def init_longitudinal_wf(
     sessions_without_t1w=(),
     registration_resolution=None,
     syn_metric="CC",
-    syn_region="labels",
     template_iterations=3,
     omp_nthreads=1,
     seed=DEFAULT_SEED,
@@ -121,10 +120,6 @@ def init_longitudinal_wf(
         Similarity metric of the atlas -> T1w / subject template SyN (see
         :func:`qsmprep.registration.register_atlas_to_t1w`); the atlas -> GRE SyN of sessions
         without a T1w always uses ``"mattes"`` (different contrasts).
-    syn_region : {"labels", "brain"}, default "labels"
-        Where the deformable stage of every atlas SyN is estimated: the atlas labels'
-        bounding box plus a margin (``roi_labels`` of
-        :func:`qsmprep.registration.register_atlas_to_t1w`), or the whole brain.
     template_iterations : int, default 3
         Iterations of the subject template (:func:`qsmprep.registration.build_subject_template`).
     omp_nthreads : int, default 1
@@ -155,8 +150,7 @@ def init_longitudinal_wf(
     Raises
     ------
     ValueError
-        Without sessions, when ``sessions_without_t1w`` names an unknown session, or with an
-        unknown ``syn_region``.
+        Without sessions, or when ``sessions_without_t1w`` names an unknown session.
     """
     session_ids = [str(s) for s in session_ids]
     if not session_ids:
@@ -178,9 +172,6 @@ def init_longitudinal_wf(
     bex_res = max(2.0, res)
     n = len(session_ids)
     common = {"seed": int(seed), "num_threads": int(omp_nthreads)}
-    if syn_region not in ("labels", "brain"):
-        raise ValueError(f"syn_region must be 'labels' or 'brain', not {syn_region!r}")
-    roi = {"roi_labels": str(atlas.dseg)} if syn_region == "labels" else {}
     space = getattr(atlas, "space", "MNI152NLin2009cAsym")
 
     wf = pe.Workflow(name=name)
@@ -220,7 +211,7 @@ def init_longitudinal_wf(
         atlas_to_tpl = pe.Node(
             RegisterAtlas(moving=str(atlas.template), src=space, dst=TEMPLATE_SPACE_NAME,
                           resolution_mm=res, syn_metric=syn_metric,
-                          qc_name="atlas_to_template", **roi, **common),
+                          qc_name="atlas_to_template", **common),
             name="atlas_to_template", n_procs=omp_nthreads, mem_gb=mem_gb,
         )
         labels_tpl = pe.Node(
@@ -271,7 +262,7 @@ def init_longitudinal_wf(
             atlas_to_gre = pe.Node(
                 RegisterAtlas(moving=str(atlas.template), src=space, dst=GRE_SPACE_NAME,
                               resolution_mm=res, syn_metric="mattes", qc_name="atlas_to_gre",
-                              **roi, **common),
+                              **common),
                 name=f"atlas_to_gre_{tag}", n_procs=omp_nthreads, mem_gb=mem_gb,
             )
             wf.connect([
@@ -361,7 +352,7 @@ def init_longitudinal_wf(
             atlas_to_t1w = pe.Node(
                 RegisterAtlas(moving=str(atlas.template), src=space, dst="T1w",
                               resolution_mm=res, syn_metric=syn_metric, qc_name="atlas_to_t1w",
-                              **roi, **common),
+                              **common),
                 name=f"atlas_to_t1w_{tag}", n_procs=omp_nthreads, mem_gb=mem_gb,
             )
             wf.connect([
