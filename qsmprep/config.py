@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .qsm.methods import CLI_STEPS, STEP_MODULES, STEPS
+from .qsm.methods import default as default_method
+from .qsm.methods import names as method_names
 
 __all__ = ["RunConfig", "available_cpus", "available_memory_gb", "total_memory_gb",
            "ANALYSIS_LEVELS", "PLUGINS", "METHOD_OPTIONS", "TOML_SECTIONS", "method_registry",
@@ -35,15 +38,9 @@ PLUGINS = ("MultiProc", "Linear", "SLURM", "SLURMGraph")
 #: the plugins that call Nipype's ``status_callback`` (per-step progress lines)
 CALLBACK_PLUGINS = ("MultiProc", "Linear")
 
-#: CLI option -> module of ``qsmprep.qsm`` whose ``METHODS``/``DEFAULT`` give choices/default.
-METHOD_OPTIONS = {
-    "masking": "masking",
-    "combination": "echoes",
-    "unwrapping": "unwrap",
-    "bf_removal": "background",
-    "inversion": "inversion",
-    "reference": "reference",
-}
+#: CLI option (= step of :mod:`qsmprep.qsm.methods`) -> module of :mod:`qsmprep.qsm` with its
+#: functions. Choices and defaults come from the method registry (:func:`method_registry`).
+METHOD_OPTIONS = {step: STEP_MODULES[step] for step in CLI_STEPS}
 
 #: Sections of ``config.toml`` and the RunConfig fields (command-line options) in each.
 TOML_SECTIONS = {
@@ -68,25 +65,32 @@ SYN_METRICS = ("CC", "mattes")
 MIN_MEM_GB = 0.5
 
 
-def method_registry(module_name: str) -> tuple[list, str]:
-    """Choices and default of one reconstruction step.
+def method_registry(step: str) -> tuple[list, str]:
+    """Choices and default of one reconstruction step, from :data:`qsmprep.qsm.methods.REGISTRY`.
+
+    Reading the registry imports no numerical code (``qsmprep --help`` stays fast).
 
     Parameters
     ----------
-    module_name : str
-        Module of :mod:`qsmprep.qsm` (a value of :data:`METHOD_OPTIONS`).
+    step : str
+        A step of :data:`qsmprep.qsm.methods.STEPS` (a key of :data:`METHOD_OPTIONS`) or its
+        module name (a value of :data:`METHOD_OPTIONS`).
 
     Returns
     -------
     choices : list of str
-        The names in the module's ``METHODS`` registry, in registry order.
+        The step's method names, in registry order.
     default : str
-        The module's ``DEFAULT`` (first registered name when it has none).
-    """
-    from .qsm.registry import method_choices  # reads the source: no numba/scipy import
+        The step's default method.
 
-    choices, default = method_choices(module_name)
-    return list(choices), default
+    Examples
+    --------
+    >>> method_registry("bf_removal")
+    (['vsharp', 'pdf', 'resharp'], 'vsharp')
+    """
+    if step not in STEPS:
+        step = {module: s for s, module in STEP_MODULES.items()}.get(step, step)
+    return list(method_names(step)), default_method(step)
 
 
 def _cgroup_cpu_quota() -> float | None:
@@ -239,7 +243,7 @@ class RunConfig:
     write_graph: bool = False
     boilerplate_only: bool = False
     reports_only: bool = False
-    # QSM methods (names from qsmprep.qsm.<module>.METHODS)
+    # QSM methods (names of qsmprep.qsm.methods.REGISTRY; default: the step's default record)
     masking: str = ""
     combination: str = ""
     unwrapping: str = ""
@@ -331,9 +335,9 @@ class RunConfig:
             from .registration import DEFAULT_SEED
 
             values["random_seed"] = DEFAULT_SEED
-        for opt, module in METHOD_OPTIONS.items():
+        for opt in METHOD_OPTIONS:
             if not values.get(opt):
-                values[opt] = method_registry(module)[1]
+                values[opt] = default_method(opt)
         values["version"] = __version__
         cfg = cls(**values)
         cfg.validate()
@@ -381,8 +385,8 @@ class RunConfig:
                 raise UsageError(f"--clean-workdir refuses to empty {work}; give a dedicated -w folder.")
         if self.syn_metric not in SYN_METRICS:
             raise UsageError(f"--syn-metric {self.syn_metric!r} is not one of {SYN_METRICS}.")
-        for opt, module in METHOD_OPTIONS.items():
-            choices = method_registry(module)[0]
+        for opt in METHOD_OPTIONS:
+            choices = method_registry(opt)[0]
             if getattr(self, opt) not in choices:
                 raise UsageError(f"--{opt.replace('_', '-')} {getattr(self, opt)!r} is not one of {choices}.")
         if self.roi_min_reliability is not None and not 0 <= self.roi_min_reliability <= 1:

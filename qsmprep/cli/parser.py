@@ -4,7 +4,8 @@
 validates paths. Usage errors exit with code 64 (not argparse's 2), an unknown analysis level
 with 17. Path problems raise :mod:`qsmprep.errors` exceptions (66 input missing, 73 output not
 creatable, 64 output inside the input dataset), which ``qsmprep.cli.run.main`` turns into exit
-codes. The method choices come from the ``METHODS`` registries of ``qsmprep.qsm``.
+codes. The method choices, defaults and help come from the method registry
+(:mod:`qsmprep.qsm.methods`).
 
 ``--config-file FILE`` (a ``config.toml`` that every run writes to ``OUTPUT_DIR/logs/``) sets the
 parser's defaults from the file before parsing, so options given on the command line win.
@@ -26,6 +27,7 @@ from ..errors import (
     UnknownAnalysisLevel,
     UsageError,
 )
+from ..qsm.methods import STEP_WORDS, methods
 
 __all__ = ["get_parser", "parse_args", "apply_config_file", "ANALYSIS_LEVELS", "PLUGINS",
            "METHOD_OPTIONS"]
@@ -256,10 +258,11 @@ def get_parser() -> argparse.ArgumentParser:
                    help="check the inputs, write OUTPUT_DIR/logs/CITATION.md and exit")
 
     g = parser.add_argument_group("QSM reconstruction")
-    for opt, module in METHOD_OPTIONS.items():
-        choices, default = method_registry(module)
+    for opt in METHOD_OPTIONS:  # one option per step; choices = the records of qsmprep.qsm.methods
+        choices, default = method_registry(opt)
         g.add_argument(f"--{opt.replace('_', '-')}", dest=opt, choices=choices, default=default,
-                       help=f"{module} method (qsmprep.qsm.{module}.METHODS)")
+                       help=f"{STEP_WORDS[opt]} method (default: %(default)s): "
+                            + "; ".join(f"{m.name}: {m.summary}" for m in methods(opt)))
     g.add_argument("--brain-masks", dest="brain_masks", type=Path, metavar="DIR",
                    help="user-supplied brain masks on the GRE grid, laid out as BIDS derivatives "
                         "(DIR/sub-<l>/[ses-<l>/]anat/sub-<l>[_ses-<l>]*_mask.nii.gz); replaces --masking")

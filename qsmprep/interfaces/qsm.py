@@ -1,7 +1,10 @@
 """Thin Nipype interfaces around :mod:`qsmprep.qsm` (load NIfTI, call one function, save).
 
-Each interface also returns a ``provenance`` dict (method + parameters) that the derivatives
-sink merges into the Chimap sidecar.
+Each step interface loads its files, makes one call to the step function of
+:mod:`qsmprep.qsm.pipeline` that :func:`~qsmprep.qsm.pipeline.reconstruct` also calls
+(``run_masking``, ``run_field_fit``, ``run_background_removal``, ``run_inversion``,
+``run_referencing``, ``run_r2star``) and saves the arrays; the ``provenance`` dict that call
+returns (method, parameters, ...) is merged into the Chimap sidecar by :class:`MergeProvenance`.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from ..qsm import background, echoes, inversion, masking, pipeline, relaxometry, unwrap
+from ..qsm import masking, pipeline
+from ..qsm.methods import default as default_method
 from ..qsm.kernels import b0_direction_from_affine, voxel_size_from_affine
-from ..qsm.masking import drop_voxels, nonfinite_voxels
+from ..qsm.masking import nonfinite_voxels
 from ..qsm.phase import choose_phase_values, complex_to_mag_phase, detect_and_rescale_phase
 from ._io import load, load_mask, save, write_json
 
@@ -151,37 +155,22 @@ class _MaskOutputSpec(TraitedSpec):
 
 
 class BrainMask(SimpleInterface):
-    """Brain mask from magnitude and phase quality (:func:`qsmprep.qsm.pipeline.brain_mask`)."""
+    """Brain mask from magnitude and phase quality (:func:`qsmprep.qsm.pipeline.run_masking`)."""
 
     input_spec = _MaskInputSpec
     output_spec = _MaskOutputSpec
 
     def _run_interface(self, runtime):
         mag, img = load(self.inputs.mag_file)
-        if isdefined(self.inputs.user_mask):
-            mask, _ = load_mask(self.inputs.user_mask)
-            method = "user"
-        else:
-            phase, _ = load(self.inputs.phase_file)
-            voxel_size, _ = _geometry(img)
-            mask = pipeline.brain_mask(
-                mag, phase, self.inputs.echo_times, voxel_size, self.inputs.method,
-                **_method_opts(self.inputs.method_options),
-            )
-            method = self.inputs.method
-        n_excluded = 0
-        if isdefined(self.inputs.exclude_file):
-            mask, n_excluded = drop_voxels(mask, load_mask(self.inputs.exclude_file)[0])
-        vox = float(np.prod(voxel_size_from_affine(img.affine)))
+        user_mask = load_mask(self.inputs.user_mask)[0] if isdefined(self.inputs.user_mask) else None
+        phase = load(self.inputs.phase_file)[0] if user_mask is None else None
+        exclude = load_mask(self.inputs.exclude_file)[0] if isdefined(self.inputs.exclude_file) else None
+        mask, prov = pipeline.run_masking(
+            mag, phase, self.inputs.echo_times, _geometry(img)[0], self.inputs.method,
+            user_mask=user_mask, exclude=exclude, **_method_opts(self.inputs.method_options))
         self._results["mask_file"] = save(mask, img.slicer[..., 0] if img.ndim == 4 else img,
                                           os.path.join(runtime.cwd, "mask.nii"))
-        self._results["provenance"] = {
-            "BrainMask": {"Method": method,
-                          "Parameters": pipeline.method_parameters(
-                              masking.METHODS, method, **_method_opts(self.inputs.method_options)),
-                          "VolumeML": round(float(mask.sum()) * vox / 1000.0, 2),
-                          "NonFiniteVoxelsExcluded": n_excluded}
-        }
+        self._results["provenance"] = prov
         return runtime
 
 
@@ -204,7 +193,7 @@ class _FieldOutputSpec(TraitedSpec):
 
 
 class TotalField(SimpleInterface):
-    """Echo combination and unwrapping (:func:`qsmprep.qsm.pipeline.total_field`)."""
+    """Echo combination and unwrapping (:func:`qsmprep.qsm.pipeline.run_field_fit`)."""
 
     input_spec = _FieldInputSpec
     output_spec = _FieldOutputSpec
@@ -213,24 +202,14 @@ class TotalField(SimpleInterface):
         mag, img = load(self.inputs.mag_file)
         phase, _ = load(self.inputs.phase_file)
         mask, mimg = load_mask(self.inputs.mask_file)
-        voxel_size, _ = _geometry(img)
-        res = pipeline.total_field(
-            phase, mag, self.inputs.echo_times, mask, voxel_size, self.inputs.b0,
-            self.inputs.combination, self.inputs.unwrapping, **_method_opts(self.inputs.method_options),
-        )
-        rel = res.get("reliability")
-        if rel is None:
-            rel = mask.astype(np.float32)
-        self._results["field_file"] = save(res["field_ppm"], mimg, os.path.join(runtime.cwd, "field_ppm.nii"))
-        self._results["reliability_file"] = save(rel, mimg, os.path.join(runtime.cwd, "reliability.nii"))
-        self._results["provenance"] = {
-            "EchoCombination": {"Method": self.inputs.combination,
-                                "Parameters": pipeline.method_parameters(
-                                    echoes.METHODS, self.inputs.combination,
-                                    **_method_opts(self.inputs.method_options))},
-            "PhaseUnwrapping": {"Method": self.inputs.unwrapping,
-                                "Parameters": pipeline.method_parameters(unwrap.METHODS, self.inputs.unwrapping)},
-        }
+        fit, prov = pipeline.run_field_fit(
+            phase, mag, self.inputs.echo_times, mask, _geometry(img)[0], self.inputs.b0,
+            self.inputs.combination, self.inputs.unwrapping,
+            **_method_opts(self.inputs.method_options))
+        self._results["field_file"] = save(fit["field_ppm"], mimg, os.path.join(runtime.cwd, "field_ppm.nii"))
+        self._results["reliability_file"] = save(fit["reliability"], mimg,
+                                                 os.path.join(runtime.cwd, "reliability.nii"))
+        self._results["provenance"] = prov
         return runtime
 
 
@@ -250,7 +229,7 @@ class _BFROutputSpec(TraitedSpec):
 
 
 class BackgroundRemoval(SimpleInterface):
-    """Background field removal (:func:`qsmprep.qsm.pipeline.remove_background`)."""
+    """Background field removal (:func:`qsmprep.qsm.pipeline.run_background_removal`)."""
 
     input_spec = _BFRInputSpec
     output_spec = _BFROutputSpec
@@ -260,21 +239,12 @@ class BackgroundRemoval(SimpleInterface):
         mask, _ = load_mask(self.inputs.mask_file)
         weights = load(self.inputs.reliability_file)[0] if isdefined(self.inputs.reliability_file) else None
         voxel_size, b0_dir = _geometry(img)
-        local, eroded = pipeline.remove_background(
+        local, eroded, prov = pipeline.run_background_removal(
             field, mask, voxel_size, b0_dir, self.inputs.method, weights=weights,
-            **_method_opts(self.inputs.method_options),
-        )
+            **_method_opts(self.inputs.method_options))
         self._results["local_file"] = save(local, img, os.path.join(runtime.cwd, "local_ppm.nii"))
         self._results["mask_file"] = save(eroded, img, os.path.join(runtime.cwd, "mask_eroded.nii"))
-        vox = float(np.prod(voxel_size))
-        self._results["provenance"] = {
-            "BackgroundFieldRemoval": {"Method": self.inputs.method,
-                                       "Parameters": pipeline.method_parameters(
-                                           background.METHODS, self.inputs.method,
-                                           **_method_opts(self.inputs.method_options)),
-                                       "ErodedMaskVolumeML": round(float(eroded.sum()) * vox / 1000, 2)},
-            "B0Direction": [round(float(v), 6) for v in b0_dir],
-        }
+        self._results["provenance"] = prov
         return runtime
 
 
@@ -295,7 +265,7 @@ class _InvOutputSpec(TraitedSpec):
 
 
 class DipoleInversion(SimpleInterface):
-    """Dipole inversion (:func:`qsmprep.qsm.pipeline.dipole_inversion`).
+    """Dipole inversion (:func:`qsmprep.qsm.pipeline.run_inversion`).
 
     Iterative solvers' convergence (iterations, converged) goes into the provenance; a solver
     that stopped at its iteration cap without reaching its tolerance adds a ``QualityFlags``
@@ -309,32 +279,12 @@ class DipoleInversion(SimpleInterface):
         local, img = load(self.inputs.local_file)
         mask, _ = load_mask(self.inputs.mask_file)
         weights = load(self.inputs.reliability_file)[0] if isdefined(self.inputs.reliability_file) else None
-        magnitude = None
-        if isdefined(self.inputs.mag_file):
-            mag4d, _ = load(self.inputs.mag_file)
-            magnitude = masking.combine_magnitude(mag4d)
+        mag = load(self.inputs.mag_file)[0] if isdefined(self.inputs.mag_file) else None
         voxel_size, b0_dir = _geometry(img)
-        info = {}
-        chi = pipeline.dipole_inversion(
-            local, mask, voxel_size, b0_dir, self.inputs.method,
-            weights=None if weights is None else weights * mask, magnitude=magnitude, info=info,
-            **_method_opts(self.inputs.method_options),
-        )
+        chi, prov = pipeline.run_inversion(
+            local, mask, voxel_size, b0_dir, self.inputs.method, weights=weights, mag=mag,
+            log_label=self.inputs.log_label, **_method_opts(self.inputs.method_options))
         self._results["chi_file"] = save(chi, img, os.path.join(runtime.cwd, "chi_unreferenced.nii"))
-        record = {"Method": self.inputs.method,
-                  "Parameters": pipeline.method_parameters(
-                      inversion.METHODS, self.inputs.method,
-                      **_method_opts(self.inputs.method_options))}
-        if "converged" in info:
-            record.update({"Iterations": info["iterations"], "MaxIterations": info["max_iter"],
-                           "FinalRelativeChange": info["final_change"],
-                           "Converged": info["converged"]})
-        prov = {"DipoleInversion": record}
-        flag = inversion.convergence_flag(info)
-        if flag is not None:
-            label = (self.inputs.log_label + " ") if self.inputs.log_label else ""
-            LOGGER.warning("%sdipole inversion (%s): %s", label, self.inputs.method, flag["message"])
-            prov["QualityFlags"] = [flag]
         self._results["provenance"] = prov
         return runtime
 
@@ -344,7 +294,7 @@ class _R2sInputSpec(BaseInterfaceInputSpec):
     mag_file = File(exists=True, mandatory=True, desc="4-D magnitude")
     mask_file = File(exists=True, mandatory=True, desc="brain mask")
     echo_times = traits.List(traits.Float, mandatory=True)
-    method = traits.Str(relaxometry.DEFAULT, usedefault=True)
+    method = traits.Str(default_method("relaxometry"), usedefault=True)
 
 
 class _R2sOutputSpec(TraitedSpec):
@@ -354,7 +304,7 @@ class _R2sOutputSpec(TraitedSpec):
 
 
 class R2StarMap(SimpleInterface):
-    """R2* and T2* from the multi-echo magnitude (:func:`qsmprep.qsm.relaxometry.r2star_t2star`)."""
+    """R2* and T2* from the multi-echo magnitude (:func:`qsmprep.qsm.pipeline.run_r2star`)."""
 
     input_spec = _R2sInputSpec
     output_spec = _R2sOutputSpec
@@ -362,11 +312,10 @@ class R2StarMap(SimpleInterface):
     def _run_interface(self, runtime):
         mag, img = load(self.inputs.mag_file)
         mask, mimg = load_mask(self.inputs.mask_file)
-        r2, t2 = relaxometry.r2star_t2star(mag, self.inputs.echo_times, mask, method=self.inputs.method)
+        r2, t2, prov = pipeline.run_r2star(mag, self.inputs.echo_times, mask, method=self.inputs.method)
         self._results["r2star_file"] = save(r2, mimg, os.path.join(runtime.cwd, "r2star.nii"))
         self._results["t2star_file"] = save(t2, mimg, os.path.join(runtime.cwd, "t2star.nii"))
-        self._results["provenance"] = {"Method": self.inputs.method,
-                                       "EchoTime": [float(t) for t in self.inputs.echo_times]}
+        self._results["provenance"] = prov
         return runtime
 
 
@@ -386,7 +335,11 @@ class _RefOutputSpec(TraitedSpec):
 
 
 class ReferenceChi(SimpleInterface):
-    """Susceptibility referencing (:func:`qsmprep.qsm.pipeline.reference_chi`)."""
+    """Susceptibility referencing (:func:`qsmprep.qsm.pipeline.run_referencing`).
+
+    The magnitude file is read only when the method needs it (a reference mask derived from R2*
+    when no ``ref_mask_file`` is given).
+    """
 
     input_spec = _RefInputSpec
     output_spec = _RefOutputSpec
@@ -395,14 +348,12 @@ class ReferenceChi(SimpleInterface):
         chi, img = load(self.inputs.chi_file)
         mask, _ = load_mask(self.inputs.mask_file)
         ref_mask = load_mask(self.inputs.ref_mask_file)[0] if isdefined(self.inputs.ref_mask_file) else None
-        mag = None
-        if ref_mask is None and self.inputs.method == "csf" and isdefined(self.inputs.mag_file):
-            mag = load(self.inputs.mag_file)[0]
+        mag = (lambda: load(self.inputs.mag_file)[0]) if isdefined(self.inputs.mag_file) else None
         tes = list(self.inputs.echo_times) if isdefined(self.inputs.echo_times) else None
-        chi_ref, info = pipeline.reference_chi(chi, mask, self.inputs.method, ref_mask=ref_mask, mag=mag,
-                                               tes=tes, voxel_size=_geometry(img)[0])
+        chi_ref, prov = pipeline.run_referencing(chi, mask, self.inputs.method, ref_mask=ref_mask,
+                                                 mag=mag, tes=tes, voxel_size=_geometry(img)[0])
         self._results["chi_file"] = save(chi_ref, img, os.path.join(runtime.cwd, "chi.nii"))
-        self._results["provenance"] = {"Reference": info}
+        self._results["provenance"] = prov
         return runtime
 
 
@@ -418,28 +369,21 @@ class _MergeProvOutputSpec(TraitedSpec):
 
 
 class MergeProvenance(SimpleInterface):
-    """Merge per-step provenance dicts into one Chimap sidecar.
+    """Merge per-step provenance dicts into one Chimap sidecar
+    (:func:`qsmprep.qsm.pipeline.merge_provenance`).
 
     Keys of later steps win, except ``QualityFlags``: each step may return a list of
     ``{"step": str, "severity": "warning"|"error", "message": str}`` records under that key
-    and the lists of all steps are concatenated into the sidecar's ``QualityFlags``.
+    and the lists of all steps are concatenated (never overwritten) into the sidecar's
+    ``QualityFlags``, so the sidecar, the log and the report list them all.
     """
 
     input_spec = _MergeProvInputSpec
     output_spec = _MergeProvOutputSpec
 
     def _run_interface(self, runtime):
-        out = {}
-        if isdefined(self.inputs.extra):
-            out.update(self.inputs.extra)
-        flags = list(out.pop("QualityFlags", []))
-        for item in self.inputs.provenance:
-            item = dict(item)
-            flags += list(item.pop("QualityFlags", []))
-            out.update(item)
-        # Every step may report problems as {"step", "severity", "message"} records; they are
-        # concatenated (never overwritten) so the sidecar, the log and the report list them all.
-        out["QualityFlags"] = flags
+        extra = dict(self.inputs.extra) if isdefined(self.inputs.extra) else {}
+        out = pipeline.merge_provenance(self.inputs.provenance, extra)
         self._results["sidecar"] = json.loads(json.dumps(out, default=float))
         self._results["sidecar_file"] = write_json(out, os.path.join(runtime.cwd, "sidecar.json"))
         return runtime

@@ -24,6 +24,7 @@ import warnings
 import numpy as np
 
 from . import kernels
+from . import methods as _registry
 from ._fftgrid import (
     CropGrid,
     cg,
@@ -38,9 +39,28 @@ __all__ = ["vsharp", "pdf", "resharp", "default_radii", "METHODS", "DEFAULT"]
 
 
 def default_radii(voxel_size, r_max_mm: float = 12.0) -> list[float]:
-    """V-SHARP radii (mm), from ``r_max_mm`` down to two voxels (the largest voxel dimension)
-    in steps of one voxel. Radii below two voxels make ``1 - S(k)`` vanish over most of k-space
-    and only add noise (``../shared/DESIGN.md`` section 6)."""
+    """V-SHARP radii (mm), from ``r_max_mm`` down to two voxels in steps of one voxel.
+
+    One voxel is the largest voxel dimension. Radii below two voxels make ``1 - S(k)`` vanish over
+    most of k-space and only add noise.
+
+    Parameters
+    ----------
+    voxel_size : sequence of float
+        Voxel size (mm).
+    r_max_mm : float
+        Largest radius (mm).
+
+    Returns
+    -------
+    list of float
+        Radii from large to small.
+
+    Examples
+    --------
+    >>> default_radii((3.0, 3.0, 3.0))
+    [12.0, 9.0, 6.0]
+    """
     step = float(max(voxel_size))
     r_min = 2.0 * step
     if r_min >= r_max_mm:
@@ -61,9 +81,30 @@ def polynomial_residual(field, mask, order, weights=None, voxel_size=(1.0, 1.0, 
 
     Background removal leaves a smooth residual (e.g. V-SHARP's deconvolution with its largest
     radius near steep air-tissue fields); subtracting a low-order polynomial fitted inside the
-    final mask removes it, as SEPIA's optional 4th-order "refine" step does (Chan KS, Marques JP.
-    SEPIA. NeuroImage 2021;227:117611). Returns the fitted polynomial (zero outside ``mask``).
-    ``weights`` (>= 0) weight the fit (e.g. the echo-fit reliability).
+    final mask removes it, as SEPIA's optional 4th-order "refine" step does.
+
+    Parameters
+    ----------
+    field : ndarray
+        Field (ppm).
+    mask : ndarray of bool
+        Voxels of the fit.
+    order : int
+        Total degree of the polynomial.
+    weights : ndarray, optional
+        Fit weights (>= 0, e.g. the echo-fit reliability).
+    voxel_size : sequence of float
+        Voxel size (mm).
+
+    Returns
+    -------
+    ndarray
+        The fitted polynomial, zero outside ``mask``.
+
+    References
+    ----------
+    Chan KS, Marques JP. SEPIA - Susceptibility mapping pipeline tool for phase images.
+    NeuroImage 2021;227:117611.
     """
     mask = np.asarray(mask, bool)
     idx = np.nonzero(mask)
@@ -95,17 +136,35 @@ def vsharp(total_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, ra
 
     Parameters
     ----------
+    total_ppm : ndarray
+        Total field (ppm), used inside ``mask``.
+    mask : ndarray of bool
+        Brain mask.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    b0_dir : sequence of float
+        Unit B0 direction in voxel axes.
+    weights : ndarray, optional
+        Fit weights of the ``refine_order`` polynomial (e.g. the echo-fit reliability).
     radii_mm : sequence of float, optional
         Sphere radii in mm (any order; used from large to small). Default :func:`default_radii`
         (12 mm down to two voxels).
     threshold : float
-        Truncation of the deconvolution (default 0.02). Measured with benchmarks/accuracy.py at
-        1 mm: 0.05 discarded low spatial frequencies of the local field near the brain surface
-        and biased the shallow substantia nigra by -11 ppb; 0.02 keeps every DGM structure
-        within 7 ppb (see docs/algorithms.md).
+        Truncation of the deconvolution (default 0.02). A larger value discards low spatial
+        frequencies of the local field near the brain surface and biases shallow structures
+        (substantia nigra); the measurements behind the default are in docs/algorithms.md.
     refine_order : int
         Subtract a weighted least-squares polynomial of this total degree fitted to the local
         field inside the eroded mask (:func:`polynomial_residual`; 0 = off).
+    workers : int, optional
+        FFT threads (default: :func:`qsmprep.qsm.kernels.fft_workers`).
+
+    Returns
+    -------
+    local_ppm : ndarray of float32
+        Local field (ppm), zero outside ``eroded``.
+    eroded : ndarray of bool
+        The input mask eroded by the smallest radius.
 
     References
     ----------
@@ -174,10 +233,19 @@ def pdf(total_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, tol=1
 
     Parameters
     ----------
-    weights : array, optional
+    total_ppm : ndarray
+        Total field (ppm), used inside ``mask``.
+    mask : ndarray of bool
+        Brain mask.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    b0_dir : sequence of float
+        Unit B0 direction in voxel axes.
+    weights : ndarray, optional
         Data weights (e.g. the echo-fit reliability); normalised to mean 1 in the mask.
     tol : float
-        Relative residual of the normal equations at which CG stops (default 1e-4; 1e-5 is about 25% more accurate on the test phantom at ~5x the iterations).
+        Relative residual of the normal equations at which CG stops (default 1e-4; a smaller
+        value is more accurate at the cost of more iterations, see docs/algorithms_inversion.md).
     max_iter : int
         Maximum CG iterations (default 300).
     pad_mm : float
@@ -185,6 +253,15 @@ def pdf(total_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, tol=1
         keeps the FFT's periodic wrap-around away from the mask (default 20 mm).
     dtype : numpy dtype
         Working precision (float32 default; float64 for comparisons).
+    workers : int, optional
+        FFT threads (default: :func:`qsmprep.qsm.kernels.fft_workers`).
+
+    Returns
+    -------
+    local_ppm : ndarray of float32
+        Local field (ppm), zero outside ``eroded``.
+    eroded : ndarray of bool
+        The input mask (PDF needs no erosion).
 
     References
     ----------
@@ -229,10 +306,34 @@ def resharp(total_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, r
 
     Parameters
     ----------
+    total_ppm : ndarray
+        Total field (ppm), used inside ``mask``.
+    mask : ndarray of bool
+        Brain mask.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    b0_dir : sequence of float
+        Unit B0 direction in voxel axes.
+    weights : ignored
+        Accepted for the common signature.
     radius_mm : float, optional
         SMV radius (default max(6 mm, two voxels)).
     lam : float
-        Tikhonov weight (default 1e-3, chosen on an analytic phantom; relative to ``C`` whose maximum is about 1).
+        Tikhonov weight (default 1e-3, chosen on an analytic phantom; relative to ``C`` whose
+        maximum is about 1).
+    tol : float
+        Relative residual at which CG stops.
+    max_iter : int
+        Maximum CG iterations.
+    workers : int, optional
+        FFT threads (default: :func:`qsmprep.qsm.kernels.fft_workers`).
+
+    Returns
+    -------
+    local_ppm : ndarray of float32
+        Local field (ppm), zero outside ``eroded``.
+    eroded : ndarray of bool
+        The mask eroded by ``radius_mm``.
 
     References
     ----------
@@ -268,5 +369,7 @@ def resharp(total_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, r
     return grid.extract(x), grid.extract(er, dtype=bool)
 
 
-METHODS = {"vsharp": vsharp, "pdf": pdf, "resharp": resharp}
-DEFAULT = "vsharp"
+#: name -> function of every ``bf_removal`` record of :mod:`qsmprep.qsm.methods` (one record
+#: there registers a new method)
+METHODS = _registry.MethodTable("bf_removal")
+DEFAULT = _registry.default("bf_removal")

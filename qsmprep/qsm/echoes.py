@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from . import methods as _registry
 from . import unwrap as _unwrap
 from .phase import wrap_to_pi
 
@@ -177,11 +178,39 @@ def _single_echo(phase4d, mag4d, tes, mask, voxel_size, unwrapping, noise_sigma=
 
 def mcpc3ds_offset(phase4d, mag4d, tes, mask, voxel_size, unwrapping="romeo", sigma_mm=4.0,
                    **uw_opts):
-    """Phase offset by MCPC-3D-S (Eckstein K, et al. Magn Reson Med 2018;79:2996-3006).
+    """Phase offset by MCPC-3D-S.
 
     ``phi0 = phi_1 - TE_1 / (TE_2 - TE_1) * unwrap(phi_2 - phi_1)``, smoothed as a complex
     magnitude-weighted image (Gaussian, ``sigma_mm``) because the offset is spatially smooth.
-    Returns ``(offset (wrapped), unwrapped echo-difference phase)``.
+
+    Parameters
+    ----------
+    phase4d, mag4d : ndarray
+        ``(x, y, z, echo)`` wrapped phase (radians) and magnitude.
+    tes : sequence of float
+        Echo times (s).
+    mask : ndarray of bool
+        Brain mask; outputs are 0 outside it.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    unwrapping : str or callable
+        An ``unwrapping`` method of :mod:`qsmprep.qsm.methods` (or an unwrapping function).
+    sigma_mm : float
+        Gaussian sigma (mm) of the offset smoothing.
+    **uw_opts
+        Options of the unwrapper.
+
+    Returns
+    -------
+    offset : ndarray
+        Wrapped phase offset (radians), 0 outside ``mask``.
+    diff_unwrapped : ndarray
+        The unwrapped echo-difference phase.
+
+    References
+    ----------
+    Eckstein K, et al. Computationally efficient combination of multi-channel phase data from
+    multi-echo acquisitions (ASPIRE). Magn Reson Med 2018;79:2996-3006.
     """
     unw = _get_unwrapper(unwrapping)
     dte = tes[1] - tes[0]
@@ -208,15 +237,38 @@ def fit_linear(phase4d, mag4d, tes, mask, voxel_size, unwrapping="romeo", offset
     ``psi_e = c + 2 pi f TE_e`` with weights ``m_e^2`` (inverse phase variance; see module notes);
     the intercept ``c`` absorbs what the smoothed offset missed. ``offset_rad = wrap(phi0 + c)``.
 
-    References: Eckstein K, et al. MRM 2018;79:2996 (MCPC-3D-S); Dymerska B, et al. MRM
-    2021;85:2294 (ROMEO, temporal unwrapping); Robinson SD, et al. NMR Biomed 2017;30:e3601
-    (multi-echo combination review).
+    Parameters
+    ----------
+    phase4d, mag4d : ndarray
+        ``(x, y, z, echo)`` wrapped phase (radians) and magnitude.
+    tes : sequence of float
+        Echo times (s).
+    mask : ndarray of bool
+        Brain mask; outputs are 0 outside it.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    unwrapping : str or callable
+        An ``unwrapping`` method of :mod:`qsmprep.qsm.methods` (or an unwrapping function).
+    offset_sigma_mm : float
+        Gaussian sigma (mm) of the MCPC-3D-S offset smoothing.
+    crop : bool
+        Work on the bounding box of the mask (identical result for the exact unwrappers).
+    noise_sigma : float, optional
+        Noise standard deviation of the magnitude (default: estimated, see the module docstring).
+    **uw_opts
+        Options of the unwrapper.
 
-    Returns dict(field_hz, offset_rad, reliability, noise_std_hz, unwrapped_phase (4-D, offset
-    removed), method, unwrapping).
+    Returns
+    -------
+    dict
+        ``field_hz``, ``offset_rad``, ``reliability`` (0..1), ``noise_std_hz``,
+        ``unwrapped_phase`` (4-D, offset removed), ``method``, ``unwrapping``.
 
-    With ``crop`` (default) the work is done on the bounding box of the mask (identical result for
-    the exact unwrappers, much faster on a full field of view).
+    References
+    ----------
+    Eckstein K, et al. Magn Reson Med 2018;79:2996-3006 (MCPC-3D-S). Dymerska B, et al. Magn Reson
+    Med 2021;85:2294-2308 (ROMEO, temporal unwrapping). Robinson SD, et al. NMR Biomed
+    2017;30:e3601 (multi-echo combination review).
     """
     phase4d, mag4d, tes, mask = _prepare(phase4d, mag4d, tes, mask)
     if crop:
@@ -292,10 +344,6 @@ def fit_nonlinear(phase4d, mag4d, tes, mask, voxel_size, unwrapping="romeo", n_i
                   crop: bool = True, noise_sigma=None, **uw_opts):
     """Nonlinear complex fit of field and phase offset, then spatial unwrapping of the field.
 
-    Liu T, Wisnieff C, Lou M, et al. Nonlinear formulation of the magnetic field to source
-    relationship for robust quantitative susceptibility mapping. Magn Reson Med 2013;69:467-476
-    (MEDI toolbox ``Fit_ppm_complex``).
-
     Minimises ``sum_e m_e^2 |exp(i phi_e) - exp(i (phi0 + 2 pi f TE_e))|^2`` per voxel by
     Gauss-Newton (vectorised over voxels, at most ``n_iter`` iterations). The start is
     ``2 pi f = angle(sum_e S_e+1 conj(S_e)) / dTE`` and ``phi0 = angle(sum_e S_e exp(-i 2 pi f TE_e))``.
@@ -304,9 +352,38 @@ def fit_nonlinear(phase4d, mag4d, tes, mask, voxel_size, unwrapping="romeo", n_i
     consistently (``phi0 -= 2 pi (f_unwrapped - f) TE_1``) and Gauss-Newton is run again to refine
     both (exact for uniform echo spacing; a refinement for non-uniform spacing).
 
-    With ``crop`` (default) the work is done on the bounding box of the mask.
+    Parameters
+    ----------
+    phase4d, mag4d : ndarray
+        ``(x, y, z, echo)`` wrapped phase (radians) and magnitude.
+    tes : sequence of float
+        Echo times (s).
+    mask : ndarray of bool
+        Brain mask; outputs are 0 outside it.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    unwrapping : str or callable
+        An ``unwrapping`` method of :mod:`qsmprep.qsm.methods` (or an unwrapping function).
+    n_iter : int
+        Maximum Gauss-Newton iterations.
+    crop : bool
+        Work on the bounding box of the mask (identical result for the exact unwrappers).
+    noise_sigma : float, optional
+        Noise standard deviation of the magnitude (default: estimated, see the module docstring).
+    **uw_opts
+        Options of the unwrapper.
 
-    Returns dict(field_hz, offset_rad, reliability, noise_std_hz, n_iter, method, unwrapping).
+    Returns
+    -------
+    dict
+        ``field_hz``, ``offset_rad``, ``reliability`` (0..1), ``noise_std_hz``, ``n_iter``,
+        ``method``, ``unwrapping``.
+
+    References
+    ----------
+    Liu T, Wisnieff C, Lou M, et al. Nonlinear formulation of the magnetic field to source
+    relationship for robust quantitative susceptibility mapping. Magn Reson Med 2013;69:467-476
+    (MEDI toolbox ``Fit_ppm_complex``).
     """
     phase4d, mag4d, tes, mask = _prepare(phase4d, mag4d, tes, mask)
     if crop:
@@ -358,7 +435,33 @@ def fit_nonlinear(phase4d, mag4d, tes, mask, voxel_size, unwrapping="romeo", n_i
 
 def fit_single_echo(phase4d, mag4d, tes, mask, voxel_size, unwrapping="romeo", crop: bool = True,
                     noise_sigma=None, **uw_opts):
-    """Single echo: ``field = unwrap(phase) / (2 pi TE)``, offset assumed 0 (uses echo 1 only)."""
+    """Single echo: ``field = unwrap(phase) / (2 pi TE)``, offset assumed 0 (uses echo 1 only).
+
+    Parameters
+    ----------
+    phase4d, mag4d : ndarray
+        ``(x, y, z, echo)`` wrapped phase (radians) and magnitude.
+    tes : sequence of float
+        Echo times (s).
+    mask : ndarray of bool
+        Brain mask; outputs are 0 outside it.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    unwrapping : str or callable
+        An ``unwrapping`` method of :mod:`qsmprep.qsm.methods` (or an unwrapping function).
+    crop : bool
+        Work on the bounding box of the mask (identical result for the exact unwrappers).
+    noise_sigma : float, optional
+        Noise standard deviation of the magnitude (default: estimated, see the module docstring).
+    **uw_opts
+        Options of the unwrapper.
+
+    Returns
+    -------
+    dict
+        ``field_hz``, ``offset_rad`` (0), ``reliability`` (0..1), ``noise_std_hz``, ``method``,
+        ``unwrapping``.
+    """
     phase4d, mag4d, tes, mask = _prepare(phase4d, mag4d, tes, mask)
     if crop:
         return _cropped(fit_single_echo, phase4d, mag4d, tes, mask, voxel_size,
@@ -367,9 +470,7 @@ def fit_single_echo(phase4d, mag4d, tes, mask, voxel_size, unwrapping="romeo", c
                         noise_sigma, **uw_opts)
 
 
-METHODS = {
-    "nonlinear": fit_nonlinear,
-    "linear": fit_linear,
-    "single-echo": fit_single_echo,
-}
-DEFAULT = "nonlinear"
+#: name -> function of every ``combination`` record of :mod:`qsmprep.qsm.methods` (one record
+#: there registers a new method)
+METHODS = _registry.MethodTable("combination")
+DEFAULT = _registry.default("combination")

@@ -26,14 +26,12 @@ Numerics shared by all methods:
   (the discrete sums approximate the same continuous functional at 1 mm and 3 mm);
 * iterative methods allocate their buffers once and update them in place.
 
-Methods (``METHODS``): ``tkd``, ``tikhonov``, ``cg`` (weighted L2 by conjugate gradients),
-``tv_admm`` (FANSI-style weighted TV), ``medi`` (morphology-enabled weighted TV), ``rts``.
-The default (``DEFAULT = "medi"``) was chosen by measuring the bias of deep-gray-matter structure
-means, not only NRMSE: on the simulator's head (``qsmprep.simulate``, full chain
-``pipeline.reconstruct`` with V-SHARP) MEDI gave a mean absolute DGM error of 2.6 ppb at 3 mm and
-~3.5 ppb at 1 mm (slope 0.95-1.0), against 9-11 ppb for TV-ADMM and RTS; on the analytic
-ellipsoid phantom at 1 mm MEDI and TV-ADMM are both within 3 ppb. MEDI needs the magnitude (the
-pipeline passes the echo-combined one); see ``docs/algorithms_inversion.md``.
+Methods (``METHODS``, the ``inversion`` records of :mod:`qsmprep.qsm.methods`): ``tkd``,
+``tikhonov``, ``cg`` (weighted L2 by conjugate gradients), ``tv_admm`` (FANSI-style weighted TV),
+``medi`` (morphology-enabled weighted TV), ``rts``. The default (``medi``) was chosen by
+measuring the bias of deep-gray-matter structure means on the simulator's head, not only NRMSE
+(the numbers are in ``docs/algorithms_inversion.md`` and ``docs/algorithms.md``). MEDI needs the
+magnitude (the pipeline passes the echo-combined one).
 """
 
 from __future__ import annotations
@@ -45,6 +43,7 @@ import warnings
 import numpy as np
 
 from . import kernels
+from . import methods as _registry
 from ._fftgrid import (
     CropGrid,
     cg as _cg,
@@ -77,9 +76,21 @@ def _record(info, method, iterations, max_iter, tol, final_change, converged):
 
 
 def convergence_flag(info: dict | None) -> dict | None:
-    """A ``QualityFlags`` record (contract: ``{"step", "severity", "message"}``) for a solver that
-    stopped at its iteration cap without reaching its tolerance; ``None`` when it converged or
-    when ``info`` holds no convergence record (direct methods such as TKD)."""
+    """A ``QualityFlags`` record for a solver that stopped at its iteration cap.
+
+    Parameters
+    ----------
+    info : dict or None
+        A convergence record filled by an iterative method (``method``, ``iterations``,
+        ``max_iter``, ``tol``, ``final_change``, ``converged``).
+
+    Returns
+    -------
+    dict or None
+        ``{"step": "dipole_inversion", "severity": "warning", "message": ...}`` when the solver
+        did not converge; ``None`` when it converged or when ``info`` holds no convergence record
+        (direct methods such as TKD).
+    """
     if not info or "converged" not in info or info["converged"]:
         return None
     return {
@@ -130,6 +141,32 @@ def tkd(local_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, magni
     value used by several toolboxes (e.g. STI Suite/SEPIA examples); TKD underestimates
     susceptibility (more so for larger thresholds) and ignores ``weights`` and ``magnitude``.
 
+    Parameters
+    ----------
+    local_ppm : ndarray
+        Local field (ppm), used inside ``mask``.
+    mask : ndarray of bool
+        The (eroded) mask; ``chi`` is zero outside it.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    b0_dir : sequence of float
+        Unit B0 direction in voxel axes.
+    weights, magnitude : ignored
+        Accepted for the common signature.
+    threshold : float
+        Truncation level of ``|D|``.
+    pad_mm : float
+        Zero padding (mm) around the mask's bounding box.
+    dtype : numpy dtype
+        Working precision.
+    workers : int, optional
+        FFT threads (default: :func:`qsmprep.qsm.kernels.fft_workers`).
+
+    Returns
+    -------
+    ndarray
+        Susceptibility (ppm, ``dtype``), zero outside ``mask``.
+
     References
     ----------
     Shmueli K, de Zwart JA, van Gelderen P, Li TQ, Dodd SJ, Duyn JH. Magnetic susceptibility
@@ -153,6 +190,32 @@ def tikhonov(local_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, 
     ``||D chi - f||^2 + lam ||grad chi||^2`` with ``grad`` in 1/mm (so ``lam`` is in mm^2 and
     keeps its meaning across voxel sizes). One FFT pair; ``weights`` and ``magnitude`` cannot
     enter a closed form and are ignored (use ``cg`` for a weighted L2 solution).
+
+    Parameters
+    ----------
+    local_ppm : ndarray
+        Local field (ppm), used inside ``mask``.
+    mask : ndarray of bool
+        The (eroded) mask; ``chi`` is zero outside it.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    b0_dir : sequence of float
+        Unit B0 direction in voxel axes.
+    weights, magnitude : ignored
+        Accepted for the common signature.
+    lam : float
+        L2-gradient weight (mm^2).
+    pad_mm : float
+        Zero padding (mm) around the mask's bounding box.
+    dtype : numpy dtype
+        Working precision.
+    workers : int, optional
+        FFT threads (default: :func:`qsmprep.qsm.kernels.fft_workers`).
+
+    Returns
+    -------
+    ndarray
+        Susceptibility (ppm, ``dtype``), zero outside ``mask``.
 
     References
     ----------
@@ -181,6 +244,41 @@ def cg(local_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, magnit
     is a small L2-gradient penalty and early stopping (``tol``, ``max_iter``) regularises further.
     This is the plain weighted-CG variant named in the issue (not iLSQR's streaking-artifact
     estimation of Li et al. 2015). Cost: two real FFT pairs per iteration.
+
+    Parameters
+    ----------
+    local_ppm : ndarray
+        Local field (ppm), used inside ``mask``.
+    mask : ndarray of bool
+        The (eroded) mask; ``chi`` is zero outside it.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    b0_dir : sequence of float
+        Unit B0 direction in voxel axes.
+    weights : ndarray, optional
+        Data reliability (>= 0; normalised to mean 1 in the mask).
+    magnitude : ndarray, optional
+        Echo-combined magnitude (morphological prior).
+    lam : float
+        L2-gradient weight (mm^2).
+    tol : float
+        Relative residual tolerance.
+    max_iter : int
+        Maximum CG iterations.
+    pad_mm : float
+        Zero padding (mm) around the mask's bounding box.
+    dtype : numpy dtype
+        Working precision.
+    workers : int, optional
+        FFT threads (default: :func:`qsmprep.qsm.kernels.fft_workers`).
+    info : dict, optional
+        Filled with the convergence record (``method``, ``iterations``, ``max_iter``, ``tol``,
+        ``final_change``, ``converged``).
+
+    Returns
+    -------
+    ndarray
+        Susceptibility (ppm, ``dtype``), zero outside ``mask``.
 
     References
     ----------
@@ -215,11 +313,26 @@ def cg(local_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, magnit
 
 
 def magnitude_edge_weights(magnitude, mask, voxel_size, edge_fraction=0.3):
-    """MEDI gradient mask: 0 on the ``edge_fraction`` largest magnitude-gradient components in
-    the mask (edges: not regularised), 1 elsewhere; shape ``(3,) + mask.shape``.
+    """MEDI gradient mask: 0 on the largest magnitude-gradient components (edges), 1 elsewhere.
 
-    ``edge_fraction=0.3`` reproduces MEDI's default (``percentage = 0.9`` counted over the three
-    gradient components per voxel).
+    Edges are not regularised. ``edge_fraction=0.3`` reproduces MEDI's default (``percentage =
+    0.9`` counted over the three gradient components per voxel).
+
+    Parameters
+    ----------
+    magnitude : ndarray
+        3-D magnitude.
+    mask : ndarray of bool
+        The components inside it are ranked.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    edge_fraction : float
+        Fraction of the gradient components in the mask marked as edges.
+
+    Returns
+    -------
+    ndarray
+        Weights of shape ``(3,) + mask.shape``.
     """
     mag = np.asarray(magnitude, dtype=np.float32)
     if mag.ndim == 4:
@@ -326,17 +439,43 @@ def tv_admm(local_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, m
 
     Parameters
     ----------
+    local_ppm : ndarray
+        Local field (ppm), used inside ``mask``.
+    mask : ndarray of bool
+        The (eroded) mask; ``chi`` is zero outside it.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    b0_dir : sequence of float
+        Unit B0 direction in voxel axes.
+    weights : ndarray, optional
+        Data reliability (>= 0; normalised to mean 1 in the mask).
+    magnitude : ndarray, optional
+        Echo-combined magnitude (morphological prior).
     alpha : float
-        TV weight (ppm mm; default 3e-4, chosen on analytic phantoms with noise for low bias of
-        structure means at 1 mm and 3 mm).
+        TV weight (ppm mm; default 3e-4, chosen for a low bias of structure means on analytic
+        phantoms with noise).
     mu1 : float
         Gradient-consistency penalty (default ``100 * alpha`` as in FANSI).
     mu2 : float
         Data-consistency penalty (default 1, FANSI's default).
     n_iter, tol : int, float
-        Maximum iterations (default 50: on the simulator's head at 1 mm, 50 iterations reach the
-        DGM accuracy of 150 within ~1 ppb at a third of the time) and relative chi-update
-        stopping tolerance.
+        Maximum iterations (default 50; the accuracy and time against more iterations are
+        measured in docs/algorithms.md) and relative chi-update stopping tolerance (default
+        1e-3).
+    pad_mm : float
+        Zero padding (mm) around the mask's bounding box.
+    dtype : numpy dtype
+        Working precision.
+    workers : int, optional
+        FFT threads (default: :func:`qsmprep.qsm.kernels.fft_workers`).
+    info : dict, optional
+        Filled with the convergence record (``method``, ``iterations``, ``max_iter``, ``tol``,
+        ``final_change``, ``converged``).
+
+    Returns
+    -------
+    ndarray
+        Susceptibility (ppm, ``dtype``), zero outside ``mask``.
 
     References
     ----------
@@ -364,6 +503,43 @@ def medi(local_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, magn
     (equivalent for the small local fields of brain tissue), the TV is anisotropic (the gradient
     mask acts per component), and the solver is ADMM (as in FANSI) rather than Gauss-Newton
     with CG. Without ``magnitude`` it warns and falls back to uniform weights (anisotropic TV).
+
+    Parameters
+    ----------
+    local_ppm : ndarray
+        Local field (ppm), used inside ``mask``.
+    mask : ndarray of bool
+        The (eroded) mask; ``chi`` is zero outside it.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    b0_dir : sequence of float
+        Unit B0 direction in voxel axes.
+    weights : ndarray, optional
+        Data reliability (>= 0; normalised to mean 1 in the mask).
+    magnitude : ndarray, optional
+        Echo-combined magnitude (morphological prior).
+    alpha : float
+        TV weight (ppm mm).
+    edge_fraction : float
+        Fraction of gradient components treated as edges (:func:`magnitude_edge_weights`).
+    mu1, mu2 : float, optional
+        ADMM penalties (default ``mu1 = 100 * alpha``, ``mu2 = 1``, as in FANSI).
+    n_iter, tol : int, float
+        Maximum iterations and relative chi-update stopping tolerance.
+    pad_mm : float
+        Zero padding (mm) around the mask's bounding box.
+    dtype : numpy dtype
+        Working precision.
+    workers : int, optional
+        FFT threads (default: :func:`qsmprep.qsm.kernels.fft_workers`).
+    info : dict, optional
+        Filled with the convergence record (``method``, ``iterations``, ``max_iter``, ``tol``,
+        ``final_change``, ``converged``).
+
+    Returns
+    -------
+    ndarray
+        Susceptibility (ppm, ``dtype``), zero outside ``mask``.
 
     References
     ----------
@@ -397,7 +573,7 @@ def rts(local_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, magni
         step1="masked_cg", pad_mm=12.0, dtype=np.float32, workers=None, info=None):
     """Rapid two-step dipole inversion (RTS).
 
-    Step 1: a few (``ls_iter``, default 4 as in QSM.jl) conjugate-gradient iterations of the
+    Step 1: ``ls_iter`` (default 30) conjugate-gradient iterations of the
     weighted least-squares problem ``min ||W (D M x - f)||^2`` with ``x`` in the mask: accurate on
     the well-conditioned k-space region ``|D| > delta``. Step 2: total variation fills the
     ill-conditioned cone, ``min ||grad chi||_1 + mu/2 ||M_wc (F chi - F x_1)||^2`` by ADMM with a
@@ -405,6 +581,49 @@ def rts(local_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, magni
     QSM.jl's adaptive penalty (``rho *= gamma`` whenever the primal residual falls by less than
     ``tau``). Defaults follow Kames et al. and QSM.jl (``delta=0.15, mu=1e5, rho=10, n_iter=20,
     tol=1e-2, tau=0.7, gamma=5``).
+
+    Parameters
+    ----------
+    local_ppm : ndarray
+        Local field (ppm), used inside ``mask``.
+    mask : ndarray of bool
+        The (eroded) mask; ``chi`` is zero outside it.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    b0_dir : sequence of float
+        Unit B0 direction in voxel axes.
+    weights : ndarray, optional
+        Data reliability (>= 0; normalised to mean 1 in the mask).
+    magnitude : ndarray, optional
+        Echo-combined magnitude (morphological prior).
+    delta : float
+        ``|D|`` above which k-space is well conditioned (step 1).
+    mu : float
+        Data-consistency weight of step 2.
+    rho : float
+        Initial ADMM penalty of step 2.
+    n_iter, tol : int, float
+        Maximum step-2 iterations and relative stopping tolerance.
+    ls_iter : int
+        CG iterations of step 1.
+    tau, gamma : float
+        Adaptive penalty: ``rho *= gamma`` when the primal residual falls by less than ``tau``.
+    step1 : str
+        Step-1 solver: ``"masked_cg"`` (CG with ``x`` in the mask) or ``"kspace"``.
+    pad_mm : float
+        Zero padding (mm) around the mask's bounding box.
+    dtype : numpy dtype
+        Working precision.
+    workers : int, optional
+        FFT threads (default: :func:`qsmprep.qsm.kernels.fft_workers`).
+    info : dict, optional
+        Filled with the convergence record (``method``, ``iterations``, ``max_iter``, ``tol``,
+        ``final_change``, ``converged``).
+
+    Returns
+    -------
+    ndarray
+        Susceptibility (ppm, ``dtype``), zero outside ``mask``.
 
     References
     ----------
@@ -498,5 +717,7 @@ def rts(local_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, magni
     return p.out(chi)
 
 
-METHODS = {"tkd": tkd, "tikhonov": tikhonov, "cg": cg, "tv_admm": tv_admm, "medi": medi, "rts": rts}
-DEFAULT = "medi"
+#: name -> function of every ``inversion`` record of :mod:`qsmprep.qsm.methods` (one record
+#: there registers a new method)
+METHODS = _registry.MethodTable("inversion")
+DEFAULT = _registry.default("inversion")

@@ -33,7 +33,14 @@ GAMMA_BAR_HZ_PER_T = 42.57747892e6
 
 
 def fft_workers() -> int:
-    """Number of threads for :mod:`scipy.fft` (``QSMPREP_FFT_WORKERS`` or ``OMP_NUM_THREADS``)."""
+    """Number of threads for :mod:`scipy.fft`.
+
+    Returns
+    -------
+    int
+        ``QSMPREP_FFT_WORKERS``, else ``OMP_NUM_THREADS`` (positive integers), else the number
+        of CPUs.
+    """
     import os
 
     for var in ("QSMPREP_FFT_WORKERS", "OMP_NUM_THREADS"):
@@ -54,8 +61,20 @@ def b0_direction_from_affine(affine, b0_world=(0.0, 0.0, 1.0)) -> np.ndarray:
 
     Parameters
     ----------
-    affine : (4, 4) array
-    b0_world : 3-vector, direction of B0 in world coordinates (default +z).
+    affine : (4, 4) array_like
+        NIfTI affine.
+    b0_world : sequence of float
+        Direction of B0 in world coordinates (default +z).
+
+    Returns
+    -------
+    ndarray
+        Unit 3-vector in voxel axes.
+
+    Examples
+    --------
+    >>> b0_direction_from_affine(np.diag([2.0, 2.0, 2.0, 1.0])).tolist()
+    [0.0, 0.0, 1.0]
     """
     affine = np.asarray(affine, dtype=float)
     m = affine[:3, :3]
@@ -68,12 +87,35 @@ def b0_direction_from_affine(affine, b0_world=(0.0, 0.0, 1.0)) -> np.ndarray:
 
 
 def voxel_size_from_affine(affine) -> np.ndarray:
-    """Voxel size (mm) along each array axis from the affine's column norms."""
+    """Voxel size (mm) along each array axis from the affine's column norms.
+
+    Parameters
+    ----------
+    affine : (4, 4) array_like
+        NIfTI affine.
+
+    Returns
+    -------
+    ndarray
+        The three voxel sizes (mm).
+    """
     return np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)
 
 
 def next_fast_shape(shape, min_pad=0) -> tuple[int, ...]:
-    """Smallest FFT-friendly shape (5-smooth, even) at least ``shape + 2*min_pad`` on each axis."""
+    """Smallest FFT-friendly shape (5-smooth, even) at least ``shape + 2*min_pad`` on each axis.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Array shape.
+    min_pad : int
+        Zero padding (voxels) wanted on each side.
+
+    Returns
+    -------
+    tuple of int
+    """
     out = []
     for n in shape:
         m = sfft.next_fast_len(int(n) + 2 * int(min_pad), real=True)
@@ -84,7 +126,21 @@ def next_fast_shape(shape, min_pad=0) -> tuple[int, ...]:
 
 
 def pad_volume(vol: np.ndarray, shape) -> tuple[np.ndarray, tuple[slice, ...]]:
-    """Zero-pad ``vol`` (centred) to ``shape``; return the padded array and the crop slices."""
+    """Zero-pad ``vol`` (centred) to ``shape``.
+
+    Parameters
+    ----------
+    vol : ndarray
+        Volume.
+    shape : sequence of int
+        Target shape (>= ``vol.shape``).
+
+    Returns
+    -------
+    padded : ndarray
+    crop : tuple of slice
+        ``padded[crop]`` is ``vol``.
+    """
     pads, sl = [], []
     for n, m in zip(vol.shape[:3], shape):
         before = (m - n) // 2
@@ -98,6 +154,22 @@ def kspace_grid(shape, voxel_size, rfft: bool = False, dtype=np.float32):
     """k-space coordinates (cycles/mm) broadcastable to the FFT of an array of ``shape``.
 
     With ``rfft=True`` the last axis has ``n // 2 + 1`` frequencies, matching :func:`scipy.fft.rfftn`.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Image shape.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    rfft : bool
+        Half spectrum on the last axis.
+    dtype : numpy dtype
+        Output type.
+
+    Returns
+    -------
+    list of ndarray
+        One coordinate array per axis, broadcastable against each other.
     """
     ks = []
     for ax, (n, d) in enumerate(zip(shape, voxel_size)):
@@ -131,6 +203,30 @@ def dipole_kernel(shape, voxel_size, b0_dir=(0.0, 0.0, 1.0), rfft: bool = False,
     The result is cached and read-only; copy it before modifying. ``rfft=True`` returns the
     half-spectrum matching :func:`scipy.fft.rfftn` (the kernel is real and even, so real inputs
     can use real FFTs throughout).
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Image shape.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    b0_dir : sequence of float
+        Unit B0 direction in voxel axes.
+    rfft : bool
+        Half spectrum on the last axis.
+    dtype : numpy dtype
+        Output type.
+
+    Returns
+    -------
+    ndarray
+        The kernel (read-only).
+
+    References
+    ----------
+    Salomir R, de Senneville BD, Moonen CTW. A fast calculation method for magnetic field
+    inhomogeneity due to an arbitrary distribution of bulk susceptibility. Concepts Magn Reson B
+    2003;19B:26-34.
     """
     b = np.asarray(b0_dir, dtype=float)
     b = tuple(float(x) for x in b / np.linalg.norm(b))
@@ -148,6 +244,21 @@ def sphere_kernel_image(shape, voxel_size, radius_mm: float, dtype=np.float32) -
 
     Voxels whose centre lies within ``radius_mm`` of the origin (in mm, anisotropic voxels
     respected) have weight ``1/N``; the kernel sums to one.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Image shape.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    radius_mm : float
+        Sphere radius (mm).
+    dtype : numpy dtype
+        Output type.
+
+    Returns
+    -------
+    ndarray
     """
     grids = []
     for ax, (n, d) in enumerate(zip(shape, voxel_size)):
@@ -165,8 +276,32 @@ def sphere_kernel_image(shape, voxel_size, radius_mm: float, dtype=np.float32) -
 def smv_kernel(shape, voxel_size, radius_mm: float, rfft: bool = True, dtype=np.float32) -> np.ndarray:
     """Fourier transform of the normalised SMV kernel (real, since the sphere is symmetric).
 
-    Used by SHARP/V-SHARP (Schweser et al. 2011; Li et al. 2011): ``1 - S(k)`` is the
-    high-pass that removes harmonic (background) fields inside the eroded mask.
+    ``1 - S(k)`` is the high-pass that removes harmonic (background) fields inside the eroded
+    mask (SHARP/V-SHARP).
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Image shape.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    radius_mm : float
+        Sphere radius (mm).
+    rfft : bool
+        Half spectrum on the last axis.
+    dtype : numpy dtype
+        Output type.
+
+    Returns
+    -------
+    ndarray
+
+    References
+    ----------
+    Schweser F, et al. Quantitative imaging of intrinsic magnetic tissue properties using MRI
+    signal phase. NeuroImage 2011;54:2789-2807. Li W, Wu B, Liu C. Quantitative susceptibility
+    mapping of human brain reflects spatial variation in tissue composition. NeuroImage
+    2011;55:1645-1656.
     """
     ker = sphere_kernel_image(shape, voxel_size, radius_mm, dtype=np.float64)
     ft = sfft.rfftn(ker) if rfft else sfft.fftn(ker)
@@ -174,7 +309,23 @@ def smv_kernel(shape, voxel_size, radius_mm: float, rfft: bool = True, dtype=np.
 
 
 def laplacian_kernel(shape, voxel_size, rfft: bool = False, dtype=np.float32) -> np.ndarray:
-    """Fourier symbol of the discrete 7-point Laplacian (mm^-2), ``<= 0``, zero at DC."""
+    """Fourier symbol of the discrete 7-point Laplacian (mm^-2), ``<= 0``, zero at DC.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Image shape.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    rfft : bool
+        Half spectrum on the last axis.
+    dtype : numpy dtype
+        Output type.
+
+    Returns
+    -------
+    ndarray
+    """
     out = None
     for ax, (n, d) in enumerate(zip(shape, voxel_size)):
         if rfft and ax == len(shape) - 1:
@@ -195,6 +346,22 @@ def forward_field(chi: np.ndarray, voxel_size, b0_dir=(0.0, 0.0, 1.0), pad: int 
     ``pad`` voxels of zero padding on each side reduce the periodic wrap-around of the FFT
     convolution (use at least half the matrix for fields outside the object to be meaningful).
     Computed with real FFTs in float64 for use as ground truth.
+
+    Parameters
+    ----------
+    chi : ndarray
+        Susceptibility (ppm).
+    voxel_size : sequence of float
+        Voxel size (mm).
+    b0_dir : sequence of float
+        Unit B0 direction in voxel axes.
+    pad : int
+        Zero padding (voxels) on each side.
+
+    Returns
+    -------
+    ndarray of float64
+        Field (ppm) on the grid of ``chi``.
     """
     chi = np.asarray(chi, dtype=np.float64)
     shape = next_fast_shape(chi.shape, pad)
@@ -205,10 +372,41 @@ def forward_field(chi: np.ndarray, voxel_size, b0_dir=(0.0, 0.0, 1.0), pad: int 
 
 
 def ppm_to_hz(field_ppm, b0_tesla: float):
-    """Convert relative field (ppm) to frequency offset (Hz) at field strength ``b0_tesla``."""
+    """Convert relative field (ppm) to frequency offset (Hz) at field strength ``b0_tesla``.
+
+    Parameters
+    ----------
+    field_ppm : array_like
+        Relative field (ppm).
+    b0_tesla : float
+        Field strength (T).
+
+    Returns
+    -------
+    ndarray
+        Frequency offset (Hz).
+    """
     return np.asarray(field_ppm) * 1e-6 * GAMMA_BAR_HZ_PER_T * b0_tesla
 
 
 def hz_to_ppm(field_hz, b0_tesla: float):
-    """Convert frequency offset (Hz) to relative field (ppm) at field strength ``b0_tesla``."""
+    """Convert frequency offset (Hz) to relative field (ppm) at field strength ``b0_tesla``.
+
+    Parameters
+    ----------
+    field_hz : array_like
+        Frequency offset (Hz).
+    b0_tesla : float
+        Field strength (T).
+
+    Returns
+    -------
+    ndarray
+        Relative field (ppm).
+
+    Examples
+    --------
+    >>> round(float(hz_to_ppm(127.7, 3.0)), 3)
+    1.0
+    """
     return np.asarray(field_hz) / (GAMMA_BAR_HZ_PER_T * b0_tesla) * 1e6

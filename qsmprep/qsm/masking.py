@@ -20,10 +20,34 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
+from . import methods as _registry
 
 
 def combine_magnitude(mag, combine: str = "rss") -> np.ndarray:
-    """Echo-combined magnitude: root-sum-of-squares (``'rss'``) or first echo (``'first'``)."""
+    """Echo-combined magnitude: root-sum-of-squares or first echo.
+
+    Parameters
+    ----------
+    mag : ndarray
+        3-D magnitude (returned as float32) or 4-D ``(x, y, z, echo)``.
+    combine : {"rss", "first"}
+        Root-sum-of-squares over echoes, or the first echo.
+
+    Returns
+    -------
+    ndarray of float32
+        3-D magnitude.
+
+    Raises
+    ------
+    ValueError
+        For another ``combine``.
+
+    Examples
+    --------
+    >>> float(combine_magnitude(np.full((1, 1, 1, 2), 3.0))[0, 0, 0])  # doctest: +ELLIPSIS
+    4.24...
+    """
     mag = np.asarray(mag, dtype=np.float32)
     if mag.ndim == 3:
         return mag
@@ -35,7 +59,25 @@ def combine_magnitude(mag, combine: str = "rss") -> np.ndarray:
 
 
 def otsu_threshold(values, nbins: int = 256) -> float:
-    """Otsu's threshold (Otsu N. IEEE Trans Syst Man Cybern 1979;9:62-66), via scikit-image."""
+    """Otsu's threshold of the finite values, via scikit-image.
+
+    Parameters
+    ----------
+    values : array_like
+        Intensities (NaN/Inf ignored).
+    nbins : int
+        Histogram bins.
+
+    Returns
+    -------
+    float
+        The threshold (the constant value for constant input, 0 for no finite value).
+
+    References
+    ----------
+    Otsu N. A threshold selection method from gray-level histograms. IEEE Trans Syst Man Cybern
+    1979;9:62-66.
+    """
     from skimage.filters import threshold_otsu
 
     values = np.asarray(values, dtype=np.float64).ravel()
@@ -54,7 +96,19 @@ def background_threshold(values, no_background_ratio: float = 0.4, fallback=None
     to be tissue and ``fallback`` is returned (default: a quarter of the median), which keeps every
     voxel with tissue-like signal.
 
-    Returns ``(threshold, has_background)``.
+    Parameters
+    ----------
+    values : array_like
+        Intensities (NaN/Inf ignored).
+    no_background_ratio : float
+        Lower-class mean / upper-class mean above which there is no background class.
+    fallback : float, optional
+        Threshold returned without a background class (default: a quarter of the median).
+
+    Returns
+    -------
+    threshold : float
+    has_background : bool
     """
     v = np.asarray(values, dtype=np.float64).ravel()
     v = v[np.isfinite(v)]
@@ -68,7 +122,20 @@ def background_threshold(values, no_background_ratio: float = 0.4, fallback=None
 
 
 def largest_component(mask, connectivity: int = 1) -> np.ndarray:
-    """Largest connected component (6-connectivity by default)."""
+    """Largest connected component.
+
+    Parameters
+    ----------
+    mask : array_like of bool
+        3-D mask.
+    connectivity : int
+        1 (6-connectivity), 2 (18) or 3 (26).
+
+    Returns
+    -------
+    ndarray of bool
+        The largest component (an empty mask stays empty).
+    """
     mask = np.asarray(mask, bool)
     if not mask.any():
         return mask.copy()
@@ -100,6 +167,19 @@ def erode_mm(mask, voxel_size, radius_mm: float) -> np.ndarray:
     """Erosion by a ball of ``radius_mm`` (Euclidean distance transform, anisotropic voxels).
 
     Voxels outside the array count as background. Computed on the mask's bounding box only.
+
+    Parameters
+    ----------
+    mask : array_like of bool
+        3-D mask.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    radius_mm : float
+        Ball radius (mm); <= 0 returns a copy.
+
+    Returns
+    -------
+    ndarray of bool
     """
     mask = np.asarray(mask, bool)
     if radius_mm <= 0 or not mask.any():
@@ -112,7 +192,21 @@ def erode_mm(mask, voxel_size, radius_mm: float) -> np.ndarray:
 
 
 def dilate_mm(mask, voxel_size, radius_mm: float) -> np.ndarray:
-    """Dilation by a ball of ``radius_mm`` (computed on the bounding box grown by the radius)."""
+    """Dilation by a ball of ``radius_mm`` (computed on the bounding box grown by the radius).
+
+    Parameters
+    ----------
+    mask : array_like of bool
+        3-D mask.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    radius_mm : float
+        Ball radius (mm); <= 0 returns a copy.
+
+    Returns
+    -------
+    ndarray of bool
+    """
     mask = np.asarray(mask, bool)
     if radius_mm <= 0 or not mask.any():
         return mask.copy()
@@ -124,7 +218,21 @@ def dilate_mm(mask, voxel_size, radius_mm: float) -> np.ndarray:
 
 
 def close_mm(mask, voxel_size, radius_mm: float) -> np.ndarray:
-    """Morphological closing by a ball of ``radius_mm`` (padded so the FOV edge does not erode)."""
+    """Morphological closing by a ball of ``radius_mm`` (padded so the FOV edge does not erode).
+
+    Parameters
+    ----------
+    mask : array_like of bool
+        3-D mask.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    radius_mm : float
+        Ball radius (mm); <= 0 returns a copy.
+
+    Returns
+    -------
+    ndarray of bool
+    """
     mask = np.asarray(mask, bool)
     if radius_mm <= 0 or not mask.any():
         return mask.copy()
@@ -138,7 +246,17 @@ def close_mm(mask, voxel_size, radius_mm: float) -> np.ndarray:
 
 
 def fill_holes(mask) -> np.ndarray:
-    """3-D hole filling (:func:`scipy.ndimage.binary_fill_holes`)."""
+    """3-D hole filling (:func:`scipy.ndimage.binary_fill_holes`).
+
+    Parameters
+    ----------
+    mask : array_like of bool
+        3-D mask.
+
+    Returns
+    -------
+    ndarray of bool
+    """
     out = ndi.binary_fill_holes(np.asarray(mask, bool))
     return out
 
@@ -171,12 +289,29 @@ def mask_magnitude(
 
     Parameters
     ----------
-    mag : (x, y, z) or (x, y, z, echo) magnitude.
-    voxel_size : mm.
+    mag : ndarray
+        ``(x, y, z)`` or ``(x, y, z, echo)`` magnitude.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    threshold : float, optional
+        Absolute threshold (default: Otsu, see step 2).
+    threshold_factor : float
+        Factor applied to the automatic threshold.
+    combine : {"rss", "first"}
+        Echo combination (:func:`combine_magnitude`).
+    smooth_mm : float
+        Gaussian sigma (mm) of the smoothing before thresholding (0 = none).
+    erode_radius_mm : float
+        Radius of the bridge-cutting erosion (mm).
+    close_radius_mm : float
+        Radius of the closing (mm).
+    fill : bool
+        Fill 3-D holes.
 
     Returns
     -------
-    bool mask (x, y, z).
+    ndarray of bool
+        The mask ``(x, y, z)``.
     """
     vs = tuple(float(v) for v in voxel_size)
     m = combine_magnitude(mag, combine)
@@ -210,7 +345,25 @@ def romeo_voxel_quality(mag, phase, tes=None, mask=None) -> np.ndarray:
     (:func:`qsmprep.qsm.unwrap.romeo_edge_weights`: phase coherence of echo 1, phase-gradient
     coherence between echoes 1 and 2, magnitude coherence and magnitude). Noise, fast phase
     variation at air-tissue boundaries and partial-volume edges score low.
-    Dymerska B, Eckstein K, et al. Magn Reson Med 2021;85:2294-2308, doi:10.1002/mrm.28563.
+
+    Parameters
+    ----------
+    mag, phase : ndarray
+        3-D or 4-D magnitude and phase (radians); the first two echoes are used.
+    tes : sequence of float, optional
+        Echo times (s), for the echo-1/echo-2 phase-gradient coherence.
+    mask : ndarray of bool, optional
+        Voxels to evaluate (default: all).
+
+    Returns
+    -------
+    ndarray
+        Quality in ``[0, 1]``.
+
+    References
+    ----------
+    Dymerska B, Eckstein K, et al. Phase unwrapping with a rapid opensource minimum spanning tree
+    algorithm (ROMEO). Magn Reson Med 2021;85:2294-2308, doi:10.1002/mrm.28563.
     """
     from .unwrap import romeo_edge_weights
 
@@ -263,7 +416,37 @@ def mask_phase_quality(
     4. Explicit outer-shell removal: voxels within ``shell_mm`` of the mask surface (Euclidean
        distance <= ``shell_mm``) are removed (one voxel layer at 2 mm, two at 1 mm by default).
 
-    Returns the bool mask, and the quality map when ``return_quality``.
+    Parameters
+    ----------
+    mag, phase : ndarray
+        4-D ``(x, y, z, echo)`` magnitude and phase (radians).
+    tes : sequence of float
+        Echo times (s).
+    voxel_size : sequence of float
+        Voxel size (mm).
+    base_mask : ndarray of bool, optional
+        First-pass mask (default: :func:`mask_magnitude` with ``magnitude_opts``).
+    quality_threshold : float, optional
+        Phase-quality threshold (default: Otsu, at least 0.3).
+    shell_mm : float
+        Width of the removed outer shell (mm; 0 = none).
+    fill : bool
+        Fill 3-D holes.
+    return_quality : bool
+        Also return the quality map.
+    **magnitude_opts
+        Options of :func:`mask_magnitude`.
+
+    Returns
+    -------
+    mask : ndarray of bool
+    quality : ndarray
+        The ROMEO voxel quality, only when ``return_quality``.
+
+    References
+    ----------
+    Stewart AW, et al. QSMxT: Robust masking and artifact reduction for quantitative
+    susceptibility mapping. Magn Reson Med 2022;87:1289-1300, doi:10.1002/mrm.29048.
     """
     vs = tuple(float(v) for v in voxel_size)
     if base_mask is None:
@@ -288,7 +471,20 @@ def mask_phase_quality(
 
 
 def mask_coverage(mask, voxel_size) -> dict:
-    """Mask size: number of voxels and volume in mL."""
+    """Mask size: number of voxels, volume and fraction of the field of view.
+
+    Parameters
+    ----------
+    mask : array_like of bool
+        3-D mask.
+    voxel_size : sequence of float
+        Voxel size (mm).
+
+    Returns
+    -------
+    dict
+        ``n_voxels``, ``volume_ml`` and ``fraction_of_fov``.
+    """
     mask = np.asarray(mask, bool)
     n = int(np.count_nonzero(mask))
     vox_ml = float(np.prod([float(v) for v in voxel_size])) / 1000.0
@@ -298,10 +494,25 @@ def mask_coverage(mask, voxel_size) -> dict:
 def nonfinite_voxels(*volumes) -> np.ndarray:
     """Voxels (3-D bool) where any echo of any of ``volumes`` is NaN or infinite.
 
-    Each volume is 3-D ``(x, y, z)`` or 4-D ``(x, y, z, echo)``, all on the same grid. Such voxels
-    carry no usable signal: they are removed from the brain mask (see :func:`drop_voxels`)
-    rather than replaced by a finite number (``np.nan_to_num`` turns +Inf into 3.4e38, which the
-    inversion spreads into a dipole-shaped artefact around the voxel).
+    Such voxels carry no usable signal: they are removed from the brain mask (see
+    :func:`drop_voxels`) rather than replaced by a finite number (``np.nan_to_num`` turns +Inf into
+    the largest float32, which the inversion spreads into a dipole-shaped artefact around the
+    voxel).
+
+    Parameters
+    ----------
+    *volumes : ndarray
+        3-D ``(x, y, z)`` or 4-D ``(x, y, z, echo)`` arrays on the same grid.
+
+    Returns
+    -------
+    ndarray of bool
+        3-D mask of the non-finite voxels.
+
+    Raises
+    ------
+    ValueError
+        Without any volume.
     """
     bad = None
     for vol in volumes:
@@ -316,7 +527,24 @@ def nonfinite_voxels(*volumes) -> np.ndarray:
 
 
 def drop_voxels(mask, exclude):
-    """``mask`` without the voxels of ``exclude``; returns ``(mask, n_removed)``."""
+    """``mask`` without the voxels of ``exclude``.
+
+    Parameters
+    ----------
+    mask, exclude : array_like of bool
+        Masks of the same shape.
+
+    Returns
+    -------
+    mask : ndarray of bool
+    n_removed : int
+        Voxels of ``mask`` that were in ``exclude``.
+
+    Raises
+    ------
+    ValueError
+        When the shapes differ.
+    """
     mask = np.asarray(mask, dtype=bool)
     exclude = np.asarray(exclude, dtype=bool)
     if exclude.shape != mask.shape:
@@ -325,24 +553,67 @@ def drop_voxels(mask, exclude):
     return mask & ~exclude, n_removed
 
 
-def _magnitude_method(mag, phase=None, tes=None, voxel_size=(1.0, 1.0, 1.0), **opts):
+def magnitude_method(mag, phase=None, tes=None, voxel_size=(1.0, 1.0, 1.0), **opts):
+    """The ``magnitude`` masking method: :func:`mask_magnitude` in the step's calling convention.
+
+    Parameters
+    ----------
+    mag : ndarray
+        Magnitude, 3-D or 4-D ``(x, y, z, echo)``.
+    phase, tes : ignored
+        Accepted for the common signature ``f(mag, phase, tes, voxel_size, **opts)``.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    **opts
+        Options of :func:`mask_magnitude` (listed with their defaults in the ``magnitude``
+        record of :mod:`qsmprep.qsm.methods`).
+
+    Returns
+    -------
+    ndarray of bool
+        The brain mask.
+    """
     return mask_magnitude(mag, voxel_size, **opts)
 
 
-def _phase_quality_method(mag, phase, tes, voxel_size, **opts):
+def phase_quality_method(mag, phase, tes, voxel_size, **opts):
+    """The ``phase-quality`` masking method: :func:`mask_phase_quality` in the step's convention.
+
+    Parameters
+    ----------
+    mag, phase : ndarray
+        Magnitude and phase (radians), 4-D ``(x, y, z, echo)``.
+    tes : sequence of float
+        Echo times (s).
+    voxel_size : sequence of float
+        Voxel size (mm).
+    **opts
+        Options of :func:`mask_phase_quality` and, passed on, of :func:`mask_magnitude`
+        (listed with their defaults in the ``phase-quality`` record of :mod:`qsmprep.qsm.methods`).
+
+    Returns
+    -------
+    ndarray of bool
+        The brain mask.
+
+    References
+    ----------
+    Stewart AW, et al. QSMxT: Robust masking and artifact reduction for quantitative
+    susceptibility mapping. Magn Reson Med 2022;87:1289-1300, doi:10.1002/mrm.29048.
+    """
     return mask_phase_quality(mag, phase, tes, voxel_size, **opts)
 
 
-#: name -> f(mag, phase, tes, voxel_size, **opts) -> bool mask
-METHODS = {
-    "magnitude": _magnitude_method,
-    "phase-quality": _phase_quality_method,
-}
-DEFAULT = "phase-quality"
+#: name -> function of every ``masking`` record of :mod:`qsmprep.qsm.methods` (one record
+#: there registers a new method)
+METHODS = _registry.MethodTable("masking")
+DEFAULT = _registry.default("masking")
 
 __all__ = [
     "METHODS",
     "DEFAULT",
+    "magnitude_method",
+    "phase_quality_method",
     "mask_magnitude",
     "mask_phase_quality",
     "mask_coverage",

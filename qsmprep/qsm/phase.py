@@ -42,7 +42,23 @@ RADIAN_EPS = 1e-3
 
 
 def wrap_to_pi(x):
-    """Wrap angles to ``[-pi, pi)``."""
+    """Wrap angles to ``[-pi, pi)``.
+
+    Parameters
+    ----------
+    x : array_like
+        Angles (rad).
+
+    Returns
+    -------
+    ndarray
+        ``x`` wrapped to ``[-pi, pi)``.
+
+    Examples
+    --------
+    >>> float(wrap_to_pi(3 * np.pi / 2))
+    -1.5707963267948966
+    """
     x = np.asarray(x)
     return np.mod(x + np.pi, 2.0 * np.pi) - np.pi
 
@@ -189,10 +205,19 @@ def choose_phase_values(scaled: np.ndarray, unscaled: np.ndarray):
     are used when *they* look like phase (the ``scl_slope`` trap); if neither does, the version
     with the larger span is returned and :func:`detect_and_rescale_phase` will min/max-rescale it.
 
+    Parameters
+    ----------
+    scaled : ndarray
+        Values with the NIfTI header scaling applied.
+    unscaled : ndarray
+        The raw stored values.
+
     Returns
     -------
-    values : ndarray (one of the two inputs, not copied)
-    note : str describing the choice (for logs and sidecars)
+    values : ndarray
+        One of the two inputs (not copied).
+    note : str
+        The choice, for logs and sidecars.
     """
     kind_s, span_s = _phase_likeness(scaled)
     kind_u, span_u = _phase_likeness(unscaled)

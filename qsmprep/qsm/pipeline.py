@@ -1,11 +1,17 @@
 """The QSM chain as plain functions: one call per step, and :func:`reconstruct` for all of them.
 
-The Nipype workflow (:mod:`qsmprep.workflows.qsm`) runs the very same step functions node by
-node; benchmarks and tests call :func:`reconstruct` directly on arrays.
+Each step has one function, ``run_<step>``, that takes arrays and returns arrays plus the
+step's provenance (the entries it contributes to the Chimap sidecar). :func:`reconstruct` calls
+them in order; the Nipype interfaces (:mod:`qsmprep.interfaces.qsm`) call the very same functions
+node by node (load files -> one ``run_<step>`` call -> save), so both paths give identical
+arrays (``tests/qsm/test_pipeline.py`` checks it).
 
 Order of the chain (2024 ISMRM consensus, QSM Consensus Organization Committee, Magn Reson Med
 2024;91:1834-1862, doi:10.1002/mrm.30006): mask -> combine echoes into one total field (with
 exact unwrapping) -> background field removal -> dipole inversion -> referencing.
+
+Methods are chosen by name; the names, defaults, tunable parameters and consensus flags live in
+one table, :mod:`qsmprep.qsm.methods`.
 """
 
 from __future__ import annotations
@@ -17,112 +23,159 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import background, echoes, inversion, masking, reference
+from . import methods as _registry
 from .kernels import b0_direction_from_affine, hz_to_ppm, voxel_size_from_affine
 
 LOGGER = logging.getLogger("qsmprep.qsm.pipeline")
 
+#: step -> the words of the "Unknown ... method" error
+_KIND = {"masking": "masking", "combination": "echo combination", "unwrapping": "unwrapping",
+         "bf_removal": "background field removal", "inversion": "dipole inversion",
+         "reference": "reference", "relaxometry": "R2*"}
 
-def call_method(registry: dict, name: str, kind: str, **kwargs):
-    """Call ``registry[name]`` with the keyword arguments its signature accepts.
+
+def call_method(step: str, name: str, **kwargs):
+    """Call the function of method ``name`` of ``step`` with the arguments it accepts.
 
     Steps share one calling convention (see docs/architecture.md) but not every method needs
-    every input (e.g. TKD ignores the magnitude); unknown names raise a ``ValueError`` that lists
-    the valid choices.
+    every input (e.g. TKD ignores the magnitude), so keyword arguments the function does not
+    declare are dropped (all are passed when it takes ``**kwargs``).
+
+    Parameters
+    ----------
+    step : str
+        A step of :data:`qsmprep.qsm.methods.STEPS`.
+    name : str
+        The method name.
+    **kwargs
+        Inputs and options of the step.
+
+    Returns
+    -------
+    object
+        What the method returns.
+
+    Raises
+    ------
+    ValueError
+        For a name that is not registered for ``step`` (the message lists the choices).
     """
-    if name not in registry:
-        raise ValueError(f"Unknown {kind} method {name!r}; choose one of {sorted(registry)}.")
-    func = registry[name]
+    rec = _registry.find(step, name)
+    if rec is None:
+        raise ValueError(f"Unknown {_KIND[step]} method {name!r}; choose one of "
+                         f"{sorted(_registry.names(step))}.")
+    func = rec.load()
     sig = inspect.signature(func)
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         return func(**kwargs)
     return func(**{k: v for k, v in kwargs.items() if k in sig.parameters})
 
 
-_DATA_ARGS = {
-    "mag", "phase", "tes", "voxel_size", "phase4d", "mag4d", "mask", "unwrapping", "total_ppm",
-    "b0_dir", "weights", "local_ppm", "magnitude", "chi", "ref_mask", "wrapped", "info",
-}
+def _json_value(val):
+    return list(val) if isinstance(val, tuple) else val
 
 
-def method_parameters(registry: dict, name: str, **opts) -> dict:
-    """Every tunable parameter of ``registry[name]`` with the value that will be used.
+def method_parameters(step: str, name: str, **opts) -> dict:
+    """Every tunable parameter of a method with the value that will be used.
 
-    Signature defaults (JSON-friendly scalars and sequences) overridden by ``opts``; recorded in
-    the Chimap sidecar so that a map can be reproduced from its sidecar alone.
+    The record's defaults (:attr:`qsmprep.qsm.methods.Method.parameters`) overridden by
+    ``opts``; recorded in the Chimap sidecar so that a map can be reproduced from its sidecar.
+
+    Parameters
+    ----------
+    step : str
+        A step of :data:`qsmprep.qsm.methods.STEPS`.
+    name : str
+        The method name; for a name outside the registry (e.g. ``"user"`` for a supplied brain
+        mask) only ``opts`` are returned.
+    **opts
+        Options given for this run.
+
+    Returns
+    -------
+    dict
+        Parameter name -> value.
+
+    Examples
+    --------
+    >>> method_parameters("inversion", "tkd", threshold=0.2)["threshold"]
+    0.2
     """
-    func = registry.get(name)
-    if func is None:
+    rec = _registry.find(step, name)
+    if rec is None:
         return dict(opts)
-    out = {}
-    for pname, param in inspect.signature(func).parameters.items():
-        if pname in _DATA_ARGS or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
-            continue
-        if param.default is inspect.Parameter.empty:
-            continue
-        val = param.default
-        if isinstance(val, (bool, int, float, str)) or val is None:
-            out[pname] = val
-        elif isinstance(val, (tuple, list)) and all(isinstance(v, (int, float, str)) for v in val):
-            out[pname] = list(val)
+    out = {k: _json_value(v) for k, v in rec.parameters.items()}
     out.update(opts)
     return out
 
 
 @dataclass(frozen=True)
 class QSMOptions:
-    """Names of the method used at each step (choices: the ``METHODS`` dict of each module)."""
+    """Names of the method used at each step (choices: :mod:`qsmprep.qsm.methods`).
 
-    masking: str = masking.DEFAULT
-    combination: str = echoes.DEFAULT
-    unwrapping: str = "romeo"
-    bf_removal: str = background.DEFAULT
-    inversion: str = inversion.DEFAULT
-    reference: str = reference.DEFAULT
+    Parameters
+    ----------
+    masking, combination, unwrapping, bf_removal, inversion, reference : str
+        Method of each step (default: the step's default record).
+    method_options : dict
+        Step -> ``{option: value}`` passed to that step's method.
+    """
+
+    masking: str = _registry.default("masking")
+    combination: str = _registry.default("combination")
+    unwrapping: str = _registry.default("unwrapping")
+    bf_removal: str = _registry.default("bf_removal")
+    inversion: str = _registry.default("inversion")
+    reference: str = _registry.default("reference")
     method_options: dict = field(default_factory=dict)
 
     def to_dict(self):
+        """The options as a plain dict (field -> value)."""
         return asdict(self)
-
-
-# (recommendation, predicate on options, what departing means)
-_CONSENSUS = [
-    (
-        "Combine echoes into one field before background removal (nonlinear or weighted fit)",
-        lambda o: o.combination in ("nonlinear", "linear"),
-    ),
-    (
-        "Use exact, non-Laplacian phase unwrapping for quantification",
-        lambda o: o.unwrapping != "laplacian",
-    ),
-    (
-        "Build the brain mask from magnitude and phase quality",
-        lambda o: o.masking not in ("magnitude",),
-    ),
-    (
-        "Use a SHARP- or PDF-family background field removal",
-        lambda o: o.bf_removal in ("vsharp", "pdf", "resharp", "lbv", "sharp"),
-    ),
-    (
-        "Use a sparsity-regularised (TV/L1), data-weighted iterative inversion",
-        lambda o: o.inversion in ("tv_admm", "medi", "rts"),
-    ),
-    (
-        "Report susceptibility against a stated reference region",
-        lambda o: o.reference != "none",
-    ),
-]
 
 
 def consensus_report(options: QSMOptions) -> list[dict]:
     """Which 2024 ISMRM QSM consensus recommendations the chosen pipeline follows.
 
-    Returns one dict per recommendation with keys ``recommendation`` and ``follows`` (bool).
+    A recommendation is followed when the chosen method's record lists it in ``consensus``
+    (:data:`qsmprep.qsm.methods.RECOMMENDATIONS`).
+
+    Parameters
+    ----------
+    options : QSMOptions
+        The chosen methods (any object with the step names as attributes).
+
+    Returns
+    -------
+    list of dict
+        One dict per recommendation with keys ``recommendation`` (text) and ``follows`` (bool).
+
+    References
+    ----------
+    QSM Consensus Organization Committee. Recommended implementation of quantitative
+    susceptibility mapping for clinical research in the brain. Magn Reson Med
+    2024;91:1834-1862, doi:10.1002/mrm.30006.
     """
-    return [{"recommendation": text, "follows": bool(pred(options))} for text, pred in _CONSENSUS]
+    out = []
+    for key, step, text, unregistered in _registry.RECOMMENDATIONS:
+        rec = _registry.find(step, getattr(options, step))
+        follows = unregistered if rec is None else key in rec.consensus
+        out.append({"recommendation": text, "follows": bool(follows)})
+    return out
 
 
 def format_consensus_report(options: QSMOptions) -> str:
+    """:func:`consensus_report` as log text, one ``[follows ]``/``[DEPARTS ]`` line each.
+
+    Parameters
+    ----------
+    options : QSMOptions
+        The chosen methods.
+
+    Returns
+    -------
+    str
+    """
     lines = ["QSM pipeline vs the 2024 ISMRM consensus recommendations (doi:10.1002/mrm.30006):"]
     for item in consensus_report(options):
         mark = "follows " if item["follows"] else "DEPARTS "
@@ -130,100 +183,342 @@ def format_consensus_report(options: QSMOptions) -> str:
     return "\n".join(lines)
 
 
-def brain_mask(mag, phase, tes, voxel_size, method, **opts):
-    """Step 1: brain mask (bool) from magnitude (and phase quality, method permitting)."""
-    return call_method(
-        masking.METHODS, method, "masking", mag=mag, phase=phase, tes=tes, voxel_size=voxel_size, **opts
-    ).astype(bool)
+def _volume_ml(mask, voxel_size) -> float:
+    return float(np.count_nonzero(mask)) * float(np.prod(voxel_size)) / 1000.0
 
 
-def total_field(phase, mag, tes, mask, voxel_size, b0, combination, unwrapping, **opts):
-    """Step 2: echo combination + unwrapping; returns field in ppm, offset and reliability."""
-    res = call_method(
-        echoes.METHODS,
-        combination,
-        "echo combination",
-        phase4d=phase,
-        mag4d=mag,
-        tes=np.asarray(tes, dtype=float),
-        mask=mask,
-        voxel_size=voxel_size,
-        unwrapping=unwrapping,
-        **opts,
-    )
-    out = dict(res)
-    out["field_ppm"] = (hz_to_ppm(res["field_hz"], b0) * mask).astype(np.float32)
+def run_masking(mag, phase, tes, voxel_size, method, user_mask=None, exclude=None, **opts):
+    """Step 1: brain mask from magnitude (and phase quality, method permitting).
+
+    Parameters
+    ----------
+    mag, phase : ndarray
+        4-D ``(x, y, z, echo)`` magnitude and phase (radians).
+    tes : sequence of float
+        Echo times (s).
+    voxel_size : sequence of float
+        Voxel size (mm).
+    method : str
+        A ``masking`` method of :mod:`qsmprep.qsm.methods`; ignored when ``user_mask`` is given.
+    user_mask : ndarray, optional
+        A supplied brain mask (non-zero = brain); replaces the computed one (``Method: user``).
+    exclude : ndarray of bool, optional
+        Voxels to leave out of any mask (e.g. non-finite input, see
+        :func:`qsmprep.qsm.masking.nonfinite_voxels`).
+    **opts
+        Options of the method.
+
+    Returns
+    -------
+    mask : ndarray of bool
+    provenance : dict
+        ``{"BrainMask": {"Method", "Parameters", "VolumeML", "NonFiniteVoxelsExcluded"}}``.
+    """
+    from .masking import drop_voxels
+
+    if user_mask is not None:
+        mask = np.asarray(user_mask) > 0
+        method = "user"
+    else:
+        mask = np.asarray(call_method("masking", method, mag=mag, phase=phase, tes=tes,
+                                      voxel_size=voxel_size, **opts)).astype(bool)
+    n_excluded = 0
+    if exclude is not None:
+        mask, n_excluded = drop_voxels(mask, exclude)
+    prov = {"BrainMask": {"Method": method,
+                          "Parameters": method_parameters("masking", method, **opts),
+                          "VolumeML": round(_volume_ml(mask, voxel_size), 2),
+                          "NonFiniteVoxelsExcluded": n_excluded}}
+    return mask, prov
+
+
+def run_field_fit(phase, mag, tes, mask, voxel_size, b0, combination, unwrapping, **opts):
+    """Step 2: echo combination and unwrapping into one total field (ppm).
+
+    Parameters
+    ----------
+    phase, mag : ndarray
+        4-D ``(x, y, z, echo)`` phase (radians) and magnitude.
+    tes : sequence of float
+        Echo times (s).
+    mask : ndarray of bool
+        Brain mask.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    b0 : float
+        Field strength (T).
+    combination, unwrapping : str
+        ``combination`` and ``unwrapping`` methods of :mod:`qsmprep.qsm.methods`.
+    **opts
+        Options of the combination method (unknown ones are passed on to the unwrapper).
+
+    Returns
+    -------
+    fit : dict
+        The method's result (``field_hz``, ``offset_rad``, ``noise_std_hz``, ...) plus
+        ``field_ppm`` (float32, zero outside ``mask``) and ``reliability`` (float32, 0..1; the
+        mask itself when the method gives none).
+    provenance : dict
+        ``{"EchoCombination": {...}, "PhaseUnwrapping": {...}}`` (method and parameters).
+    """
+    res = call_method("combination", combination, phase4d=phase, mag4d=mag,
+                      tes=np.asarray(tes, dtype=float), mask=mask, voxel_size=voxel_size,
+                      unwrapping=unwrapping, **opts)
+    fit = dict(res)
+    fit["field_ppm"] = (hz_to_ppm(res["field_hz"], b0) * mask).astype(np.float32)
+    if fit.get("reliability") is None:
+        fit["reliability"] = np.asarray(mask, dtype=np.float32)
+    prov = {
+        "EchoCombination": {"Method": combination,
+                            "Parameters": method_parameters("combination", combination, **opts)},
+        "PhaseUnwrapping": {"Method": unwrapping,
+                            "Parameters": method_parameters("unwrapping", unwrapping)},
+    }
+    return fit, prov
+
+
+def run_background_removal(total_ppm, mask, voxel_size, b0_dir, method, weights=None, **opts):
+    """Step 3: background field removal.
+
+    Parameters
+    ----------
+    total_ppm : ndarray
+        Total field (ppm).
+    mask : ndarray of bool
+        Brain mask.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    b0_dir : sequence of float
+        Unit B0 direction in voxel axes.
+    method : str
+        A ``bf_removal`` method of :mod:`qsmprep.qsm.methods`.
+    weights : ndarray, optional
+        Field reliability (data weight of methods with a data term).
+    **opts
+        Options of the method.
+
+    Returns
+    -------
+    local_ppm : ndarray of float32
+        Local field, zero outside ``eroded``.
+    eroded : ndarray of bool
+        The mask the local field is valid in.
+    provenance : dict
+        ``{"BackgroundFieldRemoval": {...}, "B0Direction": [...]}``.
+    """
+    local, eroded = call_method("bf_removal", method, total_ppm=total_ppm, mask=mask,
+                                voxel_size=voxel_size, b0_dir=b0_dir, weights=weights, **opts)
+    eroded = np.asarray(eroded, dtype=bool)
+    local = np.asarray(local, dtype=np.float32) * eroded
+    prov = {
+        "BackgroundFieldRemoval": {"Method": method,
+                                   "Parameters": method_parameters("bf_removal", method, **opts),
+                                   "ErodedMaskVolumeML": round(_volume_ml(eroded, voxel_size), 2)},
+        "B0Direction": [round(float(v), 6) for v in b0_dir],
+    }
+    return local, eroded, prov
+
+
+def run_inversion(local_ppm, mask, voxel_size, b0_dir, method, weights=None, mag=None,
+                  log_label="", info=None, **opts):
+    """Step 4: dipole inversion; the convergence record and flag go into the provenance.
+
+    Parameters
+    ----------
+    local_ppm : ndarray
+        Local field (ppm).
+    mask : ndarray of bool
+        The (eroded) mask of the local field; ``chi`` is zero outside it.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    b0_dir : sequence of float
+        Unit B0 direction in voxel axes.
+    method : str
+        An ``inversion`` method of :mod:`qsmprep.qsm.methods`.
+    weights : ndarray, optional
+        Field reliability; multiplied by ``mask`` before use.
+    mag : ndarray, optional
+        Magnitude, 3-D or 4-D (echo-combined by root-sum-of-squares) for morphology-enabled
+        methods.
+    log_label : str
+        Prefix of the warning logged when an iterative solver stops at its cap
+        (e.g. ``"sub-01 ses-baseline"``).
+    info : dict, optional
+        Filled with the solver's convergence record (``method``, ``iterations``, ``max_iter``,
+        ``tol``, ``final_change``, ``converged``; iterative methods only).
+    **opts
+        Options of the method.
+
+    Returns
+    -------
+    chi : ndarray of float32
+        Susceptibility (ppm), not referenced, zero outside ``mask``.
+    provenance : dict
+        ``{"DipoleInversion": {"Method", "Parameters", and for iterative solvers "Iterations",
+        "MaxIterations", "FinalRelativeChange", "Converged"}}``, plus ``QualityFlags`` when the
+        solver stopped at its iteration cap (:func:`qsmprep.qsm.inversion.convergence_flag`).
+    """
+    from .inversion import convergence_flag
+    from .masking import combine_magnitude
+
+    info = {} if info is None else info
+    chi = call_method("inversion", method, local_ppm=local_ppm, mask=mask, voxel_size=voxel_size,
+                      b0_dir=b0_dir, weights=None if weights is None else weights * mask,
+                      magnitude=None if mag is None else combine_magnitude(mag), info=info, **opts)
+    chi = (np.asarray(chi, dtype=np.float32) * mask).astype(np.float32)
+    record = {"Method": method, "Parameters": method_parameters("inversion", method, **opts)}
+    if "converged" in info:
+        record.update({"Iterations": info["iterations"], "MaxIterations": info["max_iter"],
+                       "FinalRelativeChange": info["final_change"],
+                       "Converged": info["converged"]})
+    prov = {"DipoleInversion": record}
+    flag = convergence_flag(info)
+    if flag is not None:
+        label = (log_label + " ") if log_label else ""
+        LOGGER.warning("%sdipole inversion (%s): %s", label, method, flag["message"])
+        prov["QualityFlags"] = [flag]
+    return chi, prov
+
+
+def run_referencing(chi, mask, method, ref_mask=None, mag=None, tes=None, voxel_size=None):
+    """Step 5: referencing (subtract the value of a stated reference region).
+
+    A method whose record ``needs`` a ``ref_mask`` (``csf``) derives it from the multi-echo
+    magnitude when none is supplied (low R2*, deep inside the brain:
+    :func:`qsmprep.qsm.reference.csf_mask_from_r2star`).
+
+    Parameters
+    ----------
+    chi : ndarray
+        Susceptibility (ppm), not referenced.
+    mask : ndarray of bool
+        Support of ``chi``.
+    method : str
+        A ``reference`` method of :mod:`qsmprep.qsm.methods`.
+    ref_mask : ndarray of bool, optional
+        Reference region on the same grid.
+    mag : ndarray or callable, optional
+        4-D magnitude, or a function without arguments that returns it (called only when the
+        method needs it, so a caller need not load it otherwise).
+    tes : sequence of float, optional
+        Echo times (s), with ``mag``.
+    voxel_size : sequence of float, optional
+        Voxel size (mm); 1 mm isotropic when not given.
+
+    Returns
+    -------
+    chi : ndarray of float32
+        Referenced susceptibility, zero outside ``mask``.
+    provenance : dict
+        ``{"Reference": info}`` with ``reference`` (name), ``value_ppm`` and ``n_voxels``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown method, or when a reference mask is needed and neither it nor a
+        multi-echo magnitude is given.
+    """
+    rec = _registry.find("reference", method)
+    if rec is not None and "ref_mask" in rec.needs and ref_mask is None:
+        from .reference import csf_mask_from_r2star
+
+        if callable(mag):
+            mag = mag()
+        if mag is None or tes is None or np.asarray(mag).ndim != 4 or np.asarray(mag).shape[-1] < 2:
+            raise ValueError("CSF referencing needs a CSF mask or multi-echo magnitude (>= 2 echoes).")
+        ref_mask = csf_mask_from_r2star(mag, tes, mask, voxel_size=voxel_size or (1.0, 1.0, 1.0))
+    chi_ref, info = call_method("reference", method, chi=chi, mask=mask, ref_mask=ref_mask)
+    return (np.asarray(chi_ref, dtype=np.float32) * mask).astype(np.float32), {"Reference": dict(info)}
+
+
+def run_r2star(mag, tes, mask, method=None, **opts):
+    """R2* and T2* maps from the multi-echo magnitude (beside the chain).
+
+    Parameters
+    ----------
+    mag : ndarray
+        4-D magnitude.
+    tes : sequence of float
+        Echo times (s).
+    mask : ndarray of bool
+        Brain mask.
+    method : str, optional
+        A ``relaxometry`` method of :mod:`qsmprep.qsm.methods` (default: the step's default).
+    **opts
+        Options of the method.
+
+    Returns
+    -------
+    r2star, t2star : ndarray of float32
+        R2* (1/s) and T2* (s), zero outside ``mask``.
+    provenance : dict
+        ``{"Method", "EchoTime"}``.
+    """
+    from .relaxometry import r2star_t2star
+
+    method = method or _registry.default("relaxometry")
+    r2, t2 = r2star_t2star(mag, tes, mask, method=method, **opts)
+    return r2, t2, {"Method": method, "EchoTime": [float(t) for t in tes]}
+
+
+def merge_provenance(items, extra=None) -> dict:
+    """Merge per-step provenance dicts into one sidecar dict.
+
+    Keys of later steps win, except ``QualityFlags``: the lists of all steps (and of ``extra``)
+    are concatenated, in order, into the result's ``QualityFlags``.
+
+    Parameters
+    ----------
+    items : sequence of dict
+        The provenance of each step, in chain order.
+    extra : dict, optional
+        Static entries written first (``Units``, ``EchoTime``, ...).
+
+    Returns
+    -------
+    dict
+    """
+    out = dict(extra or {})
+    flags = list(out.pop("QualityFlags", []))
+    for item in items:
+        item = dict(item)
+        flags += list(item.pop("QualityFlags", []))
+        out.update(item)
+    out["QualityFlags"] = flags
     return out
 
 
-def remove_background(total_ppm, mask, voxel_size, b0_dir, method, weights=None, **opts):
-    """Step 3: background field removal; returns ``(local_ppm, eroded_mask)``."""
-    local, eroded = call_method(
-        background.METHODS,
-        method,
-        "background field removal",
-        total_ppm=total_ppm,
-        mask=mask,
-        voxel_size=voxel_size,
-        b0_dir=b0_dir,
-        weights=weights,
-        **opts,
-    )
-    eroded = np.asarray(eroded, dtype=bool)
-    return (np.asarray(local, dtype=np.float32) * eroded), eroded
-
-
-def dipole_inversion(local_ppm, mask, voxel_size, b0_dir, method, weights=None, magnitude=None,
-                     info=None, **opts):
-    """Step 4: dipole inversion; returns chi in ppm (zero outside ``mask``).
-
-    ``info``: optional dict; iterative methods fill it with their convergence record
-    (iterations, max_iter, tol, final_change, converged; see :mod:`qsmprep.qsm.inversion`).
-    """
-    chi = call_method(
-        inversion.METHODS,
-        method,
-        "dipole inversion",
-        local_ppm=local_ppm,
-        mask=mask,
-        voxel_size=voxel_size,
-        b0_dir=b0_dir,
-        weights=weights,
-        magnitude=magnitude,
-        info=info,
-        **opts,
-    )
-    return (np.asarray(chi, dtype=np.float32) * mask).astype(np.float32)
-
-
-def reference_chi(chi, mask, method, ref_mask=None, mag=None, tes=None, voxel_size=None):
-    """Step 5: referencing; returns ``(chi_referenced, info)``.
-
-    For ``csf`` without a supplied ``ref_mask``, the CSF mask is derived from the multi-echo
-    magnitude (low R2*, deep inside the brain: :func:`qsmprep.qsm.reference.csf_mask_from_r2star`).
-    """
-    if method == "csf" and ref_mask is None:
-        if mag is None or tes is None or np.asarray(mag).ndim != 4 or np.asarray(mag).shape[-1] < 2:
-            raise ValueError("CSF referencing needs a CSF mask or multi-echo magnitude (>= 2 echoes).")
-        ref_mask = reference.csf_mask_from_r2star(mag, tes, mask, voxel_size=voxel_size or (1.0, 1.0, 1.0))
-    chi_ref, info = call_method(
-        reference.METHODS, method, "reference", chi=chi, mask=mask, ref_mask=ref_mask
-    )
-    return (np.asarray(chi_ref, dtype=np.float32) * mask).astype(np.float32), dict(info)
-
-
-def reconstruct(mag, phase, tes, b0, affine, options: QSMOptions | None = None, mask=None, ref_mask=None):
+def reconstruct(mag, phase, tes, b0, affine, options: QSMOptions | None = None, mask=None,
+                ref_mask=None, exclude=None):
     """Run the whole chain on arrays; returns every intermediate, timings and provenance.
 
     Parameters
     ----------
-    mag, phase : 4-D arrays ``(x, y, z, echo)``; phase in radians.
-    tes : echo times in seconds.
-    b0 : field strength in tesla.
-    affine : NIfTI affine of the GRE grid (voxel size and B0 direction come from it).
-    options : :class:`QSMOptions`.
-    mask : optional user-supplied brain mask (skips the masking step).
-    ref_mask : optional reference-region mask (for CSF referencing).
+    mag, phase : ndarray
+        4-D ``(x, y, z, echo)`` (3-D for one echo); phase in radians.
+    tes : sequence of float
+        Echo times (s).
+    b0 : float
+        Field strength (T).
+    affine : ndarray
+        NIfTI affine of the GRE grid (voxel size and B0 direction come from it).
+    options : QSMOptions, optional
+        Methods and their options (default: every step's default).
+    mask : ndarray, optional
+        A supplied brain mask (skips the masking step).
+    ref_mask : ndarray, optional
+        Reference-region mask (CSF referencing).
+    exclude : ndarray of bool, optional
+        Voxels to leave out of the brain mask (non-finite input).
+
+    Returns
+    -------
+    dict
+        ``mask``, ``eroded_mask``, ``field_ppm``, ``reliability``, ``local_ppm``,
+        ``chi_unreferenced``, ``chi``, ``inversion_info`` (convergence record),
+        ``quality_flags``, ``reference`` (referencing info), ``provenance`` (the merged
+        per-step provenance, as in the Chimap sidecar), ``timings`` (s per step), ``b0_dir``,
+        ``voxel_size`` and ``options``.
     """
     options = options or QSMOptions()
     mopts = options.method_options or {}
@@ -233,39 +528,28 @@ def reconstruct(mag, phase, tes, b0, affine, options: QSMOptions | None = None, 
     b0_dir = b0_direction_from_affine(affine)
     timings = {}
     t = time.perf_counter()
-    if mask is None:
-        mask = brain_mask(mag, phase, tes, voxel_size, options.masking, **mopts.get("masking", {}))
+    mask, p_mask = run_masking(mag, phase, tes, voxel_size, options.masking, user_mask=mask,
+                               exclude=exclude, **mopts.get("masking", {}))
     timings["masking"] = time.perf_counter() - t
     t = time.perf_counter()
-    fit = total_field(
-        phase, mag, tes, mask, voxel_size, b0, options.combination, options.unwrapping,
-        **mopts.get("combination", {}),
-    )
+    fit, p_fit = run_field_fit(phase, mag, tes, mask, voxel_size, b0, options.combination,
+                               options.unwrapping, **mopts.get("combination", {}))
     timings["field"] = time.perf_counter() - t
     t = time.perf_counter()
-    weights = fit.get("reliability")
-    local, eroded = remove_background(
+    weights = fit["reliability"]
+    local, eroded, p_bfr = run_background_removal(
         fit["field_ppm"], mask, voxel_size, b0_dir, options.bf_removal, weights=weights,
-        **mopts.get("bf_removal", {}),
-    )
+        **mopts.get("bf_removal", {}))
     timings["bf_removal"] = time.perf_counter() - t
     t = time.perf_counter()
-    mag_ref = masking.combine_magnitude(mag)
     inv_info = {}
-    chi = dipole_inversion(
-        local, eroded, voxel_size, b0_dir, options.inversion,
-        weights=None if weights is None else weights * eroded, magnitude=mag_ref, info=inv_info,
-        **mopts.get("inversion", {}),
-    )
+    chi, p_inv = run_inversion(local, eroded, voxel_size, b0_dir, options.inversion,
+                               weights=weights, mag=mag, info=inv_info,
+                               **mopts.get("inversion", {}))
     timings["inversion"] = time.perf_counter() - t
-    quality_flags = []
-    flag = inversion.convergence_flag(inv_info)
-    if flag is not None:
-        LOGGER.warning("dipole inversion (%s): %s", options.inversion, flag["message"])
-        quality_flags.append(flag)
     t = time.perf_counter()
-    chi_ref, ref_info = reference_chi(chi, eroded, options.reference, ref_mask=ref_mask, mag=mag,
-                                      tes=tes, voxel_size=voxel_size)
+    chi_ref, p_ref = run_referencing(chi, eroded, options.reference, ref_mask=ref_mask, mag=mag,
+                                     tes=tes, voxel_size=voxel_size)
     timings["reference"] = time.perf_counter() - t
     return {
         "mask": mask,
@@ -276,8 +560,9 @@ def reconstruct(mag, phase, tes, b0, affine, options: QSMOptions | None = None, 
         "chi_unreferenced": chi,
         "chi": chi_ref,
         "inversion_info": inv_info,
-        "quality_flags": quality_flags,
-        "reference": ref_info,
+        "quality_flags": list(p_inv.get("QualityFlags", [])),
+        "reference": p_ref["Reference"],
+        "provenance": merge_provenance([p_mask, p_fit, p_bfr, p_inv, p_ref]),
         "timings": timings,
         "b0_dir": b0_dir,
         "voxel_size": voxel_size,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from . import methods as _registry
 from .relaxometry import r2star_loglinear  # noqa: F401  (the R2* fit lives in relaxometry)
 
 
@@ -30,7 +31,27 @@ def _finish(chi, mask, value, name, n):
 def reference_mean(chi, mask, ref_mask=None):
     """Subtract the mean susceptibility over the whole mask (QSMxT's default).
 
-    ``ref_mask`` is ignored (accepted for the common signature)."""
+    Parameters
+    ----------
+    chi : ndarray
+        Susceptibility (ppm), not referenced.
+    mask : ndarray of bool
+        Support of ``chi``; the reference region.
+    ref_mask : ignored
+        Accepted for the common signature.
+
+    Returns
+    -------
+    chi : ndarray of float32
+        ``chi`` minus the mean, zero outside ``mask``.
+    info : dict
+        ``reference`` (``"whole_brain_mean"``), ``value_ppm`` (the mean) and ``n_voxels``.
+
+    Raises
+    ------
+    ValueError
+        When ``mask`` is empty.
+    """
     mask = np.asarray(mask, bool)
     vals = np.asarray(chi)[mask]
     if vals.size == 0:
@@ -41,8 +62,32 @@ def reference_mean(chi, mask, ref_mask=None):
 def reference_csf(chi, mask, ref_mask):
     """Subtract the mean susceptibility over a CSF mask (e.g. lateral ventricles).
 
-    ``ref_mask`` is supplied by the caller: the ventricle labels of an atlas carried into the
-    GRE space, or :func:`csf_mask_from_r2star`. Only voxels inside ``mask`` count.
+    Parameters
+    ----------
+    chi : ndarray
+        Susceptibility (ppm), not referenced.
+    mask : ndarray of bool
+        Support of ``chi``; only reference voxels inside it count.
+    ref_mask : ndarray of bool
+        The CSF region on the same grid (a supplied mask, or :func:`csf_mask_from_r2star`,
+        which :func:`qsmprep.qsm.pipeline.run_referencing` calls when none is given).
+
+    Returns
+    -------
+    chi : ndarray of float32
+        ``chi`` minus the CSF mean, zero outside ``mask``.
+    info : dict
+        ``reference`` (``"csf"``), ``value_ppm`` and ``n_voxels``.
+
+    Raises
+    ------
+    ValueError
+        When ``ref_mask`` is missing or has no voxel inside ``mask``.
+
+    References
+    ----------
+    Straub S, et al. Suitable reference tissues for quantitative susceptibility mapping of the
+    brain. Magn Reson Med 2017;78:204-214.
     """
     if ref_mask is None:
         raise ValueError("CSF referencing needs a reference (CSF) mask.")
@@ -55,7 +100,24 @@ def reference_csf(chi, mask, ref_mask):
 
 
 def reference_none(chi, mask, ref_mask=None):
-    """No referencing (values relative to whatever the inversion produced; masked only)."""
+    """No referencing (values relative to whatever the inversion produced; masked only).
+
+    Parameters
+    ----------
+    chi : ndarray
+        Susceptibility (ppm).
+    mask : ndarray of bool
+        Support of ``chi``.
+    ref_mask : ignored
+        Accepted for the common signature.
+
+    Returns
+    -------
+    chi : ndarray of float32
+        ``chi`` zero outside ``mask``.
+    info : dict
+        ``reference`` (``"none"``), ``value_ppm`` (0) and ``n_voxels`` (0).
+    """
     return _finish(chi, mask, 0.0, "none", 0)
 
 
@@ -76,7 +138,36 @@ def csf_mask_from_r2star(
     the ``magnitude_percentile`` of the mask and deeper than ``min_depth_mm`` inside the mask
     (which favours the lateral ventricles over sulcal CSF and veins next to the skull) are kept;
     connected parts smaller than ``min_volume_ml`` are dropped. May be empty (then use another
-    reference). Straub S, et al. MRM 2017;78:204-214 discuss CSF as reference region.
+    reference).
+
+    Parameters
+    ----------
+    mag4d : ndarray
+        4-D magnitude (at least 2 echoes).
+    tes : sequence of float
+        Echo times (s).
+    mask : ndarray of bool
+        Brain mask.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    r2star_max : float
+        Largest R2* (1/s) of a CSF voxel.
+    min_depth_mm : float
+        Smallest distance (mm) from the mask surface.
+    min_volume_ml : float
+        Smallest connected part kept (mL).
+    magnitude_percentile : float
+        First-echo magnitude percentile (within the mask) a voxel must exceed.
+
+    Returns
+    -------
+    ndarray of bool
+        The CSF mask (possibly empty).
+
+    References
+    ----------
+    Straub S, et al. Suitable reference tissues for quantitative susceptibility mapping of the
+    brain. Magn Reson Med 2017;78:204-214.
     """
     mask = np.asarray(mask, bool)
     vs = tuple(float(v) for v in voxel_size)
@@ -95,9 +186,7 @@ def csf_mask_from_r2star(
     return np.isin(labels, keep)
 
 
-METHODS = {
-    "mean": reference_mean,
-    "csf": reference_csf,
-    "none": reference_none,
-}
-DEFAULT = "mean"
+#: name -> function of every ``reference`` record of :mod:`qsmprep.qsm.methods` (one record
+#: there registers a new method)
+METHODS = _registry.MethodTable("reference")
+DEFAULT = _registry.default("reference")

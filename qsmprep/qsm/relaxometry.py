@@ -5,8 +5,7 @@ outside ``mask``); :func:`r2star_t2star` returns both maps (T2* in s).
 
 * ``loglinear`` (default): weighted least-squares fit of ``log m_e = log S0 - R2* TE_e`` with
   weights ``m_e^2`` (the inverse variance of ``log m`` for Gaussian noise on ``m``), vectorised
-  over voxels. With the five echoes up to ~30 ms and brain SNR of 50 or more its noise bias is
-  well below 1/s.
+  over voxels (its noise bias is measured by ``benchmarks/r2star.py``).
 * ``arlo``: auto-regression on linear operations (Pei M et al. MRM 2015;73:843-850): with
   equally spaced echoes, Simpson's integral ``s_i`` of the decay over two echo spacings and the
   difference ``d_i = m_i - m_{i+2}`` satisfy ``d_i = R2* s_i`` for a mono-exponential decay, and
@@ -27,6 +26,8 @@ Magn Reson Imaging 2007;25:748-753 (typical R2* of brain tissue at 3 T).
 from __future__ import annotations
 
 import numpy as np
+
+from . import methods as _registry
 
 R2STAR_MAX = 500.0
 
@@ -52,7 +53,32 @@ def _finish(values, mask, r2star_max):
 
 
 def r2star_loglinear(mag4d, tes, mask, r2star_max=R2STAR_MAX):
-    """R2* (1/s) by magnitude^2-weighted log-linear least squares (see module docstring)."""
+    """R2* by magnitude^2-weighted log-linear least squares (see the module docstring).
+
+    Parameters
+    ----------
+    mag4d : ndarray
+        4-D magnitude ``(x, y, z, echo)``, at least 2 echoes.
+    tes : sequence of float
+        Echo times (s).
+    mask : ndarray of bool
+        Voxels to fit.
+    r2star_max : float
+        Values are clipped to ``[0, r2star_max]`` (1/s).
+
+    Returns
+    -------
+    ndarray of float32
+        R2* (1/s), zero outside ``mask``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> tes = np.array([0.005, 0.010, 0.015])
+    >>> mag = np.exp(-20.0 * tes)[None, None, None, :]
+    >>> float(r2star_loglinear(mag, tes, np.ones((1, 1, 1), bool))[0, 0, 0])  # doctest: +ELLIPSIS
+    20.0...
+    """
     mag4d, tes, mask = _inputs(mag4d, tes, mask)
     m = np.maximum(mag4d[mask].astype(np.float64), 1e-12)
     y = np.log(m)
@@ -69,7 +95,36 @@ def r2star_loglinear(mag4d, tes, mask, r2star_max=R2STAR_MAX):
 
 
 def r2star_arlo(mag4d, tes, mask, r2star_max=R2STAR_MAX, spacing_rtol=1e-3):
-    """R2* (1/s) by ARLO (Pei et al. 2015); needs >= 3 equally spaced echoes."""
+    """R2* by ARLO (auto-regression on linear operations); needs >= 3 equally spaced echoes.
+
+    Parameters
+    ----------
+    mag4d : ndarray
+        4-D magnitude ``(x, y, z, echo)``, at least 3 echoes.
+    tes : sequence of float
+        Echo times (s), equally spaced.
+    mask : ndarray of bool
+        Voxels to fit.
+    r2star_max : float
+        Values are clipped to ``[0, r2star_max]`` (1/s).
+    spacing_rtol : float
+        Relative tolerance of the echo-spacing equality check.
+
+    Returns
+    -------
+    ndarray of float32
+        R2* (1/s), zero outside ``mask``.
+
+    Raises
+    ------
+    ValueError
+        When the echoes are not equally spaced.
+
+    References
+    ----------
+    Pei M, Nguyen TD, Thimmappa ND, et al. Algorithm for fast monoexponential fitting based on
+    Auto-Regression on Linear Operations (ARLO) of data. Magn Reson Med 2015;73:843-850.
+    """
     mag4d, tes, mask = _inputs(mag4d, tes, mask, min_echoes=3)
     dte = np.diff(tes)
     if not np.allclose(dte, dte[0], rtol=spacing_rtol, atol=0):
@@ -84,12 +139,40 @@ def r2star_arlo(mag4d, tes, mask, r2star_max=R2STAR_MAX, spacing_rtol=1e-3):
     return _finish(r2, mask, r2star_max)
 
 
-METHODS = {"loglinear": r2star_loglinear, "arlo": r2star_arlo}
-DEFAULT = "loglinear"
+#: name -> function of every ``relaxometry`` record of :mod:`qsmprep.qsm.methods` (one record
+#: there registers a new method)
+METHODS = _registry.MethodTable("relaxometry")
+DEFAULT = _registry.default("relaxometry")
 
 
 def r2star_t2star(mag4d, tes, mask, method=DEFAULT, **opts):
-    """Return ``(r2star [1/s], t2star [s])`` float32 maps, zero outside ``mask``."""
+    """R2* and T2* maps with the named method.
+
+    Parameters
+    ----------
+    mag4d : ndarray
+        4-D magnitude ``(x, y, z, echo)``.
+    tes : sequence of float
+        Echo times (s).
+    mask : ndarray of bool
+        Voxels to fit.
+    method : str
+        A ``relaxometry`` method of :mod:`qsmprep.qsm.methods`.
+    **opts
+        Options of the method.
+
+    Returns
+    -------
+    r2star : ndarray of float32
+        R2* (1/s), zero outside ``mask``.
+    t2star : ndarray of float32
+        T2* = 1/R2* (s), zero where R2* is 0.
+
+    Raises
+    ------
+    ValueError
+        For an unknown method.
+    """
     if method not in METHODS:
         raise ValueError(f"Unknown R2* method {method!r}; choose one of {sorted(METHODS)}.")
     r2 = METHODS[method](mag4d, tes, mask, **opts)

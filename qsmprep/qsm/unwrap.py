@@ -31,6 +31,7 @@ import numpy as np
 import scipy.fft as sfft
 from numba import njit
 
+from . import methods as _registry
 from .kernels import fft_workers
 from .phase import wrap_to_pi
 
@@ -70,9 +71,30 @@ def romeo_edge_weights(
 
     quantised to ``1..nbins`` (``0`` marks an edge leaving the mask or the volume).
 
+    Parameters
+    ----------
+    wrapped : ndarray
+        3-D wrapped phase (radians).
+    mask : ndarray of bool, optional
+        Voxels to connect (default: all).
+    mag : ndarray, optional
+        3-D magnitude (default: magnitude terms are 1).
+    phase2 : ndarray, optional
+        Second-echo wrapped phase, for the phase-gradient coherence.
+    te_ratio : float, optional
+        ``TE1 / TE2``, with ``phase2``.
+    nbins : int
+        Number of quantisation levels (<= 255).
+
     Returns
     -------
-    weights : uint8 array ``(3, nx, ny, nz)``; ``weights[a, i]`` belongs to edge ``(i, i + e_a)``.
+    ndarray of uint8
+        ``(3, nx, ny, nz)``; ``weights[a, i]`` belongs to edge ``(i, i + e_a)``.
+
+    References
+    ----------
+    Dymerska B, Eckstein K, Bachrata B, et al. Phase unwrapping with a rapid opensource minimum
+    spanning tree algorithm (ROMEO). Magn Reson Med 2021;85:2294-2308. doi:10.1002/mrm.28563
     """
     phi = np.asarray(wrapped, dtype=np.float32)
     shape = phi.shape
@@ -223,9 +245,6 @@ def unwrap_romeo(
 ):
     """Exact quality-guided region-growing unwrapping (ROMEO-like, numba-compiled).
 
-    Dymerska B, Eckstein K, Bachrata B, et al. Phase unwrapping with a rapid opensource minimum
-    spanning tree algorithm (ROMEO). Magn Reson Med 2021;85:2294-2308. doi:10.1002/mrm.28563
-
     Edge weights come from :func:`romeo_edge_weights` (phase coherence, optional phase-gradient
     coherence with a second echo, magnitude coherence and magnitude). Starting from the voxel with
     the highest summed edge quality, voxels are added through the best available edge (bucket
@@ -235,15 +254,38 @@ def unwrap_romeo(
 
     Parameters
     ----------
-    wrapped : (x, y, z) or (x, y, z, echo) array, radians.
-    voxel_size : unused (kept for the common signature; the weights are voxel-based).
-    mask : bool array; voxels outside are not unwrapped and are returned as 0.
-    mag : magnitude (same 3-D shape, or 4-D for 4-D input), optional.
-    phase2, te_ratio : second-echo phase and ``TE1/TE2`` for the phase-gradient coherence.
-    tes : echo times (s) for 4-D input: echo 1 is unwrapped spatially (with echo 2 for the
+    wrapped : ndarray
+        ``(x, y, z)`` or ``(x, y, z, echo)`` wrapped phase (radians).
+    voxel_size : ignored
+        Kept for the common signature (the weights are voxel-based).
+    mask : ndarray of bool, optional
+        Voxels outside are not unwrapped and are returned as 0.
+    mag : ndarray, optional
+        Magnitude (same 3-D shape, or 4-D for 4-D input).
+    phase2, te_ratio : ndarray, float, optional
+        Second-echo phase and ``TE1/TE2`` for the phase-gradient coherence.
+    tes : sequence of float, optional
+        Echo times (s) for 4-D input: echo 1 is unwrapped spatially (with echo 2 for the
         gradient coherence), later echoes temporally with :func:`temporal_unwrap`.
-    correct_global : subtract the ``2 pi`` multiple nearest to the median inside the mask, so the
-        result is centred near 0 (the global ``2 pi n`` is otherwise arbitrary).
+    nbins : int
+        Quantisation levels of the edge weights.
+    correct_global : bool
+        Subtract the ``2 pi`` multiple nearest to the median inside the mask, so the result is
+        centred near 0 (the global ``2 pi n`` is otherwise arbitrary).
+    return_info : bool
+        Also return ``{"n_seeds", "n_voxels"}`` (3-D input).
+
+    Returns
+    -------
+    unwrapped : ndarray of float32
+        Same shape as ``wrapped``, congruent to it modulo ``2 pi`` inside ``mask``.
+    info : dict
+        Only when ``return_info``.
+
+    References
+    ----------
+    Dymerska B, Eckstein K, Bachrata B, et al. Phase unwrapping with a rapid opensource minimum
+    spanning tree algorithm (ROMEO). Magn Reson Med 2021;85:2294-2308. doi:10.1002/mrm.28563
     """
     wrapped = np.asarray(wrapped)
     if wrapped.ndim == 4:
@@ -299,7 +341,7 @@ def _neumann_laplacian_eigenvalues(shape, voxel_size, dtype=np.float32):
 
 def unwrap_laplacian(wrapped, voxel_size, mask=None, mag=None, mask_laplacian: bool = False,
                      tes=None):
-    """Laplacian phase unwrapping (Schofield & Zhu, Opt Lett 2003;28:1194-1196).
+    """Laplacian phase unwrapping (Schofield and Zhu).
 
     ``lap(phi) = cos(phi) lap(sin(phi)) - sin(phi) lap(cos(phi))`` is computed with the discrete
     7-point Laplacian and inverted with the same operator. Both use Neumann (mirror) boundaries,
@@ -314,7 +356,31 @@ def unwrap_laplacian(wrapped, voxel_size, mask=None, mag=None, mask_laplacian: b
     consistency does not forgive them. A global constant is chosen so that the result agrees
     with the data in the circular mean over the mask; voxels outside the mask are set to 0.
 
-    4-D input: each echo is unwrapped independently.
+    Parameters
+    ----------
+    wrapped : ndarray
+        ``(x, y, z)`` or ``(x, y, z, echo)`` wrapped phase (radians); 4-D: each echo
+        independently.
+    voxel_size : sequence of float
+        Voxel size (mm).
+    mask : ndarray of bool, optional
+        Output is 0 outside it.
+    mag : ignored
+        Kept for the common signature.
+    mask_laplacian : bool
+        Zero the Laplacian outside ``mask``.
+    tes : ignored
+        Kept for the common signature.
+
+    Returns
+    -------
+    ndarray of float32
+        Smooth phase (radians), not congruent to ``wrapped``.
+
+    References
+    ----------
+    Schofield MA, Zhu Y. Fast phase unwrapping algorithm for interferometric applications.
+    Opt Lett 2003;28:1194-1196.
     """
     wrapped = np.asarray(wrapped)
     if wrapped.ndim == 4:
@@ -352,10 +418,36 @@ def unwrap_laplacian(wrapped, voxel_size, mask=None, mag=None, mask_laplacian: b
 def unwrap_skimage(wrapped, voxel_size=None, mask=None, mag=None, tes=None, seed: int = 0):
     """Reliability-sorting path-following unwrapping from scikit-image (exact).
 
-    :func:`skimage.restoration.unwrap_phase` implements Herraez MA, Burton DR, Lalor MJ, Gdeisat
-    MA. Appl Opt 2002;41:7437-7444 (2-D) and Abdul-Rahman HS, et al. Appl Opt 2007;46:6623-6635
-    (3-D). Masked voxels are excluded through a masked array. 4-D input: every echo independently
-    (or echo 1 spatially + temporal unwrapping when ``tes`` is given).
+    :func:`skimage.restoration.unwrap_phase`; masked voxels are excluded through a masked array.
+    4-D input: every echo independently (or echo 1 spatially + temporal unwrapping when ``tes``
+    is given).
+
+    Parameters
+    ----------
+    wrapped : ndarray
+        ``(x, y, z)`` or ``(x, y, z, echo)`` wrapped phase (radians).
+    voxel_size : ignored
+        Kept for the common signature.
+    mask : ndarray of bool, optional
+        Output is 0 outside it.
+    mag : ignored
+        Kept for the common signature.
+    tes : sequence of float, optional
+        Echo times (s) for temporal unwrapping of 4-D input.
+    seed : int
+        Random seed of scikit-image's algorithm.
+
+    Returns
+    -------
+    ndarray of float32
+        Unwrapped phase (radians), congruent to ``wrapped`` modulo ``2 pi`` inside ``mask``.
+
+    References
+    ----------
+    Herraez MA, Burton DR, Lalor MJ, Gdeisat MA. Fast two-dimensional phase-unwrapping algorithm
+    based on sorting by reliability following a noncontinuous path. Appl Opt 2002;41:7437-7444.
+    Abdul-Rahman HS, et al. Fast and robust three-dimensional best path phase unwrapping
+    algorithm. Appl Opt 2007;46:6623-6635.
     """
     from skimage.restoration import unwrap_phase
 
@@ -387,7 +479,30 @@ def temporal_unwrap(phases_4d, tes, reference_unwrapped_echo, ref_index: int = 0
     (default 0, i.e. the offset is assumed removed beforehand, e.g. by MCPC-3D-S; a large
     uncorrected offset makes later echoes unwrap wrongly).
 
-    Returns a float32 4-D array; the reference echo is returned unchanged.
+    Parameters
+    ----------
+    phases_4d : ndarray
+        ``(x, y, z, echo)`` wrapped phase (radians).
+    tes : sequence of float
+        Echo times (s).
+    reference_unwrapped_echo : ndarray
+        The spatially unwrapped reference echo (3-D).
+    ref_index : int
+        Index of the reference echo.
+    offset : ndarray or float, optional
+        Phase offset ``phi0`` (default 0).
+    mask : ndarray of bool, optional
+        Output is 0 outside it.
+
+    Returns
+    -------
+    ndarray of float32
+        4-D unwrapped phase; the reference echo is returned unchanged.
+
+    References
+    ----------
+    Dymerska B, Eckstein K, Bachrata B, et al. Phase unwrapping with a rapid opensource minimum
+    spanning tree algorithm (ROMEO). Magn Reson Med 2021;85:2294-2308. doi:10.1002/mrm.28563
     """
     phases_4d = np.asarray(phases_4d)
     tes = np.asarray(tes, dtype=np.float64)
@@ -424,9 +539,7 @@ def _unwrap_4d(func, wrapped, voxel_size, mask, mag, tes, **kw):
     return out
 
 
-METHODS = {
-    "romeo": unwrap_romeo,
-    "laplacian": unwrap_laplacian,
-    "skimage": unwrap_skimage,
-}
-DEFAULT = "romeo"
+#: name -> function of every ``unwrapping`` record of :mod:`qsmprep.qsm.methods` (one record
+#: there registers a new method)
+METHODS = _registry.MethodTable("unwrapping")
+DEFAULT = _registry.default("unwrapping")

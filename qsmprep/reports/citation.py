@@ -1,8 +1,9 @@
 """``logs/CITATION.md`` and ``logs/CITATION.bib``: cite every method and tool that ran.
 
 One table of references (:data:`REFERENCES`, BibTeX fields keyed by a citation key) feeds both
-files; :data:`METHOD_REFERENCES` maps each step's method name (the ``METHODS`` registries of
-:mod:`qsmprep.qsm`) to its keys, the same papers the method functions' docstrings name.
+files; each method's keys are the ``references`` of its record in the method registry
+(:data:`qsmprep.qsm.methods.REGISTRY`; :data:`METHOD_REFERENCES` is a view of them), the same
+papers the method functions' docstrings name.
 :data:`TOOL_REFERENCES` lists the software that always runs and :data:`ATLAS_REFERENCES` the
 sources of the default atlas. A user atlas (``--atlas DIR``) is cited from the ``Citation`` text
 of each ``Sources`` entry of its ``dataset_description.json``.
@@ -14,6 +15,8 @@ import re
 from pathlib import Path
 
 from .. import __version__
+from ..qsm.methods import CLI_STEPS, REGISTRY, STEP_WORDS
+from ..qsm.methods import find as find_method
 
 #: citation key -> (BibTeX entry type, fields). Authors in BibTeX form ("Last, F. and ...").
 REFERENCES: dict[str, tuple[str, dict]] = {
@@ -210,30 +213,10 @@ REFERENCES: dict[str, tuple[str, dict]] = {
         "doi": "10.1016/j.neuroimage.2009.01.045"}),
 }
 
-#: (step, method name) -> citation keys. Every name in every ``METHODS`` registry of
-#: :mod:`qsmprep.qsm` must appear (tests check it).
+#: (step, method name) -> citation keys, read from the method records (every key must be in
+#: :data:`REFERENCES`; tests check it).
 METHOD_REFERENCES: dict[tuple[str, str], list[str]] = {
-    ("masking", "magnitude"): ["stewart2022qsmxt"],
-    ("masking", "phase-quality"): ["stewart2022qsmxt", "dymerska2021romeo"],
-    ("combination", "nonlinear"): ["liu2013nonlinear"],
-    ("combination", "linear"): ["eckstein2018mcpc3ds"],
-    ("combination", "single-echo"): [],
-    ("unwrapping", "romeo"): ["dymerska2021romeo"],
-    ("unwrapping", "laplacian"): ["schofield2003laplacian"],
-    ("unwrapping", "skimage"): ["herraez2002unwrap", "abdulrahman2007unwrap"],
-    ("bf_removal", "vsharp"): ["li2011vsharp", "schweser2011sharp"],
-    ("bf_removal", "pdf"): ["liu2011pdf"],
-    ("bf_removal", "resharp"): ["sun2014resharp"],
-    ("inversion", "tkd"): ["shmueli2009tkd"],
-    ("inversion", "tikhonov"): ["bilgic2014fast", "kressler2010nonlinear"],
-    ("inversion", "cg"): ["kressler2010nonlinear", "li2015ilsqr"],
-    ("inversion", "tv_admm"): ["bilgic2014fast", "milovic2018fansi"],
-    ("inversion", "medi"): ["liu2011medi", "liu2012medi"],
-    ("inversion", "rts"): ["kames2018rts"],
-    ("reference", "mean"): ["qsmconsensus2024"],
-    ("reference", "csf"): ["straub2017reference"],
-    ("reference", "none"): [],
-}
+    (m.step, m.name): list(m.references) for m in REGISTRY if m.step in CLI_STEPS}
 
 #: Software that runs in every participant run.
 TOOL_REFERENCES = {
@@ -249,19 +232,28 @@ ATLAS_REFERENCES = {
     "diedrichsen": ["diedrichsen2009cerebellum"],
 }
 
-#: Registry module of each step (attribute of :mod:`qsmprep.qsm`) and the QSMOptions field.
-STEPS = (("masking", "masking"), ("combination", "echoes"), ("unwrapping", "unwrap"),
-         ("bf_removal", "background"), ("inversion", "inversion"), ("reference", "reference"))
-
-_STEP_WORDS = {"masking": "brain masking", "combination": "echo combination",
-               "unwrapping": "phase unwrapping", "bf_removal": "background field removal",
-               "inversion": "dipole inversion", "reference": "susceptibility referencing"}
+#: The steps cited in the methods text, in chain order (the command-line steps).
+STEPS = CLI_STEPS
 
 
 def method_keys(options) -> dict[str, list[str]]:
-    """Citation keys of each step's selected method (``options``: :class:`QSMOptions`)."""
-    return {step: list(METHOD_REFERENCES.get((step, getattr(options, step)), []))
-            for step, _ in STEPS}
+    """Citation keys of each step's selected method.
+
+    Parameters
+    ----------
+    options : QSMOptions
+        The chosen methods (:class:`qsmprep.qsm.pipeline.QSMOptions`).
+
+    Returns
+    -------
+    dict
+        Step -> citation keys (empty for a name outside the registry, e.g. a user mask).
+    """
+    out = {}
+    for step in STEPS:
+        rec = find_method(step, getattr(options, step))
+        out[step] = list(rec.references) if rec is not None else []
+    return out
 
 
 def _authors_short(authors: str) -> str:
@@ -320,9 +312,9 @@ def citation_texts(options, atlas, longitudinal: bool = True) -> tuple[str, str]
     numbers["qsmconsensus2024"] = 1
     by_step = method_keys(options)
     steps = []
-    for step, _ in STEPS:
+    for step in STEPS:
         name = getattr(options, step)
-        steps.append(f"{_STEP_WORDS[step]}: `{name}`{refs(by_step[step])}")
+        steps.append(f"{STEP_WORDS[step]}: `{name}`{refs(by_step[step])}")
     atlas_keys, atlas_texts = _atlas_sources(atlas)
     atlas_ref = refs(atlas_keys)
     tool_lines = [f"{tool}{refs(klist)}" for tool, klist in TOOL_REFERENCES.items()]

@@ -11,6 +11,7 @@ from ..interfaces.derivatives import PublishDerivatives
 from ..interfaces.reports import ParticipantReport
 from ..interfaces.roi import LongitudinalChange, ROIStats
 from ..interfaces.spaces import ResampleToSpace
+from ..qsm.methods import desc as method_desc
 from ..spaces import CHIMAP_INTERPOLATOR, parse_output_spaces, spatial_reference
 from .longitudinal import init_longitudinal_wf
 from .outputs import (
@@ -226,7 +227,7 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
         publish_inputs += add_session_sinks(
             wf, fields, {f: f for f in ("chi", "mask", "local_field", "labels", "stats", "r2star",
                                         "t2star")},
-            source_file=source_file, inversion=options.inversion.replace("_", ""),
+            source_file=source_file, inversion=method_desc("inversion", options.inversion),
             atlas_name=atlas.name, tag=tag,
             chimap_sidecar_node=(qsm_wf, "outputnode.sidecar"),
             dseg_sidecar={"Atlas": atlas.name, "AtlasSpace": atlas.space,
@@ -249,7 +250,7 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
             longitudinal=is_long, atlas_space=atlas.space,
         )
         if out_spaces:
-            inversion = options.inversion.replace("_", "")
+            inversion = method_desc("inversion", options.inversion)
             space_nodes = init_space_nodes(
                 wf, long_wf, qsm_wf, k, spaces=out_spaces, atlas=atlas, tag=tag,
                 has_t1w=bool(data.get("t1w")), longitudinal=is_long,

@@ -1,4 +1,4 @@
-"""Per-session QSM reconstruction workflow (wiring only)."""
+"""Per-session QSM reconstruction workflow (wiring only; the steps are :mod:`qsmprep.qsm.pipeline`)."""
 
 from __future__ import annotations
 
@@ -38,12 +38,44 @@ def init_qsm_wf(
 ):
     """Reconstruct a susceptibility map from multi-echo magnitude and phase.
 
-    Steps (one node each, each wrapping one function of :mod:`qsmprep.qsm.pipeline`):
-    load + phase scaling -> brain mask -> echo combination/unwrapping (total field, ppm)
-    -> background field removal (local field, eroded mask) -> dipole inversion -> referencing.
+    Steps (one node each; each node makes one call to the step function of
+    :mod:`qsmprep.qsm.pipeline` that :func:`~qsmprep.qsm.pipeline.reconstruct` also calls):
+    load + phase scaling -> brain mask (``run_masking``) -> echo combination/unwrapping
+    (``run_field_fit``, total field in ppm) -> background field removal
+    (``run_background_removal``, local field, eroded mask) -> dipole inversion
+    (``run_inversion``) -> referencing (``run_referencing``); R2*/T2* (``run_r2star``) beside
+    the chain. Each node's provenance is merged into the Chimap sidecar.
 
-    ``log_label`` (e.g. ``"sub-01 ses-baseline"``) prefixes the warnings that steps log (e.g. a
-    solver stopped at its iteration cap).
+    Parameters
+    ----------
+    echo_times : sequence of float
+        Echo times (s).
+    b0 : float
+        Field strength (T).
+    masking, combination, unwrapping, bf_removal, inversion, reference : str
+        Method of each step (names of :mod:`qsmprep.qsm.methods`).
+    method_options : dict, optional
+        Step -> ``{option: value}`` passed to that step's method.
+    phase_units : str
+        BIDS ``Units`` of the phase sidecar ("" when absent; the scaling is detected).
+    parts : {"mag-phase", "real-imag"}
+        What the two input file lists hold (BIDS ``part``).
+    label : str
+        ``sub-<l>[_ses-<l>]``, for the input-check log messages.
+    sidecar_extra : dict, optional
+        Static entries of the Chimap sidecar.
+    mem_gb : float
+        Memory estimate of one step (GB); the field, background and inversion steps get twice.
+    log_label : str
+        Prefix of the warnings that steps log (e.g. ``"sub-01 ses-baseline"`` for a solver
+        stopped at its iteration cap).
+    name : str
+        Workflow name.
+
+    Returns
+    -------
+    nipype.pipeline.engine.Workflow
+        With the inputs and outputs below.
 
     Inputs
     ------

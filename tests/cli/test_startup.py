@@ -1,39 +1,29 @@
-"""Start-up cost: the CLI parser is built from method names read without importing numerics."""
+"""Start-up cost: the CLI parser is built from the method registry without importing numerics."""
 
-import importlib
 import subprocess
 import sys
 
-import pytest
-
-from qsmprep.cli.parser import METHOD_OPTIONS
-from qsmprep.qsm import registry
-
-
-@pytest.mark.parametrize("module", sorted(set(METHOD_OPTIONS.values())))
-def test_registry_matches_the_modules(module):
-    """The source-read names/default equal those of the imported module (fails when a module's
-    ``METHODS`` changes in a way the reader misses)."""
-    mod = importlib.import_module(f"qsmprep.qsm.{module}")
-    choices, default = registry.method_choices(module)
-    assert list(choices) == list(mod.METHODS)
-    assert default == (getattr(mod, "DEFAULT", None) or list(mod.METHODS)[0])
-
-
-def test_dynamic_registry_falls_back_to_the_import():
-    """A ``METHODS`` changed after its literal cannot be read from source: reader says so."""
-    src = "METHODS = {'a': 1}\nDEFAULT = 'a'\nMETHODS['b'] = 2\n"
-    assert registry._literal_registry(src) == (None, None)
-    src = "METHODS = {'a': 1}\nMETHODS.update(b=2)\n"
-    assert registry._literal_registry(src) == (None, None)
-    assert registry._literal_registry("METHODS = {'x': f, 'y': g}\nDEFAULT = 'y'\n") == (
-        ["x", "y"], "y")
-
 
 def test_help_imports_no_numerics():
-    """``qsmprep --help`` must not import numba/scipy/nipype (they cost seconds at start-up)."""
+    """``qsmprep --help`` must not import numba/scipy/nipype (they cost seconds at start-up).
+
+    Fails when the method registry (``qsmprep.qsm.methods``), the configuration or the parser
+    imports a numerical module, e.g. a record holding a function object instead of its
+    ``"module:function"`` string."""
     code = ("import sys\nfrom qsmprep.cli.parser import get_parser\nget_parser().format_help()\n"
             "print(','.join(m for m in ('numba', 'scipy', 'nipype', 'pandas', 'numpy') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_help_lists_every_method_with_its_summary():
+    """The ``--help`` text of each step lists every registered method and its one-line summary
+    (fails if the parser stops reading the records)."""
+    from qsmprep.cli.parser import get_parser
+    from qsmprep.qsm import methods
+
+    text = "".join(get_parser().format_help().split())  # argparse re-wraps lines (at hyphens too)
+    for m in methods.REGISTRY:
+        if m.step in methods.CLI_STEPS:
+            assert "".join(f"{m.name}: {m.summary}".split()) in text, m.name

@@ -177,3 +177,19 @@ def test_r2star_interface_and_workflow_outputs(session_files, tmp_path):
     edges = {(u.name, v.name): data["connect"] for u, v, data in wf._graph.edges(data=True)}
     conns = edges[("r2star", "outputnode")]
     assert ("r2star_file", "r2star") in conns and ("t2star_file", "t2star") in conns
+
+
+def test_brain_mask_sidecar_parameters_are_the_real_options(session_files, tmp_path):
+    """The BrainMask provenance (-> Chimap sidecar ``BrainMask.Parameters``) lists the masking
+    options with the values that ran. Fails on the code before the method records: the masking
+    registry held ``**opts`` adapters, signature introspection found nothing and the sidecar
+    always said ``{}``."""
+    d, mags, phases, _, _ = session_files
+    load = LoadGRE(mag_files=mags, phase_files=phases).run(cwd=str(tmp_path))
+    res = BrainMask(mag_file=load.outputs.mag_file, phase_file=load.outputs.phase_file,
+                    echo_times=list(d.tes), method="phase-quality",
+                    method_options={"shell_mm": 3.0}).run(cwd=str(tmp_path))
+    params = res.outputs.provenance["BrainMask"]["Parameters"]
+    assert params == {"threshold": None, "threshold_factor": 1.0, "combine": "rss",
+                      "smooth_mm": 1.0, "erode_radius_mm": 4.0, "close_radius_mm": 2.0,
+                      "quality_threshold": None, "shell_mm": 3.0, "fill": True}
