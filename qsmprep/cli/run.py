@@ -113,15 +113,10 @@ def write_workflow_graph(wf, logs: Path) -> Path:
 def run_participant(config, inputs_ok=None) -> int:
     """The participant level; ``inputs_ok()`` is called once every input check has passed."""
     from ..atlas import load_atlas
-    from ..bids import (
-        build_layout,
-        collect_data,
-        collect_participants,
-        find_user_mask,
-        write_atlas_description,
-        write_bidsignore,
-        write_derivatives_description,
-    )
+    from ..bids.collect import collect_data, collect_participants
+    from ..bids.layout import build_layout
+    from ..bids.metadata import find_user_mask
+    from ..derivatives.dataset import write_dataset_files
     from ..config import CALLBACK_PLUGINS
     from ..qsm.pipeline import format_consensus_report
     from ..workflows.base import _session_id, init_qsmprep_wf
@@ -163,13 +158,7 @@ def run_participant(config, inputs_ok=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if inputs_ok is not None:  # the run's log and config.toml move into OUTPUT_DIR/logs now
         inputs_ok()
-    write_derivatives_description(out, config.bids_dir)
-    write_bidsignore(out, extra=["*_field.nii.gz", "*_field.json"])
-    tsv_dest = out / f"atlas-{atlas.name}_dseg.tsv"
-    tmp = tsv_dest.with_name(f".{tsv_dest.name}.{os.getpid()}")
-    shutil.copyfile(atlas.tsv, tmp)
-    os.replace(tmp, tsv_dest)
-    write_atlas_description(out, atlas)
+    write_dataset_files(out, config.bids_dir, atlas)
 
     # ---- build ----
     _set_threads(config.omp_nthreads)

@@ -1,0 +1,1 @@
+"""Derivatives: output names, the output specification, dataset-level files and readers."""
