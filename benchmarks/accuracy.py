@@ -42,12 +42,18 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import metrics as M  # noqa: E402
 
+from qsmprep import atlas  # noqa: E402
 from qsmprep.qsm import pipeline  # noqa: E402
 from qsmprep.qsm.pipeline import QSMOptions, reconstruct  # noqa: E402
 
-STRUCTURES = ["caudate", "putamen", "pallidum", "thalamus", "substantia_nigra", "red_nucleus"]
+#: structures of the default atlas (qsmprep.atlas.DGM_LABELS) without the optional dentate
+STRUCTURES = atlas.structures(dentate=False)
+#: column names of the result tables (docs/algorithms.md); a structure added to the atlas gets its
+#: atlas abbreviation without the hemisphere suffix
 ABBR = {"caudate": "CN", "putamen": "PU", "pallidum": "GP", "thalamus": "TH",
         "substantia_nigra": "SN", "red_nucleus": "RN"}
+for _lab in atlas.DGM_LABELS:
+    ABBR.setdefault(_lab.structure, _lab.abbreviation.rsplit("_", 1)[0])
 STEPS = ["masking", "field", "bf_removal", "inversion"]
 UNWRAPPINGS = ["romeo", "laplacian"]
 BACKGROUNDS = ["vsharp", "pdf", "resharp"]

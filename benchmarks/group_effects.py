@@ -3,7 +3,7 @@
 Builds a synthetic cohort of per-session ROI tables (``*_desc-dgm_stats.tsv``, left and right
 labels) plus ``participants.tsv`` with the effects of the seed study planted (Hagemeier et al.
 2018): MS > HC in caudate and pallidum, MS < HC in thalamus, caudate increasing over time in
-both groups, putamen null.  Runs :func:`qsmprep.workflows.group.run_group` and prints one table:
+both groups, putamen null.  Runs :func:`qsmprep.group.run_group` and prints one table:
 planted vs recovered (sign, LMM marginal estimate [95% CI], ANOVA p and FDR-p), plus run time.
 
 Values are ppb.  Between-subject SDs (12, 14, 20, 8 ppb) and the within-subject scan-to-scan
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qsmprep import stats as qstats  # noqa: E402
 from qsmprep.publish import mark_complete  # noqa: E402
-from qsmprep.workflows.group import run_group  # noqa: E402
+from qsmprep.group import run_group  # noqa: E402
 
 SESSIONS = ("ses-baseline", "ses-followup")
 #: HC baseline mean, between-subject SD (ppb)

@@ -22,13 +22,13 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from group_effects import recovered_table  # noqa: E402
 
+from qsmprep.group import DEFAULT_STRUCTURES  # noqa: E402
 from qsmprep.simulate.config import SimulationConfig  # noqa: E402
 
 
 def planted_effects(cfg: SimulationConfig) -> dict:
-    structures = ("caudate", "putamen", "pallidum", "thalamus")
     out = {}
-    for s in structures:
+    for s in DEFAULT_STRUCTURES:
         out[s] = {
             "group": cfg.group_effects_ppb.get(s, 0.0),
             "time": cfg.time_effects_ppb.get(s, 0.0),

@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qsmprep.publish import mark_complete  # noqa: E402
-from qsmprep.workflows.group import run_group  # noqa: E402
+from qsmprep.group import run_group  # noqa: E402
 
 STRUCTS = {"caudate": 55.0, "putamen": 45.0, "pallidum": 130.0, "thalamus": 5.0}
 HEADER = "index\tname\tstructure\themisphere\tmean_ppb\tmedian_ppb\tsd_ppb\tn_voxels\tvolume_mm3\n"

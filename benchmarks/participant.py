@@ -135,6 +135,11 @@ def run_qsmprep(bids: Path, out: Path, work: Path, nprocs: int, omp: int | None,
            "--nprocs", str(nprocs)]
     if omp:
         cmd += ["--omp-nthreads", str(omp)]
+    # Since --resource-monitor exists, qsmprep sets Nipype's monitor from it (and would switch
+    # off the one CHILD enables), so pass it to code versions that have it.
+    parser_src = (code or Path(__file__).resolve().parents[1]) / "qsmprep" / "cli" / "parser.py"
+    if parser_src.is_file() and "--resource-monitor" in parser_src.read_text():
+        cmd.append("--resource-monitor")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if code is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(code)] + [p for p in [

@@ -114,9 +114,9 @@ def main(argv=None) -> int:
                                          work / f"{case}_{key}.nii.gz")
         out = work / f"out-{case}"
         t1 = time.time()
-        R.register_gre_to_t1w(files["mag"], files["t1w"], t1w_mask=files["t1w_mask"],
-                              gre_mask=files["gre_mask"], out_dir=out / "gre",
-                              num_threads=args.threads, qc_file=out / "gre.json")
+        R.register_rigid(files["t1w"], files["mag"], out_dir=out / "gre", src="MEGRE",
+                         dst="T1w", fixed_mask=files["t1w_mask"], moving_mask=files["gre_mask"],
+                         num_threads=args.threads, qc_name="gre_to_t1w", qc_file=out / "gre.json")
         R.register_rigid(f0["t1w"], files["t1w"], out_dir=out / "t1w", src="T1w",
                          dst="template", num_threads=args.threads, qc_name="t1w_to_template",
                          qc_file=out / "t1w.json")

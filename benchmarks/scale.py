@@ -170,6 +170,7 @@ def make_group_inputs(root: Path, n_subjects: int, seed: int = 0) -> tuple[Path,
     import pandas as pd
 
     from qsmprep.atlas import load_atlas
+    from qsmprep.roi import COLUMNS as ROI_COLUMNS
     from qsmprep.simulate.config import SimulationConfig
 
     cfg = SimulationConfig()
@@ -206,6 +207,7 @@ def make_group_inputs(root: Path, n_subjects: int, seed: int = 0) -> tuple[Path,
                                sd_ppb=rng.uniform(15, 30, len(base)),
                                n_voxels=rng.integers(200, 9000, len(base)))
             df["volume_mm3"] = df["n_voxels"].astype(float)
+            df = df[ROI_COLUMNS]  # the participant-level table contract (qsmprep.roi)
             anat = out / f"sub-{label}" / f"ses-{ses}" / "anat"
             anat.mkdir(parents=True)
             df.to_csv(anat / f"sub-{label}_ses-{ses}_atlas-DGM_desc-dgm_stats.tsv", sep="\t",

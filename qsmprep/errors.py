@@ -11,7 +11,8 @@ code  class                          meaning
 17    :class:`UnknownAnalysisLevel`  analysis level is not ``participant`` or ``group``
 18    :class:`NoMatchingData`        the participant/session/filter selection matched nothing
 64    :class:`UsageError`            bad command line (unknown option, bad value)
-65    :class:`DataError`             inconsistent echoes, unusable metadata
+65    :class:`DataError`             inconsistent echoes, unusable metadata, a ROI table
+                                     the group level cannot use
 66    :class:`MissingInputError`     input missing or unreadable (no phase images, ...)
 73    :class:`OutputNotWritableError`  the output (or work) directory cannot be created or
                                      written (also: no space left on device)
@@ -43,7 +44,30 @@ EXIT_CRASH = 1
 
 
 class QSMPrepError(Exception):
-    """Base class: an actionable message plus the exit code the CLI returns."""
+    """Base class: an actionable message plus the exit code the CLI returns.
+
+    ``main()`` logs ``str(error)`` as one line (no traceback) and exits with ``exit_code``.
+
+    Parameters
+    ----------
+    msg : str
+        What is wrong, naming the offending file or option, and how to fix it.
+    exit_code : int, optional
+        Overrides the class's code for this instance.
+
+    Attributes
+    ----------
+    exit_code : int
+        The process exit status (class attribute of each subclass, see the module table).
+    msg : str
+        The message.
+
+    Example
+    -------
+    >>> err = UsageError("--nprocs 0: give at least 1")
+    >>> err.exit_code, str(err)
+    (64, '--nprocs 0: give at least 1')
+    """
 
     exit_code = 1
 

@@ -78,6 +78,17 @@ def check_output_dir(output_dir) -> None:
     ``GeneratedBy`` (``PipelineDescription`` for BIDS < 1.4); a raw dataset, another pipeline's
     derivatives or an unreadable description are refused, so that no file qsmprep did not write
     is overwritten. A missing description (new or empty folder) is fine.
+
+    Parameters
+    ----------
+    output_dir : str or Path
+        The ``OUTPUT_DIR`` of the run (need not exist).
+
+    Raises
+    ------
+    UsageError
+        Exit 64: the folder's ``dataset_description.json`` is unreadable or was not written by
+        qsmprep; the message names the file and the pipeline it names.
     """
     out = Path(output_dir)
     desc = out / "dataset_description.json"
@@ -117,11 +128,29 @@ def _load_header(path):
 
 
 def check_data_size(path, img) -> int:
-    """Bytes of image data the header announces; raises 66 if the file cannot hold them.
+    """Bytes of image data the header announces, checked against the file size.
 
-    Done on the header and the file size only, so a header claiming 10000^3 voxels fails in
-    milliseconds instead of allocating terabytes. For ``.nii.gz`` the bound is the largest
-    deflate ratio, 1032:1 (a file that small cannot decompress to that many bytes).
+    Done on the header and the file size only, so a header claiming 10000^3 voxels fails
+    before anything is allocated. For ``.nii.gz`` the bound is the largest deflate ratio,
+    :data:`DEFLATE_MAX_RATIO` (a file that small cannot decompress to that many bytes).
+
+    Parameters
+    ----------
+    path : str or Path
+        The NIfTI file (``.nii`` or ``.nii.gz``).
+    img : nibabel image
+        Its header, as loaded by nibabel (no data read).
+
+    Returns
+    -------
+    int
+        ``prod(shape) * itemsize`` of the header.
+
+    Raises
+    ------
+    MissingInputError
+        Exit 66: the file cannot hold that many bytes (uncompressed: shorter than header
+        offset + data; compressed: more than the deflate ratio allows).
     """
     shape = tuple(int(s) for s in img.shape)
     dtype = np.dtype(img.get_data_dtype())
@@ -145,7 +174,7 @@ def check_data_size(path, img) -> int:
 
 
 def _gunzip(blob: bytes) -> bytes:
-    """Decompress a whole gzip file: ISA-L (``isal``, ~2x zlib's speed) when installed, else zlib."""
+    """Decompress a whole gzip file: ISA-L (``isal``, faster than zlib) when installed, else zlib."""
     try:
         from isal import igzip
     except ImportError:  # pragma: no cover - isal is an install requirement; keep working without
@@ -154,12 +183,34 @@ def _gunzip(blob: bytes) -> bytes:
 
 
 def read_image(path):
-    """Header check, then the whole data read once: ``(raw stored values, slope, inter, img)``.
+    """Header check, then the whole data read once.
 
-    ``.nii.gz`` files are read into memory and decompressed in one call (this is where the
-    time goes: ~0.2 s per 50 MB volume with ISA-L); ``.nii`` files are read through nibabel.
-    Raises :class:`~qsmprep.errors.MissingInputError` (66) naming the file when the data size
-    is impossible or the file cannot be decompressed/read to the end.
+    Parameters
+    ----------
+    path : str or Path
+        A NIfTI file (``.nii.gz`` is decompressed into memory in one pass, then viewed without
+        a copy).
+
+    Returns
+    -------
+    raw : numpy.ndarray
+        The stored values (the header's data type, header scaling not applied).
+    slope, inter : float
+        The header scaling (1 and 0 when absent or invalid), as the loaders apply it.
+    img : nibabel image
+        The image whose header was read.
+
+    Raises
+    ------
+    MissingInputError
+        Exit 66: the header announces more data than the file holds
+        (:func:`check_data_size`), or the file is truncated or corrupt (gzip CRC, end of
+        stream, short read).
+
+    Notes
+    -----
+    ``.nii.gz`` files are read into memory and decompressed in one call (where the time goes;
+    ``benchmarks/preflight.py`` measures it); ``.nii`` files are read through nibabel.
     """
     import nibabel as nb
 
@@ -219,7 +270,27 @@ def _finite_stats(values):
 # Geometry
 # --------------------------------------------------------------------------------------------
 def world_bbox(affine, shape):
-    """Axis-aligned world (mm) bounding box ``(lo[3], hi[3])`` of a voxel grid (voxel edges)."""
+    """Axis-aligned world bounding box of a voxel grid (to the outer voxel edges).
+
+    Parameters
+    ----------
+    affine : (4, 4) array
+        Voxel -> world (mm) affine.
+    shape : sequence of int
+        Grid shape (the first three dimensions are used).
+
+    Returns
+    -------
+    lo, hi : numpy.ndarray
+        Lowest and highest world coordinates (mm) along x, y, z.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> lo, hi = world_bbox(np.diag([2.0, 2.0, 2.0, 1.0]), (10, 10, 10))
+    >>> lo.tolist(), hi.tolist()
+    ([-1.0, -1.0, -1.0], [19.0, 19.0, 19.0])
+    """
     shape = np.asarray(shape[:3], dtype=float)
     corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=float)
     vox = corners * shape - 0.5
@@ -228,7 +299,23 @@ def world_bbox(affine, shape):
 
 
 def bbox_overlap_fraction(box_a, box_b) -> float:
-    """Fraction of the volume of ``box_a`` that lies inside ``box_b`` (0 = disjoint)."""
+    """Fraction of the volume of ``box_a`` that lies inside ``box_b``.
+
+    Parameters
+    ----------
+    box_a, box_b : tuple of arrays
+        ``(lo, hi)`` boxes as :func:`world_bbox` returns them (``box_a``: the GRE).
+
+    Returns
+    -------
+    float
+        0 (disjoint or empty ``box_a``) to 1 (``box_a`` inside ``box_b``).
+
+    Example
+    -------
+    >>> bbox_overlap_fraction(([0, 0, 0], [2, 2, 2]), ([1, 0, 0], [3, 2, 2]))
+    0.5
+    """
     lo = np.maximum(box_a[0], box_b[0])
     hi = np.minimum(box_a[1], box_b[1])
     inter = float(np.prod(np.clip(hi - lo, 0, None)))
@@ -257,7 +344,24 @@ def _phase_range_hint(lo, hi, integer_like):
 
 
 def check_phase_units(path, values, units):
-    """Phase values (the version the loader will use) against the sidecar ``Units`` (65)."""
+    """Check phase values against the sidecar's ``Units``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The phase file (named in the message).
+    values : numpy.ndarray
+        Its values as the loader will use them (header scaling applied when the loader does).
+    units : str
+        The sidecar's ``Units`` (``rad``, ``arbitrary``, ...); only ``rad`` is checked.
+
+    Raises
+    ------
+    DataError
+        Exit 65: ``Units`` is ``rad`` but values lie far outside ``[-pi, pi]``
+        (:data:`PHASE_RAD_TOLERANCE`); the message says what the range looks like (degrees,
+        radians x 1000, integer scanner phase) and how to fix it.
+    """
     n_bad, lo, hi = _finite_stats(values)
     if lo is None:
         return
@@ -280,10 +384,32 @@ def check_phase_units(path, values, units):
 def check_session(data: dict, workers: int = 2) -> dict:
     """Read and check every image of one :func:`qsmprep.bids.collect_data` record.
 
-    Returns a summary dict (``n_images``, ``bytes``, ``nonfinite`` per file, ``seconds``,
-    ``warnings``); WARNING lines are logged with the subject/session and appended to
-    ``data["warnings"]`` (so that the participant report lists them). Raises 65/66 errors.
-    ``workers``: threads reading the two images of an echo at the same time.
+    WARNING lines (non-finite GRE voxels, a T1w that covers little of the GRE) are logged with
+    the subject/session and appended to ``data["warnings"]``, so that the participant report
+    lists them.
+
+    Parameters
+    ----------
+    data : dict
+        One session's record from :func:`qsmprep.bids.collect_data` (``mag``, ``phase``,
+        ``parts``, ``phase_units``, ``t1w``, optional ``user_mask``, ``warnings``).
+    workers : int
+        Threads reading the two images of an echo at the same time.
+
+    Returns
+    -------
+    dict
+        ``n_images``, ``bytes``, ``nonfinite`` (``{file: count}`` of GRE files with NaN/Inf),
+        ``seconds``, ``warnings``.
+
+    Raises
+    ------
+    MissingInputError
+        Exit 66: an image is truncated, corrupt, or smaller than its header says.
+    DataError
+        Exit 65: no finite voxel, an all-zero magnitude, a constant phase, a phase not in the
+        units its sidecar says, non-finite voxels in the T1w or a user mask, an empty user
+        mask or one off the GRE grid, T1w and GRE boxes that do not overlap.
     """
     from .qsm.phase import choose_phase_values
 
@@ -400,10 +526,27 @@ def check_session(data: dict, workers: int = 2) -> dict:
 
 
 def run_preflight(selection: dict, workers: int = 2) -> dict:
-    """:func:`check_session` for every session of ``{subject: [collect_data() dicts]}``.
+    """:func:`check_session` for every session of the run.
 
-    Returns ``{(subject, session): summary}``. The first error stops the run (before any
-    workflow node has run and before anything is written to the output folder).
+    The first error stops the run, before any workflow node has run and before anything is
+    written to the output folder.
+
+    Parameters
+    ----------
+    selection : dict
+        ``{subject: [collect_data() record per session]}``.
+    workers : int
+        Passed to :func:`check_session`.
+
+    Returns
+    -------
+    dict
+        ``{(subject, session): summary}`` (see :func:`check_session`).
+
+    Raises
+    ------
+    MissingInputError, DataError
+        The first failing check (exit 66 / 65).
     """
     out = {}
     for sub, sessions in selection.items():

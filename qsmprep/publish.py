@@ -63,13 +63,48 @@ _NO_BACKUP = object()
 
 
 def marker_path(output_dir, subject: str) -> Path:
-    """Completion marker of ``subject`` (label with or without ``sub-``)."""
+    """Where the completion marker of a subject is.
+
+    Parameters
+    ----------
+    output_dir : str or Path
+        The derivatives folder.
+    subject : str
+        Subject label, with or without ``sub-``.
+
+    Returns
+    -------
+    Path
+        ``output_dir/logs/completed/sub-<label>.json``.
+
+    Example
+    -------
+    >>> marker_path("out", "sub-01").as_posix()
+    'out/logs/completed/sub-01.json'
+    """
     label = str(subject)[4:] if str(subject).startswith("sub-") else str(subject)
     return Path(output_dir) / MARKER_DIR / f"sub-{label}.json"
 
 
 def is_no_space(exc: BaseException) -> bool:
-    """True for an ``OSError`` meaning a full disk or an exceeded quota."""
+    """Whether an exception means a full file system.
+
+    Parameters
+    ----------
+    exc : BaseException
+        Any exception.
+
+    Returns
+    -------
+    bool
+        True for an ``OSError`` with errno ``ENOSPC`` (disk full) or ``EDQUOT`` (quota).
+
+    Example
+    -------
+    >>> import errno
+    >>> is_no_space(OSError(errno.ENOSPC, "No space left on device"))
+    True
+    """
     return isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS
 
 
@@ -82,8 +117,19 @@ def _human(nbytes: float) -> str:
 
 
 def free_space_text(folder) -> str:
-    """``'<folder> (<free> free of <total>)'`` from :func:`shutil.disk_usage` of the nearest
-    existing parent of ``folder``."""
+    """A folder with the free space of its file system, for error messages.
+
+    Parameters
+    ----------
+    folder : str or Path
+        Need not exist: the nearest existing parent is measured.
+
+    Returns
+    -------
+    str
+        ``'<folder> (<free> free of <total>)'`` (decimal units, from
+        :func:`shutil.disk_usage`), or ``'<folder> (free space unknown)'``.
+    """
     path = Path(folder)
     probe = path
     while not probe.exists() and probe != probe.parent:
@@ -97,7 +143,24 @@ def free_space_text(folder) -> str:
 
 def no_space_error(folder, exc: BaseException | None = None, needed: int | None = None,
                    extra_folders=()) -> OutputNotWritableError:
-    """The exit-73 error for a full file system, naming ``folder`` and its free space."""
+    """The exit-73 error for a full file system, naming the folder and its free space.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The folder being written to.
+    exc : BaseException, optional
+        The original error; its ``strerror`` and file name are quoted.
+    needed : int, optional
+        Bytes the operation needed (said in the message).
+    extra_folders : iterable of path
+        Other folders of the run (output, work) whose free space the message also gives.
+
+    Returns
+    -------
+    OutputNotWritableError
+        Not raised: the caller raises it (``raise no_space_error(...) from exc``).
+    """
     what = f" ({exc.strerror}: {exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
     need = f"; {_human(needed)} needed" if needed else ""
     others = "".join(f"; also {free_space_text(f)}" for f in extra_folders if f is not None)
@@ -110,12 +173,22 @@ def no_space_error(folder, exc: BaseException | None = None, needed: int | None 
 
 # ------------------------------------------------------------------------------------------
 def completed_subjects(output_dir) -> set[str]:
-    """Labels (without ``sub-``) of the subjects whose publication finished (contract 4).
+    """The subjects whose publication finished (contract 4); what the group level reads.
 
     A subject is complete when ``logs/completed/sub-<label>.json`` exists, is valid JSON and
     every file it lists exists with the recorded size. Anything else (no marker: never
     published, being republished, or interrupted; a listed file missing or truncated) is
     incomplete and logged at WARNING.
+
+    Parameters
+    ----------
+    output_dir : str or Path
+        The derivatives folder.
+
+    Returns
+    -------
+    set of str
+        Subject labels without ``sub-`` (empty when nothing is complete).
     """
     root = Path(output_dir) / MARKER_DIR
     done = set()
@@ -170,10 +243,22 @@ def _write_marker(marker: Path, record: dict, tmp: Path):
 
 
 def mark_complete(output_dir, subject: str) -> Path:
-    """Mark ``subject`` complete with the files now under ``sub-<label>/`` (+ ``sub-<label>.html``).
+    """Mark a subject complete with the files now under ``sub-<label>/`` (+ ``sub-<label>.html``).
 
     For output trees assembled without :func:`publish_subject` (tests, benchmarks), or outputs
     of a qsmprep version without markers once they have been checked by hand.
+
+    Parameters
+    ----------
+    output_dir : str or Path
+        The derivatives folder.
+    subject : str
+        Subject label, with or without ``sub-``.
+
+    Returns
+    -------
+    Path
+        The marker written (atomically), listing every file with its size.
     """
     out = Path(output_dir)
     label = str(subject)[4:] if str(subject).startswith("sub-") else str(subject)

@@ -34,30 +34,28 @@ LOGGER = logging.getLogger("qsmprep.registration")
 DEFAULT_SEED = 20240611
 TEMPLATE_SPACE = "MNI152NLin2009cAsym"
 #: rigid/affine pyramid: shrink factors, smoothing (voxels), iterations per level, applied to
-#: images first brought to ``RIGID_RESOLUTION_MM`` (when finer): levels at 4 and 2 mm. The
-#: former third level at native 1 mm cost two thirds of the CPU time of a rigid registration
-#: (16 of 25 s) and moved the transform by < 0.02 mm (benchmarks/participant.py,
-#: docs/registration.md)
+#: images first brought to ``RIGID_RESOLUTION_MM`` (when finer): levels at 4 and 2 mm. A third
+#: level at native 1 mm cost most of the CPU time and did not move the transform measurably
+#: (benchmarks/participant.py, docs/registration.md)
 RIGID_RESOLUTION_MM = 2.0
 RIGID_SHRINK = (2, 1)
 RIGID_SMOOTH = (1, 0)
 RIGID_ITERATIONS = (200, 100)
 #: MI metric sampling: at most this fraction of voxels and about this many points (cost scales
-#: with the number of samples; a rate of 0.25 took 3.7x longer than 0.05 for a 3 mm head, and a
-#: fixed rate makes 1 mm rigid registrations ~30x dearer than 3 mm ones for no gain)
+#: with the number of samples, and a fixed rate would make 1 mm rigid registrations far dearer
+#: than 3 mm ones for no gain)
 RIGID_SAMPLING = 0.1
 RIGID_MAX_SAMPLES = 200_000
 #: SyN similarity metric of the atlas registration (T1w template -> skull-stripped T1w):
-#: neighbourhood cross-correlation of radius 2 voxels. Measured on the 1 mm simulator (one
-#: subject, two sessions, same SyN schedule): pallidum Dice 0.72-0.74 (left) and 0.87 (right)
-#: with Mattes MI (32 bins), 0.93-0.95 and 0.95-0.97 with CC; CC is the metric of ANTs'
-#: antsRegistrationSyN.sh and of Avants et al. 2008/2011 (refs in register_atlas_to_t1w)
+#: neighbourhood cross-correlation of radius 2 voxels; it gives clearly better pallidum labels
+#: than Mattes MI on the 1 mm simulator (Dice in docs/registration.md). CC is the metric of
+#: ANTs' antsRegistrationSyN.sh and of Avants et al. 2008/2011 (refs in register_atlas_to_t1w)
 SYN_METRIC = "CC"
 SYN_CC_RADIUS = 2
 SYN_MI_BINS = 32
 #: margin (mm) kept around the brain when images are cropped for SyN (the displacement field
-#: lives on the fixed grid; a 250x288x260 padded template grid has 4x the voxels of the
-#: brain's bounding box; cropping took CC SyN at 1 mm from 273 s to 82 s, Dice unchanged)
+#: lives on the fixed grid, and a padded template grid has several times the voxels of the
+#: brain's bounding box; timings in docs/registration.md)
 CROP_MARGIN_MM = 6.0
 #: finest level of the atlas SyN (mm). The default schedule (40, 20, 0) at native 1 mm runs
 #: its last level with 0 iterations: estimating on images brought to 2 mm (levels 4 and 2 mm,
@@ -72,7 +70,25 @@ def _sampling_rate(img) -> float:
 
 
 def xfm_name(src: str, dst: str, ext: str = "h5") -> str:
-    """BIDS-like transform file name: ``from-<src>_to-<dst>_mode-image_xfm.<ext>``."""
+    """BIDS-like transform file name.
+
+    Parameters
+    ----------
+    src, dst : str
+        Spaces the transform maps from and to.
+    ext : str, default "h5"
+        Extension (``h5`` or ``mat``; a leading dot is ignored).
+
+    Returns
+    -------
+    str
+        ``from-<src>_to-<dst>_mode-image_xfm.<ext>``.
+
+    Examples
+    --------
+    >>> xfm_name("MEGRE", "T1w", "mat")
+    'from-MEGRE_to-T1w_mode-image_xfm.mat'
+    """
     return f"from-{src}_to-{dst}_mode-image_xfm.{ext.lstrip('.')}"
 
 
@@ -84,7 +100,20 @@ def _ants():
 
 @contextmanager
 def ants_environment(seed: int | None = DEFAULT_SEED, num_threads: int | None = 1):
-    """Seed antsRegistration and pin the ITK thread count for the duration of a call."""
+    """Seed antsRegistration and pin the ITK thread count for the duration of a call.
+
+    Parameters
+    ----------
+    seed : int or None, default DEFAULT_SEED
+        ``--random-seed`` of antsRegistration (``None``: unseeded).
+    num_threads : int, default 1
+        ITK threads for the call.
+
+    Yields
+    ------
+    module
+        The ``ants`` module (imported lazily); settings are restored on exit.
+    """
     ants = _ants()
     old_seed = ants.config._random_seed
     old_thr = os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
@@ -278,8 +307,23 @@ def registration_quality(name, fixed, warped, fixed_mask=None, warped_mask=None,
     ``fixed`` and ``warped`` (the moving image resampled by the estimated transform) are arrays
     on the same grid; ``fixed_mask`` is the fixed brain mask (default: the foreground of
     ``fixed``), ``warped_mask`` the moving brain mask carried by the transform (needed for
-    ``overlap``), ``voxel_size`` (mm) scales the gradients. Returns
-    ``{"<name>_<metric>": value}``; see :mod:`qsmprep.registration_qc`.
+    ``overlap``), ``voxel_size`` (mm) scales the gradients.
+
+    Parameters
+    ----------
+    name : str
+        Registration name.
+    fixed, warped : ndarray
+        Fixed image and moving image resampled onto it.
+    fixed_mask, warped_mask : ndarray, optional
+        Brain masks on the fixed grid.
+    voxel_size : sequence of float, default (1, 1, 1)
+        Voxel size in mm.
+
+    Returns
+    -------
+    dict
+        ``{"<name>_<metric>": value}``; see :mod:`qsmprep.registration_qc`.
     """
     from . import registration_qc as qc
 
@@ -308,6 +352,20 @@ def write_quality(qc_file, name, metrics):
     The file is the content of the transform's sidecar (``RegistrationQuality``). A metric
     below its threshold is logged at WARNING here; the per-session verdict (with subject and
     session) is logged by the ``RegistrationQC`` node.
+
+    Parameters
+    ----------
+    qc_file : path
+        JSON file to write.
+    name : str
+        Registration name (``gre_to_t1w``, ...).
+    metrics : dict
+        From :func:`registration_quality`.
+
+    Returns
+    -------
+    str
+        Absolute path of ``qc_file``.
     """
     import json
 
@@ -351,7 +409,27 @@ def brain_extract_t1w(
     morphology (closing, hole filling, largest component). Good enough to
     skull-strip both sides of the atlas SyN, not a segmentation.
 
-    Returns ``(brain_file, mask_file)``.
+    Parameters
+    ----------
+    t1w : path
+        T1w head image.
+    template : path
+        Brain-extracted template T1w (the atlas template).
+    template_mask : path, optional
+        Template brain mask (default ``template > 0``).
+    out_prefix : str, default "t1w_"
+        Prefix (folder and name start) of the outputs.
+    resolution_mm : float, default 2.0
+        Estimation grid.
+    seed : int or None, default DEFAULT_SEED
+        ``--random-seed`` of antsRegistration (``None``: unseeded).
+    num_threads : int, default 1
+        ITK threads for the call.
+
+    Returns
+    -------
+    brain_file, mask_file : str
+        ``<prefix>desc-brain_T1w.nii.gz`` and ``<prefix>desc-brain_mask.nii.gz`` on the T1w grid.
     """
     with ants_environment(seed, num_threads) as ants:
         head = _read(t1w)
@@ -432,10 +510,10 @@ def register_atlas_to_t1w(
       metric of ANTs' ``antsRegistrationSyN.sh`` for same-contrast (T1w -> T1w) registration
       (Avants BB, et al. A reproducible evaluation of ANTs similarity metric performance in
       brain image registration. NeuroImage 2011;54:2033-2044). Local normalisation keeps
-      low-contrast boundaries (pallidum / internal capsule, ~6% of the WM intensity) that a
-      global 32-bin histogram blurs; see ``SYN_METRIC`` for the measured Dice.
+      low-contrast boundaries (pallidum / internal capsule) that a global 32-bin
+      histogram blurs; see ``SYN_METRIC`` for the measured Dice.
     * ``"mattes"``: Mattes mutual information (32 bins), for different contrasts (a GRE
-      magnitude as the fixed image) and about 2.5x faster.
+      magnitude as the fixed image), and faster.
 
     Both images are intensity-normalised. ``fixed_mask`` (optional) skull-strips the fixed image
     first (e.g. a GRE magnitude with its QSM brain mask, for sessions without a T1w). With
@@ -454,8 +532,51 @@ def register_atlas_to_t1w(
     fixed brain (:func:`registration_quality`, ``qc_name`` defaults to ``atlas_to_<dst>``) is
     written there as JSON.
 
-    Returns ``(fwd_h5, inv_h5, warped_file)``: ``fwd_h5`` (``from-<src>_to-<dst>``) resamples
-    template-space images into the T1w, ``inv_h5`` the reverse.
+    Parameters
+    ----------
+    t1w_brain : path
+        Skull-stripped T1w (the fixed image; a GRE magnitude for sessions without T1w).
+    template_brain : path
+        Skull-stripped atlas template (the moving image).
+    out_dir : path, default "."
+        Output folder.
+    src, dst : str
+        Space names of the transform files.
+    resolution_mm : float, optional
+        Estimation grid (default: see above).
+    type_of_transform : str, default "SyN"
+        antspyx transform type.
+    reg_iterations : tuple of int, default (40, 20, 0)
+        SyN iterations per level.
+    fixed_mask : path, optional
+        Brain mask of the fixed image.
+    syn_metric : {"CC", "mattes"}, default :data:`SYN_METRIC`
+        SyN similarity metric.
+    crop : bool, default True
+        Crop both images to their content plus :data:`CROP_MARGIN_MM`.
+    seed : int or None, default DEFAULT_SEED
+        ``--random-seed`` of antsRegistration (``None``: unseeded).
+    num_threads : int, default 1
+        ITK threads for the call.
+    qc_name : str, optional
+        Registration name of the quality metrics (default ``atlas_to_<dst>``).
+    qc_file : path, optional
+        Write the registration quality JSON there.
+
+    Returns
+    -------
+    fwd_h5 : str
+        ``from-<src>_to-<dst>`` composite transform: resamples template-space images into the
+        T1w.
+    inv_h5 : str
+        The reverse.
+    warped_file : str
+        Template resampled into the T1w.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``syn_metric``.
     """
     metric = str(syn_metric).lower()
     if metric not in ("cc", "mattes"):
@@ -564,8 +685,38 @@ def register_rigid(
     e.g. ``"gre_to_t1w"``) is computed on the fixed grid and written there as JSON
     (:func:`write_quality`).
 
-    Returns ``(xfm_mat, warped_file)``; the ``.mat`` (``from-<src>_to-<dst>``) resamples the
-    moving image into the fixed grid.
+    The GRE -> T1w registration of the workflow is this function with ``src="MEGRE"``,
+    ``dst="T1w"`` and ``qc_name="gre_to_t1w"`` (the ``gre_to_t1w`` node).
+
+    Parameters
+    ----------
+    fixed, moving : path
+        Images (a 4-D image uses its first volume).
+    out_dir : path, default "."
+        Output folder.
+    src, dst : str
+        Space names of the transform file.
+    fixed_mask, moving_mask : path, optional
+        Brain masks of the two images.
+    resolution_mm : float, optional
+        Resample both images to this spacing first.
+    type_of_transform : {"Rigid", "Affine", "Similarity"}, default "Rigid"
+        antspyx transform type.
+    seed : int or None, default DEFAULT_SEED
+        ``--random-seed`` of antsRegistration (``None``: unseeded).
+    num_threads : int, default 1
+        ITK threads for the call.
+    qc_name : str, optional
+        Registration name of the quality metrics (default ``gre_to_t1w``).
+    qc_file : path, optional
+        Write the registration quality JSON there.
+
+    Returns
+    -------
+    xfm_mat : str
+        ``from-<src>_to-<dst>`` ``.mat``: resamples the moving image into the fixed grid.
+    warped_file : str
+        The moving image resampled into the fixed grid.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -617,39 +768,6 @@ def register_rigid(
     return str(xfm.resolve()), warped_file
 
 
-def register_gre_to_t1w(
-    mag,
-    t1w,
-    t1w_mask=None,
-    gre_mask=None,
-    out_dir=".",
-    resolution_mm=None,
-    seed=DEFAULT_SEED,
-    num_threads=1,
-    qc_file=None,
-):
-    """Rigid GRE magnitude -> T1w registration (Mattes MI), see :func:`register_rigid`.
-
-    ``mag`` is a 3-D magnitude (echo 1 or RSS; a 4-D file uses its first volume). Returns
-    ``(from-MEGRE_to-T1w .mat, magnitude resampled into the T1w)``.
-    """
-    return register_rigid(
-        t1w,
-        mag,
-        out_dir=out_dir,
-        src="MEGRE",
-        dst="T1w",
-        fixed_mask=t1w_mask,
-        moving_mask=gre_mask,
-        resolution_mm=resolution_mm,
-        type_of_transform="Rigid",
-        seed=seed,
-        num_threads=num_threads,
-        qc_name="gre_to_t1w",
-        qc_file=qc_file,
-    )
-
-
 def build_subject_template(
     t1w_list: Sequence,
     out_dir=".",
@@ -678,7 +796,32 @@ def build_subject_template(
     returns no transforms; this routine is the same update rule with a centred initialisation
     (timed side by side in ``benchmarks/registration.py``).
 
-    Returns the template file (float32 NIfTI).
+    Parameters
+    ----------
+    t1w_list : sequence of path
+        The sessions' T1w images (at least one).
+    out_dir : path, default "."
+        Output folder.
+    iterations : int, default 3
+        Rigid alignment iterations (at least 2 are run).
+    resolution_mm : float, optional
+        Spacing of the template grid (default: the first image's).
+    pad_mm : float, default 10.0
+        Padding of the template grid around the first image.
+    seed : int or None, default DEFAULT_SEED
+        ``--random-seed`` of antsRegistration (``None``: unseeded).
+    num_threads : int, default 1
+        ITK threads for the call.
+
+    Returns
+    -------
+    str
+        ``desc-template_T1w.nii.gz`` (float32).
+
+    Raises
+    ------
+    ValueError
+        For an empty ``t1w_list``.
     """
     if len(t1w_list) < 1:
         raise ValueError("build_subject_template needs at least one image")
@@ -757,6 +900,33 @@ def compose_and_apply(
     for linear ``.mat`` transforms; use the inverse ``.h5`` for a SyN). With ``mask`` (a binary
     image on the reference grid) labels outside it are set to 0. The output has the exact
     header/affine of ``reference`` (int16 for label interpolators).
+
+    Parameters
+    ----------
+    labels : path
+        Image to resample (labels or, with another ``interpolator``, intensities).
+    reference : path
+        Image whose grid the output takes.
+    transforms : sequence of path
+        Transform chain (empty: resample through the headers only).
+    invert : sequence of bool, optional
+        One flag per transform.
+    out_file : path, default "labels.nii.gz"
+        Output file.
+    mask : path, optional
+        Binary image on the reference grid.
+    interpolator : str, default "genericLabel"
+        antsApplyTransforms interpolator.
+
+    Returns
+    -------
+    str
+        Path of ``out_file``.
+
+    Raises
+    ------
+    ValueError
+        One ``invert`` flag per transform is needed; ``mask`` must be on the reference grid.
     """
     transforms = [str(t) for t in transforms]
     invert = [bool(x) for x in (invert or [False] * len(transforms))]

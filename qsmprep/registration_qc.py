@@ -67,7 +67,29 @@ def _mask(mask, shape):
 def masked_ncc(fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Pearson correlation of ``fixed`` and ``moving`` (same grid) over ``mask``.
 
-    Returns NaN when fewer than 100 voxels are in the mask or either image is constant there.
+    Parameters
+    ----------
+    fixed, moving : ndarray
+        Images on one grid (non-finite voxels are left out).
+    mask : ndarray, optional
+        Region (non-zero voxels); default the whole grid.
+
+    Returns
+    -------
+    float
+        Correlation in -1..1; NaN when fewer than 100 voxels are in the mask or either image
+        is constant there.
+
+    Raises
+    ------
+    ValueError
+        When the shapes differ.
+
+    Examples
+    --------
+    >>> a = np.arange(1000.0).reshape(10, 10, 10)
+    >>> masked_ncc(a, 2 * a + 1), masked_ncc(a, -a)
+    (1.0, -1.0)
     """
     fixed, moving = np.asarray(fixed, float), np.asarray(moving, float)
     if fixed.shape != moving.shape:
@@ -82,7 +104,22 @@ def masked_ncc(fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray | None = 
 
 
 def gradient_magnitude(img: np.ndarray, voxel_size=(1.0, 1.0, 1.0), sigma_mm=1.0) -> np.ndarray:
-    """Gaussian gradient magnitude (sigma in mm, anisotropic voxels honoured)."""
+    """Gaussian gradient magnitude (sigma in mm, anisotropic voxels honoured).
+
+    Parameters
+    ----------
+    img : ndarray
+        Image.
+    voxel_size : sequence of float, default (1, 1, 1)
+        Voxel size in mm.
+    sigma_mm : float, default 1.0
+        Gaussian width in mm.
+
+    Returns
+    -------
+    ndarray of float32
+        Gradient magnitude, same shape.
+    """
     sigma = [float(sigma_mm) / float(v) for v in voxel_size]
     return ndimage.gaussian_gradient_magnitude(np.asarray(img, np.float32), sigma=sigma)
 
@@ -91,8 +128,29 @@ def gradient_correlation(fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray
                          voxel_size=(1.0, 1.0, 1.0), sigma_mm=1.0) -> float:
     """Correlation of the gradient magnitudes of two images over ``mask`` (contrast-agnostic).
 
-    Both images are scaled to their 99th percentile inside the mask first, so the value does not
-    depend on intensity units. Returns NaN for an (almost) empty mask.
+    The correlation (:func:`masked_ncc`) does not depend on intensity units or on the contrast
+    polarity of the two images.
+
+    Parameters
+    ----------
+    fixed, moving : ndarray
+        Images on one grid (NaN read as 0).
+    mask : ndarray, optional
+        Region; default the whole grid.
+    voxel_size : sequence of float, default (1, 1, 1)
+        Voxel size in mm.
+    sigma_mm : float, default 1.0
+        Gaussian width of the derivative (mm).
+
+    Returns
+    -------
+    float
+        Correlation in -1..1; NaN for an (almost) empty mask.
+
+    References
+    ----------
+    Penney GP, et al. A comparison of similarity measures for use in 2-D-3-D medical image
+    registration. IEEE Trans Med Imaging 1998;17:586-595.
     """
     fixed, moving = np.asarray(fixed, np.float32), np.asarray(moving, np.float32)
     m = _mask(mask, fixed.shape)
@@ -104,7 +162,28 @@ def gradient_correlation(fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray
 
 
 def mask_overlap(moving_mask: np.ndarray, fixed_mask: np.ndarray) -> float:
-    """Fraction of ``moving_mask`` voxels inside ``fixed_mask`` (NaN for an empty moving mask)."""
+    """Fraction of ``moving_mask`` voxels inside ``fixed_mask``.
+
+    Parameters
+    ----------
+    moving_mask, fixed_mask : ndarray
+        Masks on one grid (non-zero = inside).
+
+    Returns
+    -------
+    float
+        0..1; NaN for an empty moving mask.
+
+    Raises
+    ------
+    ValueError
+        When the shapes differ.
+
+    Examples
+    --------
+    >>> mask_overlap(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 1]))
+    0.5
+    """
     mm, fm = np.asarray(moving_mask) > 0, np.asarray(fixed_mask) > 0
     if mm.shape != fm.shape:
         raise ValueError(f"mask shapes differ: {mm.shape} vs {fm.shape}")
@@ -115,10 +194,25 @@ def mask_overlap(moving_mask: np.ndarray, fixed_mask: np.ndarray) -> float:
 def assess(metrics: dict, thresholds: dict | None = None) -> tuple[int, list[str]]:
     """Compare ``{"<registration>_<metric>": value}`` with the thresholds.
 
-    Returns ``(flagged, reasons)``: ``flagged`` is 1 when any value is below its threshold or
-    is NaN (a metric that could not be computed, e.g. no mask overlap at all), else 0;
-    ``reasons`` lists one ``"<name>=<value> < <threshold>"`` text per failed metric. Metrics
-    without a threshold are reported but never flag.
+    Parameters
+    ----------
+    metrics : dict
+        Metric name -> value (``None`` or NaN: not computable).
+    thresholds : dict, optional
+        Lower limits (default :data:`THRESHOLDS`). Metrics without a threshold never flag.
+
+    Returns
+    -------
+    flagged : int
+        1 when any value is below its threshold or is NaN (a metric that could not be
+        computed, e.g. no mask overlap at all), else 0.
+    reasons : list of str
+        One ``"<name>=<value> < <threshold>"`` text per failed metric.
+
+    Examples
+    --------
+    >>> assess({"gre_to_t1w_gc": 0.1, "gre_to_t1w_overlap": 0.99})
+    (1, ['gre_to_t1w_gc=0.100 < 0.3'])
     """
     thresholds = THRESHOLDS if thresholds is None else thresholds
     reasons = []
@@ -137,10 +231,17 @@ def assess(metrics: dict, thresholds: dict | None = None) -> tuple[int, list[str
 def session_verdict(docs: list) -> dict:
     """Combine the ``RegistrationQuality`` sidecars of one session's registrations.
 
-    ``docs`` are the JSON objects written by :func:`qsmprep.registration.write_quality`.
-    Returns ``{"Metrics": {...}, "Flagged": 0|1, "Reasons": [...], "Thresholds": {...},
-    "QualityFlags": [{"step", "severity", "message"}]}`` (the ``QualityFlags`` format of the
-    Chimap sidecars).
+    Parameters
+    ----------
+    docs : list of dict
+        The JSON objects written by :func:`qsmprep.registration.write_quality`.
+
+    Returns
+    -------
+    dict
+        ``{"Metrics": {...}, "Flagged": 0|1, "Reasons": [...], "Thresholds": {...},
+        "QualityFlags": [{"step", "severity", "message"}]}`` (the ``QualityFlags`` format of the
+        Chimap sidecars).
     """
     metrics = {}
     for d in docs:
@@ -159,7 +260,18 @@ def session_verdict(docs: list) -> dict:
 
 
 def column_dictionary(metric_names) -> dict:
-    """JSON data-dictionary entries of the ``qc_*`` columns of the ROI statistics table."""
+    """JSON data-dictionary entries of the ``qc_*`` columns of the ROI statistics table.
+
+    Parameters
+    ----------
+    metric_names : iterable of str
+        ``<registration>_<metric>`` names (the keys of a verdict's ``Metrics``).
+
+    Returns
+    -------
+    dict
+        ``qc_<name>`` entries, then ``qc_flagged`` and ``qc_reasons``.
+    """
     out = {}
     for name in metric_names:
         kind = name.rsplit("_", 1)[-1]

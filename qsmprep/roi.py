@@ -1,9 +1,9 @@
 """Per-label susceptibility statistics (pure numpy/pandas: no nipype, no file I/O).
 
-The ROI table contract (``docs/architecture.md``): columns, in order,
-``index, name, structure, hemisphere, mean_ppb, median_ppb, sd_ppb, n_voxels, volume_mm3``;
-one row per atlas label; a label with no usable voxel has ``NaN`` statistics (written as
-``n/a`` in TSV files) and ``n_voxels = 0``.
+The ROI table contract (``docs/architecture.md``), owned by this module: columns
+:data:`COLUMNS` (``index, name, structure, hemisphere, mean_ppb, median_ppb, sd_ppb, n_voxels,
+volume_mm3``), data dictionary :func:`roi_sidecar`; one row per atlas label; a label with no
+usable voxel has ``NaN`` statistics (written as ``n/a`` in TSV files) and ``n_voxels = 0``.
 
 Voxel selection, in this order:
 
@@ -24,22 +24,14 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-COLUMNS = [
-    "index",
-    "name",
-    "structure",
-    "hemisphere",
-    "mean_ppb",
-    "median_ppb",
-    "sd_ppb",
-    "n_voxels",
-    "volume_mm3",
-]
-CHANGE_COLUMNS = [
-    "index",
-    "name",
-    "structure",
-    "hemisphere",
+#: Columns that identify a label (copied from the label table), first in every ROI table.
+KEY_COLUMNS = ["index", "name", "structure", "hemisphere"]
+#: Statistic columns of a ROI table (numeric; ``n_voxels`` is an integer).
+STATISTIC_COLUMNS = ["mean_ppb", "median_ppb", "sd_ppb", "n_voxels", "volume_mm3"]
+#: The ROI table contract: the columns of every ``*_stats.tsv``, in order.
+COLUMNS = KEY_COLUMNS + STATISTIC_COLUMNS
+#: Columns of the longitudinal change table (:func:`longitudinal_change`).
+CHANGE_COLUMNS = KEY_COLUMNS + [
     "baseline_session",
     "followup_session",
     "baseline_mean_ppb",
@@ -59,24 +51,55 @@ AUTO_EROSION_MAX_VOXEL_MM = 1.5
 
 
 def auto_erosion(voxel_size: Sequence[float]) -> int:
-    """Erosion (voxels) used for ``--roi-erosion auto``: 1 at <= 1.5 mm voxels, else 0.
+    """Erosion (voxels) used for ``--roi-erosion auto``.
 
     Partial volume at a label boundary spans about one voxel whatever the resolution, and a
     label misplaced by a fraction of a voxel changes which boundary voxels it holds; for a
-    structure 150 ppb above its surroundings (the pallidum) a 2% change of that share between
-    sessions is a 3 ppb change. Eroding one voxel removes that shell. At 1 mm this took the
-    error of planted 20 ppb pallidum changes from -4.2/-4.6 to -1.5/+1.3 ppb and the error on
-    unchanged structures from 1.3 to 0.08 ppb (``benchmarks/registration.py``, docs/registration.md);
-    on the 1 mm atlas grid one voxel of erosion keeps 48-79% of each default label (substantia
-    nigra 48%, red nucleus 54%, pallidum 57%, thalamus 79%). At 3 mm one voxel is most of a
-    small structure (the red nucleus has ~15 voxels), so no erosion is applied above 1.5 mm.
+    structure far above its surroundings (the pallidum) a small change of that share between
+    sessions is a change of the mean of a few ppb. Eroding one voxel removes that shell. At
+    coarse voxels one voxel is most of a small structure (the red nucleus), so no erosion is
+    applied above :data:`AUTO_EROSION_MAX_VOXEL_MM`. The measured effect on planted changes is
+    in ``docs/registration.md`` (``benchmarks/registration.py``).
+
+    Parameters
+    ----------
+    voxel_size : sequence of float
+        Voxel size in mm.
+
+    Returns
+    -------
+    int
+        1 when every voxel dimension is at most :data:`AUTO_EROSION_MAX_VOXEL_MM`, else 0.
+
+    Examples
+    --------
+    >>> auto_erosion((1.0, 1.0, 1.0)), auto_erosion((1.0, 1.0, 3.0))
+    (1, 0)
     """
     vs = [float(v) for v in voxel_size]
     return 1 if vs and max(vs) <= AUTO_EROSION_MAX_VOXEL_MM else 0
 
 
 def resolve_erosion(erode_vox, voxel_size: Sequence[float]) -> int:
-    """``erode_vox`` as an int: ``"auto"`` via :func:`auto_erosion`, else ``int(erode_vox)``."""
+    """The erosion (voxels) to apply, from the ``--roi-erosion`` value.
+
+    Parameters
+    ----------
+    erode_vox : {"auto"} or int
+        ``"auto"`` (see :func:`auto_erosion`) or a number of voxels >= 0.
+    voxel_size : sequence of float
+        Voxel size in mm (used for ``"auto"`` only).
+
+    Returns
+    -------
+    int
+        Number of voxels.
+
+    Raises
+    ------
+    ValueError
+        For a string other than ``"auto"`` or a negative number.
+    """
     if isinstance(erode_vox, str):
         if erode_vox != "auto":
             raise ValueError(f"erode_vox must be 'auto' or an integer >= 0, got {erode_vox!r}")
@@ -93,6 +116,23 @@ def erode_labels(labels: np.ndarray, n_vox: int) -> np.ndarray:
     A voxel keeps its label when all voxels of its 6-neighbourhood carry the same label,
     repeated ``n_vox`` times; labels therefore shrink away from the background *and* from each
     other. Image borders are treated as a continuation of the edge voxel (``mode='nearest'``).
+
+    Parameters
+    ----------
+    labels : ndarray of int
+        Label image (0 = background).
+    n_vox : int
+        Number of erosion steps (>= 0).
+
+    Returns
+    -------
+    ndarray
+        Label image of the same shape and dtype.
+
+    Raises
+    ------
+    ValueError
+        If ``n_vox < 0``.
     """
     labels = np.asarray(labels)
     if n_vox < 0:
@@ -113,7 +153,31 @@ def select_voxels(
     reliability: np.ndarray | None = None,
     min_reliability: float | None = None,
 ) -> np.ndarray:
-    """Return the label image actually used for statistics (0 = not used), see module doc."""
+    """The label image actually used for statistics (0 = not used); see the module docstring.
+
+    Parameters
+    ----------
+    labels : ndarray
+        Label image (integer values; a float image holding integers is accepted).
+    mask : ndarray of bool, optional
+        QSM mask on the same grid; labels outside it are dropped.
+    erode_vox : int, default 0
+        Per-label erosion (voxels), applied first (:func:`erode_labels`).
+    reliability : ndarray, optional
+        Multi-echo reliability map (0..1) on the same grid.
+    min_reliability : float, optional
+        Voxels with ``reliability < min_reliability`` are dropped (needs ``reliability``).
+
+    Returns
+    -------
+    ndarray of int
+        Selected labels.
+
+    Raises
+    ------
+    ValueError
+        Non-integer labels, shape mismatches, or ``min_reliability`` without ``reliability``.
+    """
     labels = np.asarray(labels)
     if not np.issubdtype(labels.dtype, np.integer):
         rounded = np.rint(labels)
@@ -153,23 +217,48 @@ def roi_statistics(
 
     Parameters
     ----------
-    chi_ppm : (X, Y, Z) float array, susceptibility in ppm (already referenced).
-    labels : (X, Y, Z) integer label image on the same grid.
-    label_table : DataFrame with at least ``index``, ``name``; ``structure`` and
-        ``hemisphere`` are copied when present (else ``n/a``).
-    voxel_size : voxel size in mm (3 values), used for ``volume_mm3``.
-    mask : optional boolean QSM mask; labels outside it are ignored.
-    erode_vox : erode each label by this many voxels before anything else (0 = off).
-    reliability, min_reliability : exclude voxels with ``reliability < min_reliability``.
-    r2star : optional R2* map (1/s) on the same grid; adds :data:`R2STAR_COLUMNS` (mean, median,
-        sample SD over the same voxels as the susceptibility statistics).
+    chi_ppm : ndarray of float, shape (X, Y, Z)
+        Susceptibility in ppm (already referenced).
+    labels : ndarray of int, shape (X, Y, Z)
+        Label image on the same grid.
+    label_table : pandas.DataFrame
+        At least ``index`` and ``name``; ``structure`` and ``hemisphere`` are copied when
+        present (else ``n/a``).
+    voxel_size : sequence of float
+        Voxel size in mm (3 values), used for ``volume_mm3``.
+    mask : ndarray of bool, optional
+        QSM mask; labels outside it are ignored.
+    erode_vox : int, default 0
+        Erode each label by this many voxels before anything else (0 = off).
+    reliability : ndarray, optional
+        Multi-echo reliability map (0..1).
+    min_reliability : float, optional
+        Exclude voxels with ``reliability < min_reliability``.
+    r2star : ndarray, optional
+        R2* map (1/s) on the same grid; adds :data:`R2STAR_COLUMNS` (mean, median, sample SD
+        over the same voxels as the susceptibility statistics).
 
     Returns
     -------
-    DataFrame with columns :data:`COLUMNS` (+ :data:`R2STAR_COLUMNS` with ``r2star``), one row per
-    row of ``label_table`` (same order).
-    ``sd_ppb`` is the sample standard deviation (``ddof=1``; NaN for a single voxel).
-    Non-finite susceptibility values are not counted.
+    pandas.DataFrame
+        Columns :data:`COLUMNS` (+ :data:`R2STAR_COLUMNS` with ``r2star``), one row per row of
+        ``label_table`` (same order). ``sd_ppb`` is the sample standard deviation (``ddof=1``;
+        NaN for a single voxel). Non-finite susceptibility values are not counted.
+
+    Raises
+    ------
+    ValueError
+        When the maps are not on one grid (see also :func:`select_voxels`).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"index": [1], "name": ["Left_Caudate"]})
+    >>> lab = np.array([[[1, 1, 0]]])
+    >>> chi = np.array([[[0.01, 0.03, 0.5]]])
+    >>> t = roi_statistics(chi, lab, table, (1, 1, 1))
+    >>> round(float(t.loc[0, "mean_ppb"]), 6), int(t.loc[0, "n_voxels"])
+    (20.0, 2)
     """
     chi_ppm = np.asarray(chi_ppm, dtype=float)
     if chi_ppm.shape != np.shape(labels):
@@ -224,9 +313,24 @@ def add_qc_columns(df: pd.DataFrame, metrics: Mapping, flagged: int,
                    reasons: Sequence[str] = ()) -> pd.DataFrame:
     """Append the session's registration quality columns (contract of the stats table).
 
-    ``qc_<metric>`` (float, NaN when not computable) for every entry of ``metrics``,
-    ``qc_flagged`` (0/1) and ``qc_reasons`` (``"; "``-joined text, NaN when none), the same
-    value on every row. See :mod:`qsmprep.registration_qc`.
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A :func:`roi_statistics` table.
+    metrics : mapping
+        Metric name -> value (``None`` when not computable), from
+        :func:`qsmprep.registration_qc.session_verdict`.
+    flagged : int or bool
+        Whether the session failed a quality threshold.
+    reasons : sequence of str, optional
+        Why it was flagged.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with ``qc_<metric>`` (float, NaN when not computable) for every entry of
+        ``metrics``, ``qc_flagged`` (0/1) and ``qc_reasons`` (``"; "``-joined text, NaN when
+        none), the same value on every row.
     """
     out = df.copy()
     for name, value in metrics.items():
@@ -242,11 +346,28 @@ def longitudinal_change(
     """Follow-up minus baseline per label (ppb), from two :func:`roi_statistics` tables.
 
     Labels are matched on ``index``; a label missing or empty in either session gives NaN.
+
+    Parameters
+    ----------
+    stats_by_session : mapping of str to pandas.DataFrame
+        Session label -> ROI table.
+    baseline, followup : str
+        Session labels to compare.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`CHANGE_COLUMNS`.
+
+    Raises
+    ------
+    KeyError
+        If either session is not in ``stats_by_session``.
     """
     for ses in (baseline, followup):
         if ses not in stats_by_session:
             raise KeyError(f"session {ses!r} not in {sorted(stats_by_session)}")
-    keys = ["index", "name", "structure", "hemisphere"]
+    keys = KEY_COLUMNS
     base = stats_by_session[baseline]
     foll = stats_by_session[followup]
     cols = ["index", "mean_ppb", "median_ppb", "n_voxels"]
@@ -287,10 +408,31 @@ def roi_sidecar(
 ) -> dict:
     """JSON data dictionary for a ROI statistics table (``*_stats.tsv``).
 
-    ``reference`` names the susceptibility reference region (string, or the info dict returned
-    by ``qsm.reference``). ``change=True`` describes a :func:`longitudinal_change` table.
-    ``erosion_mode`` (e.g. ``"auto"``) records how ``erode_vox`` was chosen.
-    ``r2star=True`` describes the R2* columns (:data:`R2STAR_COLUMNS`, 1/s).
+    Parameters
+    ----------
+    reference : str or mapping, optional
+        The susceptibility reference region (a name, or the info dict returned by
+        :mod:`qsmprep.qsm.reference`); ``n/a`` when not given.
+    atlas_name : str, default "DGM"
+        The ``atlas-<Name>`` of the label image.
+    erode_vox : int, default 0
+        Erosion used (voxels).
+    min_reliability : float, optional
+        Reliability threshold used.
+    masked : bool, default True
+        Whether the statistics were restricted to the QSM mask.
+    change : bool, default False
+        Describe a :func:`longitudinal_change` table (:data:`CHANGE_COLUMNS`) instead.
+    erosion_mode : str, optional
+        How ``erode_vox`` was chosen (``"auto"``; default ``"fixed"``).
+    r2star : bool, default False
+        Describe the R2* columns (:data:`R2STAR_COLUMNS`, 1/s).
+
+    Returns
+    -------
+    dict
+        One entry per column, then ``SusceptibilityReference``, ``Atlas``, ``VoxelSelection``,
+        ``ErodeVoxels``, ``ErosionMode``, ``MinReliability`` and ``MissingValues``.
     """
     common = {
         "index": {"Description": f"Label value in the atlas-{atlas_name} label image"},

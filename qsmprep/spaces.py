@@ -79,6 +79,20 @@ def spatial_reference(space, template_affine, template_shape):
     The TemplateFlow T1w of the same grid when the atlas template sits on TemplateFlow's 1 mm
     MNI152NLin2009cAsym grid and ``space`` asks for 1 or 2 mm (whose grids then coincide with
     TemplateFlow's ``res-1``/``res-2``); ``None`` otherwise (the space name alone identifies it).
+
+    Parameters
+    ----------
+    space : OutputSpace
+        The output space.
+    template_affine : ndarray, shape (4, 4)
+        Affine of the atlas template.
+    template_shape : tuple of int
+        Shape of the atlas template.
+
+    Returns
+    -------
+    str or None
+        The TemplateFlow URL of the matching T1w, or ``None``.
     """
     shape, origin = TEMPLATEFLOW_RES1_GRID
     aff = np.asarray(template_affine, dtype=float)
@@ -97,6 +111,27 @@ def parse_output_spaces(values, atlas_space="MNI152NLin2009cAsym") -> tuple:
     (anything but the atlas space, which must be one of :data:`SUPPORTED_SPACES`), an unknown
     modifier, or a resolution that is not a positive whole number of millimetres. Duplicates are
     dropped, order is kept.
+
+    Parameters
+    ----------
+    values : iterable of str
+        The ``--output-spaces`` values.
+    atlas_space : str, default "MNI152NLin2009cAsym"
+        Space of the atlas in use.
+
+    Returns
+    -------
+    tuple of OutputSpace
+
+    Raises
+    ------
+    qsmprep.errors.UsageError
+        See above.
+
+    Examples
+    --------
+    >>> [str(s) for s in parse_output_spaces(["MNI152NLin2009cAsym:res-2"])]
+    ['MNI152NLin2009cAsym:res-2']
     """
     out = []
     for value in values or ():
@@ -133,6 +168,31 @@ def template_grid(affine, shape, resolution_mm=None):
     voxels per axis). This is TemplateFlow's convention: on the 1 mm MNI152NLin2009cAsym grid
     (193 x 229 x 193, first voxel at (-96, -132, -78) mm) ``resolution_mm=2`` gives its
     ``res-2`` grid (97 x 115 x 97). ``resolution_mm=None`` returns the template grid unchanged.
+
+    Parameters
+    ----------
+    affine : ndarray, shape (4, 4)
+        Template affine.
+    shape : tuple of int
+        Template shape.
+    resolution_mm : float, optional
+        Spacing of the new grid.
+
+    Returns
+    -------
+    affine : ndarray, shape (4, 4)
+    shape : tuple of int
+
+    Raises
+    ------
+    ValueError
+        For a resolution that is not positive.
+
+    Examples
+    --------
+    >>> aff = np.eye(4); aff[:3, 3] = (-96.0, -132.0, -78.0)
+    >>> template_grid(aff, (193, 229, 193), 2)[1]
+    (97, 115, 97)
     """
     affine = np.asarray(affine, dtype=float)
     shape = tuple(int(s) for s in shape[:3])
@@ -151,7 +211,22 @@ def template_grid(affine, shape, resolution_mm=None):
 
 
 def write_template_grid(template, out_file, resolution_mm=None) -> str:
-    """Write an empty (uint8) image on :func:`template_grid` of ``template``; return its path."""
+    """Write an empty (uint8) image on :func:`template_grid` of ``template``.
+
+    Parameters
+    ----------
+    template : path
+        Template image.
+    out_file : path
+        Image to write (qform/sform code 4, MNI152).
+    resolution_mm : float, optional
+        Spacing (default: the template's grid).
+
+    Returns
+    -------
+    str
+        Absolute path of ``out_file``.
+    """
     img = nb.load(str(template))
     aff, shape = template_grid(img.affine, img.shape, resolution_mm)
     ref = nb.Nifti1Image(np.zeros(shape, dtype=np.uint8), aff)
@@ -168,17 +243,33 @@ def resample_to_space(in_file, template, transforms, out_file, resolution_mm=Non
 
     Parameters
     ----------
-    in_file : image on the session's GRE grid (Chimap, or a mask with ``genericLabel``)
-    template : the atlas template image (defines the space; see :func:`template_grid`)
-    transforms : ANTs transforms ordered as for antsApplyTransforms, first the one nearest the
-        template (e.g. ``[template->atlas inverse warp, T1w->template, GRE->T1w]``); composed
-        and applied once (:func:`qsmprep.registration.compose_and_apply`)
-    resolution_mm : output grid spacing (``None``: the template's grid)
-    interpolator : ANTs interpolator (``linear`` for Chimaps, ``genericLabel`` for masks)
-    invert : per-transform invert flags (linear transforms only)
+    in_file : path
+        Image on the session's GRE grid (Chimap, or a mask with ``genericLabel``).
+    template : path
+        The atlas template image (defines the space; see :func:`template_grid`).
+    transforms : sequence of path
+        ANTs transforms ordered as for antsApplyTransforms, first the one nearest the template
+        (e.g. ``[template->atlas inverse warp, T1w->template, GRE->T1w]``); composed and
+        applied once (:func:`qsmprep.registration.compose_and_apply`).
+    out_file : path
+        Output image.
+    resolution_mm : float, optional
+        Output grid spacing (``None``: the template's grid).
+    interpolator : str, default :data:`CHIMAP_INTERPOLATOR`
+        ANTs interpolator (``linear`` for Chimaps, ``genericLabel`` for masks).
+    invert : sequence of bool, optional
+        Per-transform invert flags (linear transforms only).
 
-    Returns the path of the resampled image (float32, or int16 for label interpolators). The
-    temporary reference grid is written next to ``out_file`` and removed.
+    Returns
+    -------
+    str
+        Path of the resampled image (float32, or int16 for label interpolators). The temporary
+        reference grid is written next to ``out_file`` and removed.
+
+    Raises
+    ------
+    ValueError
+        Without any transform.
     """
     from .registration import compose_and_apply
 

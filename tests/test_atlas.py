@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from qsmprep import atlas as A
+from qsmprep.errors import DataError
 from tests._paths import REPO_ROOT, SHARED_DATA
 
 DENTATE_DIR = SHARED_DATA / "diedrichsen2009-cerebellar-nuclei"
@@ -48,6 +49,8 @@ def test_default_atlas_has_required_labels_and_plausible_volumes(built):
     # labels inside the brain mask, ventricles disjoint from the labels
     brain = np.asarray(nib.load(atlas.brain_mask).dataobj) > 0
     vent = np.asarray(nib.load(atlas.ventricles_mask).dataobj) > 0
+    # the brain mask file is the template's non-zero voxels (derivation step 1)
+    assert np.array_equal(brain, np.asarray(nib.load(atlas.template).dataobj) > 0)
     assert not np.any((lab > 0) & ~brain)
     assert 5000 < vent.sum() < 60000 and not np.any(vent & (lab > 0))
 
@@ -129,8 +132,8 @@ def test_custom_atlas_accepted_and_table_completed(tmp_path):
     assert a.name == "Test" and a.space == "Custom"
     assert a.labels["structure"].tolist() == ["caudate", "caudate"]
     assert a.labels["hemisphere"].tolist() == ["left", "right"]
-    assert a.brain_mask is None
-    assert A.brain_mask_array(a).sum() == 4 * 5 * 6
+    # no mask files: brain extraction falls back to template > 0 (registration.brain_extract_t1w)
+    assert a.brain_mask is None and a.ventricles_mask is None
 
 
 @pytest.mark.parametrize("case, match", [
@@ -157,8 +160,11 @@ def test_custom_atlas_errors_name_file_and_fix(tmp_path, case, match):
         _write_atlas(d, tsv_rows="index\tlabel\n1\tA\n2\tB\n")
     elif case == "not_dir":
         d = tmp_path / "absent"
-    with pytest.raises(A.AtlasError, match=match):
+    with pytest.raises(A.AtlasError, match=match) as err:
         A.load_atlas(d)
+    # fails if AtlasError stops being a DataError: qsmprep would exit 1 ("unexpected error")
+    # instead of 65 on a broken --atlas folder
+    assert isinstance(err.value, DataError) and err.value.exit_code == 65
 
 
 def test_make_dgm_atlas_script_is_thin_cli(tmp_path, monkeypatch):
@@ -180,3 +186,37 @@ def test_unused_source_files_keep_sources_and_list_harvard_oxford():
     names = {p.name for p in unused}
     assert "atlas_harvard_oxford.nii.gz" in names
     assert "Melbourne_S1.nii.gz" in names
+
+
+def test_label_table_and_structures_come_from_dgm_labels():
+    """The TSV columns are the first fields of :class:`Label`, row for row; ``structures()``
+    is the table's structure column in order. Fails if a field is reordered or the table and
+    the TSV drift apart."""
+    table = A.label_table(dentate=True)
+    assert list(table.columns) == A.TABLE_COLUMNS == list(A.Label._fields[:len(A.TABLE_COLUMNS)])
+    for lab, rec in zip(A.DGM_LABELS, table.to_dict("records")):
+        assert rec == {c: getattr(lab, c) for c in A.TABLE_COLUMNS}
+    assert A.structures() == list(dict.fromkeys(table["structure"]))
+    assert "dentate" in A.structures() and "dentate" not in A.structures(dentate=False)
+    assert len(A.label_table(dentate=False)) == len(A.DGM_LABELS) - 2
+    # every label names a known source and source labels; indices are unique
+    assert {lab.source for lab in A.DGM_LABELS} <= set(A.SOURCES) - {"template"}
+    assert all(lab.source_labels for lab in A.DGM_LABELS)
+    assert len({lab.index for lab in A.DGM_LABELS}) == len(A.DGM_LABELS)
+
+
+def test_description_sources_derive_from_the_table():
+    """The 'Used for' texts (copied into atlas-DGM_description.json) are built from DGM_LABELS;
+    these strings are those of derivation version 2 and must not change."""
+    desc = A._description(dentate=True)
+    used = {s["Name"].split(" ")[0]: s["Used for"] for s in desc["Sources"]}
+    assert used["CIT168"] == ("caudate, putamen, pallidum (GPe+GPi), substantia nigra "
+                              "(SNc/PBP/VTA+SNr), red nucleus")
+    assert used["HCP"] == ("thalamus (union of the seven nuclei per hemisphere, eroded by 1 "
+                           "voxel, outside CIT168 labels)")
+    assert used["Diedrichsen"] == ("dentate nuclei (labels 29/30), nearest-neighbour "
+                                   "resampling via affines")
+    assert [s["Name"].split(" ")[0] for s in A._description(False)["Sources"]] == [
+        "ICBM", "CIT168", "HCP"]
+    assert A.CIT168_SOURCES[5] == [5, 6] and A.HCP_THALAMUS_SOURCES[8] == list(range(8, 15))
+    assert A.DIEDRICHSEN_DENTATE == {13: 29, 14: 30}

@@ -1,28 +1,12 @@
 """Accuracy metrics of benchmarks/metrics.py on hand-computable cases."""
 
-import importlib.util
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
-from tests._paths import REPO_ROOT
 
-BENCH = REPO_ROOT / "benchmarks"
+from tests._paths import load_script
 
-
-def _load(name):
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(BENCH))
-
-
-M = _load("metrics")
+M = load_script("benchmarks/metrics.py")
 
 
 @pytest.fixture
@@ -128,9 +112,10 @@ def test_linearity_hand_line():
         M.linearity([1.0, 1.0], [2.0, 3.0])
 
 
-def test_benchmark_evaluate_perfect_and_biased():
-    """The benchmark's evaluation gives zero error for the truth and sees a planted bias."""
-    A = _load("accuracy")
+def test_benchmark_evaluate_perfect_and_biased(monkeypatch):
+    """The benchmark's evaluation gives zero error for the truth and sees a planted bias
+    (fails if referencing, the per-structure error or the slope of evaluate() changes)."""
+    A = load_script("benchmarks/accuracy.py")
     lab, table = _labels()
     table = pd.concat([table, pd.DataFrame({"index": [4], "name": ["Rp"], "structure": ["putamen"],
                                             "hemisphere": ["right"]})], ignore_index=True)
@@ -139,7 +124,8 @@ def test_benchmark_evaluate_perfect_and_biased():
     chi = chi + 0.001 * np.random.default_rng(0).standard_normal(chi.shape)
     brain = np.ones(lab.shape, bool)
     d = {"chi": chi, "brain_mask": brain, "labels": lab, "label_table": table}
-    A.STRUCTURES, A.ABBR = ["caudate", "putamen"], {"caudate": "CN", "putamen": "PU"}
+    monkeypatch.setattr(A, "STRUCTURES", ["caudate", "putamen"])
+    monkeypatch.setattr(A, "ABBR", {"caudate": "CN", "putamen": "PU"})
     res = {"eroded_mask": brain, "chi_unreferenced": chi + 0.02, "voxel_size": (1.0, 1.0, 1.0)}
     out = A.evaluate(res, d)
     assert out["nrmse"] == pytest.approx(0.0, abs=1e-6)   # offset removed by referencing

@@ -100,6 +100,7 @@ def _assert_fails(request, capsys, bids, tmp_path, code, names, needle, *extra):
 # Control: the clean session passes the pre-flight pass with nothing to report
 # ------------------------------------------------------------------------------------------
 def test_clean_session_passes(bids):
+    """Control: fails if a check fires on clean simulated input (a false alarm would stop every run)."""
     lay = qb.build_layout(bids, validate=False)
     d = qb.collect_data(lay, "01", "baseline")
     summary = preflight.check_session(d)
@@ -112,6 +113,8 @@ def test_clean_session_passes(bids):
 # ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("factor,hint", [(180 / np.pi, "degrees"), (1000.0, "x 1000")])
 def test_phase_not_radians(request, capsys, bids, tmp_path, factor, hint):
+    """Phase in degrees / x1000 with ``Units: rad``: exit 65 naming the file and the likely
+    unit (fails if such a phase runs to the end and gives wrong numbers)."""
     f = _anat(bids) / f"{STEM}_echo-2_part-phase_MEGRE.nii.gz"
     _rewrite(f, lambda a: (a * factor).astype(np.float32))
     err = _assert_fails(request, capsys, bids, tmp_path, 65, [f.name], hint)
@@ -122,6 +125,7 @@ def test_phase_not_radians(request, capsys, bids, tmp_path, factor, hint):
 # Item 2a: T1w and GRE do not overlap in world space
 # ------------------------------------------------------------------------------------------
 def test_t1w_no_overlap(request, capsys, bids, tmp_path):
+    """Disjoint T1w and GRE boxes: exit 65 before registration (fails if it is left to SyN)."""
     f = _anat(bids) / f"{STEM}_T1w.nii.gz"
     img = nb.load(f)
     aff = img.affine.copy()
@@ -152,6 +156,8 @@ def test_partial_overlap_warns(bids, caplog):
 # Item 3: NaN / Inf voxels leave the mask, are logged and recorded in the sidecar
 # ------------------------------------------------------------------------------------------
 def test_nonfinite_logged_by_preflight(bids, caplog):
+    """NaN voxels in a magnitude: counted per file and logged with the session (fails if the
+    count is wrong or the warning does not name the file)."""
     mag = _anat(bids) / f"{STEM}_echo-2_part-mag_MEGRE.nii.gz"
     _rewrite(mag, lambda a: np.where(np.arange(a.size).reshape(a.shape) % 997 == 0, np.nan, a)
              .astype(np.float32))
@@ -224,6 +230,7 @@ def test_nonfinite_voxels_leave_the_mask(bids, tmp_path, caplog):
 
 
 def test_clean_input_has_no_nonfinite_flag(bids, tmp_path):
+    """Control: no NonFiniteVoxels flag on clean input (fails on a spurious quality flag)."""
     from qsmprep.interfaces.qsm import LoadGRE
 
     lay = qb.build_layout(bids, validate=False)
@@ -237,6 +244,7 @@ def test_clean_input_has_no_nonfinite_flag(bids, tmp_path):
 # Item 4: truncated gzip, all-zero magnitude, header announcing 10000^3 voxels
 # ------------------------------------------------------------------------------------------
 def test_truncated_gzip(request, capsys, bids, tmp_path):
+    """Half a .nii.gz: exit 66 naming the file (fails if a node finds it minutes later)."""
     f = _anat(bids) / f"{STEM}_echo-3_part-phase_MEGRE.nii.gz"
     blob = f.read_bytes()
     f.write_bytes(blob[: len(blob) // 2])
@@ -244,6 +252,7 @@ def test_truncated_gzip(request, capsys, bids, tmp_path):
 
 
 def test_all_zero_magnitude(request, capsys, bids, tmp_path):
+    """An all-zero echo: exit 65 naming the file (fails if masking runs on nothing)."""
     f = _anat(bids) / f"{STEM}_echo-1_part-mag_MEGRE.nii.gz"
     _rewrite(f, lambda a: np.zeros_like(a, dtype=np.float32))
     _assert_fails(request, capsys, bids, tmp_path, 65, [f.name], "no positive value")
@@ -266,6 +275,8 @@ def test_header_claims_huge_image(request, capsys, bids, tmp_path):
 
 
 def test_size_check_uncompressed(tmp_path):
+    """A .nii whose header claims more voxels than it holds: 66 at once, before reading
+    (fails if the check reads the data or lets the short file through)."""
     f = tmp_path / "x.nii"
     nb.Nifti1Image(np.ones((8, 8, 8), np.float32), np.eye(4)).to_filename(f)
     assert preflight.check_data_size(f, nb.load(f)) == 8 * 8 * 8 * 4
@@ -280,6 +291,8 @@ def test_size_check_uncompressed(tmp_path):
 # Item 5: 4-D echoes with an EchoTime list
 # ------------------------------------------------------------------------------------------
 def test_4d_echoes_with_echo_time_list(request, capsys, bids, tmp_path):
+    """Echoes stacked in one 4-D file with an EchoTime list: exit 65 explaining the layout
+    (fails on a generic "not a number" error or if it is accepted)."""
     anat = _anat(bids)
     tes = []
     for part in ("mag", "phase"):
@@ -306,6 +319,7 @@ def test_4d_echoes_with_echo_time_list(request, capsys, bids, tmp_path):
 # Item 6: a filter file that matches nothing, with a participant label
 # ------------------------------------------------------------------------------------------
 def test_filter_matches_nothing(request, capsys, bids, tmp_path):
+    """A filter that selects no GRE: exit 18 naming the subject (fails on a silent empty run)."""
     filt = tmp_path / "filter.json"
     filt.write_text(json.dumps({"megre": {"acquisition": "nonexistent"}}))
     _assert_fails(request, capsys, bids, tmp_path, 18, ["sub-01"], "--bids-filter-file selected no GRE",
@@ -316,6 +330,8 @@ def test_filter_matches_nothing(request, capsys, bids, tmp_path):
 # Item 7: output folder of another pipeline
 # ------------------------------------------------------------------------------------------
 def test_foreign_output_folder_refused(request, capsys, bids, tmp_path):
+    """Another pipeline's folder: exit 64 and nothing in it touched (fails if qsmprep writes
+    into fMRIPrep's outputs)."""
     out = tmp_path / "out"
     out.mkdir()
     desc = out / "dataset_description.json"
@@ -341,6 +357,8 @@ def test_foreign_output_folder_refused(request, capsys, bids, tmp_path):
     (None, True),
 ])
 def test_check_output_dir(tmp_path, content, ok):
+    """qsmprep's own folders (current and pre-1.4 descriptions) and new folders are accepted,
+    raw data and other pipelines refused with 64 (fails if either side flips)."""
     if content is not None:
         (tmp_path / "dataset_description.json").write_text(json.dumps(content))
     if ok:
@@ -355,6 +373,7 @@ def test_check_output_dir(tmp_path, content, ok):
 # geometry helpers
 # ------------------------------------------------------------------------------------------
 def test_bbox_overlap_fraction():
+    """Hand values: voxel-edge boxes, half and no overlap (fails on an off-by-half-voxel box)."""
     box = preflight.world_bbox(np.diag([2.0, 2.0, 2.0, 1.0]), (10, 10, 10))
     np.testing.assert_allclose(box[0], [-1, -1, -1])
     np.testing.assert_allclose(box[1], [19, 19, 19])
@@ -365,6 +384,7 @@ def test_bbox_overlap_fraction():
 
 
 def test_user_mask_checks(bids, tmp_path):
+    """An empty user mask and one off the GRE grid are refused with 65 (fails if either is used)."""
     lay = qb.build_layout(bids, validate=False)
     d = qb.collect_data(lay, "01", "baseline")
     gre = nb.load(d["mag"][0])

@@ -60,6 +60,8 @@ def _failing_copy(fail_at, err=errno.ENOSPC):
 
 
 def test_publish_then_complete(tmp_path):
+    """Every file lands at its destination with its bytes, the marker lists them all, and no
+    staging folder or temporary is left (fails on a lost, altered or extra file)."""
     out = tmp_path / "out"
     plan = _sources(tmp_path)
     written = publish_subject(plan, out, "01")
@@ -74,6 +76,8 @@ def test_publish_then_complete(tmp_path):
 
 
 def test_enospc_first_publication_leaves_nothing(tmp_path):
+    """A full disk while staging: exit 73 naming the folder, nothing of the subject visible,
+    not complete (fails on a half-published subject)."""
     out = tmp_path / "out"
     plan = _sources(tmp_path)
     with pytest.raises(OutputNotWritableError) as info:
@@ -87,6 +91,8 @@ def test_enospc_first_publication_leaves_nothing(tmp_path):
 
 
 def test_enospc_on_republication_keeps_previous_complete_outputs(tmp_path):
+    """A full disk while republishing: the previous complete version stays byte for byte,
+    marker included (fails if the old outputs were removed first)."""
     out = tmp_path / "out"
     publish_subject(_sources(tmp_path, seed=0, tag="a"), out, "01")
     before = _tree(out)
@@ -123,6 +129,8 @@ def test_failure_while_swapping_is_rolled_back(tmp_path, monkeypatch):
 
 
 def test_subject_is_incomplete_while_republished(tmp_path):
+    """During a republication the group level sees the subject as incomplete (fails if the
+    marker is retracted only after files change)."""
     out = tmp_path / "out"
     publish_subject(_sources(tmp_path, seed=0, tag="a"), out, "01")
     seen = []
@@ -137,6 +145,8 @@ def test_subject_is_incomplete_while_republished(tmp_path):
 
 
 def test_stale_staging_of_killed_publication_is_removed(tmp_path):
+    """A staging folder left by a killed process is removed by the next publication (fails if
+    it accumulates)."""
     out = tmp_path / "out"
     stale = out / "logs" / ".staging-sub-01-999999"
     (stale / "new").mkdir(parents=True)
@@ -147,6 +157,8 @@ def test_stale_staging_of_killed_publication_is_removed(tmp_path):
 
 
 def test_completed_subjects_checks_listed_files(tmp_path):
+    """A missing or truncated published file, or an unreadable marker, makes the subject
+    incomplete (fails if the marker alone is trusted)."""
     out = tmp_path / "out"
     for label in ("01", "02", "03"):
         publish_subject(_sources(tmp_path, label=label, tag=label), out, label)
@@ -160,6 +172,8 @@ def test_completed_subjects_checks_listed_files(tmp_path):
 
 
 def test_insufficient_free_space_fails_before_copying(tmp_path, monkeypatch):
+    """Too little free space is found before the first copy, and said with both sizes (fails
+    if copying starts and fills the disk)."""
     out = tmp_path / "out"
     plan = _sources(tmp_path)
     usage = shutil.disk_usage(tmp_path)
@@ -174,12 +188,21 @@ def test_insufficient_free_space_fails_before_copying(tmp_path, monkeypatch):
 
 
 def test_publish_interface_infers_subject(tmp_path):
+    """The Nipype node gets only the images, tables, figures and report: it finds each file's
+    folder from its name, takes the Chimap's JSON sidecar along, and the subject from the names.
+
+    Fails if a file lands in another folder than the one its entities name (figures under
+    ``figures/``, the report at the top), if the sidecar is left behind, or if the subject
+    is not marked complete.
+    """
     plan = _sources(tmp_path, label="07")
+    out = tmp_path / "out"
     res = PublishDerivatives(in_files=[s for s, _ in plan if not s.endswith(".json")],
-                             output_dir=str(tmp_path / "out")).run(cwd=str(tmp_path))
-    # the Chimap's JSON sidecar travels with it
-    assert len(res.outputs.out_files) == len(plan)
-    assert completed_subjects(tmp_path / "out") == {"07"}
+                             output_dir=str(out)).run(cwd=str(tmp_path))
+    assert sorted(res.outputs.out_files) == sorted(str(out / rel) for _, rel in plan)
+    for src, rel in plan:
+        assert (out / rel).read_bytes() == Path(src).read_bytes()
+    assert completed_subjects(out) == {"07"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -201,6 +224,7 @@ def tiny_tmpfs(tmp_path):
 
 
 def test_real_full_disk_precheck(tmp_path, tiny_tmpfs):
+    """A real 64 kB file system: the free-space check refuses (exit 73), nothing left behind."""
     plan = _sources(tmp_path, size=40_000)  # 5 files, 200 kB > 64 kB
     with pytest.raises(OutputNotWritableError) as info:
         publish_subject(plan, tiny_tmpfs / "out", "01")

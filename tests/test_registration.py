@@ -93,7 +93,9 @@ def test_gre_to_t1w_different_fov_and_resolution(tpl, tmp_path):
     nb.Nifti1Image(mag, g_aff).to_filename(gf)
     mf = tmp_path / "gre_mask.nii.gz"
     nb.Nifti1Image(brain.astype(np.uint8), g_aff).to_filename(mf)
-    xfm, _ = R.register_gre_to_t1w(gf, tpl["file"], gre_mask=mf, out_dir=tmp_path)
+    # the call of the workflow's gre_to_t1w node (RigidRegistration: src MEGRE, dst T1w)
+    xfm, _ = R.register_rigid(tpl["file"], gf, out_dir=tmp_path, src="MEGRE", dst="T1w",
+                              moving_mask=mf, qc_name="gre_to_t1w")
     tx = ants.read_transform(xfm)
     pts = world(data.shape, aff)[:, data.ravel() > 0][:, ::50]
     lps = np.array([-1.0, -1.0, 1.0])[:, None]

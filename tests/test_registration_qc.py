@@ -137,9 +137,9 @@ def test_gre_to_t1w_quality_good_vs_broken_header(sim_session, tmp_path, caplog)
             t1w_mask = _broken(t1w_mask, tmp_path / "t1w_mask_broken.nii.gz")
         qc_file = tmp_path / f"{case}.json"
         with caplog.at_level("WARNING", logger="qsmprep.registration"):
-            R.register_gre_to_t1w(files["mag"], t1w, t1w_mask=t1w_mask,
-                                  gre_mask=files["gre_mask"], out_dir=tmp_path / case,
-                                  qc_file=qc_file, num_threads=1)
+            R.register_rigid(t1w, files["mag"], out_dir=tmp_path / case, src="MEGRE",
+                             dst="T1w", fixed_mask=t1w_mask, moving_mask=files["gre_mask"],
+                             qc_name="gre_to_t1w", qc_file=qc_file, num_threads=1)
         out[case] = json.loads(qc_file.read_text())["RegistrationQuality"]
     print({c: out[c]["Metrics"] for c in out})
     assert out["good"]["Flagged"] == 0, out["good"]

@@ -108,35 +108,6 @@ def test_auto_erosion_depends_on_voxel_size():
             roi.resolve_erosion(bad, (1, 1, 1))
 
 
-def test_roistats_interface_resolves_auto_erosion(tmp_path):
-    """The Nipype wrapper erodes 1 voxel at 1 mm, none at 3 mm, and says so in the sidecar."""
-    import json
-
-    import nibabel as nb
-
-    from qsmprep.interfaces.roi import ROIStats
-
-    labels = np.zeros((12, 12, 12), np.int16)
-    labels[2:10, 2:10, 2:10] = 1
-    chi = np.where(labels == 1, 0.1, 0.0).astype(np.float32)
-    table = tmp_path / "dseg.tsv"
-    TABLE.to_csv(table, sep="\t", index=False)
-    out = {}
-    for vox in (1.0, 3.0):
-        aff = np.diag([vox, vox, vox, 1.0])
-        d = tmp_path / f"v{vox:g}"
-        d.mkdir()
-        nb.Nifti1Image(chi, aff).to_filename(d / "chi.nii.gz")
-        nb.Nifti1Image(labels, aff).to_filename(d / "lab.nii.gz")
-        res = ROIStats(in_file=str(d / "chi.nii.gz"), labels=str(d / "lab.nii.gz"),
-                       label_table=str(table)).run(cwd=str(d))
-        df = pd.read_csv(res.outputs.out_tsv, sep="\t", na_values="n/a").set_index("index")
-        side = json.loads(open(res.outputs.out_json).read())
-        out[vox] = (int(df.loc[1, "n_voxels"]), side["ErodeVoxels"], side["ErosionMode"])
-    assert out[1.0] == (6**3, 1, "auto")
-    assert out[3.0] == (8**3, 0, "auto")
-
-
 def test_longitudinal_change_and_sidecar():
     chi, labels = tiny()
     base = roi.roi_statistics(chi, labels, TABLE, (1, 1, 1))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._paths import REPO_ROOT
+from tests._paths import REPO_ROOT, load_script
 
 ROOT = REPO_ROOT
 BIN = Path(sys.executable).parent
@@ -43,8 +43,7 @@ def _skip_reason():
 
 
 pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
-sys.path.insert(0, str(ROOT / "scripts"))
-from compare_derivatives import compare_trees  # noqa: E402
+compare_trees = load_script("scripts/compare_derivatives.py").compare_trees
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
             "BOOT_FAIL", "DEADLINE", "PREEMPTED"}

@@ -9,10 +9,11 @@
 
 import json
 import os
+import re
+import shlex
 import shutil
 import stat
 import subprocess
-import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -21,7 +22,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests._paths import REPO_ROOT
+from tests._paths import REPO_ROOT, load_script
 
 ROOT = REPO_ROOT
 SHELL_SCRIPTS = sorted(
@@ -33,14 +34,14 @@ SHELL_SCRIPTS = sorted(
 PY_SCRIPTS = sorted(list((ROOT / "workflows").rglob("*.py"))
                     + [ROOT / "scripts" / "compare_derivatives.py"])
 
-sys.path.insert(0, str(ROOT / "workflows" / "ci"))
-sys.path.insert(0, str(ROOT / "scripts"))
-import compare_derivatives  # noqa: E402
-import convert_qsmxt  # noqa: E402
-import verify_checksums  # noqa: E402
+compare_derivatives = load_script("scripts/compare_derivatives.py")
+convert_qsmxt = load_script("workflows/ci/convert_qsmxt.py")
+verify_checksums = load_script("workflows/ci/verify_checksums.py")
 
 
 def test_scripts_found():
+    """The globs above find the shipped scripts (fails if one moves or loses its extension,
+    which would silently drop it from the parametrized checks below)."""
     names = {p.name for p in SHELL_SCRIPTS}
     assert {"build_image.sh", "slurm_cluster.sh", "ci_container_test.sh", "submit.sh",
             "qsmprep_array.sbatch", "fetch_ds000221.sh"} <= names
@@ -48,10 +49,15 @@ def test_scripts_found():
 
 @pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=lambda p: p.name)
 def test_shell_script_sanity(script):
+    """Fails on a bash syntax error, a missing shebang, a script that runs any command before
+    strict mode (``set -euo pipefail`` must be its first command), a lost executable bit, a
+    machine-specific path, or a shellcheck warning (where shellcheck exists)."""
     subprocess.run(["bash", "-n", str(script)], check=True)
     text = script.read_text()
     assert text.startswith("#!"), "missing shebang"
-    assert "set -euo pipefail" in text, "scripts run in strict mode"
+    commands = [ln.strip() for ln in text.splitlines()
+                if ln.strip() and not ln.strip().startswith("#")]
+    assert commands[0] == "set -euo pipefail", f"first command is {commands[0]!r}"
     if script.suffix != ".pbs":
         assert script.stat().st_mode & stat.S_IXUSR, "not executable"
     machine_dirs = ["/" + d + "/" for d in ("work", "root")]  # spelled so no machine path is committed
@@ -64,6 +70,7 @@ def test_shell_script_sanity(script):
 
 @pytest.mark.parametrize("script", PY_SCRIPTS, ids=lambda p: p.name)
 def test_python_scripts_compile(script):
+    """Fails on a syntax error in a shipped Python script (most are not imported by any test)."""
     compile(script.read_text(), str(script), "exec")
 
 
@@ -103,7 +110,30 @@ def test_array_task_runs_its_participant(tmp_path):
     assert res.returncode == 64 and "no participant on line 4" in res.stderr
 
 
+def _sbatch_options(call):
+    """``(options, positionals)`` of one ``sbatch ...`` line as the shell would split it."""
+    tokens = shlex.split(call)[1:]
+    options, positionals, k = {}, [], 0
+    while k < len(tokens):
+        if tokens[k] == "--parsable":
+            options["--parsable"] = True
+            k += 1
+        elif tokens[k].startswith("--"):
+            options[tokens[k]] = tokens[k + 1]
+            k += 2
+        else:
+            positionals.append(tokens[k])
+            k += 1
+    return options, positionals
+
+
 def test_submit_dry_run(tmp_path):
+    """--dry-run prints the three sbatch calls: index -> array (one task per participant, at
+    most --max-parallel at once) -> group, each waiting for the previous one.
+
+    Fails if a job loses its dependency, the array size or throttle, the resources asked for,
+    the array script, or the arguments of the index and group commands.
+    """
     bids = tmp_path / "bids"
     _fake_bids(bids)
     res = subprocess.run(
@@ -114,11 +144,21 @@ def test_submit_dry_run(tmp_path):
     assert (tmp_path / "work" / "participants.txt").read_text().split() == ["01", "02", "03"]
     calls = [line for line in res.stderr.splitlines() if line.startswith("sbatch")]
     assert len(calls) == 3
-    index, array, group = calls
-    assert "qsmprep-index" in index and "build_layout" in index
-    assert "--array 1-3%2" in array and "--dependency afterok:DRYRUN" in array
-    assert "qsmprep_array.sbatch" in array and "--cpus-per-task 1" in array
-    assert "--dependency afterok:DRYRUN" in group and "group" in group
+    (index, _), (array, script), (group, _) = map(_sbatch_options, calls)
+    work = tmp_path / "work"
+    assert index["--job-name"] == "qsmprep-index" and "--dependency" not in index
+    _python, flag, code, *args = shlex.split(index["--wrap"])
+    assert flag == "-c" and args == [str(bids), str(work / "bids_db")]
+    compile(code, "index", "exec")
+    assert "build_layout(sys.argv[1], database_dir=sys.argv[2]" in code
+    assert array["--array"] == "1-3%2" and array["--dependency"] == "afterok:DRYRUN"
+    assert array["--cpus-per-task"] == "1" and array["--mem"] == "3G"
+    assert array["--export"] == "ALL"  # the array script reads QSMPREP_* from the environment
+    assert script == [str(ROOT / "workflows/slurm/qsmprep_array.sbatch")]
+    assert group["--dependency"] == "afterok:DRYRUN"
+    qsmprep = shlex.split(group["--wrap"].split(";", 1)[1])
+    assert qsmprep == ["qsmprep", str(bids), str(tmp_path / "out"), "group", "-w",
+                       str(work / "group")]
     assert "participants: 3" in res.stdout
 
 
@@ -309,10 +349,18 @@ def test_compare_derivatives(tmp_path):
     assert compare_derivatives.main([str(a), str(b)]) == 0
 
 
-def test_build_script_help_and_engine_errors(tmp_path):
+def test_build_and_cluster_scripts_reject_bad_usage(tmp_path):
+    """A bad argument exits 64 (EX_USAGE) and says what is wrong; the cluster script's usage
+    lists exactly the subcommands its ``case`` handles (fails if one is added to either side
+    only, or if a script starts work on a wrong argument)."""
     res = subprocess.run(["bash", str(ROOT / "scripts/build_image.sh"), "--bogus"],
                          capture_output=True, text=True)
+    assert res.returncode == 64 and "unknown argument --bogus" in res.stderr
+    cluster = ROOT / "scripts/slurm_cluster.sh"
+    res = subprocess.run(["bash", str(cluster)], capture_output=True, text=True)
     assert res.returncode == 64
-    res = subprocess.run(["bash", str(ROOT / "scripts/slurm_cluster.sh")],
-                         capture_output=True, text=True)
-    assert res.returncode == 64 and "start" in res.stdout
+    usage = set(re.findall(r"scripts/slurm_cluster\.sh (\w+)", res.stdout))
+    handled = set(re.findall(r"^\s+(\w+)\)", cluster.read_text(), flags=re.M))
+    assert usage == handled == {"install", "start", "stop", "env", "status"}
+    res = subprocess.run(["bash", str(cluster), "bogus"], capture_output=True, text=True)
+    assert res.returncode == 64

@@ -69,7 +69,34 @@ def _lock_dirs(config):
 def lock_subjects(config, subjects) -> list:
     """Lock every subject of this run (in the output and the work folder) until the process exits.
 
-    Raises :class:`SubjectLockedError` (exit 75) at once when another live process holds one.
+    Parameters
+    ----------
+    config : RunConfig or object
+        Anything with ``output_dir`` and (optionally) ``work_dir``: the locks go to
+        ``output_dir/logs/locks/`` and ``work_dir/locks/``.
+    subjects : iterable of str
+        Subject labels (without ``sub-``).
+
+    Returns
+    -------
+    list of tuple
+        ``(filelock.FileLock, owner record path)`` for every lock taken (two per subject with
+        a work folder); they are also kept for :func:`release_locks`.
+
+    Raises
+    ------
+    SubjectLockedError
+        Exit 75, at once (no waiting), when another live process holds one of the subjects;
+        the message names that process (PID, host, start time). Locks taken so far by this
+        call are released first.
+    OutputNotWritableError
+        Exit 73 when a lock folder cannot be created (full disk included).
+
+    Example
+    -------
+    >>> from types import SimpleNamespace
+    >>> held = lock_subjects(SimpleNamespace(output_dir=out, work_dir=work), ["01"])  # doctest: +SKIP
+    >>> release_locks()  # doctest: +SKIP
     """
     from filelock import FileLock, Timeout
 
@@ -119,7 +146,11 @@ def _owner_text(lock_path: Path) -> str:
 
 
 def release_locks():
-    """Release the subject locks this process holds (the kernel also does it at exit)."""
+    """Release the subject locks this process holds and remove their owner records.
+
+    The kernel also releases them when the process exits, however it ends; this is for a
+    process that goes on (tests, or ``main()`` returning to a caller).
+    """
     while _HELD:
         lock, owner = _HELD.pop()
         with contextlib.suppress(OSError):
@@ -166,7 +197,19 @@ def _register_fork_hooks():
 
 
 def terminate_children(grace: float = KILL_GRACE_S) -> list[int]:
-    """SIGTERM every descendant process, SIGKILL those alive after ``grace`` s; their PIDs."""
+    """Stop every descendant process of this one.
+
+    Parameters
+    ----------
+    grace : float
+        Seconds between SIGTERM to all and SIGKILL to the survivors.
+
+    Returns
+    -------
+    list of int
+        PIDs of the descendants found (all gone when the function returns, unless one could
+        not be killed).
+    """
     import psutil
 
     try:
@@ -224,7 +267,17 @@ def _main_thread_handler(signum, frame):
 
 @contextlib.contextmanager
 def signal_guard():
-    """Install the SIGTERM/SIGINT handling described in the module docstring."""
+    """Context manager: the SIGTERM/SIGINT handling described in the module docstring.
+
+    Inside the block, SIGTERM ends the process with exit 143 and SIGINT (Ctrl-C) with 130,
+    after one line on stderr and the termination of every worker process; the previous
+    handlers are restored on leaving. Does nothing outside the main thread.
+
+    Example
+    -------
+    >>> with signal_guard():  # doctest: +SKIP
+    ...     wf.run(plugin="MultiProc")
+    """
     global _MAIN_PID
     if threading.current_thread() is not threading.main_thread():  # pragma: no cover
         yield
@@ -267,7 +320,17 @@ def signal_guard():
 # ------------------------------------------------------------------------------------------
 # full disks
 class NoSpaceWatcher(logging.Handler):
-    """Remembers Nipype node failures caused by a full disk (their traceback is logged)."""
+    """Logging handler that remembers Nipype node failures caused by a full disk.
+
+    A node's exception does not reach the caller of ``wf.run`` (Nipype logs its traceback and
+    raises a generic ``RuntimeError``), so :func:`run_guarded` listens on
+    ``nipype.workflow`` at ERROR for the texts in :attr:`NEEDLES`.
+
+    Attributes
+    ----------
+    hits : list of str
+        The messages seen that name ENOSPC or EDQUOT.
+    """
 
     NEEDLES = ("No space left on device", "[Errno 28]", "Disk quota exceeded", "[Errno 122]")
 
@@ -276,6 +339,7 @@ class NoSpaceWatcher(logging.Handler):
         self.hits: list[str] = []
 
     def emit(self, record):
+        """Keep ``record``'s message if it names a full disk or an exceeded quota."""
         try:
             msg = record.getMessage()
         except Exception:  # pragma: no cover
@@ -296,7 +360,33 @@ def _cleanup_hidden_temporaries(folder: Path):
 
 
 def run_guarded(runner, config) -> int:
-    """Run ``runner(config)`` with signal handling, subject-lock release and ENOSPC -> exit 73."""
+    """Run one analysis level with signal handling, lock release and full-disk errors.
+
+    Parameters
+    ----------
+    runner : callable
+        ``runner(config) -> int``, e.g. ``run_participant`` or ``run_group``.
+    config : RunConfig or object
+        Passed to ``runner``; its ``output_dir`` and ``work_dir`` are the folders named in a
+        full-disk message.
+
+    Returns
+    -------
+    int
+        What ``runner`` returned.
+
+    Raises
+    ------
+    OutputNotWritableError
+        Exit 73 when the run failed on ENOSPC/EDQUOT anywhere (an ``OSError`` raised by
+        ``runner``, a publication, or a Nipype node whose traceback said so); hidden
+        temporaries of this process are removed from the output folder first.
+
+    Notes
+    -----
+    SIGTERM/SIGINT inside ``runner`` end the process (143/130) without returning. The
+    subject locks are released on every way out.
+    """
     out = Path(config.output_dir)
     work = Path(config.work_dir) if getattr(config, "work_dir", None) is not None else None
     watcher = NoSpaceWatcher()

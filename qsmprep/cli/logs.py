@@ -32,16 +32,34 @@ _console_writer = None  # (writer, pid) while progress bars are drawn (see set_c
 
 
 def new_run_id() -> str:
-    """``<YYYYmmdd-HHMMSS>_<uuid4>``, as fMRIPrep names its runs."""
+    """A new run identifier, named as fMRIPrep names its runs.
+
+    Returns
+    -------
+    str
+        ``<YYYYmmdd-HHMMSS>_<uuid4>`` (local time of the call), used in
+        ``logs/qsmprep_<run id>.log`` and ``logs/config_<run id>.toml``.
+
+    Example
+    -------
+    >>> run_id = new_run_id()
+    >>> len(run_id.split("_")[1])
+    36
+    """
     return f"{time.strftime('%Y%m%d-%H%M%S')}_{uuid.uuid4()}"
 
 
 def set_console_writer(writer):
-    """Route console log lines through ``writer(message, stream)`` (e.g. ``tqdm.write`` so that
-    they print above live progress bars); ``None`` restores plain writes.
+    """Route console log lines through a writer (e.g. above live progress bars).
 
     Only this process uses the writer: Nipype's forked workers inherit the handler but write
     plainly (a lock of the bars held by another thread at fork time would block them).
+
+    Parameters
+    ----------
+    writer : callable or None
+        ``writer(message, stream)``, e.g. ``tqdm.write`` so that log lines print above the
+        bars; ``None`` restores plain writes to the console stream.
     """
     global _console_writer
     _console_writer = None if writer is None else (writer, os.getpid())
@@ -81,14 +99,32 @@ class _ConsoleFilter(logging.Filter):
 
 @dataclass
 class LogSetup:
-    """Handlers installed by :func:`setup_logging`; ``close()`` undoes it."""
+    """Handlers installed by :func:`setup_logging`; ``close()`` undoes it.
+
+    Attributes
+    ----------
+    log_file : Path or None
+        The run's log file (moved by :meth:`relocate`).
+    handlers : list of logging.Handler
+        The console handler and, with a log file, the file handler on the root logger.
+    saved : dict
+        ``{logger name: (level, propagate, handlers)}`` before the setup, restored by
+        :meth:`close`.
+    """
 
     log_file: Path | None
     handlers: list = field(default_factory=list)
     saved: dict = field(default_factory=dict)
 
     def relocate(self, new_file):
-        """Move the log file to ``new_file`` (already moved on disk) and go on writing there."""
+        """Go on writing the log to ``new_file``.
+
+        Parameters
+        ----------
+        new_file : str or Path
+            Where the log file now is (the caller has already moved it on disk, e.g. from the
+            private start-up folder into ``OUTPUT_DIR/logs`` once the inputs passed).
+        """
         for handler in self.handlers:
             if isinstance(handler, logging.FileHandler):
                 handler.acquire()
@@ -102,6 +138,8 @@ class LogSetup:
         self.log_file = Path(new_file)
 
     def close(self):
+        """Remove and close the handlers, restore the loggers' levels, propagation and
+        handlers (Nipype's own stdout handler included), and stop any console writer."""
         root = logging.getLogger()
         for handler in self.handlers:
             root.removeHandler(handler)
@@ -134,6 +172,12 @@ def setup_logging(verbose: int = 0, log_file=None, stream=None) -> LogSetup:
     -------
     LogSetup
         Call its ``close()`` at the end of the run.
+
+    Example
+    -------
+    >>> import io
+    >>> setup = setup_logging(0, stream=io.StringIO())  # doctest: +SKIP
+    >>> setup.close()  # doctest: +SKIP
     """
     import nipype  # noqa: F401  (imported first: it installs the stdout handler removed below)
 

@@ -70,7 +70,24 @@ _SUBJECT_RE = re.compile(r"^sub_([A-Za-z0-9]+)_wf$")
 
 
 def format_seconds(seconds: float) -> str:
-    """``0.4`` -> ``<1 s``, ``15.2`` -> ``15 s``, ``185`` -> ``3 min 05 s``, ``3700`` -> ``1 h 01 min``."""
+    """A duration as the progress lines print it.
+
+    Parameters
+    ----------
+    seconds : float
+        Duration in seconds.
+
+    Returns
+    -------
+    str
+        ``<1 s`` below one second, then whole seconds, ``<m> min <ss> s`` below an hour,
+        ``<h> h <mm> min`` above.
+
+    Example
+    -------
+    >>> [format_seconds(s) for s in (0.4, 15.2, 185, 3700)]
+    ['<1 s', '15 s', '3 min 05 s', '1 h 01 min']
+    """
     if seconds < 1:
         return "<1 s"
     if seconds < 60:
@@ -84,7 +101,24 @@ def format_seconds(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class Step:
-    """What one node is, for the person watching."""
+    """What one node is, for the person watching.
+
+    Attributes
+    ----------
+    subject : str or None
+        Subject label (without ``sub-``), None outside a subject workflow.
+    session : str or None
+        Session id; ``"single"`` (a dataset without sessions) is not printed.
+    label : str
+        Human step name (from :data:`STEPS`, else the node name with spaces).
+    method : str or None
+        The method the run configuration chose for this step, if the step has one.
+
+    Example
+    -------
+    >>> Step("01", "baseline", "dipole inversion", "medi").describe()
+    'sub-01 ses-baseline dipole inversion (medi)'
+    """
 
     subject: str | None
     session: str | None
@@ -93,6 +127,7 @@ class Step:
 
     @property
     def who(self) -> str:
+        """``sub-<label> ses-<id>`` (either part left out when unknown)."""
         parts = []
         if self.subject:
             parts.append(f"sub-{self.subject}")
@@ -101,6 +136,7 @@ class Step:
         return " ".join(parts)
 
     def describe(self) -> str:
+        """Who, step name and, in parentheses, the method: the start of a progress line."""
         text = f"{self.who} {self.label}".strip()
         return f"{text} ({self.method})" if self.method else text
 
@@ -171,7 +207,22 @@ class ProgressMonitor:
 
     # ------------------------------------------------------------------ node -> step
     def describe(self, parts, node) -> Step | None:
-        """The :class:`Step` of a node given its hierarchical name parts, or None (plumbing)."""
+        """What a node is, from its place in the workflow.
+
+        Parameters
+        ----------
+        parts : sequence of str
+            The node's hierarchical name split at the dots
+            (``("qsmprep_wf", "sub_01_wf", "qsm_baseline_wf", "dipole_inversion")``).
+        node : nipype Node
+            The node (its interface type tells plumbing apart).
+
+        Returns
+        -------
+        Step or None
+            None for plumbing (IdentityInterface, Merge, ``ds_*`` sinks, hidden
+            :data:`STEPS` entries), which is neither counted nor printed.
+        """
         name = parts[-1]
         if name.startswith("_") or type(node.interface).__name__ in _PLUMBING or name.startswith("ds_"):
             return None
@@ -211,7 +262,15 @@ class ProgressMonitor:
 
     # ------------------------------------------------------------------ nipype callback
     def __call__(self, node, status):
-        """Nipype calls this with ``status`` in ``start``, ``end``, ``exception``."""
+        """Record a node's start or end; log a line when it ends (never raises).
+
+        Parameters
+        ----------
+        node : nipype Node
+            The node Nipype starts or has finished.
+        status : {"start", "end", "exception"}
+            What happened to it.
+        """
         try:
             self._handle(node, status)
         except Exception:  # a display problem must never stop a run
@@ -251,7 +310,14 @@ class ProgressMonitor:
 
     # ------------------------------------------------------------------ heartbeat
     def heartbeat(self) -> str:
-        """The heartbeat text: elapsed time, running steps with their time, the counter."""
+        """The heartbeat line.
+
+        Returns
+        -------
+        str
+            ``still running after <elapsed>: <up to four running steps with their time>
+            [<done>/<total> done]``, or, for a plugin that reports no steps, a line saying so.
+        """
         now = time.monotonic()
         with self._lock:
             running = sorted(self._running.values(), key=lambda item: item[1])
@@ -299,7 +365,13 @@ class ProgressMonitor:
         bar.refresh()
 
     def start(self):
-        """Start the heartbeat thread and (``display=True``) the progress bars."""
+        """Start the heartbeat thread and (``display=True``) the progress bars.
+
+        Returns
+        -------
+        ProgressMonitor
+            ``self`` (so that ``with ProgressMonitor(...) as monitor`` works).
+        """
         from .logs import set_console_writer
 
         self._t0 = self._last_line = time.monotonic()
@@ -350,6 +422,20 @@ class Heartbeat:
     BIDS dataset and checking metadata, the group analysis), so that a run is never silent for
     longer than the interval. ``start()``/``stop()`` need no indentation of the code they cover;
     :func:`stop_heartbeats` (called when a run ends, also on errors) stops any left running.
+
+    Parameters
+    ----------
+    what : str
+        What is going on, as it reads after "still" (``"checking the inputs"``).
+    interval_s : float
+        Seconds between two lines.
+    logger : logging.Logger, optional
+        Where the lines go (default ``qsmprep.progress``).
+
+    Example
+    -------
+    >>> beat = Heartbeat("checking the inputs", interval_s=60).start()
+    >>> beat.stop()
     """
 
     def __init__(self, what: str, interval_s: float = 60.0, logger=None):
@@ -366,6 +452,7 @@ class Heartbeat:
                              format_seconds(time.monotonic() - self._t0))
 
     def start(self) -> "Heartbeat":
+        """Start the clock and the thread that logs; returns ``self``."""
         self._t0 = time.monotonic()
         self._thread = threading.Thread(target=self._beat, name="qsmprep-heartbeat", daemon=True)
         self._thread.start()
@@ -373,6 +460,7 @@ class Heartbeat:
         return self
 
     def stop(self):
+        """Stop logging (waits for the thread to end)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -329,7 +329,7 @@ def run_reports_only(config) -> int:
 
 
 def run_group(config) -> int:
-    """The group level (:func:`qsmprep.workflows.group.run_group`) with the run's options.
+    """The group level (:func:`qsmprep.group.run_group`) with the run's options.
 
     Parameters
     ----------
@@ -340,7 +340,7 @@ def run_group(config) -> int:
     int
         0.
     """
-    from ..workflows.group import run_group as _run_group
+    from ..group import run_group as _run_group
     from .progress import Heartbeat
 
     Heartbeat("running the group analysis", HEARTBEAT_S).start()  # stopped when run() ends

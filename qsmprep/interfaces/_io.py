@@ -13,18 +13,61 @@ import numpy as np
 
 
 def load(fname, dtype=np.float32):
-    """Return ``(array, image)`` with the array cast to ``dtype`` (NaNs kept)."""
+    """Load a NIfTI image as an array.
+
+    Parameters
+    ----------
+    fname : str or Path
+        NIfTI file.
+    dtype : numpy dtype
+        Type of the returned array (header scaling applied, NaNs kept).
+
+    Returns
+    -------
+    array : numpy.ndarray
+    image : nibabel image
+        The loaded image (geometry for :func:`save`).
+    """
     img = nb.load(str(fname))
     return np.asarray(img.dataobj, dtype=dtype), img
 
 
 def load_mask(fname):
+    """Load a mask image as booleans.
+
+    Parameters
+    ----------
+    fname : str or Path
+        NIfTI file; voxels > 0 are in the mask.
+
+    Returns
+    -------
+    mask : numpy.ndarray of bool
+    image : nibabel image
+    """
     img = nb.load(str(fname))
     return np.asarray(img.dataobj) > 0, img
 
 
 def save(arr, ref_img, fname, dtype=np.float32):
-    """Save ``arr`` with the geometry of ``ref_img`` (no scaling) and return the absolute path."""
+    """Save an array with the geometry of a reference image.
+
+    Parameters
+    ----------
+    arr : array_like
+        Data (booleans are written as uint8).
+    ref_img : nibabel image
+        Affine and header to copy (data type replaced, scaling set to none).
+    fname : str or Path
+        Output file (``.nii`` or ``.nii.gz``).
+    dtype : numpy dtype
+        Stored data type.
+
+    Returns
+    -------
+    str
+        Absolute path of the file written.
+    """
     arr = np.asarray(arr)
     if arr.dtype == bool:
         dtype = np.uint8
@@ -40,6 +83,25 @@ def save(arr, ref_img, fname, dtype=np.float32):
 
 
 def write_json(obj, fname):
+    """Write ``obj`` as indented JSON with sorted keys (numpy numbers/arrays and paths converted).
+
+    Parameters
+    ----------
+    obj : object
+        JSON-serialisable after the conversions.
+    fname : str or Path
+        Output file.
+
+    Returns
+    -------
+    str
+        Absolute path of the file written.
+
+    Raises
+    ------
+    TypeError
+        A value that is neither JSON nor one of the converted types.
+    """
     fname = os.path.abspath(str(fname))
     Path(fname).write_text(json.dumps(obj, indent=2, sort_keys=True, default=_default))
     return fname
@@ -66,6 +128,16 @@ def gzip_header_is_reproducible(fname) -> bool:
 
     Those two header fields make byte-identical outputs differ between runs and leak local
     file names; the BIDS validator flags both (``GZIP_HEADER_MTIME``, ``GZIP_HEADER_FILENAME``).
+
+    Parameters
+    ----------
+    fname : str or Path
+        Any file.
+
+    Returns
+    -------
+    bool
+        False for a file that is not gzip.
     """
     with open(fname, "rb") as fh:
         head = fh.read(10)
@@ -79,7 +151,28 @@ def write_gzip_reproducible(src, dst, compresslevel=6):
 
     The one gzip writer of every derivative qsmprep publishes (RFC 1952 header: ``MTIME = 0``,
     no ``FNAME`` field), so that rerunning on the same input gives byte-identical files.
-    A gzip ``src`` whose header is already reproducible is copied as is. Returns ``dst``.
+    A gzip ``src`` whose header is already reproducible is copied as is.
+
+    Parameters
+    ----------
+    src : str or Path
+        Plain or gzip-compressed file.
+    dst : str or Path
+        Output file.
+    compresslevel : int
+        gzip level (1-9) when compressing.
+
+    Returns
+    -------
+    str
+        ``dst``.
+
+    Example
+    -------
+    >>> write_gzip_reproducible("chi.nii", "chi.nii.gz")  # doctest: +SKIP
+    'chi.nii.gz'
+    >>> gzip_header_is_reproducible("chi.nii.gz")  # doctest: +SKIP
+    True
     """
     src, dst = str(src), str(dst)
     with open(src, "rb") as fh:

@@ -48,7 +48,27 @@ class _ReportOutputSpec(TraitedSpec):
 
 
 class ParticipantReport(SimpleInterface):
-    """Assemble the self-contained participant HTML report (figures inline; ``figures`` is empty)."""
+    """Assemble the self-contained participant HTML report of one subject.
+
+    Calls :func:`qsmprep.reports.participant.build_report` with one session record per entry
+    of ``session_ids`` (the list inputs are in that order).
+
+    Inputs
+    ------
+    subject, session_ids : the subject label and its session ids
+    chi, mask, brain_mask, mag, labels, stats, sidecars : per session, the referenced Chimap,
+        the final and the pre-erosion mask, the RSS magnitude, the labels on the GRE grid, the
+        ROI table and the Chimap sidecar (dict)
+    t1w, labels_t1w : per session, the T1w and the labels on its grid ('' if none)
+    template, labels_template : within-subject template and its labels ('' cross-sectional)
+    change, label_table, registration_mode, extra_figures, warnings : optional, as in
+        ``build_report``
+
+    Outputs
+    -------
+    out_report : the ``sub-<label>.html`` page (in the node's working directory)
+    figures : always empty (every figure is inline SVG)
+    """
 
     input_spec = _ReportInputSpec
     output_spec = _ReportOutputSpec

@@ -22,13 +22,37 @@ from ._io import load, load_mask, write_json
 
 
 def write_tsv(df: pd.DataFrame, fname) -> str:
-    """TSV, UTF-8, ``n/a`` for missing values (BIDS)."""
+    """Write a ROI table as BIDS TSV: tab-separated, UTF-8, ``n/a`` for missing values.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Table to write (floats with 4 decimals).
+    fname : path
+        Output file.
+
+    Returns
+    -------
+    str
+        Absolute path of ``fname``.
+    """
     fname = os.path.abspath(str(fname))
     df.to_csv(fname, sep="\t", index=False, na_rep="n/a", float_format="%.4f")
     return fname
 
 
 def read_stats_tsv(fname) -> pd.DataFrame:
+    """Read a ROI table written by :func:`write_tsv` (``n/a`` -> NaN, nothing else).
+
+    Parameters
+    ----------
+    fname : path
+        TSV file.
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
     return pd.read_csv(fname, sep="\t", na_values=["n/a"], keep_default_na=False)
 
 

@@ -65,6 +65,16 @@ def dgm_cut_coords(labels_file) -> tuple:
 
     y and z: centre of mass of all labels; x: centre of mass of the labels on the left of it
     (a sagittal cut through one hemisphere's nuclei rather than the midline).
+
+    Parameters
+    ----------
+    labels_file : str or Path
+        A label image (3-D, or 4-D: its first volume).
+
+    Returns
+    -------
+    tuple of float
+        ``(x, y, z)`` in mm (RAS); the volume centre when no voxel is labelled.
     """
     img = nb.load(str(labels_file))
     lab = np.asarray(img.dataobj)
@@ -106,14 +116,39 @@ def _on_grid(path, shape, affine, order=0):
 
 def ortho_figure(anat, labels=None, *, label_table=None, title=None, vmin=None, vmax=None,
                  cmap="gray", cbar_label=None, outlines=(), cut_from=None, legend=True):
-    """Three orthogonal slices of ``anat`` with label contours; returns a matplotlib Figure.
+    """Three orthogonal slices of an image with label contours, a legend and orientation marks.
 
-    ``labels``: a label image (any grid in the same world space) drawn as one contour per label,
-    coloured from ``label_table`` (``index``, ``name``, ``color``) and named in a legend.
-    ``outlines``: ``(file, colour, legend text)`` binary masks drawn as contours (e.g. brain masks).
-    ``cbar_label``: show a colour bar with this text (give the unit, e.g. "susceptibility (ppm)").
-    ``cut_from``: image whose non-zero voxels choose the slices (default: the labels, else the
-    first outline, else the volume centre).
+    Parameters
+    ----------
+    anat : str, Path or nibabel image
+        The image shown (RAS-reoriented; the first volume of a 4-D image).
+    labels : str or Path, optional
+        A label image (any grid in the same world space, resampled nearest-neighbour) drawn
+        as one contour per label.
+    label_table : pandas.DataFrame, optional
+        ``index``, ``name``, ``color`` of the labels: contour colours and legend names
+        (a fallback palette and ``label <n>`` otherwise).
+    title : str, optional
+        Figure title.
+    vmin, vmax : float, optional
+        Display range (default: 1st and 99.5th percentiles of the non-zero finite voxels).
+    cmap : str
+        Matplotlib colour map of the image.
+    cbar_label : str, optional
+        Show a colour bar with this text (give the unit, e.g. "susceptibility (ppm)").
+    outlines : iterable of (path, colour, str)
+        Binary masks drawn as contours (e.g. brain masks) with their legend text.
+    cut_from : str or Path, optional
+        Image whose non-zero voxels choose the slices (default: the labels, else the first
+        outline, else the volume centre).
+    legend : bool
+        Draw the legend of labels and outlines.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Sagittal, coronal and axial panels on black, neurological convention, each with its
+        L/R, A/P, S/I marks; close it (or pass it to :func:`figure_svg`) when done.
     """
     data, aff, zooms = _load_ras(anat)
     lab = None
@@ -184,7 +219,21 @@ def ortho_figure(anat, labels=None, *, label_table=None, title=None, vmin=None, 
 
 
 def figure_svg(fig, salt: str = "qsmprep") -> str:
-    """Inline ``<svg>`` markup of ``fig`` (text kept as text; ids salted per figure); closes it."""
+    """A figure as inline ``<svg>`` markup for a self-contained HTML page; closes the figure.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure (closed afterwards).
+    salt : str
+        Salt of the ids matplotlib generates (clip paths, glyphs): give each figure of a page
+        its own, so that two inline SVGs never share an id.
+
+    Returns
+    -------
+    str
+        The ``<svg>`` element (no XML prolog, no metadata), text kept as text.
+    """
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
         fig.savefig(buf, format="svg", facecolor=fig.get_facecolor(), bbox_inches="tight")
@@ -206,11 +255,31 @@ def plot_label_contours(
     cmap: str = "gray",
     cbar_label: str | None = None,
 ):
-    """Label contours over ``anat_file`` in three orthogonal slices through the DGM.
+    """Label contours over an image in three orthogonal slices through the DGM, to a file.
 
-    ``labels_file`` may be on another grid than ``anat_file`` (resampled through the affines).
-    For a QSM map pass e.g. ``vmin=-0.1, vmax=0.2, cbar_label="susceptibility (ppm)"``.
-    Writes SVG or PNG (from the extension of ``out_file``); returns its absolute path.
+    Parameters
+    ----------
+    anat_file : str or Path
+        The image shown.
+    labels_file : str or Path
+        Label image; may be on another grid (resampled through the affines).
+    out_file : str or Path
+        Output file; SVG or PNG from its extension (folders created).
+    label_table : pandas.DataFrame, optional
+        Label names and colours (see :func:`ortho_figure`).
+    title : str, optional
+        Figure title.
+    vmin, vmax : float, optional
+        Display range; for a QSM map e.g. ``vmin=-0.1, vmax=0.2``.
+    cmap : str
+        Matplotlib colour map.
+    cbar_label : str, optional
+        Colour bar text with the unit, e.g. ``"susceptibility (ppm)"``.
+
+    Returns
+    -------
+    str
+        Absolute path of the file written.
     """
     fig = ortho_figure(anat_file, labels_file, label_table=label_table, title=title, vmin=vmin,
                        vmax=vmax, cmap=cmap, cbar_label=cbar_label)
@@ -228,11 +297,26 @@ def plot_change(
 ):
     """Baseline vs follow-up mean susceptibility (ppb) per label, from a change table.
 
-    ``change`` is a :func:`qsmprep.roi.longitudinal_change` table (``name``,
-    ``baseline_mean_ppb``, ``followup_mean_ppb``, ``change_mean_ppb``). Left: one line per
-    label from baseline to follow-up; right: the change per label (bars). Colours and
-    abbreviations come from ``label_table`` (the atlas table) when given. Returns ``out_file``,
-    or the open Figure when ``out_file`` is None.
+    Left: one line per label from baseline to follow-up; right: the change per label (bars).
+    Labels without both means are left out.
+
+    Parameters
+    ----------
+    change : pandas.DataFrame
+        A :func:`qsmprep.roi.longitudinal_change` table (``index``, ``name``,
+        ``baseline_session``, ``followup_session``, ``baseline_mean_ppb``,
+        ``followup_mean_ppb``, ``change_mean_ppb``).
+    out_file : str, Path or None
+        Output file (format from the extension); None to get the figure instead.
+    title : str, optional
+        Figure title.
+    label_table : pandas.DataFrame, optional
+        The atlas table: colours and, with an ``abbreviation`` column, the line labels.
+
+    Returns
+    -------
+    str or matplotlib.figure.Figure
+        Absolute path of the file written, or the open figure when ``out_file`` is None.
     """
     df = change.dropna(subset=["baseline_mean_ppb", "followup_mean_ppb"]).reset_index(drop=True)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [1, 1.4]})

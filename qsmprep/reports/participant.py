@@ -106,15 +106,42 @@ pre{background:#f6f6f6;padding:8px;font-size:0.8em;overflow-x:auto} .warn{color:
 def build_report(subject, sessions, out_dir, extra_figures=(), change_tsv=None, warnings=(),
                  template=None, labels_template=None, label_table=None, registration_mode=None,
                  min_roi_voxels=qc.MIN_ROI_VOXELS):
-    """Write the self-contained ``sub-<subject>.html`` into ``out_dir``; return ``(path, [])``.
+    """Write the self-contained participant report ``sub-<subject>.html``.
 
-    ``sessions`` is a list of dicts with keys ``session``, ``chi``, ``mask`` (final QSM mask),
-    ``brain_mask`` (mask before erosion, optional), ``mag`` (magnitude: one file, or a list of
-    echo files), ``labels`` (GRE grid), ``stats``, ``sidecar`` (dict), and optionally ``t1w``
-    and ``labels_t1w`` (atlas labels on the session's T1w grid).
-    ``template``/``labels_template``: the within-subject template and its labels.
-    ``extra_figures``: SVG files made elsewhere, embedded inline. The second return value (figure
-    files) is always empty: nothing but the page is written.
+    Parameters
+    ----------
+    subject : str
+        Subject label without ``sub-`` (escaped in the page).
+    sessions : list of dict
+        Per session: ``session``, ``chi``, ``mask`` (final QSM mask), ``brain_mask`` (mask
+        before erosion, optional), ``mag`` (magnitude: one file, or a list of echo files),
+        ``labels`` (GRE grid), ``stats`` (the ROI table), ``sidecar`` (the Chimap sidecar as
+        a dict), and optionally ``t1w`` and ``labels_t1w`` (atlas labels on the session's
+        T1w grid). A figure whose files are missing is left out.
+    out_dir : str or Path
+        Where the page is written (created if needed).
+    extra_figures : iterable of path
+        SVG files made elsewhere, embedded inline.
+    change_tsv : path, optional
+        The longitudinal change table (``*_desc-dgmchange_stats.tsv``).
+    warnings : iterable of str
+        Input warnings of the subject (e.g. a session without T1w), listed under "Warnings".
+    template, labels_template : path, optional
+        The within-subject template and its atlas labels (longitudinal path).
+    label_table : path, optional
+        The atlas ``dseg.tsv`` (label names and contour colours).
+    registration_mode : str, optional
+        ``longitudinal`` or ``cross-sectional``, said in the page.
+    min_roi_voxels : int
+        Small-ROI threshold of the QC flags (:data:`qsmprep.reports.qc.MIN_ROI_VOXELS`).
+
+    Returns
+    -------
+    path : str
+        The page written.
+    figures : list
+        Always empty (kept for the interface's ``figures`` output): nothing but the page is
+        written, every figure is inline SVG.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ import pandas as pd
 
 #: A structure measured on fewer voxels than this is flagged: its mean rests on a handful of
 #: voxels, most of them on the label boundary where partial volume and sub-voxel label
-#: placement decide the value (at 3 mm the red nucleus has ~15 voxels; at 1 mm ~450).
+#: placement decide the value (label sizes at 3 mm and 1 mm: docs/outputs.md).
 MIN_ROI_VOXELS = 20
 
 #: sidecar key -> QSMOptions field
@@ -38,8 +38,26 @@ def _flag(category, severity, message):
 def registration_flags(stats: pd.DataFrame | None) -> tuple[list[dict], dict]:
     """Flags and metric values from the ``qc_*`` columns of a per-session stats table.
 
-    Returns ``(flags, metrics)``; ``metrics`` maps each ``qc_<metric>`` column (except
-    ``qc_flagged``/``qc_reasons``) to its first finite value, for display.
+    Parameters
+    ----------
+    stats : pandas.DataFrame or None
+        A ``*_desc-dgm_stats.tsv`` table. Without ``qc_flagged`` nothing is flagged
+        (registration quality not assessed is not a failure).
+
+    Returns
+    -------
+    flags : list of dict
+        One ``registration`` warning, with the ``qc_reasons``, when any row has
+        ``qc_flagged == 1``; else empty.
+    metrics : dict
+        Each ``qc_<metric>`` column (except ``qc_flagged``/``qc_reasons``) -> its first
+        numeric value, for display.
+
+    Example
+    -------
+    >>> import pandas as pd
+    >>> registration_flags(pd.DataFrame({"qc_dice": [0.8], "qc_flagged": [0]}))
+    ([], {'qc_dice': 0.8})
     """
     if stats is None or stats.empty:
         return [], {}
@@ -66,7 +84,27 @@ def registration_flags(stats: pd.DataFrame | None) -> tuple[list[dict], dict]:
 
 
 def small_roi_flags(stats: pd.DataFrame | None, min_voxels: int = MIN_ROI_VOXELS) -> list[dict]:
-    """One flag per structure measured on fewer than ``min_voxels`` voxels (0 = empty label)."""
+    """One flag per structure measured on too few voxels.
+
+    Parameters
+    ----------
+    stats : pandas.DataFrame or None
+        A per-session stats table with ``name`` and ``n_voxels``.
+    min_voxels : int
+        Threshold; a row with fewer voxels is flagged.
+
+    Returns
+    -------
+    list of dict
+        ``small ROI`` flags: ``error`` for an empty label (0 voxels), ``warning`` otherwise.
+
+    Example
+    -------
+    >>> import pandas as pd
+    >>> [f["severity"] for f in small_roi_flags(pd.DataFrame({"name": ["a", "b", "c"],
+    ...                                                       "n_voxels": [19, 0, 20]}))]
+    ['warning', 'error']
+    """
     if stats is None or stats.empty or "n_voxels" not in stats.columns:
         return []
     out = []
@@ -85,7 +123,20 @@ def small_roi_flags(stats: pd.DataFrame | None, min_voxels: int = MIN_ROI_VOXELS
 
 
 def sidecar_flags(sidecar: dict | None) -> list[dict]:
-    """The Chimap sidecar's ``QualityFlags`` (contract: step, severity, message)."""
+    """The Chimap sidecar's ``QualityFlags`` as report flags.
+
+    Parameters
+    ----------
+    sidecar : dict or None
+        A ``*_Chimap.json`` sidecar; each ``QualityFlags`` entry has ``step``, ``severity``
+        (``warning``/``error``) and ``message``.
+
+    Returns
+    -------
+    list of dict
+        One flag per entry, its category the step that wrote it (a malformed entry becomes a
+        ``reconstruction`` warning with its text; an unknown severity becomes ``warning``).
+    """
     out = []
     for item in (sidecar or {}).get("QualityFlags") or []:
         if not isinstance(item, dict):
@@ -98,7 +149,20 @@ def sidecar_flags(sidecar: dict | None) -> list[dict]:
 
 
 def options_from_sidecar(sidecar: dict | None):
-    """The :class:`~qsmprep.qsm.pipeline.QSMOptions` a Chimap sidecar records (or ``None``)."""
+    """The method choices a Chimap sidecar records.
+
+    Parameters
+    ----------
+    sidecar : dict or None
+        A ``*_Chimap.json`` sidecar (``BrainMask``, ``EchoCombination``, ``PhaseUnwrapping``,
+        ``BackgroundFieldRemoval``, ``DipoleInversion`` with ``Method``; ``Reference``).
+
+    Returns
+    -------
+    QSMOptions or None
+        The recorded methods (defaults for steps the sidecar does not name); ``None`` when it
+        names none.
+    """
     from ..qsm.pipeline import QSMOptions
 
     sidecar = sidecar or {}
@@ -118,7 +182,26 @@ def options_from_sidecar(sidecar: dict | None):
 
 
 def consensus_flags(sidecar: dict | None) -> list[dict]:
-    """One warning per 2024-consensus recommendation the recorded methods depart from."""
+    """One warning per QSM consensus recommendation the recorded methods depart from.
+
+    Parameters
+    ----------
+    sidecar : dict or None
+        A ``*_Chimap.json`` sidecar (read with :func:`options_from_sidecar`).
+
+    Returns
+    -------
+    list of dict
+        ``consensus`` warnings ``departs from: <recommendation>`` (empty without recorded
+        methods).
+
+    References
+    ----------
+    .. [1] QSM Consensus Organization Committee, Bilgic B, Costagli M, et al. Recommended
+       implementation of quantitative susceptibility mapping for clinical research in the
+       brain: a consensus of the ISMRM electro-magnetic tissue properties study group.
+       Magn Reson Med. 2024;91:1834-1862. doi:10.1002/mrm.30006
+    """
     from ..qsm.pipeline import consensus_report
 
     options = options_from_sidecar(sidecar)
@@ -130,7 +213,24 @@ def consensus_flags(sidecar: dict | None) -> list[dict]:
 
 def session_flags(stats: pd.DataFrame | None, sidecar: dict | None,
                   min_voxels: int = MIN_ROI_VOXELS) -> tuple[list[dict], dict]:
-    """Every flag of one session, and the registration metric values (for display)."""
+    """Every flag of one session, and the registration metric values (for display).
+
+    Parameters
+    ----------
+    stats : pandas.DataFrame or None
+        The session's stats table.
+    sidecar : dict or None
+        The session's Chimap sidecar.
+    min_voxels : int
+        Small-ROI threshold (:data:`MIN_ROI_VOXELS`).
+
+    Returns
+    -------
+    flags : list of dict
+        Registration, small-ROI, reconstruction and consensus flags, in that order.
+    metrics : dict
+        Finite ``qc_<metric>`` values.
+    """
     reg, metrics = registration_flags(stats)
     flags = reg + small_roi_flags(stats, min_voxels) + sidecar_flags(sidecar) + consensus_flags(sidecar)
     return flags, {k: v for k, v in metrics.items() if math.isfinite(v)}

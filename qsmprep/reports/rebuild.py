@@ -50,7 +50,26 @@ def _magnitudes(sidecar: dict, bids_dir: Path | None, anat_dir: Path | None) -> 
 
 
 def session_inputs(output_dir, subject: str, bids_dir=None) -> list[dict]:
-    """Report inputs of each session of ``subject`` found under ``output_dir``."""
+    """What :func:`~qsmprep.reports.participant.build_report` needs, per published session.
+
+    Parameters
+    ----------
+    output_dir : str or Path
+        The derivatives folder.
+    subject : str
+        Subject label without ``sub-``.
+    bids_dir : str or Path, optional
+        The input dataset, where the magnitude images named in the Chimap sidecar's
+        ``Sources`` are read (the mask figure is left out without them).
+
+    Returns
+    -------
+    list of dict
+        One ``build_report`` session record per ``sub-<label>[/ses-*]/anat`` folder holding a
+        Chimap (``session``, ``chi``, ``mask``, ``mag``, ``labels``, ``stats``, ``sidecar``,
+        ``labels_sidecar``; ``brain_mask``, ``t1w``, ``labels_t1w`` are None: not published);
+        empty when the subject has none.
+    """
     out = Path(output_dir)
     bids = Path(bids_dir) if bids_dir else None
     sub = out / f"sub-{subject}"
@@ -88,9 +107,26 @@ def session_inputs(output_dir, subject: str, bids_dir=None) -> list[dict]:
 
 
 def rebuild_report(output_dir, subject: str, bids_dir=None) -> str:
-    """Rewrite ``OUTPUT_DIR/sub-<subject>.html`` from the outputs; return its path.
+    """Rewrite ``OUTPUT_DIR/sub-<subject>.html`` from the published outputs only.
 
-    Raises ``FileNotFoundError`` when the subject has no Chimap under ``output_dir``.
+    Parameters
+    ----------
+    output_dir : str or Path
+        The derivatives folder (nothing in the work folder is read).
+    subject : str
+        Subject label without ``sub-``.
+    bids_dir : str or Path, optional
+        The input dataset (magnitude images for the mask figure).
+
+    Returns
+    -------
+    str
+        Path of the rewritten report.
+
+    Raises
+    ------
+    FileNotFoundError
+        The subject has no ``*_Chimap.nii.gz`` under ``output_dir``.
     """
     out = Path(output_dir)
     sessions = session_inputs(out, subject, bids_dir)
@@ -120,7 +156,18 @@ def rebuild_report(output_dir, subject: str, bids_dir=None) -> str:
 
 
 def subjects_with_outputs(output_dir) -> list[str]:
-    """Labels (without ``sub-``) of the subjects that have at least one Chimap in OUTPUT_DIR."""
+    """The subjects ``--reports-only`` can rebuild.
+
+    Parameters
+    ----------
+    output_dir : str or Path
+        The derivatives folder.
+
+    Returns
+    -------
+    list of str
+        Sorted labels (without ``sub-``) of the subjects with at least one Chimap.
+    """
     out = Path(output_dir)
     return sorted(p.name[4:] for p in out.glob("sub-*") if p.is_dir()
                   and any(p.glob("**/anat/*_Chimap.nii*")))

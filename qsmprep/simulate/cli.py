@@ -11,6 +11,14 @@ from .config import PRESETS, SimulationConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``qsmprep-simulate`` command line.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        ``OUT_DIR`` plus the cohort size, seed, preset and effect options (``--help`` lists
+        them with their defaults).
+    """
     p = argparse.ArgumentParser(
         prog="qsmprep-simulate",
         description="Simulate a longitudinal multi-echo GRE + T1w cohort (HC/MS, planted "
@@ -41,6 +49,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Simulate a cohort as the command line asks (:func:`qsmprep.simulate.cohort.simulate_cohort`).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments without the program name (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success (one line with the cohort and its folder on stdout); 64 for a bad
+        ``--change`` or value; 73 when ``OUT_DIR`` is not empty (without ``--overwrite``).
+        argparse's own errors exit 2 and ``--version`` exits 0 (``SystemExit``).
+
+    Example
+    -------
+    >>> main(["sim/bids", "--subjects", "1", "--sessions", "2", "--seed", "0"])  # doctest: +SKIP
+    0
+    """
     args = build_parser().parse_args(argv)
     from .cohort import simulate_cohort
 

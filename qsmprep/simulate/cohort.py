@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..roi import COLUMNS as ROI_COLUMNS
+from ..roi import roi_sidecar
 from . import config as C
 from .core import make_protocol, make_subject, roi_table, simulate_session
 from .phantom import build_head_model
@@ -38,12 +40,49 @@ from .phantom import build_head_model
 BIDS_VERSION = "1.10.0"
 TRUTH = Path("derivatives") / "qsmprep-truth"
 
+#: What the truth table's columns mean where it differs from a measured ROI table; the columns
+#: themselves are :data:`qsmprep.roi.COLUMNS` (:func:`truth_stats_sidecar`).
+TRUTH_DESCRIPTIONS = {
+    "index": {"Description": "Atlas label index"},
+    "name": {"Description": "Atlas label name"},
+    "structure": {"Description": "Structure (both hemispheres)"},
+    "hemisphere": {"Description": "left, right or bilateral"},
+    "mean_ppb": {"Description": "Mean true susceptibility in the label (GRE grid), "
+                 "relative to water", "Units": "ppb"},
+    "median_ppb": {"Description": "Median true susceptibility", "Units": "ppb"},
+    "sd_ppb": {"Description": "Standard deviation within the label", "Units": "ppb"},
+    "n_voxels": {"Description": "Voxels of the label on the GRE grid"},
+    "volume_mm3": {"Description": "Label volume", "Units": "mm^3"},
+}
+
 
 def assign_groups(n_subjects: int, n_ms: int | None = None) -> list[str]:
     """Groups for subjects 1..n: HC and MS interleaved (HC first) until the HC run out.
 
     Default ``n_ms``: three quarters of the cohort (the seed study's 120 MS : 40 HC), at least one
     HC when there are two subjects or more.
+
+    Parameters
+    ----------
+    n_subjects : int
+        Cohort size.
+    n_ms : int, optional
+        Number of MS subjects.
+
+    Returns
+    -------
+    list of str
+        ``"HC"`` or ``"MS"`` for subjects 1..n.
+
+    Raises
+    ------
+    ValueError
+        When ``n_ms`` is not between 0 and ``n_subjects``.
+
+    Examples
+    --------
+    >>> assign_groups(4)
+    ['HC', 'MS', 'MS', 'MS']
     """
     if n_ms is None:
         n_ms = 0 if n_subjects < 2 else min(n_subjects - 1, max(1, round(0.75 * n_subjects)))
@@ -87,12 +126,45 @@ def _jsonable(o):
 
 
 def phase_to_integer(phase: np.ndarray) -> np.ndarray:
-    """Radians in [-pi, pi) -> int16 in -4096..4095 (Siemens-style 'arbitrary' units)."""
+    """Radians in [-pi, pi) -> int16 in -4096..4095 (Siemens-style 'arbitrary' units).
+
+    Parameters
+    ----------
+    phase : ndarray
+        Wrapped phase (rad).
+
+    Returns
+    -------
+    ndarray of int16
+
+    Examples
+    --------
+    >>> phase_to_integer(np.array([-np.pi, 0.0, np.pi / 2])).tolist()
+    [-4096, 0, 2048]
+    """
     return np.clip(np.rint(phase / np.pi * 4096.0), -4096, 4095).astype(np.int16)
 
 
 def write_session(root: Path, sub: str, ses: str, data, config: C.SimulationConfig):
-    """Write raw images, sidecars and the truth of one session."""
+    """Write raw images, sidecars and the truth of one session.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        BIDS root.
+    sub, ses : str
+        Labels without ``sub-``/``ses-``.
+    data : SessionData
+        From :func:`~qsmprep.simulate.core.simulate_session`.
+    config : SimulationConfig
+        Field strength, echo times, phase format.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The truth ROI table written to ``*_desc-truth_stats.tsv``
+        (:func:`~qsmprep.simulate.core.roi_table`).
+    """
     anat = root / f"sub-{sub}" / f"ses-{ses}" / "anat"
     base = f"sub-{sub}_ses-{ses}"
     _save(data.t1w, data.t1w_affine, anat / f"{base}_T1w.nii.gz", np.float32)
@@ -142,17 +214,7 @@ def write_session(root: Path, sub: str, ses: str, data, config: C.SimulationConf
     stats = roi_table(data.chi, data.labels, data.label_table, data.voxel_size)
     stats.to_csv(tdir / f"{base}_desc-truth_stats.tsv", sep="\t", index=False, na_rep="n/a",
                  float_format="%.4f")
-    _json({"index": {"Description": "Atlas label index"},
-           "name": {"Description": "Atlas label name"},
-           "structure": {"Description": "Structure (both hemispheres)"},
-           "hemisphere": {"Description": "left, right or bilateral"},
-           "mean_ppb": {"Description": "Mean true susceptibility in the label (GRE grid), "
-                        "relative to water", "Units": "ppb"},
-           "median_ppb": {"Description": "Median true susceptibility", "Units": "ppb"},
-           "sd_ppb": {"Description": "Standard deviation within the label", "Units": "ppb"},
-           "n_voxels": {"Description": "Voxels of the label on the GRE grid"},
-           "volume_mm3": {"Description": "Label volume", "Units": "mm^3"}},
-          tdir / f"{base}_desc-truth_stats.json")
+    _json(truth_stats_sidecar(), tdir / f"{base}_desc-truth_stats.json")
     _json({**data.motion.to_dict(),
            "Description": "Rigid head position of this session: w = c + R (p - c) + t maps the "
            "subject head frame p to scanner world w (mm); head_to_scanner is that 4x4 matrix.",
@@ -160,6 +222,23 @@ def write_session(root: Path, sub: str, ses: str, data, config: C.SimulationConf
            "HeadTouchesFOV": data.info["head_touches_fov"]},
           tdir / f"{base}_desc-truth_motion.json")
     return stats
+
+
+def truth_stats_sidecar() -> dict:
+    """Data dictionary of ``*_desc-truth_stats.tsv``.
+
+    One entry per column of :data:`qsmprep.roi.COLUMNS`, in that order: the truth wording of
+    :data:`TRUTH_DESCRIPTIONS` where there is one, else the entry of
+    :func:`qsmprep.roi.roi_sidecar`; a column added to the ROI table contract therefore
+    appears here without an edit.
+
+    Returns
+    -------
+    dict
+        Column name -> ``{"Description": ..., "Units": ...}``.
+    """
+    measured = roi_sidecar(masked=False)
+    return {col: TRUTH_DESCRIPTIONS.get(col, measured[col]) for col in ROI_COLUMNS}
 
 
 def _write_subject_truth(root: Path, sub: str, subject):
@@ -209,9 +288,40 @@ def simulate_cohort(out_dir, n_subjects: int = 2, n_sessions: int = 2, preset: s
                     seed: int = 0, config: C.SimulationConfig | None = None,
                     n_ms: int | None = None, atlas_dir=None, overwrite: bool = False,
                     integer_phase: bool | None = None, oblique: bool | None = None) -> Path:
-    """Simulate ``n_subjects`` x ``n_sessions`` into a BIDS dataset at ``out_dir``; return it.
+    """Simulate ``n_subjects`` x ``n_sessions`` into a BIDS dataset at ``out_dir``.
 
-    ``integer_phase``/``oblique`` override the config (oblique: 15 degree tilt about x).
+    Parameters
+    ----------
+    out_dir : path
+        BIDS root to write (empty or absent unless ``overwrite``).
+    n_subjects, n_sessions : int, default 2
+        Cohort size.
+    preset : {"small", "1mm"}, default "small"
+        Acquisition geometry (:data:`~qsmprep.simulate.config.PRESETS`).
+    seed : int, default 0
+        Cohort seed (subject k is the same whatever ``n_subjects``).
+    config : SimulationConfig, optional
+        Settings and planted effects.
+    n_ms : int, optional
+        Number of MS subjects (:func:`assign_groups`).
+    atlas_dir : path, optional
+        Atlas of the head model (default atlas when ``None``).
+    overwrite : bool, default False
+        Replace a non-empty ``out_dir``.
+    integer_phase, oblique : bool, optional
+        Override the config (oblique: 15 degree tilt about x).
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_dir``.
+
+    Raises
+    ------
+    ValueError
+        Unknown preset or sizes below 1.
+    FileExistsError
+        ``out_dir`` is not empty and ``overwrite`` is false.
     """
     config = config or C.SimulationConfig()
     if integer_phase is not None:

@@ -35,33 +35,44 @@ CLASS_NAMES = {AIR: "air", SCALP: "scalp", SKULL: "skull", EXTRA_CSF: "extra_csf
                SINUS: "sinus", CSF: "csf", GM: "gm", WM: "wm"}
 
 
+#: Tissue properties of the head model's tissue classes (:data:`CLASS_NAMES`):
+#: susceptibility (ppm, relative to water), T2* at 3 T (ms), proton density (fraction).
+TISSUE_PROPERTIES = {
+    "air": (9.4, 1.0, 0.0), "sinus": (9.4, 1.0, 0.0), "skull": (-2.0, 1.0, 0.05),
+    "scalp": (0.0, 30.0, 0.9), "extra_csf": (0.0, 300.0, 1.0),
+    "csf": (0.0, 300.0, 1.0), "gm": (0.01, 60.0, 0.8), "wm": (-0.03, 48.0, 0.69),
+}
+#: The same properties for every structure of the atlas (the ``structure`` column of
+#: :data:`qsmprep.atlas.DGM_LABELS`, which defines the structures and their labels); a structure
+#: missing here is simulated with 0 ppm, T2* 1 ms and proton density 0.
+STRUCTURE_PROPERTIES = {
+    "caudate": (0.06, 42.0, 0.8),
+    "putamen": (0.045, 35.0, 0.8),
+    "pallidum": (0.13, 22.0, 0.75),
+    "thalamus": (0.005, 48.0, 0.75),
+    "substantia_nigra": (0.12, 25.0, 0.75),
+    "red_nucleus": (0.09, 30.0, 0.75),
+    "dentate": (0.07, 28.0, 0.75),
+}
+
+
+def _property(column: int) -> dict:
+    """One column of :data:`TISSUE_PROPERTIES` and :data:`STRUCTURE_PROPERTIES` as a dict."""
+    return {name: props[column]
+            for table in (TISSUE_PROPERTIES, STRUCTURE_PROPERTIES)
+            for name, props in table.items()}
+
+
 def _chi():
-    return {
-        # tissue classes
-        "air": 9.4, "sinus": 9.4, "skull": -2.0, "scalp": 0.0, "extra_csf": 0.0,
-        "csf": 0.0, "gm": 0.01, "wm": -0.03,
-        # deep gray matter structures (atlas "structure" column)
-        "caudate": 0.06, "putamen": 0.045, "pallidum": 0.13, "thalamus": 0.005,
-        "substantia_nigra": 0.12, "red_nucleus": 0.09, "dentate": 0.07,
-    }
+    return _property(0)
 
 
 def _t2star_ms():
-    return {
-        "air": 1.0, "sinus": 1.0, "skull": 1.0, "scalp": 30.0, "extra_csf": 300.0,
-        "csf": 300.0, "gm": 60.0, "wm": 48.0,
-        "caudate": 42.0, "putamen": 35.0, "pallidum": 22.0, "thalamus": 48.0,
-        "substantia_nigra": 25.0, "red_nucleus": 30.0, "dentate": 28.0,
-    }
+    return _property(1)
 
 
 def _pd():
-    return {
-        "air": 0.0, "sinus": 0.0, "skull": 0.05, "scalp": 0.9, "extra_csf": 1.0,
-        "csf": 1.0, "gm": 0.8, "wm": 0.69,
-        "caudate": 0.8, "putamen": 0.8, "pallidum": 0.75, "thalamus": 0.75,
-        "substantia_nigra": 0.75, "red_nucleus": 0.75, "dentate": 0.75,
-    }
+    return _property(2)
 
 
 #: T1w intensities outside the template brain (template units, WM ~ 90).
@@ -129,13 +140,51 @@ class SimulationConfig:
     t1w_noise: float = 0.02                 # fraction of WM intensity
 
     def with_(self, **kw) -> "SimulationConfig":
+        """A copy with some fields replaced.
+
+        Parameters
+        ----------
+        **kw
+            Field values.
+
+        Returns
+        -------
+        SimulationConfig
+
+        Examples
+        --------
+        >>> SimulationConfig().with_(snr=50.0).snr
+        50.0
+        """
         return replace(self, **kw)
 
     def to_dict(self) -> dict:
+        """All fields as a JSON-ready dict (written to ``simulation.json``).
+
+        Returns
+        -------
+        dict
+        """
         return asdict(self)
 
 
 def session_names(n_sessions: int) -> list[str]:
-    """``baseline``, ``followup``, ``followup2``, ..."""
+    """Session labels of a cohort.
+
+    Parameters
+    ----------
+    n_sessions : int
+        Number of sessions.
+
+    Returns
+    -------
+    list of str
+        ``baseline``, ``followup``, ``followup2``, ...
+
+    Examples
+    --------
+    >>> session_names(3)
+    ['baseline', 'followup', 'followup2']
+    """
     names = ["baseline", "followup"] + [f"followup{i}" for i in range(2, max(n_sessions, 2))]
     return names[:n_sessions]

@@ -24,6 +24,7 @@ import pandas as pd
 from scipy import ndimage
 
 from ..qsm import kernels
+from ..roi import roi_statistics
 from . import config as C
 from .geometry import (Motion, SubjectWarp, half_extent_along, make_grid, random_motion,
                        random_subject_warp, rotation_matrix, sample_at, template_index_coords)
@@ -31,8 +32,6 @@ from .phantom import HeadModel, build_head_model
 
 TEXTURE_SPACING_MM = 2.0
 TEXTURE_SIGMA_MM = 2.0
-ROI_COLUMNS = ["index", "name", "structure", "hemisphere", "mean_ppb", "median_ppb", "sd_ppb",
-               "n_voxels", "volume_mm3"]
 
 
 # ----------------------------------------------------------------------------- random streams
@@ -61,6 +60,29 @@ class Subject:
 
 def make_subject(index: int, group: str, seed: int, config: C.SimulationConfig,
                  model: HeadModel) -> Subject:
+    """Draw one subject: anatomy warp, texture, random effects and demographics.
+
+    Every draw comes from streams of ``(seed, index)`` only, so subject ``index`` is the same
+    whatever the cohort size and group (two subjects with the same index and seed share anatomy
+    and random effects, whatever their group).
+
+    Parameters
+    ----------
+    index : int
+        Subject number (1-based).
+    group : {"HC", "MS"}
+        Group (only changes the demographics drawn).
+    seed : int
+        Cohort seed.
+    config : SimulationConfig
+        Warp size, scaling and between-subject SD.
+    model : HeadModel
+        The head model (structures and extent).
+
+    Returns
+    -------
+    Subject
+    """
     rng = _rng(seed, index, STREAM_ANATOMY)
     warp = random_subject_warp(rng, model.center, model.head_bbox(), config.warp_rms_mm,
                                config.warp_spacing_mm, config.scale_sd)
@@ -83,7 +105,30 @@ def make_subject(index: int, group: str, seed: int, config: C.SimulationConfig,
 
 def structure_values_ppm(subject: Subject, session: int, config: C.SimulationConfig,
                          structures, seed: int) -> dict:
-    """Planted susceptibility (ppm) of each DGM structure for one session (0 = baseline)."""
+    """Planted susceptibility (ppm) of each DGM structure for one session.
+
+    Base value (``config.chi_ppm``) + subject random effect + group effect (MS) + planted
+    changes; unless ``config.repeat``, also time and group-by-time effects and, after baseline,
+    within-subject noise.
+
+    Parameters
+    ----------
+    subject : Subject
+        The subject (group and random effects).
+    session : int
+        0 = baseline, 1 = first follow-up, ...
+    config : SimulationConfig
+        Effects (ppb).
+    structures : iterable of str
+        Structures to plant.
+    seed : int
+        Cohort seed.
+
+    Returns
+    -------
+    dict of str to float
+        Structure -> susceptibility (ppm).
+    """
     ms = 1.0 if subject.group == "MS" else 0.0
     srng = _rng(seed, subject.index, STREAM_VALUES + 100 + session)
     out = {}
@@ -115,6 +160,23 @@ class Protocol:
 
 
 def make_protocol(model: HeadModel, preset: C.Preset, config: C.SimulationConfig) -> Protocol:
+    """Acquisition grids of a cohort: a GRE grid (RAS, optionally oblique) and a T1w grid (LAS).
+
+    Both cover the head with a margin for head size variation and the largest motion.
+
+    Parameters
+    ----------
+    model : HeadModel
+        Head model (its bounding box).
+    preset : Preset
+        Voxel sizes and padding.
+    config : SimulationConfig
+        Motion, scaling and obliquity.
+
+    Returns
+    -------
+    Protocol
+    """
     lo, hi = model.head_bbox()
     centre = (lo + hi) / 2.0
     half = (hi - lo) / 2.0
@@ -164,6 +226,7 @@ class SessionData:
 
     @property
     def field_hz(self) -> np.ndarray:
+        """Noise-free total field in Hz (:attr:`field_ppm` at :attr:`b0`)."""
         return kernels.ppm_to_hz(self.field_ppm, self.b0)
 
 
@@ -194,7 +257,28 @@ def _property_lut(model: HeadModel, values: dict, prop: dict, default=0.0):
 
 
 def sample_subject(model, subject, motion, shape, affine):
-    """Class codes and texture of one acquisition grid."""
+    """Class codes and texture of one acquisition grid.
+
+    Parameters
+    ----------
+    model : HeadModel
+        Head model.
+    subject : Subject
+        Anatomy warp and texture.
+    motion : Motion
+        Session head position.
+    shape : tuple of int
+        Grid shape.
+    affine : ndarray, shape (4, 4)
+        Grid affine.
+
+    Returns
+    -------
+    codes : ndarray of int16
+        Class codes (nearest neighbour).
+    texture : ndarray of float32
+        Unit-SD texture (trilinear).
+    """
     coords = template_index_coords(shape, affine, motion, subject.warp, model.affine)
     codes = sample_at(model.codes, coords, 0, cval=C.AIR, shape=shape).astype(np.int16)
     # texture grid and model grid differ only by an affine on template world coordinates
@@ -212,11 +296,34 @@ def simulate_session(subject: int | Subject = 1, session: int = 0, preset: str =
 
     Parameters
     ----------
-    subject : subject number (1-based) or a :class:`Subject` from :func:`make_subject`.
-    session : 0 for baseline, 1 for follow-up, ...
-    preset : ``'small'`` (3 mm GRE, 2 mm T1w) or ``'1mm'``.
-    config : :class:`~qsmprep.simulate.config.SimulationConfig` (``snr=np.inf``: noise free).
-    group : ``'HC'`` or ``'MS'`` (when ``subject`` is a number).
+    subject : int or Subject
+        Subject number (1-based) or a :class:`Subject` from :func:`make_subject`.
+    session : int, default 0
+        0 for baseline, 1 for follow-up, ...
+    preset : {"small", "1mm"} or Preset, default "small"
+        ``'small'`` (3 mm GRE, 2 mm T1w) or ``'1mm'``.
+    seed : int, default 0
+        Cohort seed.
+    config : SimulationConfig, optional
+        Settings (``snr=np.inf``: noise free).
+    group : {"HC", "MS"}, default "HC"
+        Group, when ``subject`` is a number.
+    atlas_dir : path, optional
+        Atlas of the head model (default atlas when ``None``).
+    model : HeadModel, optional
+        A head model already built (see :func:`~qsmprep.simulate.phantom.build_head_model`).
+    protocol : Protocol, optional
+        Acquisition grids shared by a cohort (:func:`make_protocol`).
+
+    Returns
+    -------
+    SessionData
+        Images, truth and metadata of the session.
+
+    Examples
+    --------
+    >>> d = simulate_session(subject=1, session=0, preset="small", seed=0)  # doctest: +SKIP
+    >>> d.mag.shape[-1], d.planted_ppm["pallidum"]  # doctest: +SKIP
     """
     config = config or C.SimulationConfig()
     pre = C.PRESETS[preset] if isinstance(preset, str) else preset
@@ -302,25 +409,53 @@ def simulate_session(subject: int | Subject = 1, session: int = 0, preset: str =
 
 
 def wrap_phase(ph) -> np.ndarray:
-    """Wrap to ``[-pi, pi)``."""
+    """Wrap phase to ``[-pi, pi)``.
+
+    Parameters
+    ----------
+    ph : array_like
+        Phase (rad).
+
+    Returns
+    -------
+    ndarray of float32
+
+    Examples
+    --------
+    >>> [round(float(v), 4) for v in wrap_phase([np.pi, 3 * np.pi / 2])]
+    [-3.1416, -1.5708]
+    """
     return (np.mod(np.asarray(ph, np.float64) + np.pi, 2 * np.pi) - np.pi).astype(np.float32)
 
 
 def roi_table(chi_ppm: np.ndarray, labels: np.ndarray, table: pd.DataFrame, voxel_size,
               mask: np.ndarray | None = None) -> pd.DataFrame:
-    """Per-label statistics of ``chi_ppm`` in ppb (the ROI table columns of the architecture)."""
-    vvol = float(np.prod(voxel_size))
-    rows = []
-    for r in table.itertuples():
-        sel = labels == int(r.index)
-        if mask is not None:
-            sel &= mask
-        v = chi_ppm[sel].astype(np.float64) * 1000.0
-        n = int(v.size)
-        rows.append({"index": int(r.index), "name": r.name, "structure": r.structure,
-                     "hemisphere": r.hemisphere,
-                     "mean_ppb": float(v.mean()) if n else np.nan,
-                     "median_ppb": float(np.median(v)) if n else np.nan,
-                     "sd_ppb": float(v.std(ddof=1)) if n > 1 else np.nan,
-                     "n_voxels": n, "volume_mm3": n * vvol})
-    return pd.DataFrame(rows, columns=ROI_COLUMNS)
+    """Per-label statistics of a simulated map: the ROI table of :mod:`qsmprep.roi`.
+
+    The truth tables of the simulator are the same contract as the participant-level tables
+    (columns :data:`qsmprep.roi.COLUMNS`), computed by the same function, with no erosion and no
+    reliability threshold.
+
+    Parameters
+    ----------
+    chi_ppm : ndarray, shape (X, Y, Z)
+        Susceptibility in ppm (e.g. :attr:`SessionData.chi`).
+    labels : ndarray of int, shape (X, Y, Z)
+        Atlas labels on the same grid.
+    table : pandas.DataFrame
+        Label table with ``index``, ``name``, ``structure`` and ``hemisphere``.
+    voxel_size : sequence of float
+        Voxel size in mm (3 values).
+    mask : ndarray of bool, optional
+        Restrict every label to this mask.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per row of ``table``, columns :data:`qsmprep.roi.COLUMNS` (ppb).
+
+    See Also
+    --------
+    qsmprep.roi.roi_statistics
+    """
+    return roi_statistics(chi_ppm, labels, table, voxel_size, mask=mask)

@@ -21,7 +21,22 @@ from scipy import ndimage
 
 
 def rotation_matrix(angles_deg) -> np.ndarray:
-    """Rotation ``Rz @ Ry @ Rx`` from angles about x, y, z (degrees)."""
+    """Rotation ``Rz @ Ry @ Rx`` from angles about x, y, z.
+
+    Parameters
+    ----------
+    angles_deg : sequence of float
+        Angles about x, y and z (degrees).
+
+    Returns
+    -------
+    ndarray, shape (3, 3)
+
+    Examples
+    --------
+    >>> np.round(rotation_matrix([0, 0, 90]) @ [1, 0, 0], 6).tolist()
+    [0.0, 1.0, 0.0]
+    """
     ax, ay, az = np.deg2rad(np.asarray(angles_deg, float))
     rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
     ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
@@ -48,6 +63,13 @@ class SubjectWarp:
         return q
 
     def to_dict(self) -> dict:
+        """JSON-ready parameters (the content of ``sub-<label>_desc-truth_xfm.json``).
+
+        Returns
+        -------
+        dict
+            ``center_mm``, ``linear``, ``displacement_grid_affine``, ``rms_displacement_mm``.
+        """
         return {"center_mm": self.center.tolist(), "linear": self.linear.tolist(),
                 "displacement_grid_affine": self.disp_affine.tolist(),
                 "rms_displacement_mm": float(np.sqrt((self.disp**2).sum(-1).mean()))}
@@ -63,10 +85,16 @@ class Motion:
 
     @property
     def rotation(self) -> np.ndarray:
+        """Rotation matrix ``R`` (3, 3) of :attr:`angles_deg` (:func:`rotation_matrix`)."""
         return rotation_matrix(self.angles_deg)
 
     def matrix(self) -> np.ndarray:
-        """4x4 matrix mapping head frame ``p`` to scanner world ``w``."""
+        """4x4 matrix mapping head frame ``p`` to scanner world ``w``.
+
+        Returns
+        -------
+        ndarray, shape (4, 4)
+        """
         r = self.rotation
         m = np.eye(4)
         m[:3, :3] = r
@@ -74,10 +102,28 @@ class Motion:
         return m
 
     def inverse(self, w: np.ndarray) -> np.ndarray:
-        """Scanner world ``w`` (N, 3) -> head frame ``p``."""
+        """Map scanner world points to the head frame.
+
+        Parameters
+        ----------
+        w : ndarray, shape (N, 3)
+            Scanner world points (mm).
+
+        Returns
+        -------
+        ndarray, shape (N, 3)
+            Head-frame points ``p``.
+        """
         return (w - self.center - self.translation_mm) @ self.rotation + self.center
 
     def to_dict(self) -> dict:
+        """JSON-ready parameters (part of ``*_desc-truth_motion.json``).
+
+        Returns
+        -------
+        dict
+            ``center_mm``, ``rotation_deg_xyz``, ``translation_mm``, ``head_to_scanner``.
+        """
         return {"center_mm": self.center.tolist(), "rotation_deg_xyz": self.angles_deg.tolist(),
                 "translation_mm": self.translation_mm.tolist(),
                 "head_to_scanner": self.matrix().tolist()}
@@ -85,7 +131,27 @@ class Motion:
 
 def random_subject_warp(rng, center, bbox, rms_mm, spacing_mm, scale_sd) -> SubjectWarp:
     """Random smooth warp: Gaussian-smoothed noise on a coarse grid (sigma 1.5 cells), scaled to
-    ``rms_mm`` RMS, plus per-axis scaling ``1 + N(0, scale_sd)`` (clipped at 2.5 SD)."""
+    ``rms_mm`` RMS, plus per-axis scaling ``1 + N(0, scale_sd)`` (clipped at 2.5 SD).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Random stream.
+    center : sequence of float
+        Centre ``c`` of the scaling (mm).
+    bbox : tuple of ndarray
+        World bounding box (min, max corners) the displacement grid must cover (plus margin).
+    rms_mm : float
+        RMS displacement.
+    spacing_mm : float
+        Spacing of the displacement grid.
+    scale_sd : float
+        SD of the per-axis scaling (fraction).
+
+    Returns
+    -------
+    SubjectWarp
+    """
     lo, hi = bbox[0] - 2 * spacing_mm, bbox[1] + 2 * spacing_mm
     shape = tuple(int(np.ceil((h - l) / spacing_mm)) + 1 for l, h in zip(lo, hi))
     disp = rng.standard_normal(shape + (3,))
@@ -100,6 +166,21 @@ def random_subject_warp(rng, center, bbox, rms_mm, spacing_mm, scale_sd) -> Subj
 
 
 def random_motion(rng, center, max_deg, max_mm) -> Motion:
+    """Uniformly random rigid head position of one session.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Random stream.
+    center : sequence of float
+        Rotation centre (mm).
+    max_deg, max_mm : float
+        Largest rotation per axis (degrees) and translation per axis (mm).
+
+    Returns
+    -------
+    Motion
+    """
     return Motion(center=np.asarray(center, float),
                   angles_deg=rng.uniform(-max_deg, max_deg, 3),
                   translation_mm=rng.uniform(-max_mm, max_mm, 3))
@@ -108,7 +189,23 @@ def random_motion(rng, center, max_deg, max_mm) -> Motion:
 def make_grid(center, half_extent_mm, voxel_mm, axes=np.eye(3), shift_mm=(0, 0, 0)):
     """Acquisition grid centred on ``center + shift`` with voxel axes ``axes`` (columns, world).
 
-    ``half_extent_mm`` is measured along each voxel axis. Returns ``(shape, affine)``.
+    Parameters
+    ----------
+    center : sequence of float
+        Grid centre (world mm).
+    half_extent_mm : sequence of float
+        Half extent along each voxel axis.
+    voxel_mm : sequence of float
+        Voxel size.
+    axes : ndarray, shape (3, 3), default identity
+        Voxel axis directions (columns, world).
+    shift_mm : sequence of float, default (0, 0, 0)
+        Offset of the centre.
+
+    Returns
+    -------
+    shape : tuple of int
+    affine : ndarray, shape (4, 4)
     """
     voxel_mm = np.asarray(voxel_mm, float)
     shape = tuple(int(2 * np.ceil(h / v)) for h, v in zip(half_extent_mm, voxel_mm))
@@ -121,7 +218,21 @@ def make_grid(center, half_extent_mm, voxel_mm, axes=np.eye(3), shift_mm=(0, 0, 
 
 
 def half_extent_along(axes, bbox, margin_mm) -> np.ndarray:
-    """Half extent of a world bounding box (about its centre) projected on grid axes."""
+    """Half extent of a world bounding box (about its centre) projected on grid axes.
+
+    Parameters
+    ----------
+    axes : ndarray, shape (3, 3)
+        Grid axis directions (columns).
+    bbox : tuple of ndarray
+        Min and max world corners.
+    margin_mm : float
+        Added to every half extent.
+
+    Returns
+    -------
+    ndarray, shape (3,)
+    """
     lo, hi = bbox
     half = (hi - lo) / 2.0
     proj = np.abs(np.asarray(axes, float).T) @ half
@@ -129,13 +240,44 @@ def half_extent_along(axes, bbox, margin_mm) -> np.ndarray:
 
 
 def grid_world_points(shape, affine, dtype=np.float64) -> np.ndarray:
-    """World coordinates (N, 3) of every voxel centre, C order."""
+    """World coordinates of every voxel centre, C order.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Grid shape.
+    affine : ndarray, shape (4, 4)
+        Grid affine.
+    dtype : numpy dtype, default float64
+
+    Returns
+    -------
+    ndarray, shape (N, 3)
+    """
     ijk = np.indices(shape, dtype=dtype).reshape(3, -1).T
     return ijk @ affine[:3, :3].T.astype(dtype) + affine[:3, 3].astype(dtype)
 
 
 def sample_model(volume, model_affine, q, order, cval=0.0):
-    """Sample a model volume at template-world points ``q`` (N, 3)."""
+    """Sample a model volume at template-world points.
+
+    Parameters
+    ----------
+    volume : ndarray
+        Head-model volume.
+    model_affine : ndarray, shape (4, 4)
+        Its affine.
+    q : ndarray, shape (N, 3)
+        Template-world points.
+    order : int
+        Spline order (0 for classes and labels, 1 for intensities).
+    cval : float, default 0.0
+        Value outside the volume.
+
+    Returns
+    -------
+    ndarray, shape (N,)
+    """
     inv = np.linalg.inv(model_affine)
     ijk = q @ inv[:3, :3].T + inv[:3, 3]
     return ndimage.map_coordinates(volume, ijk.T, order=order, mode="constant", cval=cval,
@@ -148,7 +290,24 @@ def template_index_coords(shape, grid_affine, motion: Motion, warp: SubjectWarp,
     every voxel of an acquisition grid: the chain ``w -> p -> q`` of the module docstring.
 
     Same result as ``warp(motion.inverse(world points))`` but the displacement is resampled with
-    :func:`scipy.ndimage.affine_transform` (no coordinate arrays), which is several times faster.
+    :func:`scipy.ndimage.affine_transform` (no coordinate arrays), which is faster.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Acquisition grid shape.
+    grid_affine : ndarray, shape (4, 4)
+        Acquisition grid affine (scanner world).
+    motion : Motion
+        Session head position.
+    warp : SubjectWarp
+        Subject anatomy transform.
+    target_affine : ndarray, shape (4, 4)
+        Affine of the template-space volume to sample.
+
+    Returns
+    -------
+    ndarray of float32, shape (3, N)
     """
     p_of_ijk = np.linalg.inv(motion.matrix()) @ np.asarray(grid_affine, float)
     lin = np.eye(4)
@@ -172,7 +331,25 @@ def template_index_coords(shape, grid_affine, motion: Motion, warp: SubjectWarp,
 
 
 def sample_at(volume, coords, order, cval=0.0, shape=None):
-    """Sample ``volume`` at index coordinates ``(3, N)``; reshape to ``shape`` if given."""
+    """Sample ``volume`` at index coordinates.
+
+    Parameters
+    ----------
+    volume : ndarray
+        Volume to sample.
+    coords : ndarray, shape (3, N)
+        Index coordinates (e.g. :func:`template_index_coords`).
+    order : int
+        Spline order.
+    cval : float, default 0.0
+        Value outside the volume.
+    shape : tuple of int, optional
+        Reshape the samples to this shape.
+
+    Returns
+    -------
+    ndarray
+    """
     out = ndimage.map_coordinates(volume, coords, order=order, mode="constant", cval=cval,
                                   prefilter=False)
     return out.reshape(shape) if shape is not None else out
@@ -181,9 +358,18 @@ def sample_at(volume, coords, order, cval=0.0, shape=None):
 def load_truth_transform(truth_root, subject: str, session: str):
     """Read the true transforms written by :func:`qsmprep.simulate.simulate_cohort`.
 
-    Returns a function mapping scanner world points ``w`` (N, 3) of that session to template
-    (atlas) world points ``q`` (N, 3); e.g. to check a registration against the truth.
-    ``subject``/``session`` are labels without ``sub-``/``ses-``.
+    Parameters
+    ----------
+    truth_root : path
+        ``derivatives/qsmprep-truth`` of a simulated cohort.
+    subject, session : str
+        Labels without ``sub-``/``ses-``.
+
+    Returns
+    -------
+    callable
+        Maps scanner world points ``w`` (N, 3) of that session to template (atlas) world
+        points ``q`` (N, 3); e.g. to check a registration against the truth.
     """
     import json
     from pathlib import Path

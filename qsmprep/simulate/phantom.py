@@ -45,16 +45,30 @@ class HeadModel:
 
     @property
     def voxel_mm(self) -> float:
+        """Voxel size of the model grid (mm, isotropic)."""
         return float(np.linalg.norm(self.affine[:3, 0]))
 
     def head_bbox(self) -> tuple[np.ndarray, np.ndarray]:
-        """World bounding box (min, max corners) of the head (every non-air voxel)."""
+        """World bounding box of the head (every non-air voxel).
+
+        Returns
+        -------
+        lo, hi : ndarray, shape (3,)
+            Min and max world corners (mm).
+        """
         ijk = np.argwhere(self.codes != C.AIR)
         lo = self.affine[:3, :3] @ ijk.min(0) + self.affine[:3, 3]
         hi = self.affine[:3, :3] @ ijk.max(0) + self.affine[:3, 3]
         return np.minimum(lo, hi), np.maximum(lo, hi)
 
     def structure_of_code(self) -> dict[int, str]:
+        """Name of every class code: tissue classes and atlas structures.
+
+        Returns
+        -------
+        dict of int to str
+            Code -> tissue class name or ``structure`` of the atlas label.
+        """
         out = {code: name for code, name in C.CLASS_NAMES.items()}
         for row in self.labels.itertuples():
             out[C.LABEL_OFFSET + int(row.index)] = row.structure
@@ -62,7 +76,25 @@ class HeadModel:
 
 
 def build_head_model(resolution_mm: float = 2.0, atlas_dir=None, sinus: bool = True) -> HeadModel:
-    """Build (or fetch from the in-process cache) the head model at ``resolution_mm``."""
+    """Build (or fetch from the in-process cache) the head model at ``resolution_mm``.
+
+    The DGM structures of the model are the rows of the atlas label table (for the default
+    atlas, :data:`qsmprep.atlas.DGM_LABELS`); their tissue properties come from the
+    simulation config (:data:`qsmprep.simulate.config.STRUCTURE_PROPERTIES`).
+
+    Parameters
+    ----------
+    resolution_mm : float, default 2.0
+        Model grid spacing.
+    atlas_dir : path, optional
+        Atlas folder (default: the default atlas, derived once if needed).
+    sinus : bool, default True
+        Add the frontal air sinus.
+
+    Returns
+    -------
+    HeadModel
+    """
     if atlas_dir is None:
         default = default_atlas_dir()
         if not (default / "dataset_description.json").is_file():

@@ -12,7 +12,14 @@ Pure functions: pandas DataFrames in, DataFrames out; no nipype, no file I/O.
 """
 
 from .anova import mixed_anova, mixed_anova_one
-from .cohort import analysis_table, build_long_table, group_order, order_sessions, session_sort_key
+from .cohort import (
+    DEFAULT_STRUCTURES,
+    analysis_table,
+    build_long_table,
+    group_order,
+    order_sessions,
+    session_sort_key,
+)
 from .descriptives import descriptives
 from .lmm import between_within_df, fit_lmm, fit_lmm_one, reml_random_intercept
 from .multiple import add_fdr, fdr_bh
@@ -20,6 +27,7 @@ from .rules import MIN_DF, MIN_PER_SAMPLE, SINGULAR_RATIO
 from .ttests import cohen_d_pooled, cohen_dz, follow_up_ttests, noncentral_t_ci, paired_test, welch_test
 
 __all__ = [
+    "DEFAULT_STRUCTURES",
     "MIN_DF",
     "MIN_PER_SAMPLE",
     "SINGULAR_RATIO",

@@ -62,9 +62,32 @@ def _row(struct, source, test, f, df1, df2, p, np2, n, excl, p_gg=np.nan, eps=np
 
 
 def mixed_anova_one(sub, structure="", groups=None, sessions=None):
-    """ANOVA of one structure; returns (list of row dicts, list of notes).
+    """ANOVA of one structure: mixed (group x time), or the fallback the data allow.
 
-    ``sub`` holds ``participant_id, session_id, group, chi_ppb`` for one structure.
+    Complete cases only (participants with a value at every session); groups with fewer than
+    :data:`~qsmprep.stats.rules.MIN_PER_SAMPLE` complete participants are left out.  Two groups
+    and two sessions: ``pingouin.mixed_anova``; one group: ``pingouin.rm_anova`` of time; one
+    session: one-way ``pingouin.anova`` of group; otherwise nothing.
+
+    Parameters
+    ----------
+    sub : pandas.DataFrame
+        ``participant_id, session_id, group, chi_ppb`` of one structure.
+    structure : str
+        Name used in the rows and notes.
+    groups, sessions : list of str, optional
+        Level orders (default: control-like group first; sorted sessions).
+
+    Returns
+    -------
+    list of dict
+        Rows of :data:`ANOVA_COLUMNS` (one per effect).
+    list of str
+        Notes (participants or groups left out, fallbacks, skips).
+
+    References
+    ----------
+    Vallat R. Pingouin: statistics in Python. J Open Source Softw 2018;3(31):1026.
     """
     notes = []
     groups = groups or group_order(sub["group"])
@@ -135,10 +158,27 @@ def mixed_anova_one(sub, structure="", groups=None, sessions=None):
 
 
 def mixed_anova(table, groups=None, sessions=None, alpha=0.05):
-    """Run :func:`mixed_anova_one` for every structure; add BH-FDR across structures per
-    source (family = one effect, e.g. the group x time interaction, over the structures).
+    """Run :func:`mixed_anova_one` for every structure and add BH-FDR across structures.
 
-    Returns ``(DataFrame with ANOVA_COLUMNS + p_fdr, significant_fdr; notes)``.
+    A family is one effect (source) over the structures, e.g. the group x time interaction;
+    the Greenhouse-Geisser corrected p enters the correction when it exists (more than two
+    sessions).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Analysis table (:func:`qsmprep.stats.cohort.analysis_table`).
+    groups, sessions : list of str, optional
+        Level orders (default: control-like group first; the table's session order).
+    alpha : float
+        FDR level.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`ANOVA_COLUMNS` + ``p_fdr``, ``significant_fdr``.
+    list of str
+        Notes of every structure.
     """
     groups = groups or group_order(table["group"])
     sessions = sessions or table.attrs.get("session_order") or sorted(table["session_id"].unique())

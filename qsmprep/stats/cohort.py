@@ -28,7 +28,13 @@ import pandas as pd
 from ..roi import COLUMNS as _ROI_COLUMNS  # pure module, no nipype
 
 ROI_COLUMNS = tuple(_ROI_COLUMNS)
+#: Structures the group level analyses by default (``--structures``): the only definition
+#: (:mod:`qsmprep.group` re-exports it); each is a ``structure`` of the default atlas label table
+#: (:data:`qsmprep.atlas.DGM_LABELS`), which ``tests/group/test_run.py`` checks.
+DEFAULT_STRUCTURES = ("caudate", "putamen", "pallidum", "thalamus")
 KEYS = ("participant_id", "session_id")
+#: columns without which a ROI table cannot enter the long table
+REQUIRED_ROI_COLUMNS = ("structure", "hemisphere", "mean_ppb")
 #: optional per-label columns carried into the long table when present: registration QC
 #: (``qc_*``, contract 2) and R2* (``r2star_*``, contract 3)
 _EXTRA_COLUMN = re.compile(r"^(qc_|r2star_)")
@@ -46,8 +52,27 @@ def _add_prefix(value, prefix):
 
 
 def session_sort_key(session_id):
-    """Sort key for session labels: baseline-like words first, follow-up-like last, numbers
-    in natural order in between (``ses-2`` before ``ses-10``); otherwise alphabetical."""
+    """Sort key for session labels.
+
+    Baseline-like words first (``baseline``, ``pre``, ``screening``, ...), follow-up-like words
+    last (``followup``, ``post``, ...), numbers in natural order (``ses-2`` before ``ses-10``);
+    otherwise alphabetical.
+
+    Parameters
+    ----------
+    session_id : str
+        Label with or without ``ses-``.
+
+    Returns
+    -------
+    tuple
+        Comparable key.
+
+    Examples
+    --------
+    >>> sorted(["ses-10", "ses-post", "ses-2", "ses-baseline"], key=session_sort_key)
+    ['ses-baseline', 'ses-2', 'ses-10', 'ses-post']
+    """
     label = str(session_id).removeprefix("ses-").lower()
     compact = re.sub(r"[^a-z0-9]", "", label)
     rank = 1
@@ -62,10 +87,20 @@ def session_sort_key(session_id):
 
 
 def order_sessions(session_ids, sessions=None):
-    """Return the session order used for the ``time`` factor.
+    """The session order used for the ``time`` factor.
 
-    ``sessions`` (labels with or without ``ses-``) fixes the order and selects sessions;
-    otherwise the sessions found are sorted with :func:`session_sort_key`.
+    Parameters
+    ----------
+    session_ids : iterable of str
+        Sessions found (NaN ignored).
+    sessions : sequence of str, optional
+        Labels with or without ``ses-`` that fix the order and select sessions.
+
+    Returns
+    -------
+    list of str
+        ``sessions`` with the ``ses-`` prefix when given, else the sessions found sorted with
+        :func:`session_sort_key`.
     """
     found = sorted({str(s) for s in session_ids if pd.notna(s)}, key=session_sort_key)
     if sessions is None or len(sessions) == 0:
@@ -91,7 +126,7 @@ def build_long_table(session_tables, participants=None):
     """
     pids, sess, frames = [], [], []
     for participant_id, session_id, table in session_tables:
-        missing = [c for c in ("structure", "hemisphere", "mean_ppb") if c not in table.columns]
+        missing = [c for c in REQUIRED_ROI_COLUMNS if c not in table.columns]
         if missing:
             raise ValueError(
                 f"ROI table of {participant_id} {session_id} lacks column(s) {missing}; expected "
@@ -137,7 +172,7 @@ def build_long_table(session_tables, participants=None):
 
 def analysis_table(
     long,
-    structures=("caudate", "putamen", "pallidum", "thalamus"),
+    structures=DEFAULT_STRUCTURES,
     hemispheres=False,
     group_column="group",
     covariates=(),
@@ -146,16 +181,45 @@ def analysis_table(
 ):
     """Reduce the long table to one ``chi_ppb`` per participant x session x structure.
 
-    ``value`` is the column of the long table that is analysed (``mean_ppb``; ``r2star_mean``
-    for ``--measure r2star``); the result column keeps the name ``chi_ppb`` for every measure
-    (the writer renames it together with the units).
+    Left and right labels are averaged with equal weight unless ``hemispheres`` (see the module
+    docstring); the grid participant x session x structure is completed so that a missing
+    value is visible as NaN.
 
-    Returns ``(table, warnings)``.  ``table`` has columns ``participant_id, session_id, group,
-    time_index, structure, hemisphere, chi_ppb, n_voxels`` plus the covariates; ``structure`` is
-    ``caudate`` (bilateral) or ``caudate_left`` / ``caudate_right`` when ``hemispheres`` is
-    true.  ``warnings`` lists, in plain words, every participant, session or structure that is
-    missing or unusable; nothing is dropped without an entry there.  Rows with missing
-    ``chi_ppb`` are kept in the table (``NaN``) so that the caller can count them.
+    Parameters
+    ----------
+    long : pandas.DataFrame
+        Long table (:func:`build_long_table`) with the ``participants.tsv`` columns.
+    structures : sequence of str
+        Structures to keep (case-insensitive), default :data:`DEFAULT_STRUCTURES`.
+    hemispheres : bool
+        Analyse left and right as separate structures (``caudate_left``, ...).
+    group_column : str
+        ``participants.tsv`` column with the group.
+    covariates : sequence of str
+        ``participants.tsv`` columns carried into the table.
+    sessions : sequence of str, optional
+        Sessions in time order (with or without ``ses-``); default every session found, in
+        :func:`session_sort_key` order.
+    value : str
+        Column of the long table analysed (``mean_ppb``; ``r2star_mean`` for ``--measure
+        r2star``); the result column keeps the name ``chi_ppb`` for every measure (the writer
+        renames it together with the units).
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        ``participant_id, session_id, time_index, group``, the covariates, ``structure,
+        hemisphere, chi_ppb, n_voxels``; ``attrs["session_order"]`` and
+        ``attrs["structures"]`` hold the orders used.  Rows with missing ``chi_ppb`` are kept
+        (NaN) so that the caller can count them.
+    warnings : list of str
+        Every participant, session or structure that is missing or unusable, in plain words;
+        nothing is dropped without an entry here.
+
+    Raises
+    ------
+    ValueError
+        ``group_column`` or a covariate is not a column of ``long``.
     """
     warnings = []
     if group_column not in long.columns:
@@ -300,8 +364,26 @@ def analysis_table(
 
 
 def group_order(groups, reference=None):
-    """Order of the group levels: ``reference`` first if given, else a control-like label
-    (``HC``, ``control``, ``CTRL``, ``healthy``) first, then alphabetical."""
+    """Order of the group levels (the first is the reference of every contrast).
+
+    Parameters
+    ----------
+    groups : iterable
+        Group values (converted to text).
+    reference : str, optional
+        Level to put first when present.
+
+    Returns
+    -------
+    list of str
+        ``reference``, else a control-like label (``HC``, ``control``, ``CTRL``, ``healthy``,
+        ...), else the alphabetically first level; then the other levels alphabetically.
+
+    Examples
+    --------
+    >>> group_order(["MS", "HC", "CIS"])
+    ['HC', 'CIS', 'MS']
+    """
     levels = sorted({str(g) for g in groups})
     if reference is not None and str(reference) in levels:
         first = str(reference)

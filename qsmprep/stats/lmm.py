@@ -441,12 +441,32 @@ def fit_lmm(table, groups=None, sessions=None, covariates=(), alpha=0.05, confid
     The intercept is not corrected; rows of fits that are not OK (``fit_ok`` false) keep their
     p-values (and count in the FDR family) but are never ``significant_fdr``.
 
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Analysis table (:func:`qsmprep.stats.cohort.analysis_table`), with the covariates.
+    groups, sessions : list of str, optional
+        Level orders; the first of each is the reference of the treatment coding.
+    covariates : sequence of str
+        Covariate columns (numeric ones mean-centred).
+    alpha : float
+        FDR level.
+    confidence : float
+        Coverage of the intervals.
+
     Returns
     -------
-    DataFrame
+    pandas.DataFrame
         :data:`LMM_COLUMNS` + ``p_fdr``, ``significant_fdr``.
     list of str
         Notes (skips, fit problems).
+
+    References
+    ----------
+    Lindstrom MJ, Bates DM. Newton-Raphson and EM algorithms for linear mixed-effects models for
+    repeated-measures data. J Am Stat Assoc 1988;83:1014-1022.
+    Schluchter MD, Elashoff JT. Small-sample adjustments to tests with unbalanced repeated
+    measures assuming several covariance structures. J Stat Comput Simul 1990;37:69-87.
     """
     groups = groups or group_order(table["group"])
     sessions = sessions or table.attrs.get("session_order") or sorted(table["session_id"].unique())

@@ -7,13 +7,34 @@ from statsmodels.stats.multitest import multipletests
 
 
 def fdr_bh(pvalues, alpha=0.05):
-    """Benjamini-Hochberg step-up FDR.
+    """Benjamini-Hochberg step-up FDR adjustment.
 
-    Benjamini Y, Hochberg Y (1995). Controlling the false discovery rate: a practical and
-    powerful approach to multiple testing. J R Stat Soc B 57:289-300.
+    ``NaN`` p-values are left out of the family and stay ``NaN``.
 
-    ``NaN`` p-values are left out of the family and stay ``NaN``.  Returns
-    ``(p_fdr, reject)`` arrays of the input length (``reject`` is False where p is NaN).
+    Parameters
+    ----------
+    pvalues : array_like
+        P-values of one family.
+    alpha : float
+        FDR level.
+
+    Returns
+    -------
+    p_fdr : numpy.ndarray
+        Adjusted p-values, input length.
+    reject : numpy.ndarray of bool
+        ``p_fdr`` below ``alpha`` (False where p is NaN).
+
+    References
+    ----------
+    Benjamini Y, Hochberg Y. Controlling the false discovery rate: a practical and powerful
+    approach to multiple testing. J R Stat Soc B 1995;57:289-300.
+
+    Examples
+    --------
+    >>> p_fdr, reject = fdr_bh([0.01, 0.04, float("nan")])
+    >>> p_fdr.round(3).tolist(), reject.tolist()
+    ([0.02, 0.04, nan], [True, True, False])
     """
     p = np.asarray(pvalues, dtype=float)
     p_fdr = np.full(p.shape, np.nan)
@@ -27,10 +48,26 @@ def fdr_bh(pvalues, alpha=0.05):
 
 
 def add_fdr(df, family, p_column="p", alpha=0.05, out_column="p_fdr"):
-    """Add ``p_fdr`` (and ``significant_fdr``) to ``df``, correcting within each family.
+    """Add ``p_fdr`` and ``significant_fdr`` to a table, correcting within each family.
 
-    ``family`` is a list of columns whose values define a family (e.g. ``["source"]`` for the
-    ANOVA: the group effect is corrected across structures, separately from the time effect).
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Test results, one row per test.
+    family : list of str
+        Columns whose values define a family (e.g. ``["source"]`` for the ANOVA: the group
+        effect is corrected across structures, separately from the time effect).
+    p_column : str
+        Column with the p-values to correct.
+    alpha : float
+        FDR level.
+    out_column : str
+        Name of the adjusted p-value column.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with ``out_column`` and the boolean ``significant_fdr``.
     """
     df = df.copy()
     df[out_column] = np.nan

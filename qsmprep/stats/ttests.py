@@ -59,8 +59,32 @@ TTEST_COLUMNS = [
 
 
 def noncentral_t_ci(t, df, confidence=0.95):
-    """Confidence interval of the noncentrality parameter of a t statistic (exact, by inverting
-    ``scipy.stats.nct.cdf``).  Returns ``(low, high)``; NaN if t or df is not finite/positive."""
+    """Exact confidence interval of the noncentrality parameter of a t statistic.
+
+    The bounds are the noncentrality parameters at which the observed ``t`` is the
+    ``1 - alpha/2`` and ``alpha/2`` quantile of the noncentral t distribution (roots of
+    ``scipy.stats.nct.cdf`` found with Brent's method).
+
+    Parameters
+    ----------
+    t : float
+        Observed t statistic.
+    df : float
+        Degrees of freedom.
+    confidence : float
+        Coverage of the interval.
+
+    Returns
+    -------
+    tuple of float
+        ``(low, high)``; NaN when ``t`` or ``df`` is not finite or ``df <= 0``.
+
+    References
+    ----------
+    Steiger JH, Fouladi RT. Noncentrality interval estimation and the evaluation of statistical
+    models. In: Harlow LL, et al., eds. What if there were no significance tests? Erlbaum;
+    1997:221-257.
+    """
     if not (np.isfinite(t) and np.isfinite(df) and df > 0):
         return (np.nan, np.nan)
     alpha = 1.0 - confidence
@@ -83,7 +107,25 @@ def noncentral_t_ci(t, df, confidence=0.95):
 
 
 def cohen_dz(diff, confidence=0.95):
-    """Cohen's d_z of paired differences and its noncentral-t CI: ``(d_z, low, high)``."""
+    """Cohen's d_z of paired differences with its exact noncentral-t interval.
+
+    Parameters
+    ----------
+    diff : array_like
+        Paired differences (later minus first), without NaN.
+    confidence : float
+        Coverage of the interval.
+
+    Returns
+    -------
+    tuple of float
+        ``(d_z, low, high)``, ``d_z = mean(diff) / sd(diff)`` (ddof=1); NaN for fewer than two
+        differences or a zero SD.
+
+    References
+    ----------
+    Steiger and Fouladi (1997), see :func:`noncentral_t_ci`.
+    """
     diff = np.asarray(diff, float)
     n = diff.size
     if n < 2:
@@ -97,7 +139,24 @@ def cohen_dz(diff, confidence=0.95):
 
 
 def cohen_d_pooled(x1, x2, confidence=0.95):
-    """Cohen's d of ``x2 - x1`` with the pooled SD and its noncentral-t CI: ``(d, low, high)``."""
+    """Cohen's d of ``x2 - x1`` with the pooled SD, with its exact noncentral-t interval.
+
+    Parameters
+    ----------
+    x1, x2 : array_like
+        The two samples (reference first), without NaN.
+    confidence : float
+        Coverage of the interval.
+
+    Returns
+    -------
+    tuple of float
+        ``(d, low, high)``; NaN when a sample has fewer than two values or the pooled SD is 0.
+
+    References
+    ----------
+    Steiger and Fouladi (1997), see :func:`noncentral_t_ci`.
+    """
     x1, x2 = np.asarray(x1, float), np.asarray(x2, float)
     n1, n2 = x1.size, x2.size
     if n1 < 2 or n2 < 2:
@@ -112,7 +171,22 @@ def cohen_d_pooled(x1, x2, confidence=0.95):
 
 
 def paired_test(first, later, confidence=0.95):
-    """Paired t-test of ``later - first`` (aligned arrays, NaN pairs must be removed first)."""
+    """Paired t-test of ``later - first`` with Cohen's d_z.
+
+    Parameters
+    ----------
+    first, later : array_like
+        Aligned values of the same participants (pairs with a NaN removed beforehand).
+    confidence : float
+        Coverage of the difference and effect-size intervals.
+
+    Returns
+    -------
+    dict
+        One ``ttests.tsv`` row without its key columns: ``n_1, n_2, mean_1_ppb, mean_2_ppb,
+        difference_ppb, difference_ci_low_ppb, difference_ci_high_ppb, t, df, p,
+        effect_size_type ("cohen_dz"), effect_size, effect_size_ci_low, effect_size_ci_high``.
+    """
     first, later = np.asarray(first, float), np.asarray(later, float)
     res = stats.ttest_rel(later, first)
     ci = res.confidence_interval(confidence)
@@ -136,7 +210,25 @@ def paired_test(first, later, confidence=0.95):
 
 
 def welch_test(x_ref, x_other, confidence=0.95):
-    """Welch t-test of ``x_other - x_ref`` plus the pooled-SD Cohen's d."""
+    """Welch t-test of ``x_other - x_ref`` with the pooled-SD Cohen's d.
+
+    Parameters
+    ----------
+    x_ref, x_other : array_like
+        Reference-group and other-group values (no NaN).
+    confidence : float
+        Coverage of the difference and effect-size intervals.
+
+    Returns
+    -------
+    dict
+        The same keys as :func:`paired_test`, ``effect_size_type`` ``"cohen_d_pooled"``.
+
+    References
+    ----------
+    Welch BL. The generalization of 'Student's' problem when several different population
+    variances are involved. Biometrika 1947;34:28-35.
+    """
     x_ref, x_other = np.asarray(x_ref, float), np.asarray(x_other, float)
     res = stats.ttest_ind(x_other, x_ref, equal_var=False)
     ci = res.confidence_interval(confidence)
@@ -162,10 +254,29 @@ def welch_test(x_ref, x_other, confidence=0.95):
 def follow_up_ttests(table, groups=None, sessions=None, alpha=0.05, confidence=0.95):
     """All paired (within-group) and Welch (between-group) tests for every structure.
 
+    Paired: each later session against the first, within each group; Welch: each group against
+    the reference group, at each session.  A test runs only with at least
+    :data:`~qsmprep.stats.rules.MIN_PER_SAMPLE` complete pairs / participants per sample.
     BH-FDR is applied across structures within each family, a family being one contrast
     (same ``test``, ``group``/``group_2`` and ``session_id``/``session_id_2``).
 
-    Returns ``(DataFrame with TTEST_COLUMNS + p_fdr, significant_fdr; notes)``.
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Analysis table (:func:`qsmprep.stats.cohort.analysis_table`).
+    groups, sessions : list of str, optional
+        Level orders (default: control-like group first; the table's session order).
+    alpha : float
+        FDR level.
+    confidence : float
+        Coverage of the intervals.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`TTEST_COLUMNS` + ``p_fdr``, ``significant_fdr``.
+    list of str
+        Notes (tests skipped and why).
     """
     groups = groups or group_order(table["group"])
     sessions = sessions or table.attrs.get("session_order") or sorted(table["session_id"].unique())

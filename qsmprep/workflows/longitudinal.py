@@ -98,35 +98,59 @@ def init_longitudinal_wf(
     Sessions listed in ``sessions_without_t1w`` register the atlas template directly to the
     GRE magnitude (skull-stripped with the QSM mask; SyN), with a warning.
 
-    Parameters
-    ----------
-    session_ids : list of session labels (order of every list input and output)
-    atlas : :class:`qsmprep.atlas.Atlas` (``template``, ``dseg``, ``brain_mask``, ``space``)
-    registration_resolution : isotropic mm for estimating transforms (None = native);
-        brain extraction always runs at >= 2 mm.
-    syn_metric : similarity metric of the atlas -> T1w / subject template SyN (``"CC"`` or
-        ``"mattes"``, see :func:`qsmprep.registration.register_atlas_to_t1w`); the atlas ->
-        GRE SyN of sessions without a T1w always uses ``"mattes"`` (different contrasts).
-    omp_nthreads : ITK threads per registration node (also its ``n_procs``)
-    subject : subject label, named in the registration-quality log lines
-
     Every registration writes quality metrics (:mod:`qsmprep.registration_qc`); a
     ``RegistrationQC`` node per session combines them, logs a WARNING naming subject, session,
     metric, value and threshold for each metric below its threshold, and outputs the session
     verdict (``qc_session``) that the ROI table turns into ``qc_*`` columns.
 
-    Inputs (``inputnode``; lists in ``session_ids`` order)
-    ------
-    t1w : T1w per session (entries of sessions without a T1w are ignored)
-    gre_mag : 3-D GRE magnitude per session (echo 1 or RSS; 4-D uses its first volume)
-    qsm_mask : final QSM mask per session (GRE grid)
+    Parameters
+    ----------
+    session_ids : list of str
+        Session labels (the order of every list input and output).
+    atlas : qsmprep.atlas.Atlas
+        Its ``template``, ``dseg``, ``brain_mask`` and ``space`` are used.
+    longitudinal : bool, default True
+        Use the subject-template path when at least two sessions have a T1w.
+    sessions_without_t1w : iterable of str, default ()
+        Sessions registered to the atlas through their GRE magnitude.
+    registration_resolution : float, optional
+        Isotropic mm for estimating transforms (``None`` = native); brain extraction always
+        runs at >= 2 mm.
+    syn_metric : {"CC", "mattes"}, default "CC"
+        Similarity metric of the atlas -> T1w / subject template SyN (see
+        :func:`qsmprep.registration.register_atlas_to_t1w`); the atlas -> GRE SyN of sessions
+        without a T1w always uses ``"mattes"`` (different contrasts).
+    template_iterations : int, default 3
+        Iterations of the subject template (:func:`qsmprep.registration.build_subject_template`).
+    omp_nthreads : int, default 1
+        ITK threads per registration node (also its ``n_procs``).
+    seed : int, default DEFAULT_SEED
+        antsRegistration random seed.
+    mem_gb : float, default 3.0
+        Memory estimate of the registration nodes.
+    subject : str, default ""
+        Subject label, named in the registration-quality log lines.
+    name : str, default "longitudinal_wf"
+        Workflow name.
 
-    Outputs (``outputnode``)
+    Returns
     -------
-    See :data:`OUTPUT_FIELDS`. ``labels_gre`` (int16, GRE grid, zero outside the QSM mask) is
-    always defined; per-session entries that do not exist for a session are ``''``; per-subject
-    outputs are ``''`` on the cross-sectional path. ``mode`` is ``'longitudinal'`` or
-    ``'cross-sectional'``.
+    nipype.pipeline.engine.Workflow
+        With an ``inputnode`` (lists in ``session_ids`` order):
+
+        * ``t1w``: T1w per session (entries of sessions without a T1w are ignored);
+        * ``gre_mag``: 3-D GRE magnitude per session (echo 1 or RSS; 4-D uses its first volume);
+        * ``qsm_mask``: final QSM mask per session (GRE grid);
+
+        and an ``outputnode`` with the fields of :data:`OUTPUT_FIELDS`. ``labels_gre`` (int16,
+        GRE grid, zero outside the QSM mask) is always defined; per-session entries that do not
+        exist for a session are ``''``; per-subject outputs are ``''`` on the cross-sectional
+        path. ``mode`` is ``'longitudinal'`` or ``'cross-sectional'``.
+
+    Raises
+    ------
+    ValueError
+        Without sessions, or when ``sessions_without_t1w`` names an unknown session.
     """
     session_ids = [str(s) for s in session_ids]
     if not session_ids:

@@ -51,6 +51,12 @@ HOLDER = textwrap.dedent("""
 
 
 def test_subject_lock_across_processes(tmp_path):
+    """A subject held by another live process: exit 75 at once, naming that PID; another
+    subject can be locked meanwhile; a holder killed with -9 leaves no stale lock.
+
+    Fails if the second run waits (or runs), if locks are per folder rather than per subject,
+    or if a dead holder's lock blocks the subject for good.
+    """
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path), "01"],
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -80,6 +86,8 @@ def test_subject_lock_across_processes(tmp_path):
 
 
 def test_lock_owner_file_removed_on_release(tmp_path):
+    """The owner record names this process while held and is gone once released (fails if a
+    released lock leaves a record naming a finished run, or cannot be taken again)."""
     cfg = _config(tmp_path)
     execution.lock_subjects(cfg, ["03"])
     owner = cfg.output_dir / "logs" / "locks" / "sub-03.owner.json"
@@ -147,6 +155,9 @@ def _start_pool(tmp_path, mode="idle"):
 
 @pytest.mark.parametrize("mode", ["idle", "main-busy"])
 def test_sigterm_stops_workers_exit_143(tmp_path, mode):
+    """SIGTERM (what SLURM and docker stop send): exit 143 within 10 s, one line, no worker
+    left, also while the main thread is inside numpy (fails on a traceback, a hang, or an
+    orphaned worker still computing)."""
     proc, children = _start_pool(tmp_path, mode)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -162,6 +173,8 @@ def test_sigterm_stops_workers_exit_143(tmp_path, mode):
 
 
 def test_ctrl_c_one_line_exit_130(tmp_path):
+    """Ctrl-C on the whole process group: exit 130 and exactly one line on stderr (fails if
+    each worker prints its KeyboardInterrupt traceback, or a worker survives)."""
     proc, children = _start_pool(tmp_path)
     # a terminal's Ctrl-C reaches the whole process group: the workers get SIGINT as well
     for p in [proc.pid] + [c.pid for c in children]:
@@ -190,6 +203,8 @@ def test_workers_die_with_a_killed_main_process(tmp_path):
 
 # ------------------------------------------------------------------------------------------
 def test_enospc_anywhere_is_exit_73(tmp_path):
+    """A full disk anywhere in a run: exit 73 with both folders and their free space named, and
+    the cut-short temporary removed (fails on a traceback's exit 1 or a leftover file)."""
     cfg = _config(tmp_path)
     cfg.output_dir.mkdir()
     left = cfg.output_dir / f".dataset_description.json.{os.getpid()}.tmp"
@@ -250,6 +265,8 @@ GRANDCHILD = textwrap.dedent("""
 
 
 def test_workers_can_fork_their_own_workers(tmp_path):
+    """The fork hook that ties workers to the main process must not kill a worker's own
+    children (fails if the child of a worker is killed instead of exiting with 7)."""
     proc = subprocess.run([sys.executable, "-c", GRANDCHILD, str(tmp_path)], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

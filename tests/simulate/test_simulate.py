@@ -247,3 +247,33 @@ def test_truth_transform_maps_labels_to_atlas(cohort):
         got = alab[tuple(a_ijk.T)]
         agree = np.mean(got == lab[tuple(ijk.T)])
         assert agree > 0.85, (ses, agree)
+
+
+def test_every_atlas_structure_has_simulated_tissue_properties():
+    """A structure added to qsmprep.atlas.DGM_LABELS needs susceptibility, T2* and proton
+    density in the simulator (else it would be simulated as 0 ppm with no signal); this fails
+    until STRUCTURE_PROPERTIES has its row."""
+    from qsmprep import atlas
+    from qsmprep.simulate import config as C
+
+    assert list(C.STRUCTURE_PROPERTIES) == atlas.structures()
+    cfg = SimulationConfig()
+    for st, (chi, t2s, pd_) in C.STRUCTURE_PROPERTIES.items():
+        assert (cfg.chi_ppm[st], cfg.t2star_ms[st], cfg.proton_density[st]) == (chi, t2s, pd_)
+
+
+def test_truth_tables_follow_the_roi_table_contract(model):
+    """The truth table and its data dictionary have exactly the columns of qsmprep.roi.COLUMNS,
+    in order (fails if the simulator restates the columns and drifts from the contract); the
+    truth statistics are those of roi.roi_statistics on the true map, checked by hand here on
+    the pallidum: mean over its voxels in ppb."""
+    from qsmprep import roi
+    from qsmprep.simulate.cohort import truth_stats_sidecar
+
+    d = simulate_session(2, 0, preset="small", seed=0, model=model)
+    t = roi_table(d.chi, d.labels, d.label_table, d.voxel_size)
+    assert list(t.columns) == roi.COLUMNS == list(truth_stats_sidecar())
+    row = t.set_index("index").loc[5]
+    sel = d.labels == 5
+    assert row["n_voxels"] == int(sel.sum()) > 0
+    assert row["mean_ppb"] == pytest.approx(1000.0 * d.chi[sel].astype(float).mean(), rel=1e-9)

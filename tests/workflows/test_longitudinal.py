@@ -171,26 +171,3 @@ def test_longitudinal_run(study, tmp_path):
     assert set(np.unique(np.asarray(tpl_labels.dataobj))) == set(range(7))
     assert out("collect_xfm_atlas_to_session") == ["", ""]
 
-
-def test_qc_figures(study, tmp_path):
-    """Contours over a session T1w and the change plot render to non-empty PNG/SVG files."""
-    import pandas as pd
-
-    from qsmprep import roi
-    from qsmprep.reports import figures
-
-    table = pd.DataFrame({"index": range(1, 7), "name": [f"L{k}" for k in range(1, 7)],
-                          "structure": ["a", "b", "c"] * 2, "hemisphere": ["left"] * 6})
-    cut = figures.dgm_cut_coords(study.atlas.dseg)
-    assert -40 < cut[0] < 0 and -35 < cut[1] < 20 and -12 < cut[2] < 22  # left DGM box
-    png = figures.plot_label_contours(
-        study.files["t1w"][0], study.atlas.dseg, tmp_path / "c.png", label_table=table
-    )
-    assert Path(png).stat().st_size > 10_000
-    rng = np.random.default_rng(0)
-    lab = np.asarray(nb.load(study.atlas.dseg).dataobj)
-    chi = rng.normal(0.05, 0.01, lab.shape)
-    stats = {s: roi.roi_statistics(chi + 0.01 * k, lab, table, (3, 3, 3))
-             for k, s in enumerate(SESSIONS)}
-    svg = figures.plot_change(roi.longitudinal_change(stats, *SESSIONS), tmp_path / "c.svg")
-    assert "<svg" in Path(svg).read_text()[:500]

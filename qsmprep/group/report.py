@@ -1,5 +1,9 @@
 """Group report: per-structure figures and one self-contained HTML page (``group/report.html``).
 
+The page shows, for every statistic of :data:`qsmprep.group.analyses.ANALYSES`, the table that
+the analysis' record renders (:meth:`qsmprep.group.analyses.Analysis.render`) and its caption,
+and builds the methods paragraph from the clauses each record writes about what was run.
+
 Figures are written as SVG under ``group/figures/`` and embedded in the page as base64 data URIs,
 so the HTML can be e-mailed or archived on its own.  The methods paragraph is generated from
 what was actually run (software versions, the reconstruction provenance recorded in the Chimap
@@ -75,6 +79,22 @@ _STEP_NAMES = {
 # --------------------------------------------------------------------------------------------
 # formatting helpers
 def fmt_p(p):
+    """P-value for a table cell: three decimals, ``&lt;0.001`` below 0.001.
+
+    Parameters
+    ----------
+    p : float or None
+
+    Returns
+    -------
+    str
+        HTML text; ``n/a`` for None or a non-finite value.
+
+    Examples
+    --------
+    >>> fmt_p(0.01234), fmt_p(0.0002), fmt_p(float("nan"))
+    ('0.012', '&lt;0.001', 'n/a')
+    """
     if p is None or not np.isfinite(p):
         return "n/a"
     if p < 0.001:
@@ -83,12 +103,33 @@ def fmt_p(p):
 
 
 def p_eq(p):
-    """``= 0.012`` or ``&lt; 0.001`` for running text."""
+    """P-value for running text: ``= 0.012`` or ``&lt; 0.001``.
+
+    Parameters
+    ----------
+    p : float or None
+
+    Returns
+    -------
+    str
+        HTML text (``= n/a`` when ``p`` is missing).
+    """
     txt = fmt_p(p)
     return txt.replace("&lt;", "&lt; ") if txt.startswith("&lt;") else f"= {txt}"
 
 
 def fmt_num(x, digits=1):
+    """Number with ``digits`` decimals, ``n/a`` when missing or not finite.
+
+    Parameters
+    ----------
+    x : float or None
+    digits : int
+
+    Returns
+    -------
+    str
+    """
     if x is None or (isinstance(x, float) and not np.isfinite(x)):
         return "n/a"
     return f"{x:.{digits}f}"
@@ -102,6 +143,14 @@ def _version(pkg):
 
 
 def software_versions():
+    """Versions of Python and of the libraries the statistics and figures use.
+
+    Returns
+    -------
+    dict
+        ``{"Python": ..., "numpy": ..., "scipy": ..., "pandas": ..., "pingouin": ...,
+        "statsmodels": ..., "matplotlib": ...}`` (``n/a`` for a package not installed).
+    """
     return {
         "Python": platform.python_version(),
         **{p: _version(p) for p in ("numpy", "scipy", "pandas", "pingouin", "statsmodels", "matplotlib")},
@@ -118,7 +167,17 @@ def _svg_data_uri(path):
 
 # --------------------------------------------------------------------------------------------
 # figures
-def _label(session):
+def session_label(session):
+    """Session label without the ``ses-`` prefix, as shown in figures and tables.
+
+    Parameters
+    ----------
+    session : str
+
+    Returns
+    -------
+    str
+    """
     return str(session).removeprefix("ses-")
 
 
@@ -128,13 +187,53 @@ def _mpl(text):
 
 
 def figure_stem(index, structure):
-    """File-name-safe stem for a structure's figures (labels may hold any character)."""
+    """File-name-safe stem for a structure's figures (labels may hold any character).
+
+    Parameters
+    ----------
+    index : int
+        Position of the structure (keeps stems unique when labels differ only in symbols).
+    structure : str
+        Structure label.
+
+    Returns
+    -------
+    str
+        ``structure-<index, 2 digits><alphanumeric characters of the label, at most 40>``.
+
+    Examples
+    --------
+    >>> figure_stem(3, "<b>thalamus</b>")
+    'structure-03bthalamusb'
+    """
     safe = re.sub(r"[^A-Za-z0-9]+", "", str(structure))[:40]
     return f"structure-{index:02d}{safe}"
 
 
 def boxstrip_figure(sub, groups, sessions, structure, out_file, seed=0, ylabel="susceptibility (ppb)"):
-    """Box plot per group x session with every participant as a jittered point."""
+    """Box plot per group x session with every participant as a jittered point (SVG).
+
+    Parameters
+    ----------
+    sub : pandas.DataFrame
+        Rows of the analysis table for one structure (``group``, ``session_id``, ``chi_ppb``).
+    groups, sessions : list of str
+        Level orders (x positions and colours).
+    structure : str
+        Title.
+    out_file : str or Path
+        Destination ``.svg``.
+    seed : int
+        Seed of the horizontal jitter (the figure is reproducible).
+    ylabel : str
+        Y-axis label (measure and unit).
+
+    Returns
+    -------
+    str or Path
+        ``out_file``.  Above a few hundred points per panel the points are embedded as an
+        image inside the SVG.
+    """
     colors = _group_colors(groups)
     rng = np.random.default_rng(seed)
     fig, ax = plt.subplots(figsize=(4.6, 3.4))
@@ -156,7 +255,7 @@ def boxstrip_figure(sub, groups, sessions, structure, out_file, seed=0, ylabel="
                     pos + rng.uniform(-width * 0.25, width * 0.25, vals.size), vals, s=12,
                     color=colors[grp], alpha=0.85, linewidths=0, zorder=3, rasterized=vals.size > _RASTER_ABOVE,
                 )
-    ax.set_xticks(range(len(sessions)), [_mpl(_label(s)) for s in sessions])
+    ax.set_xticks(range(len(sessions)), [_mpl(session_label(s)) for s in sessions])
     ax.set_xlim(-0.6, len(sessions) - 0.4)
     ax.set_ylabel(_mpl(ylabel))
     ax.set_title(_mpl(f"{structure}: group x session"), fontsize=10)
@@ -170,8 +269,29 @@ def boxstrip_figure(sub, groups, sessions, structure, out_file, seed=0, ylabel="
 
 
 def spaghetti_figure(sub, groups, sessions, structure, out_file, ylabel="susceptibility (ppb)"):
-    """Each participant's trajectory over sessions (thin lines, one LineCollection per group;
-    participants with one session as open markers) and the group mean +/- SEM (thick)."""
+    """Each participant's trajectory over sessions, one panel per group (SVG).
+
+    Thin lines (one ``LineCollection`` per group) join a participant's sessions; participants
+    with a single session are open markers; the group mean +/- SEM per session is drawn thick.
+
+    Parameters
+    ----------
+    sub : pandas.DataFrame
+        Rows of the analysis table for one structure.
+    groups, sessions : list of str
+        Panel order and x positions.
+    structure : str
+        Title.
+    out_file : str or Path
+        Destination ``.svg``.
+    ylabel : str
+        Y-axis label.
+
+    Returns
+    -------
+    str or Path
+        ``out_file``.
+    """
     colors = _group_colors(groups)
     pos = {s: i for i, s in enumerate(sessions)}
     fig, axes = plt.subplots(1, len(groups), figsize=(2.3 * len(groups) + 0.6, 3.4), sharey=True, squeeze=False)
@@ -195,7 +315,7 @@ def spaghetti_figure(sub, groups, sessions, structure, out_file, ylabel="suscept
                     rasterized=dense)
         stats = gsub.groupby("session_id")["chi_ppb"].agg(["mean", "sem"]).reindex(sessions)
         ax.errorbar(range(len(sessions)), stats["mean"], yerr=stats["sem"], color="black", lw=2, capsize=3, zorder=4)
-        ax.set_xticks(range(len(sessions)), [_mpl(_label(s)) for s in sessions])
+        ax.set_xticks(range(len(sessions)), [_mpl(session_label(s)) for s in sessions])
         ax.set_xlim(-0.3, len(sessions) - 0.7)
         ax.set_title(_mpl(f"{grp} (n={gsub['participant_id'].nunique()})"), fontsize=9, color=colors[grp])
         ax.spines[["top", "right"]].set_visible(False)
@@ -208,9 +328,27 @@ def spaghetti_figure(sub, groups, sessions, structure, out_file, ylabel="suscept
 
 
 def make_figures(table, groups, sessions, structures, fig_dir, ylabel="susceptibility (ppb)"):
-    """Write both figures for every structure; returns a list of dicts
-    (``structure``, ``kind``, ``path``).  File names come from :func:`figure_stem` (the
-    structure's position and its alphanumeric characters), never from the raw label."""
+    """Write the box/strip and the spaghetti figure of every structure.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Analysis table (:func:`qsmprep.stats.analysis_table`).
+    groups, sessions : list of str
+        Level orders.
+    structures : list of str
+        Structures, in report order.
+    fig_dir : str or Path
+        Folder (created).
+    ylabel : str
+        Y-axis label (measure and unit).
+
+    Returns
+    -------
+    list of dict
+        ``{"structure", "kind" ("boxplot" or "spaghetti"), "path"}``.  File names come from
+        :func:`figure_stem`, never from the raw label.
+    """
     fig_dir = Path(fig_dir)
     fig_dir.mkdir(parents=True, exist_ok=True)
     plt.rcParams["svg.fonttype"] = "none"
@@ -229,9 +367,27 @@ def make_figures(table, groups, sessions, structures, fig_dir, ylabel="susceptib
 # --------------------------------------------------------------------------------------------
 # tables
 def paper_table(desc, anova, groups, sessions, structures):
-    """Rows: structures; columns: mean +/- SD per group x session, then the ANOVA p-values
-    (raw, FDR-adjusted in parentheses, bold when FDR-significant).  Returns a dict for the
-    template: ``header_groups``, ``header_cells``, ``sources``, ``rows``."""
+    """The report's main table, laid out as in a paper.
+
+    Rows: structures; columns: mean +/- SD per group x session, then the ANOVA p-values (raw,
+    FDR-adjusted in parentheses, bold when FDR-significant; the Greenhouse-Geisser p when it
+    exists).
+
+    Parameters
+    ----------
+    desc : pandas.DataFrame
+        ``descriptives`` result.
+    anova : pandas.DataFrame
+        ``anova`` result.
+    groups, sessions, structures : list of str
+        Orders of columns and rows.
+
+    Returns
+    -------
+    dict
+        For the template: ``header_groups``, ``header_cells`` (with the largest n per cell),
+        ``sources``, ``rows``.
+    """
     sources = [s for s in ("group", "time", "group_x_time") if s in set(anova["source"])]
     n = desc.set_index(["structure", "group", "session_id"])["n"]
     header_cells = []
@@ -239,7 +395,7 @@ def paper_table(desc, anova, groups, sessions, structures):
         for s in sessions:
             ns = n.xs((g, s), level=("group", "session_id")) if len(desc) else pd.Series(dtype=int)
             nmax = int(ns.max()) if len(ns) else 0
-            header_cells.append({"group": g, "session": _label(s), "n": nmax})
+            header_cells.append({"group": g, "session": session_label(s), "n": nmax})
     rows = []
     idx = desc.set_index(["structure", "group", "session_id"])
     aidx = anova.set_index(["structure", "source"]) if len(anova) else None
@@ -271,8 +427,27 @@ def paper_table(desc, anova, groups, sessions, structures):
     }
 
 
-def _df_html(df, columns, formats, rename=None, highlight=None):
-    """Plain HTML table of selected columns with per-column formatters (escaped text)."""
+def df_html(df, columns, formats, rename=None, highlight=None):
+    """Plain HTML table of selected columns with per-column formatters.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+    columns : list of str
+        Columns shown, in order.
+    formats : dict
+        ``column -> callable(value) -> HTML text``; other floats get three decimals, other
+        values are escaped text (``n/a`` when missing).
+    rename : dict, optional
+        ``column -> heading`` (escaped).
+    highlight : str, optional
+        Boolean column; rows where it is true get ``class="sig"``.
+
+    Returns
+    -------
+    markupsafe.Markup
+        ``<table class='data'>...</table>``.
+    """
     rename = rename or {}
     head = "".join(f"<th>{html.escape(rename.get(c, c))}</th>" for c in columns)
     body = []
@@ -293,7 +468,7 @@ def _df_html(df, columns, formats, rename=None, highlight=None):
     return markupsafe.Markup(f"<table class='data'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 
-def _key_findings(anova, ttests, lmm, groups, sessions, alpha, unit="ppb"):
+def _key_findings(anova, lmm, groups, sessions, unit="ppb"):
     """Plain-language list of the FDR-significant effects, with the LMM estimate (HTML
     fragments, every label escaped; returned as :class:`markupsafe.Markup`)."""
     esc = html.escape
@@ -314,7 +489,7 @@ def _key_findings(anova, ttests, lmm, groups, sessions, alpha, unit="ppb"):
                 key = (r.structure, f"time[{sessions[-1]}] (marginal)")
                 if key in marg.index and bool(marg.loc[key, "fit_ok"]) and np.isfinite(marg.loc[key, "ci_low"]):
                     m = marg.loc[key]
-                    est = (f": {esc(_label(sessions[-1]))} &minus; {esc(_label(sessions[0]))} = {m['estimate']:+.1f} "
+                    est = (f": {esc(session_label(sessions[-1]))} &minus; {esc(session_label(sessions[0]))} = {m['estimate']:+.1f} "
                            f"{esc(unit)} [{m['ci_low']:.1f}, {m['ci_high']:.1f}] (LMM, averaged over groups)")
         label = {"group": "group effect", "time": "time effect", "group_x_time": "group &times; time interaction"}[r.source]
         out.append(markupsafe.Markup(f"<b>{html.escape(r.structure)}</b> &mdash; {label}, F({r.df1:.0f}, {r.df2:.0f}) = {r.f:.2f}, "
@@ -322,8 +497,29 @@ def _key_findings(anova, ttests, lmm, groups, sessions, alpha, unit="ppb"):
     return out
 
 
-def methods_text(context, table, anova, ttests, lmm, groups, sessions):
-    """Methods paragraphs (HTML) generated from what was run."""
+def methods_text(context, table, results, analyses, design):
+    """Methods paragraphs (HTML) generated from what was run.
+
+    Parameters
+    ----------
+    context : dict
+        Run description (see :func:`write_report`).
+    table : pandas.DataFrame
+        Analysis table (participants per group).
+    results : dict
+        ``name -> DataFrame`` of the analyses.
+    analyses : sequence of Analysis
+        Their records; each contributes the clauses of its ``methods``.
+    design : Design
+        Groups and sessions of the run.
+
+    Returns
+    -------
+    paragraphs : list of markupsafe.Markup
+    references : list of str
+        Numbered in the order the paragraphs cite them.
+    """
+    groups, sessions = design.groups, design.sessions
     v = software_versions()
     n_by_group = table.groupby("group")["participant_id"].nunique().reindex(groups).fillna(0).astype(int)
     cohort = ", ".join(f"{n} {html.escape(g)}" for g, n in n_by_group.items())
@@ -367,38 +563,15 @@ def methods_text(context, table, anova, ttests, lmm, groups, sessions):
         f"pandas {v['pandas']}, SciPy {v['scipy']}, pingouin {v['pingouin']}, statsmodels {v['statsmodels']}) "
         f"from {context['n_tables']} per-session ROI tables (atlas {html.escape(str(context.get('atlas', 'n/a')))}): {cohort} participants "
         f"(group column <code>{html.escape(context['group_column'])}</code>), sessions "
-        f"{', '.join(html.escape(_label(s)) for s in sessions)}, structures {', '.join(html.escape(s) for s in context['structures'])}. "
+        f"{', '.join(html.escape(session_label(s)) for s in sessions)}, structures {', '.join(html.escape(s) for s in context['structures'])}. "
         + (f"Susceptibility is reported in ppb relative to the reference region of the reconstruction. {hemi}"
            if context.get("measure", "chi") == "chi" else
            f"The measure analysed is R2* ({html.escape(str(context.get('unit', '1/s')))}), the mean of the "
            f"per-voxel R2* (<code>r2star_mean</code>) of each structure. {hemi}")
     )
     tests = []
-    tset = set(anova["test"]) if len(anova) else set()
-    if "mixed_anova" in tset:
-        tests.append("a mixed factorial ANOVA with group as between-subject and session as within-subject "
-                     "factor (pingouin <code>mixed_anova</code> [2]; complete cases; partial &eta;<sup>2</sup>"
-                     + ("; Greenhouse-Geisser correction for more than two sessions" if len(sessions) > 2 else "") + ")")
-    if "rm_anova" in tset:
-        tests.append("a one-way repeated-measures ANOVA of session (pingouin <code>rm_anova</code> [2])")
-    if "oneway_anova" in tset:
-        tests.append("a one-way between-subject ANOVA of group (pingouin <code>anova</code> [2])")
-    if len(ttests) and (ttests["test"] == "paired").any():
-        tests.append(f"paired t-tests of each later session against {html.escape(_label(sessions[0]))} within each group "
-                     "(SciPy <code>ttest_rel</code> [4]) with Cohen's d<sub>z</sub>")
-    if len(ttests) and (ttests["test"] == "welch").any():
-        tests.append(f"Welch t-tests [8] between each group and {html.escape(groups[0])} at each session "
-                     "(SciPy <code>ttest_ind</code>) with Cohen's d using the pooled SD")
-    if len(lmm):
-        tests.append("a linear mixed-effects model <code>chi ~ group * time"
-                     + (" + " + " + ".join(html.escape(c) for c in context["covariates"]) if context["covariates"] else "")
-                     + " + (1 | participant)</code> fitted by REML [7] (closed-form profiled REML of the random-intercept model, validated against statsmodels <code>MixedLM</code> [3]; "
-                     "treatment coding with the first group and session as references) that also uses "
-                     "participants with missing sessions; its fixed effects and the marginal group and time "
-                     "contrasts (linear combinations of the fixed effects) were tested with t statistics on "
-                     "between-within denominator degrees of freedom [9] (for complete balanced data these equal "
-                     "the ANOVA's); fits that did not converge or were singular (subject variance at 0) are "
-                     "reported but never counted as significant")
+    for analysis in analyses:
+        tests += analysis.methods(results[analysis.name], design)
     p = ("Per structure we ran " + "; ".join(tests) + "." if tests else "No inferential test could be run.")
     p += (" Confidence intervals (95%) of Cohen's d and d<sub>z</sub> are exact intervals obtained by inverting "
           "the noncentral t distribution [6]. P-values were corrected for the number of structures with the "
@@ -430,59 +603,45 @@ def methods_text(context, table, anova, ttests, lmm, groups, sessions):
     return [markupsafe.Markup(p) for p in paras], refs
 
 
-def write_report(path, table, desc, anova, ttests, lmm, data_warnings, analysis_notes, figures, context):
-    """Render ``report.html`` (self-contained, every data-derived text escaped)."""
+def write_report(path, table, results, analyses, design, data_warnings, analysis_notes, figures, context):
+    """Render ``report.html`` (self-contained: figures embedded; every data-derived text escaped).
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination of the page.
+    table : pandas.DataFrame
+        Analysis table (:func:`qsmprep.stats.analysis_table`).
+    results : dict
+        ``name -> DataFrame`` of :func:`qsmprep.group.analyses.run_analyses`; must hold
+        ``descriptives``, ``anova`` and ``lmm`` (main table and key findings).
+    analyses : sequence of Analysis
+        The records that produced ``results``, in report order.
+    design : Design
+        Groups, sessions, covariates, FDR level and unit of the run.
+    data_warnings, analysis_notes : list of str
+        Plain-text warnings (missing input, exclusions) and notes (skipped analyses).
+    figures : list of dict
+        Output of :func:`make_figures` (may be empty).
+    context : dict
+        Run description: ``version``, ``bids_dir``, ``group_column``, ``covariates``,
+        ``structures``, ``hemispheres``, ``sessions``, ``groups``, ``fdr_alpha``, ``n_tables``,
+        ``atlas``, ``provenance``, ``elapsed_s``, ``measure``, ``measure_name``, ``unit``,
+        ``participant_reports``, ``exclusions``, ``keep_flagged``, ``participant_label``,
+        ``fit_notes``.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     groups, sessions, structures = context["groups"], context["sessions"], context["structures"]
     unit = context.get("unit", "ppb")
+    desc, anova, lmm = results["descriptives"], results["anova"], results["lmm"]
     ptab = paper_table(desc, anova, groups, sessions, structures)
-    paras, refs = methods_text(context, table, anova, ttests, lmm, groups, sessions)
-    f2 = lambda x: fmt_num(x, 2)  # noqa: E731
-    f1 = lambda x: fmt_num(x, 1)  # noqa: E731
-    ses = lambda s: html.escape(_label(s))  # noqa: E731
-    desc_html = _df_html(
-        desc, ["structure", "group", "session_id", "n", "n_missing", "mean_ppb", "sd_ppb", "sem_ppb", "median_ppb"],
-        {"mean_ppb": f1, "sd_ppb": f1, "sem_ppb": f1, "median_ppb": f1, "session_id": ses},
-        rename={f"{c}_ppb": f"{c} ({unit})" for c in ("mean", "sd", "sem", "median")},
-    )
-    anova_cols = ["structure", "source", "test", "f", "df1", "df2", "p", "p_gg_corr", "partial_eta_sq", "n_subjects", "n_excluded", "p_fdr"]
-    if anova["p_gg_corr"].isna().all():
-        anova_cols.remove("p_gg_corr")  # two sessions: sphericity holds trivially
-    anova_html = _df_html(
-        anova, anova_cols,
-        {"f": f2, "df1": lambda x: fmt_num(x, 0), "df2": lambda x: fmt_num(x, 0), "p": fmt_p, "p_gg_corr": fmt_p,
-         "p_fdr": fmt_p, "partial_eta_sq": lambda x: fmt_num(x, 3)},
-        rename={"partial_eta_sq": "partial η²", "p_gg_corr": "p (GG)"}, highlight="significant_fdr",
-    )
-    tt = ttests.copy()
-    if len(tt):
-        tt["difference"] = [f"{d:+.1f} [{lo:.1f}, {hi:.1f}]" for d, lo, hi in zip(tt["difference_ppb"], tt["difference_ci_low_ppb"], tt["difference_ci_high_ppb"])]
-        tt["effect"] = [f"{e:+.2f} [{lo:.2f}, {hi:.2f}]" for e, lo, hi in zip(tt["effect_size"], tt["effect_size_ci_low"], tt["effect_size_ci_high"])]
-        tt["where"] = [g if t == "paired" else _label(s) for t, g, s in zip(tt["test"], tt["group"], tt["session_id"])]
-        tt["contrast"] = tt["contrast"].str.replace("ses-", "", regex=False)
-    else:
-        for c in ("difference", "effect", "where"):
-            tt[c] = []
-    tt_html = _df_html(
-        tt, ["structure", "test", "where", "contrast", "n_1", "n_2", "difference", "t", "df", "p", "p_fdr", "effect_size_type", "effect"],
-        {"t": f2, "df": f1, "p": fmt_p, "p_fdr": fmt_p},
-        rename={"difference": f"difference {unit} [95% CI]", "effect": "d [95% CI]", "where": "group / session", "effect_size_type": "effect size"},
-        highlight="significant_fdr",
-    )
-    lm = lmm.copy()
-    if len(lm):
-        lm["term"] = lm["term"].str.replace("ses-", "", regex=False)
-        lm["estimate_ci"] = [f"{e:+.2f} [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else f"{e:+.2f} [not tested]"
-                             for e, lo, hi in zip(lm["estimate"], lm["ci_low"], lm["ci_high"])]
-        lm["fit"] = ["ok" if ok else "PROBLEM" for ok in lm["fit_ok"]]
-    else:
-        lm["estimate_ci"] = []
-        lm["fit"] = []
-    lmm_html = _df_html(
-        lm, ["structure", "term", "estimate_ci", "se", "t", "df", "p", "p_fdr", "n_observations", "n_subjects", "n_subjects_incomplete", "subject_sd_ppb", "residual_sd_ppb", "fit"],
-        {"se": f2, "t": f2, "df": lambda x: fmt_num(x, 0), "p": fmt_p, "p_fdr": fmt_p, "subject_sd_ppb": f1, "residual_sd_ppb": f1},
-        rename={"estimate_ci": f"estimate {unit} [95% CI]", "n_subjects_incomplete": "incomplete", "subject_sd_ppb": "subject SD", "residual_sd_ppb": "residual SD"},
-        highlight="significant_fdr",
-    )
+    paras, refs = methods_text(context, table, results, analyses, design)
+    sections = [{"name": a.name, "title": a.title, "html": a.render(results[a.name], design),
+                 "caption": a.caption(design) if a.caption else None} for a in analyses]
     fig_rows = []
     for struct in structures:
         imgs = [{"kind": f["kind"], "src": _svg_data_uri(f["path"])} for f in figures if f["structure"] == struct]
@@ -500,10 +659,10 @@ def write_report(path, table, desc, anova, ttests, lmm, data_warnings, analysis_
         measure_name=context.get("measure_name", "susceptibility"),
         date=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         cohort=[{"group": g, "n": int(n)} for g, n in n_by_group.items()],
-        sessions=[_label(s) for s in sessions],
+        sessions=[session_label(s) for s in sessions],
         structures=structures,
         ptab=ptab,
-        findings=_key_findings(anova, ttests, lmm, groups, sessions, context["fdr_alpha"], unit),
+        findings=_key_findings(anova, lmm, groups, sessions, unit),
         data_warnings=list(data_warnings),
         analysis_notes=list(analysis_notes),
         fit_notes=list(fit_notes),
@@ -511,10 +670,7 @@ def write_report(path, table, desc, anova, ttests, lmm, data_warnings, analysis_
         exclusions=context.get("exclusions", []),
         quality_flags=prov.get("QualityFlags", []),
         reports=context.get("participant_reports", []),
-        desc_html=desc_html,
-        anova_html=anova_html,
-        ttests_html=tt_html,
-        lmm_html=lmm_html,
+        sections=sections,
         fig_rows=fig_rows,
         methods=paras,
         references=refs,

@@ -1,0 +1,289 @@
+"""Readers of the participant-level outputs: what the group level reads from ``OUTPUT_DIR``.
+
+The participant level writes, per session, a ROI table ``*_atlas-<A>_desc-dgm_stats.tsv``
+(:func:`qsmprep.roi.roi_statistics`, plus the ``qc_*`` columns of
+:func:`qsmprep.roi.add_qc_columns`) and a ``*_Chimap.json`` sidecar recording how the map was
+reconstructed (the ``chimap_sidecar`` node of :func:`qsmprep.workflows.qsm.init_qsm_wf`), and per
+subject an HTML report
+``sub-<label>.html``.  The functions here find and read those files; they never write.
+
+* :func:`find_stats_tables` - every ROI table, with its participant, session and atlas
+* :func:`read_stats_tables` - many ROI tables parsed at once (one ``read_csv`` per header)
+* :func:`collect_provenance` - the reconstruction settings of the Chimap sidecars, summarised
+* :func:`participant_reports` - relative links to the participants' HTML reports
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import UsageError
+
+__all__ = [
+    "collect_provenance",
+    "find_stats_tables",
+    "parse_entities",
+    "participant_reports",
+    "read_stats_tables",
+    "read_tsv",
+]
+
+# TODO(lead): use derivatives.names.parse_entities
+_ENTITY = re.compile(r"(?:^|_)(sub|ses|atlas)-([a-zA-Z0-9]+)")
+
+
+def parse_entities(path):
+    """The ``sub``, ``ses`` and ``atlas`` entities of a BIDS file name.
+
+    Parameters
+    ----------
+    path : str or Path
+        File name or path; only the name is parsed.
+
+    Returns
+    -------
+    dict
+        ``{'sub': ..., 'ses': ..., 'atlas': ...}``, each key present only when the name has it.
+
+    Examples
+    --------
+    >>> parse_entities("sub-01_ses-baseline_atlas-DGM_desc-dgm_stats.tsv")
+    {'sub': '01', 'ses': 'baseline', 'atlas': 'DGM'}
+    """
+    return {k: v for k, v in _ENTITY.findall(Path(path).name)}
+
+
+def find_stats_tables(output_dir, atlas=None):
+    """Every participant-level ROI table (``*_desc-dgm_stats.tsv``) under ``output_dir``.
+
+    Parameters
+    ----------
+    output_dir : str or Path
+        The qsmprep output folder (``OUTPUT_DIR/group/`` is skipped).
+    atlas : str, optional
+        Keep only the tables of this atlas (``atlas-<name>`` entity).  Needed when the output
+        holds tables of several atlases, so that labels of different atlases never mix.
+
+    Returns
+    -------
+    list of tuple
+        ``(participant_id, session_id, atlas, path)`` sorted by path; ``session_id`` is ``n/a``
+        without a session, ``atlas`` None without an ``atlas-`` entity.
+
+    Raises
+    ------
+    UsageError
+        Tables of several atlases and no ``atlas`` given (exit code 64).
+    """
+    output_dir = Path(output_dir)
+    found = []
+    for path in sorted(output_dir.glob("sub-*/**/anat/*_desc-dgm_stats.tsv")):
+        if "group" in path.relative_to(output_dir).parts[:1]:
+            continue
+        ent = parse_entities(path)
+        if "sub" not in ent:
+            continue
+        found.append((f"sub-{ent['sub']}", f"ses-{ent['ses']}" if "ses" in ent else "n/a", ent.get("atlas"), path))
+    atlases = sorted({a for _, _, a, _ in found if a})
+    if atlas is not None:
+        found = [f for f in found if f[2] == atlas]
+    elif len(atlases) > 1:
+        raise UsageError(
+            f"ROI tables of several atlases found under {output_dir} ({', '.join(atlases)}); the group "
+            "level analyses one atlas at a time: move the other atlas' tables out of the output folder"
+        )
+    return found
+
+
+def read_tsv(path):
+    """Read one BIDS TSV file with ``n/a`` as the only missing value.
+
+    Parameters
+    ----------
+    path : str or Path
+        TSV file.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The table; ``n/a`` cells are NaN, every other text (``NA``, ``null``) stays text.
+    """
+    return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False)
+
+
+def read_stats_tables(paths):
+    """Read many ROI tables at once; one DataFrame per path, same order.
+
+    Files sharing a header are concatenated and parsed by a single ``pandas.read_csv`` call
+    (parsing thousands of small files one by one dominates the group level's time), then
+    split again.  The result equals reading each file with :func:`read_tsv`.
+
+    Parameters
+    ----------
+    paths : sequence of str or Path
+        ROI tables (``*_desc-dgm_stats.tsv``).
+
+    Returns
+    -------
+    list of pandas.DataFrame
+        One per path; a file with a header only gives an empty frame with its columns, an
+        empty file an empty frame without columns.
+    """
+    texts = [Path(p).read_text(encoding="utf-8") for p in paths]
+    by_header = {}
+    for i, text in enumerate(texts):
+        lines = text.splitlines()
+        if not lines:
+            continue
+        by_header.setdefault(lines[0], []).append((i, lines[1:]))
+    out = [None] * len(texts)
+    for header, items in by_header.items():
+        body = "".join(f"{i}\t{line}\n" for i, lines in items for line in lines if line.strip())
+        frame = pd.read_csv(io.StringIO(f"_file\t{header}\n{body}"), sep="\t", na_values=["n/a"],
+                            keep_default_na=False)
+        cols = [c for c in frame.columns if c != "_file"]
+        # rows of one file are contiguous: slice instead of a groupby
+        ids = frame["_file"].to_numpy()
+        frame = frame[cols]
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        stops = np.r_[starts[1:], len(ids)]
+        for a, b in zip(starts, stops):
+            out[int(ids[a])] = frame.iloc[a:b].reset_index(drop=True)
+        for i, _ in items:
+            if out[i] is None:  # header only
+                out[i] = pd.DataFrame(columns=cols)
+    return [o if o is not None else pd.DataFrame() for o in out]
+
+
+def _step_setting(value):
+    """``(method, settings dict)`` of one provenance entry of a Chimap sidecar, or None.
+
+    The participant level writes ``{"Method": ..., "Parameters": {...}, <measured values>}`` for
+    most steps and ``{"reference": <region>, "value_ppm": ..., "n_voxels": ...}`` for
+    referencing (:func:`qsmprep.qsm.reference.reference_mean`).  Only the method, its parameters
+    and text-valued settings describe *how* a map was made; numbers measured on the session
+    (mask volume, reference value, voxel counts) differ between sessions by nature and are left
+    out, otherwise every cohort would look like one with mixed settings.
+    """
+    if not isinstance(value, dict):
+        return None
+    method = None
+    for key in ("Method", "method", "reference", "Reference"):
+        if key in value and isinstance(value[key], str):
+            method = value[key]
+            break
+    if method is None:
+        return None
+    params = value.get("Parameters") or value.get("parameters") or {}
+    if not isinstance(params, dict):
+        params = {"Parameters": params}
+    extra = {
+        k: v
+        for k, v in value.items()
+        if k not in ("Method", "method", "reference", "Reference", "Parameters", "parameters") and isinstance(v, str)
+    }
+    return method, {**params, **extra}
+
+
+def collect_provenance(output_dir, subjects=None, sessions=None):
+    """Summarise the reconstruction provenance of every ``*_Chimap.json`` under ``output_dir``.
+
+    Parameters
+    ----------
+    output_dir : str or Path
+        qsmprep output folder.
+    subjects : set of str, optional
+        ``sub-<label>`` to include (default: every subject).
+    sessions : set of (str, str), optional
+        ``(sub-<label>, ses-<label>)`` pairs to include (default: every session); sessions
+        left out of the analysis (exclusions, QC flags) are then not summarised.
+
+    Returns
+    -------
+    dict
+        ``step -> {description: count}`` for every step with a method (``DipoleInversion``,
+        ``Reference``, ...), ``MagneticFieldStrength`` and ``EchoTime``; ``n_files``; and
+        ``QualityFlags``: a list of ``{participant_id, session_id, step, severity, message}``
+        from the sidecars' ``QualityFlags`` lists.  Sidecars in template space
+        (``_space-`` copies of ``--output-spaces``) are not counted twice.
+    """
+    summary = {}
+    flags = []
+    files = sorted(p for p in Path(output_dir).glob("sub-*/**/*_Chimap.json")
+                   if "_space-" not in p.name)  # --output-spaces copies repeat the GRE-grid map
+    if subjects is not None:
+        files = [f for f in files if parse_entities(f).get("sub") and f"sub-{parse_entities(f)['sub']}" in subjects]
+    if sessions is not None:
+        def key(f):
+            ent = parse_entities(f)
+            return (f"sub-{ent.get('sub')}", f"ses-{ent['ses']}" if "ses" in ent else "n/a")
+        files = [f for f in files if key(f) in sessions]
+    for path in files:
+        try:
+            side = json.loads(path.read_text())
+        except (OSError, ValueError):
+            summary.setdefault("_unreadable", {})[str(path.name)] = 1
+            continue
+        ent = parse_entities(path)
+        for flag in side.get("QualityFlags") or []:
+            if isinstance(flag, dict):
+                flags.append({
+                    "participant_id": f"sub-{ent.get('sub', '?')}",
+                    "session_id": f"ses-{ent['ses']}" if "ses" in ent else "n/a",
+                    "step": str(flag.get("step", "")),
+                    "severity": str(flag.get("severity", "")),
+                    "message": str(flag.get("message", "")),
+                })
+        for key, value in side.items():
+            setting = _step_setting(value)
+            if setting is not None:
+                method, details = setting
+                desc = str(method)
+                if details:
+                    desc += " (" + ", ".join(f"{k}={v}" for k, v in details.items()) + ")"
+                summary.setdefault(key, {}).setdefault(desc, 0)
+                summary[key][desc] += 1
+            elif key in ("MagneticFieldStrength",):
+                summary.setdefault(key, {}).setdefault(f"{value} T", 0)
+                summary[key][f"{value} T"] += 1
+            elif key == "EchoTime" and isinstance(value, list):
+                desc = f"{len(value)} echoes, TE = " + ", ".join(f"{1000 * float(t):.3g}" for t in value) + " ms"
+                summary.setdefault(key, {}).setdefault(desc, 0)
+                summary[key][desc] += 1
+    summary["n_files"] = len(files)
+    summary["QualityFlags"] = flags
+    return summary
+
+
+def participant_reports(output_dir, participant_ids, report_dir):
+    """Relative links from ``report_dir`` to each participant's ``sub-<label>.html``.
+
+    Parameters
+    ----------
+    output_dir : str or Path
+        qsmprep output folder (the participant reports sit at its top).
+    participant_ids : iterable of str
+        ``sub-<label>`` of the participants to link.
+    report_dir : str or Path
+        Folder of the page holding the links (``OUTPUT_DIR/group``).
+
+    Returns
+    -------
+    list of dict
+        ``{participant_id, href}`` in the order given; ``href`` is None when the report is
+        missing.
+    """
+    out = []
+    output_dir, report_dir = Path(output_dir), Path(report_dir)
+    for pid in participant_ids:
+        page = output_dir / f"{pid}.html"
+        href = Path(os.path.relpath(page, report_dir)).as_posix() if page.exists() else None
+        out.append({"participant_id": pid, "href": href})
+    return out

@@ -1,0 +1,55 @@
+"""The thin Nipype interfaces of :mod:`qsmprep.interfaces.roi` (files in, files out)."""
+
+import json
+
+import nibabel as nb
+import numpy as np
+import pandas as pd
+
+from qsmprep import roi
+from qsmprep.interfaces.roi import LongitudinalChange, ROIStats, read_stats_tsv, write_tsv
+from tests.test_roi import TABLE
+
+
+def test_roistats_interface_resolves_auto_erosion(tmp_path):
+    """The Nipype wrapper erodes 1 voxel at 1 mm, none at 3 mm, and says so in the sidecar."""
+    labels = np.zeros((12, 12, 12), np.int16)
+    labels[2:10, 2:10, 2:10] = 1
+    chi = np.where(labels == 1, 0.1, 0.0).astype(np.float32)
+    table = tmp_path / "dseg.tsv"
+    TABLE.to_csv(table, sep="\t", index=False)
+    out = {}
+    for vox in (1.0, 3.0):
+        aff = np.diag([vox, vox, vox, 1.0])
+        d = tmp_path / f"v{vox:g}"
+        d.mkdir()
+        nb.Nifti1Image(chi, aff).to_filename(d / "chi.nii.gz")
+        nb.Nifti1Image(labels, aff).to_filename(d / "lab.nii.gz")
+        res = ROIStats(in_file=str(d / "chi.nii.gz"), labels=str(d / "lab.nii.gz"),
+                       label_table=str(table)).run(cwd=str(d))
+        df = pd.read_csv(res.outputs.out_tsv, sep="\t", na_values="n/a").set_index("index")
+        side = json.loads(open(res.outputs.out_json).read())
+        out[vox] = (int(df.loc[1, "n_voxels"]), side["ErodeVoxels"], side["ErosionMode"])
+    assert out[1.0] == (6**3, 1, "auto")
+    assert out[3.0] == (8**3, 0, "auto")
+
+
+def test_longitudinal_change_interface_writes_the_change_contract(tmp_path):
+    """Two session tables in, :data:`qsmprep.roi.CHANGE_COLUMNS` and the change sidecar out.
+    Fails if the interface stops writing the contract's columns, mixes up baseline and
+    follow-up, or writes a sidecar other than ``roi_sidecar(change=True)``."""
+    files = []
+    for ses, shift in (("a", 0.0), ("b", 5.0)):
+        df = pd.DataFrame({**TABLE.to_dict("list"), "mean_ppb": [10.0 + shift, 20.0, np.nan],
+                           "median_ppb": [11.0 + shift, 21.0, np.nan], "sd_ppb": 1.0,
+                           "n_voxels": [9, 8, 0], "volume_mm3": [9.0, 8.0, 0.0]})[roi.COLUMNS]
+        files.append(write_tsv(df, tmp_path / f"{ses}.tsv"))
+    res = LongitudinalChange(in_files=files, session_ids=["a", "b"], baseline="a",
+                             followup="b", atlas_name="Test").run(cwd=str(tmp_path))
+    out = read_stats_tsv(res.outputs.out_tsv)
+    assert list(out.columns) == roi.CHANGE_COLUMNS
+    assert out["change_mean_ppb"].tolist()[:2] == [5.0, 0.0]
+    assert np.isnan(out["change_mean_ppb"].iloc[2])
+    assert (out["baseline_session"] == "a").all() and (out["followup_session"] == "b").all()
+    side = json.loads(open(res.outputs.out_json).read())
+    assert side == json.loads(json.dumps(roi.roi_sidecar(atlas_name="Test", change=True)))
