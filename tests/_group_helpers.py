@@ -25,7 +25,7 @@ import pandas as pd
 
 from qsmprep.atlas import label_table
 from qsmprep.group import DEFAULT_STRUCTURES
-from qsmprep.interfaces.derivatives import build_name
+from qsmprep.derivatives.names import build_name
 from qsmprep.interfaces.roi import write_tsv
 from qsmprep.publish import mark_complete
 from qsmprep.registration_qc import assess

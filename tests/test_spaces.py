@@ -161,11 +161,11 @@ def test_output_space_chain_per_registration_path(tmp_path, case):
         want = [("outputnode.xfm_session_to_atlas", "in1")]
     tag = "s1" if case == "no-t1w" else "s0"
     assert _chain_sources(wf, tag) == want
-    sink = wf.get_node(f"ds_chimap_MNI152NLin2009cAsym_res2_{tag}")
+    sink = wf.get_node(f"ds_{tag}_wf.ds_chimap_MNI152NLin2009cAsym_res2")
     ents = dict(sink.inputs.entities)
     assert ents.pop("desc") and ents == {"space": "MNI152NLin2009cAsym", "res": "2"}
     assert sink.inputs.suffix == "Chimap"
-    assert wf.get_node(f"ds_mask_MNI152NLin2009cAsym_res2_{tag}").inputs.suffix == "mask"
+    assert wf.get_node(f"ds_{tag}_wf.ds_mask_MNI152NLin2009cAsym_res2").inputs.suffix == "mask"
 
 
 def test_spatial_reference_only_on_templateflow_grids():

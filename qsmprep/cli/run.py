@@ -33,6 +33,16 @@ def _set_threads(omp_nthreads: int):
 
 
 def qsm_options(config):
+    """The reconstruction methods of a run as :class:`~qsmprep.qsm.pipeline.QSMOptions`.
+
+    Parameters
+    ----------
+    config : qsmprep.config.RunConfig
+
+    Returns
+    -------
+    qsmprep.qsm.pipeline.QSMOptions
+    """
     from ..qsm.pipeline import QSMOptions
 
     return QSMOptions(masking=config.masking, combination=config.combination, unwrapping=config.unwrapping,
@@ -40,7 +50,12 @@ def qsm_options(config):
 
 
 def configure_nipype(config) -> None:
-    """Apply ``config.nipype_config()`` to Nipype (crash files, log levels, resource monitor)."""
+    """Apply ``config.nipype_config()`` to Nipype (crash files, log levels, resource monitor).
+
+    Parameters
+    ----------
+    config : qsmprep.config.RunConfig
+    """
     from nipype import config as ncfg
     from nipype import logging as nlogging
 
@@ -53,7 +68,21 @@ def configure_nipype(config) -> None:
 
 
 def logs_dir(config) -> Path:
-    """``OUTPUT_DIR/logs`` (created; exit 73 when it cannot be)."""
+    """``OUTPUT_DIR/logs``, created.
+
+    Parameters
+    ----------
+    config : qsmprep.config.RunConfig
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    OutputNotWritableError
+        Exit 73: the folder cannot be created.
+    """
     logs = Path(config.output_dir) / "logs"
     try:
         logs.mkdir(parents=True, exist_ok=True)
@@ -64,7 +93,21 @@ def logs_dir(config) -> Path:
 
 
 def write_config(config, logs: Path, run_id: str) -> Path:
-    """``logs/config_<run_id>.toml`` and ``logs/config.toml`` (the latest run's copy)."""
+    """Write ``logs/config_<run_id>.toml`` and ``logs/config.toml`` (the latest run's copy).
+
+    Parameters
+    ----------
+    config : qsmprep.config.RunConfig
+    logs : pathlib.Path
+        The log folder.
+    run_id : str
+        From :func:`qsmprep.cli.logs.new_run_id`.
+
+    Returns
+    -------
+    pathlib.Path
+        ``logs/config.toml``.
+    """
     text = config.to_toml(run_id)
     per_run = logs / f"config_{run_id}.toml"
     per_run.write_text(text, encoding="utf-8")
@@ -78,8 +121,17 @@ def write_config(config, logs: Path, run_id: str) -> Path:
 def clean_workdir(config) -> int:
     """Empty the work folder (``--clean-workdir``), keeping a pybids database inside it.
 
-    Returns the number of entries removed. The work folder is known not to contain the input
-    or output folders (checked by :meth:`RunConfig.validate`).
+    The work folder is known not to contain the input or output folders (checked by
+    :meth:`RunConfig.validate`).
+
+    Parameters
+    ----------
+    config : qsmprep.config.RunConfig
+
+    Returns
+    -------
+    int
+        The number of entries removed.
     """
     work = Path(config.work_dir)
     if not work.is_dir():
@@ -98,7 +150,19 @@ def clean_workdir(config) -> int:
 
 
 def write_workflow_graph(wf, logs: Path) -> Path:
-    """``logs/workflow_graph.dot`` (and ``.svg`` when Graphviz's ``dot`` is installed)."""
+    """Write ``logs/workflow_graph.dot`` (and ``.svg`` when Graphviz's ``dot`` is installed).
+
+    Parameters
+    ----------
+    wf : nipype.pipeline.engine.Workflow
+    logs : pathlib.Path
+        The log folder.
+
+    Returns
+    -------
+    pathlib.Path
+        The ``.svg`` when written, else the ``.dot``.
+    """
     fmt = "svg" if shutil.which("dot") else "dot"
     wf.write_graph(dotfilename=str(logs / "workflow_graph.dot"), graph2use="colored",
                    format=fmt, simple_form=True)
@@ -111,17 +175,29 @@ def write_workflow_graph(wf, logs: Path) -> Path:
 
 
 def run_participant(config, inputs_ok=None) -> int:
-    """The participant level; ``inputs_ok()`` is called once every input check has passed."""
+    """The participant level: check inputs, write dataset-level files, build and run.
+
+    Parameters
+    ----------
+    config : qsmprep.config.RunConfig
+    inputs_ok : callable or None
+        Called once every input check has passed (the log moves into ``OUTPUT_DIR/logs``).
+
+    Returns
+    -------
+    int
+        0, or 1 when a subject failed (its outputs are not published).
+
+    Raises
+    ------
+    QSMPrepError
+        An input, atlas or output-folder problem, before any node runs.
+    """
     from ..atlas import load_atlas
-    from ..bids import (
-        build_layout,
-        collect_data,
-        collect_participants,
-        find_user_mask,
-        write_atlas_description,
-        write_bidsignore,
-        write_derivatives_description,
-    )
+    from ..bids.collect import collect_data, collect_participants
+    from ..bids.layout import build_layout
+    from ..bids.metadata import find_user_mask
+    from ..derivatives.dataset import write_dataset_files
     from ..config import CALLBACK_PLUGINS
     from ..qsm.pipeline import format_consensus_report
     from ..workflows.base import _session_id, init_qsmprep_wf
@@ -163,13 +239,7 @@ def run_participant(config, inputs_ok=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if inputs_ok is not None:  # the run's log and config.toml move into OUTPUT_DIR/logs now
         inputs_ok()
-    write_derivatives_description(out, config.bids_dir)
-    write_bidsignore(out, extra=["*_field.nii.gz", "*_field.json"])
-    tsv_dest = out / f"atlas-{atlas.name}_dseg.tsv"
-    tmp = tsv_dest.with_name(f".{tsv_dest.name}.{os.getpid()}")
-    shutil.copyfile(atlas.tsv, tmp)
-    os.replace(tmp, tsv_dest)
-    write_atlas_description(out, atlas)
+    write_dataset_files(out, config.bids_dir, atlas)
 
     # ---- build ----
     _set_threads(config.omp_nthreads)
@@ -222,7 +292,22 @@ def run_participant(config, inputs_ok=None) -> int:
 
 
 def run_reports_only(config) -> int:
-    """``--reports-only``: rewrite ``sub-<label>.html`` from OUTPUT_DIR; nothing else runs."""
+    """``--reports-only``: rewrite ``sub-<label>.html`` from OUTPUT_DIR; nothing else runs.
+
+    Parameters
+    ----------
+    config : qsmprep.config.RunConfig
+
+    Returns
+    -------
+    int
+        0.
+
+    Raises
+    ------
+    MissingInputError
+        Exit 66: no participant-level outputs for a requested subject.
+    """
     from ..errors import MissingInputError
     from ..reports.rebuild import rebuild_report, subjects_with_outputs
 
@@ -244,6 +329,17 @@ def run_reports_only(config) -> int:
 
 
 def run_group(config) -> int:
+    """The group level (:func:`qsmprep.group.run_group`) with the run's options.
+
+    Parameters
+    ----------
+    config : qsmprep.config.RunConfig
+
+    Returns
+    -------
+    int
+        0.
+    """
     from ..group import run_group as _run_group
     from .progress import Heartbeat
 
@@ -263,7 +359,18 @@ def run_group(config) -> int:
 
 
 def run(argv=None) -> int:
-    """Parse ``argv``, set up ``OUTPUT_DIR/logs/``, run the requested level; the exit code."""
+    """Parse ``argv``, set up ``OUTPUT_DIR/logs/``, run the requested level.
+
+    Parameters
+    ----------
+    argv : list of str or None
+        Command-line arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit code (docs/usage.md, "Exit codes").
+    """
     from ..config import RunConfig
     from .logs import new_run_id, setup_logging
     from .parser import parse_args
@@ -331,7 +438,13 @@ def run(argv=None) -> int:
 
 
 def main(argv=None):
-    """Console entry point: :func:`run`, then exit with its code."""
+    """Console entry point: :func:`run`, then exit with its code.
+
+    Parameters
+    ----------
+    argv : list of str or None
+        Command-line arguments (default ``sys.argv[1:]``).
+    """
     sys.exit(run(argv))
 
 

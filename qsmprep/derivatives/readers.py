@@ -18,13 +18,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
+from . import names
 
 __all__ = [
     "collect_provenance",
@@ -35,8 +35,7 @@ __all__ = [
     "read_tsv",
 ]
 
-# TODO(lead): use derivatives.names.parse_entities
-_ENTITY = re.compile(r"(?:^|_)(sub|ses|atlas)-([a-zA-Z0-9]+)")
+_READ_ENTITIES = ("sub", "ses", "atlas")
 
 
 def parse_entities(path):
@@ -57,7 +56,7 @@ def parse_entities(path):
     >>> parse_entities("sub-01_ses-baseline_atlas-DGM_desc-dgm_stats.tsv")
     {'sub': '01', 'ses': 'baseline', 'atlas': 'DGM'}
     """
-    return {k: v for k, v in _ENTITY.findall(Path(path).name)}
+    return {k: v for k, v in names.parse_entities(Path(path).name).items() if k in _READ_ENTITIES}
 
 
 def find_stats_tables(output_dir, atlas=None):

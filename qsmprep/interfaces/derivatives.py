@@ -1,4 +1,4 @@
-"""Derivative naming, staging and publication.
+"""Nipype interfaces that name and publish derivatives (names: :mod:`qsmprep.derivatives.names`).
 
 Outputs are never written straight into the output folder by the node that makes them. Each
 ``DerivativesSink`` node gives its file the final BIDS-derivatives name inside its own Nipype
@@ -27,54 +27,10 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from ..derivatives.names import build_name, parse_entities, relative_dir
 from ._io import write_gzip_reproducible
 
-#: BIDS entity order used for derived names (subset relevant to qsmprep).
-ENTITY_ORDER = ("sub", "ses", "acq", "rec", "run", "from", "to", "mode", "space", "atlas", "res",
-                "desc")
-#: Entities of the raw MEGRE name that derived names drop.
-DROPPED = ("echo", "part")
-
-
-def parse_entities(fname: str) -> dict:
-    """Key-value entities of a BIDS file name (suffix and extension excluded)."""
-    base = os.path.basename(str(fname))
-    stem = base.split(".")[0]
-    parts = stem.split("_")
-    out = {}
-    for p in parts[:-1] if "-" not in parts[-1] else parts:
-        if "-" in p:
-            k, v = p.split("-", 1)
-            out[k] = v
-    return out
-
-
-def build_name(source_file: str, suffix: str, extension: str, **entities) -> str:
-    """Derived file name from the source's entities plus ``entities`` (``None`` drops one)."""
-    ents = {k: v for k, v in parse_entities(source_file).items() if k not in DROPPED}
-    for k, v in entities.items():
-        if v is None or v == "":
-            ents.pop(k, None)
-        else:
-            ents[k] = str(v)
-    unknown = [k for k in ents if k not in ENTITY_ORDER]
-    ordered = [k for k in ENTITY_ORDER if k in ents] + unknown
-    stem = "_".join(f"{k}-{ents[k]}" for k in ordered)
-    return f"{stem}_{suffix}{extension}"
-
-
-def relative_dir(fname: str) -> str:
-    """Where a derived file goes under ``output_dir``, inferred from its name."""
-    base = os.path.basename(fname)
-    if base.endswith(".html"):
-        return ""
-    ents = parse_entities(base)
-    sub = f"sub-{ents['sub']}"
-    if base.endswith((".svg", ".png")):
-        return f"{sub}/figures"
-    if "ses" in ents:
-        return f"{sub}/ses-{ents['ses']}/anat"
-    return f"{sub}/anat"
+__all__ = ["DerivativesSink", "PublishDerivatives"]
 
 
 class _SinkInputSpec(BaseInterfaceInputSpec):
@@ -92,7 +48,18 @@ class _SinkOutputSpec(TraitedSpec):
 
 
 class DerivativesSink(SimpleInterface):
-    """Give a file its BIDS-derivatives name (and sidecar) in the node's working directory."""
+    """Give a file its BIDS-derivatives name (and sidecar) in the node's working directory.
+
+    The name is :func:`qsmprep.derivatives.names.build_name` of ``source_file``, ``suffix``,
+    the extension of ``in_file`` (or ``extension``) and ``entities``. NIfTI files are written
+    gzip-compressed with a reproducible header; ``sidecar_file`` and then ``sidecar`` are merged
+    into the JSON sidecar (keys sorted), written only when not empty.
+
+    Examples
+    --------
+    >>> sink = DerivativesSink(source_file="sub-01_echo-1_part-phase_MEGRE.nii.gz",
+    ...                        suffix="Chimap", entities={"desc": "rts"})
+    """
 
     input_spec = _SinkInputSpec
     output_spec = _SinkOutputSpec
@@ -141,7 +108,11 @@ class _PublishOutputSpec(TraitedSpec):
 
 class PublishDerivatives(SimpleInterface):
     """Publish a subject's finished derivatives (and their JSON sidecars) into ``output_dir``,
-    all or nothing, then mark the subject complete (:func:`qsmprep.publish.publish_subject`)."""
+    all or nothing, then mark the subject complete (:func:`qsmprep.publish.publish_subject`).
+
+    ``in_files`` are named files (or lists of them); each goes to the folder its entities name
+    (:func:`qsmprep.derivatives.names.relative_dir`), with the ``.json`` next to it.
+    """
 
     input_spec = _PublishInputSpec
     output_spec = _PublishOutputSpec

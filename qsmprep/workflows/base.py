@@ -7,6 +7,7 @@ import nibabel as nb
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
+from ..derivatives import spec
 from ..interfaces.derivatives import PublishDerivatives
 from ..interfaces.reports import ParticipantReport
 from ..interfaces.roi import LongitudinalChange, ROIStats
@@ -14,13 +15,7 @@ from ..interfaces.spaces import ResampleToSpace
 from ..qsm.methods import desc as method_desc
 from ..spaces import CHIMAP_INTERPOLATOR, parse_output_spaces, spatial_reference
 from .longitudinal import init_longitudinal_wf
-from .outputs import (
-    add_session_sinks,
-    add_session_xfm_sinks,
-    add_space_sinks,
-    add_subject_sinks,
-    chimap_relpath,
-)
+from .outputs import init_ds_session_wf, init_ds_subject_wf, space_field
 from .qsm import init_qsm_wf
 
 
@@ -198,11 +193,6 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
         if config.roi_min_reliability is not None:
             roi.inputs.min_reliability = float(config.roi_min_reliability)
         source_file = data["phase"][0]
-        fields = pe.Node(
-            niu.IdentityInterface(fields=["chi", "mask", "local_field", "labels", "stats", "r2star",
-                                          "t2star"]),
-            name=f"session_outputs_{tag}",
-        )
         wf.connect([
             (qsm_wf, gre_mags, [("outputnode.mag_ref", f"in{k + 1}")]),
             (qsm_wf, qsm_masks, [("outputnode.mask", f"in{k + 1}")]),
@@ -211,11 +201,6 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
                            ("outputnode.r2star", "r2star")]),
             (long_wf, roi, [(("outputnode.labels_gre", _pick, k), "labels"),
                             (("outputnode.qc_session", _pick, k), "qc_file")]),
-            (qsm_wf, fields, [("outputnode.chi", "chi"), ("outputnode.mask", "mask"),
-                              ("outputnode.local_field", "local_field"),
-                              ("outputnode.r2star", "r2star"), ("outputnode.t2star", "t2star")]),
-            (long_wf, fields, [(("outputnode.labels_gre", _pick, k), "labels")]),
-            (roi, fields, [("out_tsv", "stats")]),
             (qsm_wf, report_lists["chi"], [("outputnode.chi", f"in{k + 1}")]),
             (qsm_wf, report_lists["mask"], [("outputnode.mask", f"in{k + 1}")]),
             (qsm_wf, report_lists["brain_mask"], [("outputnode.brain_mask", f"in{k + 1}")]),
@@ -224,12 +209,10 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
             (long_wf, report_lists["labels"], [(("outputnode.labels_gre", _pick, k), f"in{k + 1}")]),
             (roi, report_lists["stats"], [("out_tsv", f"in{k + 1}")]),
         ])
-        publish_inputs += add_session_sinks(
-            wf, fields, {f: f for f in ("chi", "mask", "local_field", "labels", "stats", "r2star",
-                                        "t2star")},
+        ds_wf = init_ds_session_wf(
             source_file=source_file, inversion=method_desc("inversion", options.inversion),
-            atlas_name=atlas.name, tag=tag,
-            chimap_sidecar_node=(qsm_wf, "outputnode.sidecar"),
+            atlas_name=atlas.name, atlas_space=atlas.space, has_t1w=bool(data.get("t1w")),
+            longitudinal=is_long, spaces=out_spaces,
             dseg_sidecar={"Atlas": atlas.name, "AtlasSpace": atlas.space,
                           "Description": "Atlas labels carried into this session's GRE grid in one "
                                          "resampling (genericLabel), restricted to the QSM mask.",
@@ -241,22 +224,39 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
                                             else config.syn_metric),
                               "RegistrationResolution": (config.registration_resolution
                                                          or "native")}},
-            stats_sidecar_field=(roi, "out_json"),
             spatial_reference=(data.get("sources") or [None])[0],
             sources=list(data.get("sources", []))[: 2 * len(data["mag"])],  # GRE mag/phase
+            name=f"ds_{tag}_wf",
         )
-        publish_inputs += add_session_xfm_sinks(
-            wf, long_wf, k, source_file=source_file, tag=tag, has_t1w=bool(data.get("t1w")),
-            longitudinal=is_long, atlas_space=atlas.space,
-        )
+        xfms = {d.output_field for d in spec.session_records(has_t1w=bool(data.get("t1w")),
+                                                              longitudinal=is_long)
+                if d.level == "xfm"}
+        wf.connect([
+            (qsm_wf, ds_wf, [("outputnode.chi", "inputnode.chimap"),
+                             ("outputnode.sidecar", "inputnode.chimap_sidecar"),
+                             ("outputnode.mask", "inputnode.mask"),
+                             ("outputnode.local_field", "inputnode.local_field"),
+                             ("outputnode.r2star", "inputnode.r2starmap"),
+                             ("outputnode.t2star", "inputnode.t2starmap")]),
+            (long_wf, ds_wf, [(("outputnode.labels_gre", _pick, k), "inputnode.dseg")]
+             + [((f"outputnode.{x}", _pick, k), f"inputnode.{x}") for x in sorted(xfms)]
+             + [((f"outputnode.qc_{x[4:]}", _pick, k), f"inputnode.qc_{x[4:]}")
+                for x in sorted(xfms)]),
+            (roi, ds_wf, [("out_tsv", "inputnode.stats"), ("out_json", "inputnode.stats_sidecar")]),
+        ])
         if out_spaces:
             inversion = method_desc("inversion", options.inversion)
             space_nodes = init_space_nodes(
                 wf, long_wf, qsm_wf, k, spaces=out_spaces, atlas=atlas, tag=tag,
                 has_t1w=bool(data.get("t1w")), longitudinal=is_long,
-                chimap_source=chimap_relpath(source_file, inversion))
-            publish_inputs += add_space_sinks(wf, space_nodes, source_file=source_file,
-                                              inversion=inversion, tag=tag)
+                chimap_source=spec.by_key("chimap", "session").path(source_file,
+                                                                    inversion=inversion))
+            for space, nodes in space_nodes.items():
+                for kind, node in zip(("chimap", "mask"), nodes):
+                    field = space_field(kind, space)
+                    wf.connect(node, "out_file", ds_wf, f"inputnode.{field}")
+                    wf.connect(node, "out_sidecar", ds_wf, f"inputnode.{field}_sidecar")
+        publish_inputs.append((ds_wf, "outputnode.out_files"))
         stats_nodes.append(roi)
 
     change = None
@@ -270,10 +270,19 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
             name="dgm_change",
         )
         wf.connect(gather_stats, "out", change, "in_files")
-    publish_inputs += add_subject_sinks(
-        wf, long_wf, change, subject=subject, atlas_name=atlas.name,
-        atlas_space=atlas.space, longitudinal=is_long,
-    )
+    ds_subject_wf = init_ds_subject_wf(subject=subject, atlas_name=atlas.name,
+                                       atlas_space=atlas.space, longitudinal=is_long,
+                                       change=change is not None)
+    if ds_subject_wf is not None:
+        if is_long:
+            wf.connect([(long_wf, ds_subject_wf, [
+                (f"outputnode.{f}", f"inputnode.{f}") for f in (
+                    "template", "labels_template", "xfm_atlas_to_template",
+                    "xfm_template_to_atlas", "qc_atlas_to_template")])])
+        if change is not None:
+            wf.connect([(change, ds_subject_wf, [("out_tsv", "inputnode.dgmchange"),
+                                                 ("out_json", "inputnode.dgmchange_sidecar")])])
+        publish_inputs.append((ds_subject_wf, "outputnode.out_files"))
 
     report = pe.Node(ParticipantReport(subject=subject, session_ids=session_ids, warnings=warnings,
                                        t1w=[d.get("t1w") or "" for d in sessions],

@@ -1,162 +1,177 @@
-"""Every derivative qsmprep writes, in one place (see docs/outputs.md).
+"""Sink workflows: every derivative of a session and of a subject, as the output specification
+(:mod:`qsmprep.derivatives.spec`) lists it.
 
-Each function adds ``DerivativesSink`` nodes for one level (session, subject) and returns the
-list of ``(node, 'out_file')`` pairs that the subject's ``PublishDerivatives`` node waits for.
+NiPreps style: each ``init_ds_*_wf`` returns a workflow whose ``inputnode`` fields are the files
+to sink (named after the spec records) and whose ``outputnode.out_files`` lists the named files,
+in specification order, for the subject's ``PublishDerivatives`` node. Each sink is a
+:class:`~qsmprep.interfaces.derivatives.DerivativesSink` named ``ds_<key>``.
 """
 
 from __future__ import annotations
 
+from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from ..interfaces.derivatives import DerivativesSink, build_name
-
-#: Per-session outputs: (name, source field of the session outputs, suffix, entities, sidecar)
-SESSION_OUTPUTS = (
-    ("chimap", "chi", "Chimap", {"desc": "{inversion}"}, "chimap"),
-    ("mask", "mask", "mask", {"desc": "brain"}, {"Type": "Brain", "Description":
-     "Final QSM mask (after background field removal erosion); the support of the Chimap "
-     "and of the ROI statistics."}),
-    ("local_field", "local_field", "field", {"desc": "local"}, {"Units": "ppm", "Description":
-     "Local field after background field removal, relative to B0 (ppm). Non-standard name, "
-     "listed in .bidsignore."}),
-    ("r2starmap", "r2star", "R2starmap", {"desc": "loglinear"}, {"Units": "1/s", "SkullStripped": True, "Description":
-     "R2* from a magnitude^2-weighted log-linear fit of the multi-echo magnitude against echo "
-     "time, inside the brain mask (qsmprep.qsm.relaxometry)."}),
-    ("t2starmap", "t2star", "T2starmap", {"desc": "loglinear"}, {"Units": "s", "SkullStripped": True, "Description":
-     "T2* = 1/R2* (0 where R2* is 0), inside the brain mask."}),
-    ("dseg", "labels", "dseg", {"atlas": "{atlas}"}, "dseg"),
-    ("stats", "stats", "stats", {"atlas": "{atlas}", "desc": "dgm"}, "stats"),
-)
+from ..derivatives import spec
+from ..interfaces.derivatives import DerivativesSink
 
 
-def _fill(entities, **values):
-    return {k: v.format(**values) for k, v in entities.items()}
+def _sink(d, source_file, entities, name):
+    return pe.Node(DerivativesSink(source_file=source_file, suffix=d.suffix, entities=entities),
+                   name=name, run_without_submitting=True)
 
 
-def add_session_sinks(wf, source_node, source_fields, *, source_file, inversion, atlas_name, tag,
-                      chimap_sidecar_node=None, dseg_sidecar=None, stats_sidecar_field=None,
-                      spatial_reference=None, sources=None):
-    """Add the sinks of one session.
+def _finish(wf, inputnode, sinks):
+    """Wire ``sinks`` (``[(node, input field, sidecar input field or None)]``) to the nodes."""
+    gather = pe.Node(niu.Merge(len(sinks)), name="gather_ds", run_without_submitting=True)
+    outputnode = pe.Node(niu.IdentityInterface(fields=["out_files"]), name="outputnode")
+    for i, (node, field, sidecar_field, sidecar_input) in enumerate(sinks):
+        wf.connect(inputnode, field, node, "in_file")
+        if sidecar_field:
+            wf.connect(inputnode, sidecar_field, node, sidecar_input)
+        wf.connect(node, "out_file", gather, f"in{i + 1}")
+    wf.connect(gather, "out", outputnode, "out_files")
+    return wf
 
-    ``source_node`` exposes the fields named in :data:`SESSION_OUTPUTS`; ``source_fields``
-    maps those names to the node's actual field names. ``spatial_reference`` (a BIDS URI of
-    the raw GRE image whose grid the outputs share) goes into the mask and dseg sidecars,
-    ``sources`` (BIDS URIs of the raw GRE images) into the mask sidecar.
+
+def space_field(kind, space) -> str:
+    """``inputnode`` field of a template-space output (``chimap_<tag>``, ``mask_<tag>``).
+
+    Parameters
+    ----------
+    kind : str
+        ``chimap`` or ``mask`` (:data:`qsmprep.derivatives.spec.SPACE` keys).
+    space : qsmprep.spaces.OutputSpace
+
+    Returns
+    -------
+    str
+        Its sidecar comes in the field of the same name plus ``_sidecar``.
     """
+    return f"{kind}_{space.tag}"
+
+
+def init_ds_session_wf(*, source_file, inversion, atlas_name, atlas_space, has_t1w,
+                       longitudinal, dseg_sidecar=None, spatial_reference=None, sources=None,
+                       spaces=(), name="ds_session_wf"):
+    """Sinks of one session: GRE-grid outputs, transforms and template-space outputs.
+
+    Parameters
+    ----------
+    source_file : str
+        The session's first phase image; its entities name every output.
+    inversion : str
+        The inversion method's ``desc`` label.
+    atlas_name, atlas_space : str
+        Atlas name (``atlas-`` entity) and template space (``from-``/``to-`` of transforms).
+    has_t1w : bool
+        The session has a T1w (selects the transform records,
+        :func:`qsmprep.derivatives.spec.session_records`).
+    longitudinal : bool
+        The subject takes the longitudinal path.
+    dseg_sidecar : dict or None
+        Sidecar of the GRE-grid labels (registration path and settings).
+    spatial_reference : str or None
+        BIDS URI of the raw GRE image whose grid the outputs share (mask and dseg sidecars).
+    sources : list of str or None
+        BIDS URIs of the raw GRE images (mask sidecar ``Sources``).
+    spaces : sequence of qsmprep.spaces.OutputSpace
+        ``--output-spaces``.
+    name : str
+        Workflow name.
+
+    Returns
+    -------
+    nipype.pipeline.engine.Workflow
+        ``inputnode`` fields: the ``output_field`` of every record of
+        :func:`~qsmprep.derivatives.spec.session_records`, ``chimap_sidecar`` (dict),
+        ``stats_sidecar`` (JSON file), ``qc_<registration>`` (JSON file) for each transform, and
+        ``chimap_<tag>``/``mask_<tag>`` with ``..._sidecar`` (dict) per output space.
+        ``outputnode.out_files``: the named files, in specification order.
+    """
+    wf = pe.Workflow(name=name)
+    values = {"inversion": inversion, "atlas": atlas_name, "atlas_space": atlas_space}
     grid = {"SpatialReference": spatial_reference} if spatial_reference else {}
-    pairs = []
-    for name, field, suffix, ents, sidecar in SESSION_OUTPUTS:
-        sink = pe.Node(
-            DerivativesSink(source_file=source_file, suffix=suffix,
-                            entities=_fill(ents, inversion=inversion, atlas=atlas_name)),
-            name=f"ds_{name}_{tag}", run_without_submitting=True,
-        )
-        wf.connect(source_node, source_fields[field], sink, "in_file")
-        if sidecar == "chimap" and chimap_sidecar_node is not None:
-            wf.connect(chimap_sidecar_node[0], chimap_sidecar_node[1], sink, "sidecar")
-        elif sidecar == "dseg" and dseg_sidecar:
-            sink.inputs.sidecar = {**dseg_sidecar, **grid}
-        elif sidecar == "stats" and stats_sidecar_field is not None:
-            wf.connect(stats_sidecar_field[0], stats_sidecar_field[1], sink, "sidecar_file")
-        elif isinstance(sidecar, dict):
-            extra = dict(grid) if suffix in ("mask", "dseg") else {}
-            if suffix == "mask" and sources:
+    records = spec.session_records(has_t1w=has_t1w, longitudinal=longitudinal)
+    fields, sinks = [], []
+    for d in records:
+        node = _sink(d, source_file, d.fill(**values), f"ds_{d.key}")
+        fields.append(d.output_field)
+        side = None
+        if d.key == "chimap":
+            side = ("chimap_sidecar", "sidecar")
+        elif d.key == "dseg":
+            if dseg_sidecar:
+                node.inputs.sidecar = {**dseg_sidecar, **grid}
+        elif d.key == "stats":
+            side = ("stats_sidecar", "sidecar_file")
+        elif d.level == "xfm":  # registration quality metrics in the transform's sidecar
+            side = (f"qc_{d.output_field[4:]}", "sidecar_file")
+        elif d.sidecar is not None:
+            extra = dict(grid) if d.suffix in ("mask", "dseg") else {}
+            if d.suffix == "mask" and sources:
                 extra["Sources"] = list(sources)
-            sink.inputs.sidecar = {**sidecar, **extra}
-        pairs.append((sink, "out_file"))
-    return pairs
+            node.inputs.sidecar = {**spec.sidecar(d, **values), **extra}
+        if side:
+            fields.append(side[0])
+        sinks.append((node, d.output_field, *(side or (None, None))))
+    for space in spaces:
+        for d in spec.SPACE:
+            field = space_field(d.key, space)
+            node = _sink(d, source_file, {**space.entities, **d.fill(**values)},
+                         f"ds_{d.key}_{space.tag}")
+            fields += [field, f"{field}_sidecar"]
+            sinks.append((node, field, f"{field}_sidecar", "sidecar"))
+    inputnode = pe.Node(niu.IdentityInterface(fields=fields), name="inputnode")
+    return _finish(wf, inputnode, sinks)
 
 
-def add_subject_sinks(wf, long_wf, change_node, *, subject, atlas_name, atlas_space,
-                      longitudinal):
-    """Sinks of subject-level outputs: template, template-space labels, transforms, change table."""
-    src = f"sub-{subject}_T1w.nii.gz"
-    # 'individual' is not a standard template: every image in it names its reference image (the
-    # template itself, a dataset-relative path), as the BIDS validator requires
-    template_ref = f"sub-{subject}/anat/sub-{subject}_space-individual_desc-template_T1w.nii.gz"
-    pairs = []
-    specs = []
-    if longitudinal:
-        specs += [
-            ("template", "T1w", {"space": "individual", "desc": "template"},
-             {"Description": "Unbiased within-subject T1w template (iterative rigid average of all sessions).",
-              "SpatialReference": template_ref, "SkullStripped": False}),
-            ("labels_template", "dseg", {"space": "individual", "atlas": atlas_name},
-             {"Description": f"{atlas_name} atlas labels in the within-subject template space.",
-              "SpatialReference": template_ref}),
-            ("xfm_atlas_to_template", "xfm", {"from": atlas_space, "to": "individual", "mode": "image"}, None),
-            ("xfm_template_to_atlas", "xfm", {"from": "individual", "to": atlas_space, "mode": "image"}, None),
-        ]
-    for field, suffix, ents, sidecar in specs:
-        sink = pe.Node(DerivativesSink(source_file=src, suffix=suffix, entities=ents),
-                       name=f"ds_{field}", run_without_submitting=True)
-        if sidecar:
-            sink.inputs.sidecar = sidecar
-        wf.connect(long_wf, f"outputnode.{field}", sink, "in_file")
-        if field.startswith("xfm_"):  # registration quality metrics in the transform sidecar
-            wf.connect(long_wf, "outputnode.qc_atlas_to_template", sink, "sidecar_file")
-        pairs.append((sink, "out_file"))
-    if change_node is not None:
-        sink = pe.Node(DerivativesSink(source_file=src, suffix="stats",
-                                       entities={"atlas": atlas_name, "desc": "dgmchange"}),
-                       name="ds_dgmchange", run_without_submitting=True)
-        wf.connect([(change_node, sink, [("out_tsv", "in_file"), ("out_json", "sidecar_file")])])
-        pairs.append((sink, "out_file"))
-    return pairs
+def init_ds_subject_wf(*, subject, atlas_name, atlas_space, longitudinal, change,
+                       name="ds_subject_wf"):
+    """Sinks of one subject: within-subject template, its labels and transforms, change table.
 
+    Parameters
+    ----------
+    subject : str
+        Label without ``sub-``; outputs are named from ``sub-<label>_T1w.nii.gz``.
+    atlas_name, atlas_space : str
+        Atlas name and template space.
+    longitudinal : bool
+        The subject takes the longitudinal path (template outputs).
+    change : bool
+        The subject has a change table (two sessions or more).
+    name : str
+        Workflow name.
 
-def _pick(inlist, index):
-    return inlist[index]
-
-
-def add_session_xfm_sinks(wf, long_wf, index, *, source_file, tag, has_t1w, longitudinal, atlas_space):
-    """Sinks of one session's registration transforms (ANTs files, BIDS-like names)."""
-    specs = []
-    if has_t1w:
-        specs.append(("xfm_gre_to_t1w", {"from": "MEGRE", "to": "T1w", "mode": "image"}))
-        if longitudinal:
-            specs.append(("xfm_t1w_to_template", {"from": "T1w", "to": "individual", "mode": "image"}))
-        else:
-            specs.append(("xfm_atlas_to_session", {"from": atlas_space, "to": "T1w", "mode": "image"}))
-    else:
-        specs.append(("xfm_atlas_to_session", {"from": atlas_space, "to": "MEGRE", "mode": "image"}))
-    pairs = []
-    for field, ents in specs:
-        sink = pe.Node(DerivativesSink(source_file=source_file, suffix="xfm", entities=ents),
-                       name=f"ds_{field}_{tag}", run_without_submitting=True)
-        wf.connect(long_wf, (f"outputnode.{field}", _pick, index), sink, "in_file")
-        # registration quality metrics (RegistrationQuality) in the transform's JSON sidecar
-        wf.connect(long_wf, (f"outputnode.qc_{field[4:]}", _pick, index), sink, "sidecar_file")
-        pairs.append((sink, "out_file"))
-    return pairs
-
-
-def chimap_relpath(source_file, inversion) -> str:
-    """Dataset-relative path of a session's (GRE-grid) Chimap, for ``Sources`` entries."""
-    from ..interfaces.derivatives import relative_dir
-
-    name = build_name(source_file, "Chimap", ".nii.gz", desc=inversion)
-    return f"{relative_dir(name)}/{name}"
-
-
-def add_space_sinks(wf, space_nodes, *, source_file, inversion, tag):
-    """Sinks of one session's template-space outputs (``--output-spaces``).
-
-    ``space_nodes`` maps each :class:`qsmprep.spaces.OutputSpace` to ``(chimap_node,
-    mask_node)``, :class:`~qsmprep.interfaces.spaces.ResampleToSpace` nodes whose
-    ``out_file``/``out_sidecar`` are published as
-    ``..._space-<name>[_res-<N>]_desc-<inversion>_Chimap.nii.gz`` and
-    ``..._space-<name>[_res-<N>]_desc-brain_mask.nii.gz`` (each with a JSON sidecar).
+    Returns
+    -------
+    nipype.pipeline.engine.Workflow or None
+        ``inputnode`` fields: the key of every record of
+        :func:`~qsmprep.derivatives.spec.subject_records`, ``qc_atlas_to_template`` (JSON file,
+        the sidecar of both template transforms) and ``dgmchange_sidecar`` (JSON file);
+        ``outputnode.out_files``: the named files. ``None`` when the subject has no
+        subject-level output.
     """
-    pairs = []
-    for space, (chi_node, mask_node) in space_nodes.items():
-        for kind, node, suffix, desc in (("chimap", chi_node, "Chimap", inversion),
-                                         ("mask", mask_node, "mask", "brain")):
-            sink = pe.Node(
-                DerivativesSink(source_file=source_file, suffix=suffix,
-                                entities={**space.entities, "desc": desc}),
-                name=f"ds_{kind}_{space.tag}_{tag}", run_without_submitting=True,
-            )
-            wf.connect([(node, sink, [("out_file", "in_file"), ("out_sidecar", "sidecar")])])
-            pairs.append((sink, "out_file"))
-    return pairs
+    records = spec.subject_records(longitudinal=longitudinal, change=change)
+    if not records:
+        return None
+    wf = pe.Workflow(name=name)
+    src = f"sub-{subject}_T1w.nii.gz"
+    values = {"inversion": "", "atlas": atlas_name, "atlas_space": atlas_space}
+    template_ref = spec.by_key("template").path(src, **values)
+    fields, sinks = [], []
+    for d in records:
+        node = _sink(d, src, d.fill(**values), f"ds_{d.key}")
+        fields.append(d.key)
+        side = None
+        if d.key.startswith("xfm_"):  # registration quality metrics in the transform sidecar
+            side = ("qc_atlas_to_template", "sidecar_file")
+        elif d.key == "dgmchange":
+            side = ("dgmchange_sidecar", "sidecar_file")
+        elif d.sidecar is not None:
+            node.inputs.sidecar = spec.sidecar(d, template_ref=template_ref, **values)
+        if side and side[0] not in fields:
+            fields.append(side[0])
+        sinks.append((node, d.key, *(side or (None, None))))
+    inputnode = pe.Node(niu.IdentityInterface(fields=fields), name="inputnode")
+    return _finish(wf, inputnode, sinks)

@@ -36,7 +36,8 @@ from qsmprep.bids import build_layout, collect_data, collect_participants  # noq
 from qsmprep.cli.parser import parse_args  # noqa: E402
 from qsmprep.cli.run import qsm_options  # noqa: E402
 from qsmprep.config import RunConfig  # noqa: E402
-from qsmprep.interfaces.derivatives import DerivativesSink, build_name  # noqa: E402
+from qsmprep.derivatives.names import build_name  # noqa: E402
+from qsmprep.interfaces.derivatives import DerivativesSink  # noqa: E402
 from qsmprep.workflows.base import init_qsmprep_wf, init_single_subject_wf  # noqa: E402
 from qsmprep.workflows.longitudinal import OUTPUT_FIELDS, init_longitudinal_wf  # noqa: E402
 from qsmprep.workflows.qsm import init_qsm_wf  # noqa: E402
@@ -189,12 +190,12 @@ def check_subject(wf, subject):
     stems = list(sinks.values())
     assert len(stems) == len(set(stems)), "two sinks would write the same file"
     # every sink (and the report) feeds the all-or-nothing publish node
-    graph = sub_wf._graph
-    publish = sub_wf.get_node("publish")
-    upstream = nx.ancestors(graph, publish)
-    missing = [n for n in sinks if sub_wf.get_node(n) not in upstream]
+    graph = sub_wf._create_flat_graph()  # the sinks live in nested ds_*_wf workflows
+    publish = next(n for n in graph.nodes() if n.name == "publish")
+    upstream = {n.fullname.split(".", 1)[1] for n in nx.ancestors(graph, publish)}
+    missing = [n for n in sinks if n not in upstream]
     assert missing == [], f"sinks not published: {missing}"
-    assert sub_wf.get_node("report") in upstream
+    assert "report" in upstream
     return set(stems)
 
 

@@ -1,42 +1,14 @@
-"""Derivative naming, reproducible compression and atomic publication."""
+"""qsmprep.interfaces.derivatives: naming sink, reproducible compression and atomic publication."""
 
 import gzip
 import json
 import os
 import time
 
-from qsmprep.interfaces.derivatives import (
-    DerivativesSink,
-    PublishDerivatives,
-    build_name,
-    parse_entities,
-    relative_dir,
-)
 from qsmprep.interfaces._io import gzip_header_is_reproducible, write_gzip_reproducible
+from qsmprep.interfaces.derivatives import DerivativesSink, PublishDerivatives
 
 SRC = "/data/sub-01/ses-baseline/anat/sub-01_ses-baseline_acq-qsm_run-2_echo-10_part-phase_MEGRE.nii.gz"
-
-
-def test_parse_entities():
-    ents = parse_entities(SRC)
-    assert ents == {"sub": "01", "ses": "baseline", "acq": "qsm", "run": "2", "echo": "10", "part": "phase"}
-
-
-def test_build_name_drops_echo_part_and_orders_entities():
-    name = build_name(SRC, "Chimap", ".nii.gz", desc="tvadmm")
-    assert name == "sub-01_ses-baseline_acq-qsm_run-2_desc-tvadmm_Chimap.nii.gz"
-    name = build_name(SRC, "stats", ".tsv", desc="dgm", atlas="DGM")
-    assert name == "sub-01_ses-baseline_acq-qsm_run-2_atlas-DGM_desc-dgm_stats.tsv"
-    name = build_name("sub-02_T1w.nii.gz", "xfm", ".h5", **{"from": "MNI152NLin2009cAsym", "to": "T1w", "mode": "image"})
-    assert name == "sub-02_from-MNI152NLin2009cAsym_to-T1w_mode-image_xfm.h5"
-    assert build_name(SRC, "mask", ".nii.gz", acq=None, run=None, desc="brain") == "sub-01_ses-baseline_desc-brain_mask.nii.gz"
-
-
-def test_relative_dir():
-    assert relative_dir("sub-01_ses-b_desc-x_Chimap.nii.gz") == "sub-01/ses-b/anat"
-    assert relative_dir("sub-01_desc-template_T1w.nii.gz") == "sub-01/anat"
-    assert relative_dir("sub-01_ses-b_desc-qsm_figure.svg") == "sub-01/figures"
-    assert relative_dir("sub-01.html") == ""
 
 
 def test_sink_and_publish(tmp_path):
