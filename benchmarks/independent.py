@@ -35,7 +35,7 @@ Usage::
 
     .venv/bin/pip install -c requirements/constraints.txt '.[independent]'
     nice -n 10 .venv/bin/python benchmarks/independent.py [--seeds 1 2] [--chains default,...]
-        [--options JSON] [--out table.tsv] [--cache-dir DIR]
+        [--options JSON] [--qsm JSON] [--out table.tsv] [--cache-dir DIR]
 
 The simulated acquisitions are cached as .npz in ``--cache-dir`` (default: the temp dir).
 """
@@ -168,8 +168,10 @@ def score(res: dict, d: dict) -> dict:
     return out
 
 
-def run_chain(d: dict, chain: str, method_options: dict | None) -> tuple[dict, dict]:
+def run_chain(d: dict, chain: str, method_options: dict | None,
+              qsm_options: dict | None = None) -> tuple[dict, dict]:
     kw, true_mask = CHAINS[chain]
+    kw = {**kw, **(qsm_options or {})}
     opts = QSMOptions(**kw, method_options=method_options or {})
     tracemalloc.start()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -216,12 +218,16 @@ def main(argv=None):
                    help="acquisitions for the default chain")
     p.add_argument("--tilt", type=float, default=8.0, help="B0 tilt of the oblique acquisition (deg)")
     p.add_argument("--options", default=None, help="JSON method_options for every chain")
+    p.add_argument("--qsm", default=None,
+                   help='JSON QSMOptions fields that override every chain\'s, e.g. '
+                        '\'{"bf_removal": "lbv"}\' (the default chain then runs on every --acqs)')
     p.add_argument("--sim-vox", type=float, default=1.0,
                    help="simulation grid (mm, isotropic); acquisition voxel = sim_vox x (1, 1, 1.5)")
     p.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()))
     p.add_argument("--out", type=Path, help="also write the table as TSV")
     args = p.parse_args(argv)
     mopts = json.loads(args.options) if args.options else None
+    qopts = json.loads(args.qsm) if args.qsm else None
     chains = args.chains.split(",")
     for c in chains:
         if c not in CHAINS:
@@ -233,7 +239,7 @@ def main(argv=None):
         for chain in chains:
             for acq in (acqs if chain == "default" else ["axial"]):
                 d = load_acquisition(seed, acq, args.tilt, args.cache_dir, args.sim_vox)
-                res, cost = run_chain(d, chain, mopts)
+                res, cost = run_chain(d, chain, mopts, qopts)
                 sc = score(res, d)
                 row = {"seed": seed, "acq": acq, "chain": chain, **cost,
                        **{k: v for k, v in sc.items() if not k.startswith("_") and k != "tab_err"}}
