@@ -233,6 +233,11 @@ def main(argv=None):
         if c not in CHAINS:
             p.error(f"unknown chain {c!r}; choose from {sorted(CHAINS)}")
     acqs = args.acqs.split(",")
+
+    def label(chain):
+        """Row label: the chain name, with the --qsm overrides appended."""
+        return chain + "".join(f"[{v}]" for v in (qopts or {}).values())
+
     rows = []
     for seed in args.seeds:
         reported = {}
@@ -241,7 +246,7 @@ def main(argv=None):
                 d = load_acquisition(seed, acq, args.tilt, args.cache_dir, args.sim_vox)
                 res, cost = run_chain(d, chain, mopts, qopts)
                 sc = score(res, d)
-                row = {"seed": seed, "acq": acq, "chain": chain, **cost,
+                row = {"seed": seed, "acq": acq, "chain": label(chain), **cost,
                        **{k: v for k, v in sc.items() if not k.startswith("_") and k != "tab_err"}}
                 reported[(chain, acq)] = (sc["_rep"], sc["_tru"])
                 if acq == "followup" and (chain, "axial") in reported:
@@ -250,7 +255,7 @@ def main(argv=None):
                     row["chg_max"] = float(np.nanmax(np.abs((rf - rb) - (tf - tb))))
                     row["chg_mean"] = float(np.nanmean(np.abs((rf - rb) - (tf - tb))))
                 rows.append(row)
-                print(f"# seed {seed} {acq} {chain}: NRMSE(ev) {row['nrmse_ev']:.1f}% "
+                print(f"# seed {seed} {acq} {label(chain)}: NRMSE(ev) {row['nrmse_ev']:.1f}% "
                       f"max lab {row['lab_max']:.1f} tab {row['tab_max']:.1f} ppb, "
                       f"{cost['t_wall']:.0f} s; table err "
                       + " ".join(f"{k}:{v:+.1f}" for k, v in sc["tab_err"].items()), flush=True)
@@ -265,7 +270,7 @@ def main(argv=None):
           f"time in s (shared 2-core machine), MB = peak traced numpy memory")
     print(format_table(df))
     for seed in args.seeds:
-        sel = df[(df.seed == seed) & (df.chain == "default")].set_index("acq")
+        sel = df[(df.seed == seed) & (df.chain == label("default"))].set_index("acq")
         if {"axial", "oblique"} <= set(sel.index):
             print(f"# seed {seed}: oblique ({args.tilt:g} deg) minus axial NRMSE(ev) "
                   f"{sel.loc['oblique', 'nrmse_ev'] - sel.loc['axial', 'nrmse_ev']:+.1f} points")
