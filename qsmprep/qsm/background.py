@@ -317,8 +317,11 @@ def lbv(total_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, tol=1
     The local field is not harmonic-free near the boundary: LBV assumes that the local field
     vanishes at the boundary, which is least true where it is taken. ``peel`` layers of voxels
     next to the boundary are therefore removed from the returned mask (as the MEDI toolbox and
-    SEPIA do). ``weights`` are accepted for the common signature and ignored (LBV has no data
-    term).
+    SEPIA do); peeling does not change the solution inside. The error LBV leaves is the harmonic
+    continuation of the local field (and of any phase error) on the mask boundary into the
+    interior: a smooth field, largest where the boundary field is strong or unreliable, so LBV
+    needs a mask whose boundary voxels have reliable phase. ``weights`` are accepted for the
+    common signature and ignored (LBV has no data term).
 
     Parameters
     ----------
