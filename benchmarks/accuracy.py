@@ -19,7 +19,7 @@ Usage::
 
     .venv/bin/python benchmarks/accuracy.py [--preset small|1mm] [--quick] [--out table.tsv]
         [--snr 100] [--seed 0] [--combos romeo:vsharp:medi,...]
-        [--options '{"inversion": {"alpha": 1e-4}}'] [--sweep]
+        [--options '{"inversion": {"alpha": 1e-4}}'] [--sweep] [--auto-mask-all]
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ for _lab in atlas.DGM_LABELS:
     ABBR.setdefault(_lab.structure, _lab.abbreviation.rsplit("_", 1)[0])
 STEPS = ["masking", "field", "bf_removal", "inversion"]
 UNWRAPPINGS = ["romeo", "laplacian"]
-BACKGROUNDS = ["vsharp", "pdf", "resharp"]
+BACKGROUNDS = ["vsharp", "pdf", "resharp", "lbv"]
 INVERSIONS = ["tkd", "tikhonov", "cg", "tv_admm", "medi", "rts"]
 
 
@@ -261,6 +261,8 @@ def main(argv=None):
                    help="JSON method_options passed to every run, e.g. '{\"inversion\": {\"alpha\": 1e-4}}'")
     p.add_argument("--sweep", action="store_true", help="add parameter variants of the default")
     p.add_argument("--no-auto-mask", action="store_true", help="skip the computed-mask run")
+    p.add_argument("--auto-mask-all", action="store_true",
+                   help="run every combination with the computed mask too (not only the default)")
     args = p.parse_args(argv)
 
     d = load_session(args.preset, args.seed, args.snr, args.cache_dir)
@@ -280,6 +282,8 @@ def main(argv=None):
     if args.sweep:
         runs += [(u, b, i, True, o, lab) for u, b, i, o, lab in sweep_variants()]
     runs += [(u, b, i, True, mopts, "") for u, b, i in todo if (u, b, i) != dkey]
+    if args.auto_mask_all:
+        runs += [(u, b, i, False, mopts, "") for u, b, i in todo if (u, b, i) != dkey]
     rows = []
     t0 = time.perf_counter()
     with StepProbe() as probe:

@@ -35,7 +35,7 @@ Usage::
 
     .venv/bin/pip install -c requirements/constraints.txt '.[independent]'
     nice -n 10 .venv/bin/python benchmarks/independent.py [--seeds 1 2] [--chains default,...]
-        [--options JSON] [--out table.tsv] [--cache-dir DIR]
+        [--options JSON] [--qsm JSON] [--out table.tsv] [--cache-dir DIR]
 
 The simulated acquisitions are cached as .npz in ``--cache-dir`` (default: the temp dir).
 """
@@ -168,8 +168,10 @@ def score(res: dict, d: dict) -> dict:
     return out
 
 
-def run_chain(d: dict, chain: str, method_options: dict | None) -> tuple[dict, dict]:
+def run_chain(d: dict, chain: str, method_options: dict | None,
+              qsm_options: dict | None = None) -> tuple[dict, dict]:
     kw, true_mask = CHAINS[chain]
+    kw = {**kw, **(qsm_options or {})}
     opts = QSMOptions(**kw, method_options=method_options or {})
     tracemalloc.start()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -216,26 +218,35 @@ def main(argv=None):
                    help="acquisitions for the default chain")
     p.add_argument("--tilt", type=float, default=8.0, help="B0 tilt of the oblique acquisition (deg)")
     p.add_argument("--options", default=None, help="JSON method_options for every chain")
+    p.add_argument("--qsm", default=None,
+                   help='JSON QSMOptions fields that override every chain\'s, e.g. '
+                        '\'{"bf_removal": "lbv"}\' (the default chain then runs on every --acqs)')
     p.add_argument("--sim-vox", type=float, default=1.0,
                    help="simulation grid (mm, isotropic); acquisition voxel = sim_vox x (1, 1, 1.5)")
     p.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()))
     p.add_argument("--out", type=Path, help="also write the table as TSV")
     args = p.parse_args(argv)
     mopts = json.loads(args.options) if args.options else None
+    qopts = json.loads(args.qsm) if args.qsm else None
     chains = args.chains.split(",")
     for c in chains:
         if c not in CHAINS:
             p.error(f"unknown chain {c!r}; choose from {sorted(CHAINS)}")
     acqs = args.acqs.split(",")
+
+    def label(chain):
+        """Row label: the chain name, with the --qsm overrides appended."""
+        return chain + "".join(f"[{v}]" for v in (qopts or {}).values())
+
     rows = []
     for seed in args.seeds:
         reported = {}
         for chain in chains:
             for acq in (acqs if chain == "default" else ["axial"]):
                 d = load_acquisition(seed, acq, args.tilt, args.cache_dir, args.sim_vox)
-                res, cost = run_chain(d, chain, mopts)
+                res, cost = run_chain(d, chain, mopts, qopts)
                 sc = score(res, d)
-                row = {"seed": seed, "acq": acq, "chain": chain, **cost,
+                row = {"seed": seed, "acq": acq, "chain": label(chain), **cost,
                        **{k: v for k, v in sc.items() if not k.startswith("_") and k != "tab_err"}}
                 reported[(chain, acq)] = (sc["_rep"], sc["_tru"])
                 if acq == "followup" and (chain, "axial") in reported:
@@ -244,7 +255,7 @@ def main(argv=None):
                     row["chg_max"] = float(np.nanmax(np.abs((rf - rb) - (tf - tb))))
                     row["chg_mean"] = float(np.nanmean(np.abs((rf - rb) - (tf - tb))))
                 rows.append(row)
-                print(f"# seed {seed} {acq} {chain}: NRMSE(ev) {row['nrmse_ev']:.1f}% "
+                print(f"# seed {seed} {acq} {label(chain)}: NRMSE(ev) {row['nrmse_ev']:.1f}% "
                       f"max lab {row['lab_max']:.1f} tab {row['tab_max']:.1f} ppb, "
                       f"{cost['t_wall']:.0f} s; table err "
                       + " ".join(f"{k}:{v:+.1f}" for k, v in sc["tab_err"].items()), flush=True)
@@ -259,7 +270,7 @@ def main(argv=None):
           f"time in s (shared 2-core machine), MB = peak traced numpy memory")
     print(format_table(df))
     for seed in args.seeds:
-        sel = df[(df.seed == seed) & (df.chain == "default")].set_index("acq")
+        sel = df[(df.seed == seed) & (df.chain == label("default"))].set_index("acq")
         if {"axial", "oblique"} <= set(sel.index):
             print(f"# seed {seed}: oblique ({args.tilt:g} deg) minus axial NRMSE(ev) "
                   f"{sel.loc['oblique', 'nrmse_ev'] - sel.loc['axial', 'nrmse_ev']:+.1f} points")

@@ -205,6 +205,10 @@ REGISTRY: tuple[Method, ...] = (
        references=("sun2014resharp",), consensus=("sharp_pdf_family",),
        parameters={"radius_mm": None, "lam": 1e-3, "tol": 1e-4, "max_iter": 200,
                    "workers": None}),
+    _m("bf_removal", "lbv", "lbv",
+       "LBV: Laplace's equation inside the mask with the total field on its boundary",
+       references=("zhou2014lbv",), consensus=("sharp_pdf_family",),
+       parameters={"tol": 1e-6, "max_iter": 5000, "peel": 2, "levels": 4}),
     # dipole inversion: f(local_ppm, mask, voxel_size, b0_dir, weights, magnitude, **opts) -> chi
     _m("inversion", "tkd", "tkd", "truncated k-space division",
        references=("shmueli2009tkd",), parameters=dict(threshold=0.19, **_INVERSION_COMMON)),

@@ -102,6 +102,11 @@ REFERENCES: dict[str, tuple[str, dict]] = {
                  "regularization",
         "journal": "Magnetic Resonance in Medicine", "year": "2014", "volume": "71",
         "pages": "1151--1157", "doi": "10.1002/mrm.24765"}),
+    "zhou2014lbv": ("article", {
+        "author": "Zhou, D. and Liu, T. and Spincemaille, P. and Wang, Y.",
+        "title": "Background field removal by solving the {L}aplacian boundary value problem",
+        "journal": "NMR in Biomedicine", "year": "2014", "volume": "27", "pages": "312--319",
+        "doi": "10.1002/nbm.3064"}),
     "shmueli2009tkd": ("article", {
         "author": "Shmueli, K. and de Zwart, J. A. and van Gelderen, P. and Li, T.-Q. and "
                   "Dodd, S. J. and Duyn, J. H.",
