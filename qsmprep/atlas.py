@@ -66,6 +66,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from .derivatives.names import parse_entities
 from .errors import DataError
 
 #: Bumped whenever the derivation changes, so stale caches are never reused.
@@ -692,13 +693,6 @@ def _one(directory: Path, pattern: str, what: str) -> Path:
     )
 
 
-def _entity(fname: str, key: str) -> str | None:
-    for part in fname.split("_"):
-        if part.startswith(f"{key}-"):
-            return part[len(key) + 1:]
-    return None
-
-
 def _structure_from_name(name: str) -> tuple[str, str]:
     low = name.lower()
     for prefix, hemi in (("left_", "left"), ("right_", "right"), ("l_", "left"), ("r_", "right"),
@@ -825,8 +819,9 @@ def validate_atlas_dir(directory: str | Path) -> Atlas:
             raise AtlasError(f"{directory / 'dataset_description.json'}: invalid JSON ({exc}).")
     if empty:
         desc = {**desc, "EmptyLabels": empty}
-    space = _entity(template.name, "tpl") or _entity(template.name, "space") or "unknown"
-    name = _entity(dseg.name, "atlas") or dseg.name.split("_dseg")[0]
+    tpl_entities, dseg_entities = parse_entities(template.name), parse_entities(dseg.name)
+    space = tpl_entities.get("tpl") or tpl_entities.get("space") or "unknown"
+    name = dseg_entities.get("atlas") or dseg.name.split("_dseg")[0]
     masks = {}
     for key in ("brain", "ventricles"):
         hits = sorted(directory.glob(f"*desc-{key}_mask.nii*"))
