@@ -339,7 +339,19 @@ class NoSpaceWatcher(logging.Handler):
         self.hits: list[str] = []
 
     def emit(self, record):
-        """Keep ``record``'s message if it names a full disk or an exceeded quota."""
+        """Keep ``record``'s message if it names a full disk or an exceeded quota.
+
+        Parameters
+        ----------
+        record : logging.LogRecord
+            A record of ``nipype.workflow`` at ERROR or above; one whose message cannot be
+            formatted is ignored.
+
+        Returns
+        -------
+        None
+            Matching messages are appended to :attr:`hits`.
+        """
         try:
             msg = record.getMessage()
         except Exception:  # pragma: no cover

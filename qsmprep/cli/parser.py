@@ -40,6 +40,18 @@ class QSMPrepArgumentParser(argparse.ArgumentParser):
     """ArgumentParser whose usage errors exit with BEP027 code 64 instead of 2."""
 
     def error(self, message):  # noqa: D401 - argparse API
+        """Print the usage and ``message`` to stderr and exit with code 64.
+
+        Parameters
+        ----------
+        message : str
+            argparse's description of the usage error.
+
+        Raises
+        ------
+        SystemExit
+            Always, with :attr:`qsmprep.errors.UsageError.exit_code` (64).
+        """
         self.print_usage(sys.stderr)
         self.exit(UsageError.exit_code, f"{self.prog}: error: {message}\n")
 
@@ -346,7 +358,39 @@ def _check_creatable(path: Path, what: str):
 
 
 def validate_paths(ns: argparse.Namespace) -> argparse.Namespace:
-    """Check and absolutise the paths of a parsed namespace (raises qsmprep errors)."""
+    """Check and absolutise the paths of a parsed namespace (raises qsmprep errors).
+
+    Nothing is created: the output, work and pybids database folders must exist and be
+    writable, or have a writable existing parent folder.
+
+    Parameters
+    ----------
+    ns : argparse.Namespace
+        The namespace from :func:`get_parser`'s ``parse_args``; modified in place. ``work_dir``
+        defaults to ``./work`` (current working folder); ``bids_dir``, ``output_dir``,
+        ``work_dir``, ``bids_database_dir``, ``bids_filter_file``, ``atlas``, ``dentate_atlas``
+        and ``brain_masks`` become absolute :class:`~pathlib.Path` objects where set.
+
+    Returns
+    -------
+    argparse.Namespace
+        ``ns``.
+
+    Raises
+    ------
+    MissingInputError
+        Exit 66: the BIDS folder is missing, not a folder or not readable, or
+        ``--bids-filter-file`` is not a file, or ``--atlas``, ``--dentate-atlas`` or
+        ``--brain-masks`` is not a folder.
+    UsageError
+        Exit 64: the output folder is the input dataset, its ``derivatives/`` folder, or
+        inside the dataset but not below ``derivatives/``; the work folder is the dataset or
+        inside it but neither ``derivatives/`` nor below it; or ``--bids-database-dir`` is the
+        dataset or inside it.
+    OutputNotWritableError
+        Exit 73: the output, work or pybids database folder cannot be created or is not
+        writable.
+    """
     bids_dir = Path(ns.bids_dir).expanduser().absolute()
     if not bids_dir.is_dir():
         raise MissingInputError(
@@ -396,8 +440,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     """Parse ``argv`` (default ``sys.argv[1:]``) and validate paths.
 
     Exits 64 on usage errors and 17 on an unknown analysis level (argparse stage); raises
-    :class:`~qsmprep.errors.MissingInputError` (66), :class:`~qsmprep.errors.OutputNotWritableError`
-    (73) or :class:`~qsmprep.errors.UsageError` (64) for path problems. Nothing is created.
+    :class:`~qsmprep.errors.MissingInputError` (66),
+    :class:`~qsmprep.errors.OutputNotWritableError` (73) or :class:`~qsmprep.errors.UsageError`
+    (64) for path problems. Nothing is created.
+
+    Parameters
+    ----------
+    argv : list of str or None
+        The arguments, without the program name; ``None`` reads ``sys.argv[1:]``. A
+        ``--config-file`` among them sets the defaults first (:func:`apply_config_file`), so
+        options on the command line win.
+
+    Returns
+    -------
+    argparse.Namespace
+        The parsed options, paths checked and absolute (:func:`validate_paths`).
+
+    Raises
+    ------
+    SystemExit
+        Code 64 on a usage error, 17 on an unknown analysis level (and 0 after ``--help`` or
+        ``--version``).
+    MissingInputError, OutputNotWritableError, UsageError
+        Path problems (:func:`validate_paths`) or a bad ``--config-file``
+        (:func:`apply_config_file`, :func:`qsmprep.config.read_toml`).
     """
     parser = get_parser()
     pre = argparse.ArgumentParser(add_help=False)

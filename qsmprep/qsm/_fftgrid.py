@@ -22,10 +22,54 @@ from . import kernels
 
 
 def as_float32(a) -> np.ndarray:
+    """C-contiguous float32 copy (or view, if already so) of an array.
+
+    Parameters
+    ----------
+    a : array_like
+        Any numeric array.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``a`` as a C-contiguous ``float32`` array; no copy when ``a`` already is one.
+    """
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
 def normalise_inputs(field, mask, voxel_size, b0_dir):
+    """Check and normalise the common inputs of the background-removal and inversion solvers.
+
+    Parameters
+    ----------
+    field : array_like
+        3-D field map (the callers pass the total or local field in ppm; the unit is not used
+        here).
+    mask : array_like
+        Mask of the same shape; converted to ``bool``.
+    voxel_size : array_like
+        Voxel size (mm); the first three values are used.
+    b0_dir : array_like
+        Direction of the main field (3 values, any non-zero length).
+
+    Returns
+    -------
+    field : numpy.ndarray
+        ``field`` as an array (dtype unchanged).
+    mask : numpy.ndarray of bool
+        The mask.
+    vox : tuple of float
+        The three voxel sizes (mm).
+    b0_dir : tuple of float
+        The unit vector along ``b0_dir``.
+
+    Raises
+    ------
+    ValueError
+        If ``field`` is not 3-D, the shapes of ``field`` and ``mask`` differ, the mask is empty,
+        ``voxel_size`` is not three positive numbers or ``b0_dir`` is not a finite non-zero
+        3-vector.
+    """
     field = np.asarray(field)
     mask = np.asarray(mask).astype(bool)
     if field.ndim != 3:
@@ -45,8 +89,31 @@ def normalise_inputs(field, mask, voxel_size, b0_dir):
 
 
 def normalise_weights(weights, mask) -> np.ndarray | None:
-    """Data weights >= 0, scaled to mean 1 inside the mask (so regularisation weights keep
-    their meaning whatever the scale of the reliability map); ``None`` stays ``None``."""
+    """Data weights >= 0, scaled to mean 1 inside the mask.
+
+    The scaling makes regularisation weights keep their meaning whatever the scale of the
+    reliability map.
+
+    Parameters
+    ----------
+    weights : array_like or None
+        Data weights (e.g. a reliability map), any non-negative scale; negative values are
+        clipped to 0, non-finite values and voxels outside ``mask`` set to 0.
+    mask : numpy.ndarray of bool
+        The mask, of the same shape as ``weights``.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        float32 weights with mean 1 inside ``mask`` and 0 outside; ``None`` if ``weights`` is
+        ``None``.
+
+    Raises
+    ------
+    ValueError
+        If the shapes of ``weights`` and ``mask`` differ, or the weights are zero everywhere
+        inside the mask.
+    """
     if weights is None:
         return None
     w = np.asarray(weights, dtype=np.float64)
@@ -60,6 +127,18 @@ def normalise_weights(weights, mask) -> np.ndarray | None:
 
 
 def workers(n=None) -> int:
+    """Number of :mod:`scipy.fft` worker threads.
+
+    Parameters
+    ----------
+    n : int or None
+        Requested number; ``None`` or 0 means the default.
+
+    Returns
+    -------
+    int
+        ``n``, or :func:`qsmprep.qsm.kernels.fft_workers` when ``n`` is not given.
+    """
     return int(n) if n else kernels.fft_workers()
 
 
@@ -84,26 +163,103 @@ class CropGrid:
         self._src, self._dst = tuple(src), tuple(dst)
 
     def embed(self, vol, dtype=np.float32) -> np.ndarray:
+        """Copy a full-size volume into a new array on the cropped, padded grid.
+
+        Parameters
+        ----------
+        vol : array_like
+            Volume of shape :attr:`full_shape`.
+        dtype : numpy dtype
+            Type of the result.
+
+        Returns
+        -------
+        numpy.ndarray
+            Array of shape :attr:`shape`; zero where the grid lies outside the full volume.
+        """
         out = np.zeros(self.shape, dtype=dtype)
         out[self._dst] = np.asarray(vol)[self._src]
         return out
 
     def extract(self, vol, dtype=np.float32) -> np.ndarray:
+        """Copy a volume on the cropped grid back into a new full-size array.
+
+        The inverse of :meth:`embed` inside the cropped region.
+
+        Parameters
+        ----------
+        vol : numpy.ndarray
+            Volume of shape :attr:`shape`.
+        dtype : numpy dtype
+            Type of the result.
+
+        Returns
+        -------
+        numpy.ndarray
+            Array of shape :attr:`full_shape`; zero outside the cropped region.
+        """
         out = np.zeros(self.full_shape, dtype=dtype)
         out[self._src] = vol[self._dst]
         return out
 
 
 def rfft(x, w):
+    """Real N-D FFT over all axes (``scipy.fft.rfftn``).
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        Real array (float32 gives complex64).
+    w : int
+        Number of worker threads.
+
+    Returns
+    -------
+    numpy.ndarray
+        Complex half spectrum: the last axis has ``n // 2 + 1`` entries.
+    """
     return sfft.rfftn(x, workers=w)
 
 
 def irfft(X, shape, w):
+    """Inverse of :func:`rfft` (``scipy.fft.irfftn``).
+
+    Parameters
+    ----------
+    X : numpy.ndarray
+        Complex half spectrum, as returned by :func:`rfft`.
+    shape : tuple of int
+        Shape of the real result (needed to know whether the last axis was odd).
+    w : int
+        Number of worker threads.
+
+    Returns
+    -------
+    numpy.ndarray
+        Real array of shape ``shape``.
+    """
     return sfft.irfftn(X, s=shape, workers=w)
 
 
 def grad(x: np.ndarray, voxel_size, out: np.ndarray) -> np.ndarray:
-    """Forward differences with periodic boundaries, in 1/mm, into ``out`` (shape ``(3,) + x.shape``)."""
+    """Forward differences with periodic boundaries, in 1/mm, written into ``out``.
+
+    ``(G x)_a[i] = (x[i + e_a] - x[i]) / d_a``, the last index wrapping to the first.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        3-D array.
+    voxel_size : sequence of float
+        Voxel size ``d_a`` per axis (mm).
+    out : numpy.ndarray
+        Preallocated buffer of shape ``(3,) + x.shape``; overwritten.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out``, holding the three components of the gradient (unit of ``x`` per mm).
+    """
     for ax in range(3):
         o = np.moveaxis(out[ax], ax, 0)
         xa = np.moveaxis(x, ax, 0)
@@ -118,6 +274,20 @@ def grad_adj(g: np.ndarray, voxel_size, out: np.ndarray) -> np.ndarray:
 
     ``(G^T g)_i = sum_a (g_a[i-1] - g_a[i]) / d_a``; computed without temporaries for isotropic
     voxels (the common case), with one temporary per axis otherwise.
+
+    Parameters
+    ----------
+    g : numpy.ndarray
+        Vector field of shape ``(3,) + out.shape`` (e.g. from :func:`grad`).
+    voxel_size : sequence of float
+        Voxel size ``d_a`` per axis (mm).
+    out : numpy.ndarray
+        Preallocated 3-D buffer; overwritten.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out``, holding ``G^T g`` (unit of ``g`` per mm).
     """
     iso = len(set(float(v) for v in voxel_size)) == 1
     out[...] = 0
@@ -139,19 +309,75 @@ def grad_adj(g: np.ndarray, voxel_size, out: np.ndarray) -> np.ndarray:
 
 
 def grad_symbol_sq(shape, voxel_size, rfft_half=True) -> np.ndarray:
-    """``|G(k)|^2 = sum_a (2 - 2 cos(2 pi k_a / n_a)) / d_a^2`` (mm^-2) for the gradient above."""
+    """Fourier symbol of ``G^T G`` for :func:`grad`, in mm^-2.
+
+    ``|G(k)|^2 = sum_a (2 - 2 cos(2 pi k_a / n_a)) / d_a^2``, i.e. minus the symbol of the
+    7-point Laplacian (:func:`qsmprep.qsm.kernels.laplacian_kernel`); ``>= 0``, zero at DC.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Grid shape.
+    voxel_size : sequence of float
+        Voxel size ``d_a`` per axis (mm).
+    rfft_half : bool
+        Return the half spectrum on the last axis (``n // 2 + 1`` entries), matching
+        :func:`rfft`.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of the symbol.
+    """
     return -kernels.laplacian_kernel(shape, voxel_size, rfft=rfft_half, dtype=np.float32)
 
 
 def dot(a, b) -> float:
+    """Inner product of two arrays of the same size, over all their elements.
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray
+        Real arrays with the same number of elements.
+
+    Returns
+    -------
+    float
+        ``sum(a * b)`` as a Python float.
+    """
     return float(np.dot(a.ravel(), b.ravel()))
 
 
 def cg(apply_a, b: np.ndarray, x0=None, tol=1e-3, max_iter=100, callback=None):
     """Conjugate gradients for a symmetric positive semidefinite operator.
 
-    ``apply_a(p, out)`` writes ``A p`` into ``out``. Stops when ``||r|| <= tol * ||b||``.
-    Returns ``(x, n_iter, rel_residual)``. Buffers are allocated once.
+    ``apply_a(p, out)`` writes ``A p`` into ``out``. Stops when ``||r|| <= tol * ||b||``, after
+    ``max_iter`` iterations, or when ``p^T A p <= 0``. Buffers are allocated once.
+
+    Parameters
+    ----------
+    apply_a : callable
+        ``apply_a(p, out)``: writes ``A p`` into the preallocated array ``out`` (same shape and
+        dtype as ``b``).
+    b : numpy.ndarray
+        Right-hand side (float32 in the solvers); its dtype is that of the iterates.
+    x0 : numpy.ndarray or None
+        Initial guess (copied, not modified); ``None`` starts from zero.
+    tol : float
+        Tolerance on the residual norm relative to ``||b||``.
+    max_iter : int
+        Maximum number of iterations.
+    callback : callable or None
+        ``callback(iteration, rel_residual)``, called after each iteration.
+
+    Returns
+    -------
+    x : numpy.ndarray
+        The solution, same shape and dtype as ``b`` (zero if ``b`` is zero).
+    n_iter : int
+        Number of iterations run.
+    rel_residual : float
+        ``||b - A x|| / ||b||`` as tracked by the recurrence (0.0 if ``b`` is zero).
     """
     x = np.zeros_like(b) if x0 is None else x0.astype(b.dtype, copy=True)
     ap = np.empty_like(b)

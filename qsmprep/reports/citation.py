@@ -273,7 +273,24 @@ def _plain(text: str) -> str:
 
 
 def format_reference(key: str) -> str:
-    """One reference as a Markdown line (authors, title, journal year;volume:pages, doi)."""
+    """One reference as a Markdown line (authors, title, journal year;volume:pages, doi).
+
+    Parameters
+    ----------
+    key : str
+        Citation key in :data:`REFERENCES`.
+
+    Returns
+    -------
+    str
+        First author (``et al.`` when there are more), title, italic journal,
+        ``year;volume:pages`` and a linked DOI, with BibTeX braces and accents removed.
+
+    Raises
+    ------
+    KeyError
+        If ``key`` is not in :data:`REFERENCES`.
+    """
     _, f = REFERENCES[key]
     title = _plain(f["title"])
     title = title if title.endswith(("?", ".", "!")) else title + "."
@@ -283,6 +300,23 @@ def format_reference(key: str) -> str:
 
 
 def bibtex_entry(key: str) -> str:
+    """One reference as a BibTeX entry.
+
+    Parameters
+    ----------
+    key : str
+        Citation key in :data:`REFERENCES`; also the entry's key.
+
+    Returns
+    -------
+    str
+        ``@type{key, field = {value}, ...}`` with one field a line, ending in a newline.
+
+    Raises
+    ------
+    KeyError
+        If ``key`` is not in :data:`REFERENCES`.
+    """
     kind, fields = REFERENCES[key]
     body = ",\n".join(f"  {k} = {{{v}}}" for k, v in fields.items())
     return f"@{kind}{{{key},\n{body}\n}}\n"
@@ -304,7 +338,30 @@ def _atlas_sources(atlas) -> tuple[list[str], list[str]]:
 
 
 def citation_texts(options, atlas, longitudinal: bool = True) -> tuple[str, str]:
-    """Markdown and BibTeX text for a run with ``options`` and ``atlas``."""
+    """Markdown and BibTeX text for a run with ``options`` and ``atlas``.
+
+    The references are numbered in order of first citation, the QSM consensus paper first.
+
+    Parameters
+    ----------
+    options : QSMOptions
+        The chosen methods (:class:`qsmprep.qsm.pipeline.QSMOptions`).
+    atlas : qsmprep.atlas.Atlas
+        The atlas that ran (its ``name``, ``space``, ``directory`` and ``description``); the
+        default atlas is cited from :data:`ATLAS_REFERENCES`, a user atlas from the
+        ``Citation`` texts of its ``Sources``.
+    longitudinal : bool
+        Describe the registration as longitudinal (within-subject template) rather than
+        cross-sectional.
+
+    Returns
+    -------
+    markdown : str
+        The methods paragraph and numbered reference list (``CITATION.md``).
+    bibtex : str
+        A BibTeX entry for every reference, and a ``@misc`` entry for each atlas source text
+        (``CITATION.bib``).
+    """
     numbers: dict[str, int] = {}
 
     def refs(klist):
@@ -357,7 +414,25 @@ def citation_texts(options, atlas, longitudinal: bool = True) -> tuple[str, str]
 
 
 def write_citation(output_dir, options, atlas, config=None) -> tuple[Path, Path]:
-    """Write ``logs/CITATION.md`` and ``logs/CITATION.bib`` under ``output_dir``."""
+    """Write ``logs/CITATION.md`` and ``logs/CITATION.bib`` under ``output_dir``.
+
+    Parameters
+    ----------
+    output_dir : str or Path
+        The output folder; ``logs/`` is created if missing and existing files are overwritten.
+    options : QSMOptions
+        The chosen methods (:class:`qsmprep.qsm.pipeline.QSMOptions`).
+    atlas : qsmprep.atlas.Atlas
+        The atlas that ran.
+    config : RunConfig or None
+        Its ``longitudinal`` attribute selects the registration wording (longitudinal when
+        ``config`` is ``None`` or has no such attribute).
+
+    Returns
+    -------
+    md_path, bib_path : Path
+        The two files written (UTF-8).
+    """
     longitudinal = bool(getattr(config, "longitudinal", True)) if config is not None else True
     md, bib = citation_texts(options, atlas, longitudinal=longitudinal)
     logs = Path(output_dir) / "logs"

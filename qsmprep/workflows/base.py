@@ -38,7 +38,41 @@ def init_space_nodes(wf, long_wf, qsm_wf, index, *, spaces, atlas, tag, has_t1w,
     * cross-sectional path: ``[T1w->atlas inverse warp, GRE->T1w]``;
     * session without a T1w: ``[GRE->atlas inverse warp]``.
 
-    Returns ``{space: (chimap_node, mask_node)}`` (:class:`ResampleToSpace` nodes).
+    Parameters
+    ----------
+    wf : nipype.pipeline.engine.Workflow
+        The subject workflow the nodes are added to and connected in.
+    long_wf : nipype.pipeline.engine.Workflow
+        The subject's atlas-propagation workflow (:func:`init_longitudinal_wf`); its
+        ``outputnode`` transform fields (per-session lists, picked at ``index``) form the chain.
+    qsm_wf : nipype.pipeline.engine.Workflow
+        The session's QSM workflow (:func:`init_qsm_wf`); ``outputnode.chi``,
+        ``outputnode.sidecar`` and ``outputnode.mask`` are resampled.
+    index : int
+        Position of the session in the subject's session list.
+    spaces : sequence of qsmprep.spaces.OutputSpace
+        ``--output-spaces``.
+    atlas : qsmprep.atlas.Atlas
+        The atlas; its template image gives the target grid and geometry, its ``space`` the
+        sidecar's ``SpatialTransform.Path``.
+    tag : str
+        Session tag used in the node names.
+    has_t1w : bool
+        The session has a T1w.
+    longitudinal : bool
+        The subject takes the longitudinal path (selects the chain above).
+    chimap_source : str
+        Relative path of the session's GRE-grid Chimap, for the sidecars' ``Sources``
+        (``bids::<path>``).
+
+    Returns
+    -------
+    dict
+        ``{space: (chimap_node, mask_node)}``, :class:`ResampleToSpace` nodes whose
+        ``out_file``/``out_sidecar`` the caller connects. Added to ``wf``: one
+        ``chain_to_atlas_<tag>`` ``Merge`` node (the transform list) and, per space,
+        ``chimap_to_<space tag>_<tag>`` (Chimap in ppm, ``CHIMAP_INTERPOLATOR``) and
+        ``mask_to_<space tag>_<tag>`` (``genericLabel``).
     """
     k = index
     if has_t1w and longitudinal:
@@ -123,6 +157,39 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
     Inputs come as static values (file lists from :func:`qsmprep.bids.collect_data`), so this
     workflow has no ``inputnode``. Outputs go to ``config.output_dir`` through one
     ``PublishDerivatives`` node.
+
+    Parameters
+    ----------
+    subject : str
+        Subject label, without ``sub-``.
+    sessions : list of dict
+        One :func:`qsmprep.bids.collect_data` dict per session (``session``, ``t1w``, ``mag``,
+        ``phase``, ``parts``, ``echo_times`` (s), ``b0`` (T), ``phase_units``, ``sources``,
+        ``warnings``; optional ``user_mask``).
+    config : qsmprep.config.RunConfig
+        Run settings (``longitudinal``, ``mem_gb``, ``nprocs``, ``omp_nthreads``,
+        ``registration_resolution``, ``syn_metric``, ``random_seed``, ``roi_erosion``,
+        ``roi_min_reliability``, ``output_spaces``, ``output_dir``).
+    atlas : qsmprep.atlas.Atlas
+        The atlas propagated into each session.
+    options : qsmprep.qsm.pipeline.QSMOptions
+        The chosen QSM methods and their options.
+    name : str or None
+        Workflow name; ``sub_<subject>_wf`` by default.
+
+    Returns
+    -------
+    nipype.pipeline.engine.Workflow
+        No ``inputnode`` or ``outputnode``. Nodes: ``longitudinal_wf`` (atlas propagation,
+        :func:`init_longitudinal_wf`, given ``config.longitudinal`` and the sessions without a
+        T1w; session outputs follow the longitudinal path when ``config.longitudinal`` is set
+        and at least two sessions have a T1w), per session ``qsm_<tag>_wf`` (:func:`init_qsm_wf`),
+        ``roi_stats_<tag>`` (:class:`ROIStats`, ppb tables), ``ds_<tag>_wf``
+        (:func:`init_ds_session_wf`) and, with ``--output-spaces``, the nodes of
+        :func:`init_space_nodes`; with two or more sessions ``dgm_change``
+        (:class:`LongitudinalChange`); the subject-level sinks (:func:`init_ds_subject_wf`) where
+        there are any; ``report`` (:class:`ParticipantReport`); ``gather_*`` ``Merge`` nodes;
+        and ``publish`` (:class:`PublishDerivatives`), which receives every output file.
     """
     wf = pe.Workflow(name=name or f"sub_{subject}_wf")
     session_ids = [_session_id(d) for d in sessions]
