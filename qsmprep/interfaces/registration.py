@@ -77,7 +77,8 @@ class _AtlasRegInputSpec(_CommonInputSpec):
     src = traits.Str(reg.TEMPLATE_SPACE, usedefault=True, desc="moving space name")
     dst = traits.Str("T1w", usedefault=True, desc="fixed space name")
     type_of_transform = traits.Str("SyN", usedefault=True)
-    reg_iterations = traits.List(traits.Int, [40, 20, 0], usedefault=True)
+    reg_iterations = traits.List(traits.Int, list(reg.SYN_ITERATIONS), usedefault=True,
+                                 desc="SyN iterations per pyramid level (registration.SYN_ITERATIONS)")
     syn_metric = traits.Enum("CC", "mattes", usedefault=True,
                              desc="SyN similarity: CC (same contrast) or mattes (MI)")
     qc_name = traits.Str("", usedefault=True,
