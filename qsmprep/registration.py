@@ -43,11 +43,19 @@ RIGID_SMOOTH = (1, 0)
 RIGID_ITERATIONS = (200, 100)
 #: MI metric sampling: at most this fraction of voxels and about this many points (cost scales
 #: with the number of samples, and a fixed rate would make 1 mm rigid registrations far dearer
-#: than 3 mm ones for no gain). 50,000 points instead of 200,000 cost ~10 CPU s less per rigid
-#: registration at 1 mm and moved the transform by 0.02-0.06 mm mean (max 0.10 mm), the same
-#: as changing the random seed (docs/registration.md)
+#: than 3 mm ones for no gain)
 RIGID_SAMPLING = 0.1
-RIGID_MAX_SAMPLES = 50_000
+RIGID_MAX_SAMPLES = 200_000
+#: sample count of the same-contrast T1w -> T1w rigid registrations (subject template
+#: iterations, T1w -> template): 50,000 points cost ~10 CPU s less per registration at 1 mm and
+#: moved the transform by 0.01-0.02 mm mean (max 0.03 mm), less than changing the random seed;
+#: the masked, cross-contrast GRE -> T1w registration keeps RIGID_MAX_SAMPLES (at 50,000 it
+#: moved by 0.08-0.13 mm, more than a seed change: docs/registration.md)
+RIGID_MAX_SAMPLES_T1W = 50_000
+#: iterations of the within-subject template: the template after 2 iterations differs from the
+#: one after 3 by 0.002 mm mean (max 0.005 mm) rigid displacement, image correlation 1.00000
+#: (1 mm simulator, docs/registration.md), at 2/3 of the cost
+TEMPLATE_ITERATIONS = 2
 #: SyN similarity metric of the atlas registration (T1w template -> skull-stripped T1w):
 #: neighbourhood cross-correlation of radius 2 voxels; it gives clearly better pallidum labels
 #: than Mattes MI on the 1 mm simulator (Dice in docs/registration.md). CC is the metric of
@@ -71,9 +79,10 @@ SYN_RESOLUTION_MM = 2.0
 SYN_ITERATIONS = (40, 10, 0)
 
 
-def _sampling_rate(img) -> float:
+def _sampling_rate(img, max_samples=None) -> float:
     n = float(np.prod(img.shape))
-    return float(min(RIGID_SAMPLING, max(0.01, RIGID_MAX_SAMPLES / n)))
+    cap = RIGID_MAX_SAMPLES if max_samples is None else float(max_samples)
+    return float(min(RIGID_SAMPLING, max(0.01, cap / n)))
 
 
 def xfm_name(src: str, dst: str, ext: str = "h5") -> str:
@@ -677,6 +686,7 @@ def register_rigid(
     num_threads=1,
     qc_name=None,
     qc_file=None,
+    max_samples=None,
 ):
     """Rigid (or affine) Mattes mutual-information registration of ``moving`` to ``fixed``.
 
@@ -717,6 +727,9 @@ def register_rigid(
         Registration name of the quality metrics (default ``gre_to_t1w``).
     qc_file : path, optional
         Write the registration quality JSON there.
+    max_samples : int, optional
+        About how many points the MI metric samples (default :data:`RIGID_MAX_SAMPLES`; the
+        same-contrast T1w registrations use :data:`RIGID_MAX_SAMPLES_T1W`).
 
     Returns
     -------
@@ -750,7 +763,7 @@ def register_rigid(
             initial_transform=[init],
             aff_metric="mattes",
             aff_sampling=32,
-            aff_random_sampling_rate=_sampling_rate(f_img),
+            aff_random_sampling_rate=_sampling_rate(f_img, max_samples),
             aff_iterations=RIGID_ITERATIONS,
             aff_shrink_factors=RIGID_SHRINK,
             aff_smoothing_sigmas=RIGID_SMOOTH,
@@ -778,7 +791,7 @@ def register_rigid(
 def build_subject_template(
     t1w_list: Sequence,
     out_dir=".",
-    iterations=3,
+    iterations=TEMPLATE_ITERATIONS,
     resolution_mm=None,
     pad_mm=10.0,
     seed=DEFAULT_SEED,
@@ -809,8 +822,9 @@ def build_subject_template(
         The sessions' T1w images (at least one).
     out_dir : path, default "."
         Output folder.
-    iterations : int, default 3
-        Rigid alignment iterations (at least 2 are run).
+    iterations : int, default :data:`TEMPLATE_ITERATIONS` (2)
+        Rigid alignment iterations (at least 2 are run). Each iteration registers every
+        session (Mattes MI with :data:`RIGID_MAX_SAMPLES_T1W` points).
     resolution_mm : float, optional
         Spacing of the template grid (default: the first image's).
     pad_mm : float, default 10.0
@@ -873,7 +887,7 @@ def build_subject_template(
                         type_of_transform="Rigid",
                         initial_transform=[init],
                         aff_metric="mattes",
-                        aff_random_sampling_rate=_sampling_rate(avg_c),
+                        aff_random_sampling_rate=_sampling_rate(avg_c, RIGID_MAX_SAMPLES_T1W),
                         aff_iterations=RIGID_ITERATIONS,
                         aff_shrink_factors=RIGID_SHRINK,
                         aff_smoothing_sigmas=RIGID_SMOOTH,
