@@ -46,6 +46,16 @@ RIGID_ITERATIONS = (200, 100)
 #: than 3 mm ones for no gain)
 RIGID_SAMPLING = 0.1
 RIGID_MAX_SAMPLES = 200_000
+#: sample count of the same-contrast T1w -> T1w rigid registrations (subject template
+#: iterations, T1w -> template): 50,000 points cost ~10 CPU s less per registration at 1 mm and
+#: moved the transform by 0.01-0.02 mm mean (max 0.03 mm), less than changing the random seed;
+#: the masked, cross-contrast GRE -> T1w registration keeps RIGID_MAX_SAMPLES (at 50,000 it
+#: moved by 0.08-0.13 mm, more than a seed change: docs/registration.md)
+RIGID_MAX_SAMPLES_T1W = 50_000
+#: iterations of the within-subject template: the template after 2 iterations differs from the
+#: one after 3 by 0.002 mm mean (max 0.005 mm) rigid displacement, image correlation 1.00000
+#: (1 mm simulator, docs/registration.md), at 2/3 of the cost
+TEMPLATE_ITERATIONS = 2
 #: SyN similarity metric of the atlas registration (T1w template -> skull-stripped T1w):
 #: neighbourhood cross-correlation of radius 2 voxels; it gives clearly better pallidum labels
 #: than Mattes MI on the 1 mm simulator (Dice in docs/registration.md). CC is the metric of
@@ -62,11 +72,17 @@ CROP_MARGIN_MM = 6.0
 #: 40 and 20 iterations, the same as before) removes the full-resolution pyramid and affine
 #: levels without changing the optimised levels
 SYN_RESOLUTION_MM = 2.0
+#: atlas SyN iterations per level (coarse to fine, levels halving in resolution from the image's
+#: own spacing): on 1 mm images 4 mm: 40, 2 mm: 10, 1 mm: 0. The 2 mm level costs ~10 CPU s
+#: per iteration on 2 cores; 10 instead of 20 iterations halves it and moved the propagated
+#: labels by less than the issue-14 tolerance (Dice and ROI means in docs/registration.md)
+SYN_ITERATIONS = (40, 10, 0)
 
 
-def _sampling_rate(img) -> float:
+def _sampling_rate(img, max_samples=None) -> float:
     n = float(np.prod(img.shape))
-    return float(min(RIGID_SAMPLING, max(0.01, RIGID_MAX_SAMPLES / n)))
+    cap = RIGID_MAX_SAMPLES if max_samples is None else float(max_samples)
+    return float(min(RIGID_SAMPLING, max(0.01, cap / n)))
 
 
 def xfm_name(src: str, dst: str, ext: str = "h5") -> str:
@@ -490,7 +506,7 @@ def register_atlas_to_t1w(
     dst="T1w",
     resolution_mm=None,
     type_of_transform="SyN",
-    reg_iterations=(40, 20, 0),
+    reg_iterations=SYN_ITERATIONS,
     fixed_mask=None,
     syn_metric=SYN_METRIC,
     crop=True,
@@ -521,9 +537,9 @@ def register_atlas_to_t1w(
     estimation (the warp is then defined on the brain's bounding box; outside it the
     displacement is zero, which only affects voxels >= 6 mm outside the brain).
 
-    Estimation grid: with the default schedule ``(40, 20, 0)`` on a 1 mm image the last level
+    Estimation grid: with the default schedule ``(40, 10, 0)`` on a 1 mm image the last level
     has no iterations, so both images are brought (anti-aliased) to ``SYN_RESOLUTION_MM``
-    (2 mm) and the optimised levels (4 and 2 mm, 40 and 20 iterations) run there: the affine
+    (2 mm) and the optimised levels (4 and 2 mm, 40 and 10 iterations) run there: the affine
     stage first (same metric, sampling and per-level smoothing in mm as antspy's ``SyN``),
     then ``SyNOnly`` from it. The transforms are physical, so they apply to full-resolution
     images. ``resolution_mm`` (when given) keeps the former behaviour on that grid.
@@ -546,7 +562,7 @@ def register_atlas_to_t1w(
         Estimation grid (default: see above).
     type_of_transform : str, default "SyN"
         antspyx transform type.
-    reg_iterations : tuple of int, default (40, 20, 0)
+    reg_iterations : tuple of int, default :data:`SYN_ITERATIONS` = (40, 10, 0)
         SyN iterations per level.
     fixed_mask : path, optional
         Brain mask of the fixed image.
@@ -670,6 +686,7 @@ def register_rigid(
     num_threads=1,
     qc_name=None,
     qc_file=None,
+    max_samples=None,
 ):
     """Rigid (or affine) Mattes mutual-information registration of ``moving`` to ``fixed``.
 
@@ -710,6 +727,9 @@ def register_rigid(
         Registration name of the quality metrics (default ``gre_to_t1w``).
     qc_file : path, optional
         Write the registration quality JSON there.
+    max_samples : int, optional
+        About how many points the MI metric samples (default :data:`RIGID_MAX_SAMPLES`; the
+        same-contrast T1w registrations use :data:`RIGID_MAX_SAMPLES_T1W`).
 
     Returns
     -------
@@ -743,7 +763,7 @@ def register_rigid(
             initial_transform=[init],
             aff_metric="mattes",
             aff_sampling=32,
-            aff_random_sampling_rate=_sampling_rate(f_img),
+            aff_random_sampling_rate=_sampling_rate(f_img, max_samples),
             aff_iterations=RIGID_ITERATIONS,
             aff_shrink_factors=RIGID_SHRINK,
             aff_smoothing_sigmas=RIGID_SMOOTH,
@@ -771,7 +791,7 @@ def register_rigid(
 def build_subject_template(
     t1w_list: Sequence,
     out_dir=".",
-    iterations=3,
+    iterations=TEMPLATE_ITERATIONS,
     resolution_mm=None,
     pad_mm=10.0,
     seed=DEFAULT_SEED,
@@ -802,8 +822,9 @@ def build_subject_template(
         The sessions' T1w images (at least one).
     out_dir : path, default "."
         Output folder.
-    iterations : int, default 3
-        Rigid alignment iterations (at least 2 are run).
+    iterations : int, default :data:`TEMPLATE_ITERATIONS` (2)
+        Rigid alignment iterations (at least 2 are run). Each iteration registers every
+        session (Mattes MI with :data:`RIGID_MAX_SAMPLES_T1W` points).
     resolution_mm : float, optional
         Spacing of the template grid (default: the first image's).
     pad_mm : float, default 10.0
@@ -866,7 +887,7 @@ def build_subject_template(
                         type_of_transform="Rigid",
                         initial_transform=[init],
                         aff_metric="mattes",
-                        aff_random_sampling_rate=_sampling_rate(avg_c),
+                        aff_random_sampling_rate=_sampling_rate(avg_c, RIGID_MAX_SAMPLES_T1W),
                         aff_iterations=RIGID_ITERATIONS,
                         aff_shrink_factors=RIGID_SHRINK,
                         aff_smoothing_sigmas=RIGID_SMOOTH,

@@ -77,7 +77,8 @@ class _AtlasRegInputSpec(_CommonInputSpec):
     src = traits.Str(reg.TEMPLATE_SPACE, usedefault=True, desc="moving space name")
     dst = traits.Str("T1w", usedefault=True, desc="fixed space name")
     type_of_transform = traits.Str("SyN", usedefault=True)
-    reg_iterations = traits.List(traits.Int, [40, 20, 0], usedefault=True)
+    reg_iterations = traits.List(traits.Int, list(reg.SYN_ITERATIONS), usedefault=True,
+                                 desc="SyN iterations per pyramid level (registration.SYN_ITERATIONS)")
     syn_metric = traits.Enum("CC", "mattes", usedefault=True,
                              desc="SyN similarity: CC (same contrast) or mattes (MI)")
     qc_name = traits.Str("", usedefault=True,
@@ -130,6 +131,8 @@ class _RigidInputSpec(_CommonInputSpec):
     type_of_transform = traits.Enum("Rigid", "Affine", "Similarity", usedefault=True)
     qc_name = traits.Str("", usedefault=True,
                          desc="registration name for quality metrics (e.g. gre_to_t1w); '' = none")
+    max_samples = traits.Int(0, usedefault=True,
+                             desc="MI sample points (0: registration.RIGID_MAX_SAMPLES)")
 
 
 class _RigidOutputSpec(TraitedSpec):
@@ -160,6 +163,7 @@ class RigidRegistration(SimpleInterface):
             qc_name=self.inputs.qc_name or None,
             qc_file=(os.path.join(runtime.cwd, "registration_quality.json")
                      if self.inputs.qc_name else None),
+            max_samples=self.inputs.max_samples or None,
         )
         self._results.update(out_transform=xfm, warped=warped)
         if self.inputs.qc_name:
@@ -170,7 +174,8 @@ class RigidRegistration(SimpleInterface):
 # --------------------------------------------------------------------------------------------
 class _TemplateInputSpec(_CommonInputSpec):
     in_files = InputMultiObject(File(exists=True), mandatory=True, desc="T1w of every session")
-    iterations = traits.Int(3, usedefault=True, desc="template iterations (>= 2)")
+    iterations = traits.Int(reg.TEMPLATE_ITERATIONS, usedefault=True,
+                            desc="template iterations (>= 2)")
 
 
 class _TemplateOutputSpec(TraitedSpec):

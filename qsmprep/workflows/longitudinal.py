@@ -18,7 +18,7 @@ from ..interfaces.registration import (
     RegistrationQC,
     RigidRegistration,
 )
-from ..registration import DEFAULT_SEED
+from ..registration import DEFAULT_SEED, RIGID_MAX_SAMPLES_T1W, TEMPLATE_ITERATIONS
 
 LOGGER = logging.getLogger("qsmprep.workflow")
 
@@ -73,7 +73,7 @@ def init_longitudinal_wf(
     sessions_without_t1w=(),
     registration_resolution=None,
     syn_metric="CC",
-    template_iterations=3,
+    template_iterations=TEMPLATE_ITERATIONS,
     omp_nthreads=1,
     seed=DEFAULT_SEED,
     mem_gb=3.0,
@@ -120,7 +120,7 @@ def init_longitudinal_wf(
         Similarity metric of the atlas -> T1w / subject template SyN (see
         :func:`qsmprep.registration.register_atlas_to_t1w`); the atlas -> GRE SyN of sessions
         without a T1w always uses ``"mattes"`` (different contrasts).
-    template_iterations : int, default 3
+    template_iterations : int, default :data:`qsmprep.registration.TEMPLATE_ITERATIONS` (2)
         Iterations of the subject template (:func:`qsmprep.registration.build_subject_template`).
     omp_nthreads : int, default 1
         ITK threads per registration node (also its ``n_procs``).
@@ -313,7 +313,8 @@ def init_longitudinal_wf(
         if is_long:
             t1w_to_tpl = pe.Node(
                 RigidRegistration(src="T1w", dst=TEMPLATE_SPACE_NAME, resolution_mm=res,
-                                  qc_name="t1w_to_template", **common),
+                                  qc_name="t1w_to_template",
+                                  max_samples=RIGID_MAX_SAMPLES_T1W, **common),
                 name=f"t1w_to_template_{tag}", n_procs=omp_nthreads, mem_gb=mem_gb,
             )
             t1w_mask = pe.Node(
