@@ -10,17 +10,23 @@ ppb inside ``eroded mask & brain``, both maps referenced to their mean there).
 
 Also printed per variant: the local-field error (ppm RMS) inside the returned mask against the
 true local field ``D * (chi_brain)`` (the field of the brain's own susceptibility), after removing
-the least-squares multiple of ``D * M`` (the field of a constant inside the mask, which no
-background removal can tell from background), over the whole returned mask, its outer 6 mm and
-deeper than 6 mm; the CG iterations and final relative residual when the method reports them.
+the least-squares ``a + c D*M`` (a constant and the field of a uniform susceptibility inside the
+mask, which no background removal can tell from background; ``c_err`` is that ``c`` in ppb), over
+the whole returned mask (``e_all``), its outer 6 mm (``e_rim``) and deeper (``e_deep``); the CG
+iterations and final relative residual of the background step's ``cg`` call (PDF, RESHARP).
 
 Usage::
 
     nice -n 19 python benchmarks/pdf_diag.py [--preset small] [--mask true|auto|both]
-        [--variants 'NAME=JSON;NAME=JSON'] [--total true|fit]
+        [--variants 'NAME=JSON;NAME=JSON'] [--total fit|true] [--session-dir DIR]
+        [--no-local-error]
 
-``--variants`` entries are ``name=json`` with ``{"method": "pdf", "opts": {...}, "erode_mm": x}``;
-``erode_mm`` erodes the returned mask (and zeroes the local field outside) before the inversion.
+``--variants`` entries are ``name=json`` with keys ``method``, ``opts`` (method options),
+``erode_mm`` (erode the returned mask, zeroing the local field outside, before the inversion),
+``no_weights``, ``remove_uniform`` (subtract ``a + c D*M`` before the inversion; ``c_rm``),
+``inv`` and ``inv_opts`` (another inversion). ``--session-dir`` reads ``accuracy.py``'s cached
+session (the rows of ``docs/validation_background.md``); without it the session is simulated
+into ``--cache-dir`` with its noise-free total field (``--total true``).
 """
 
 from __future__ import annotations
