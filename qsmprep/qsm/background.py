@@ -222,15 +222,18 @@ def vsharp(total_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, ra
 
 
 def pdf(total_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, tol=1e-4,
-        max_iter=300, pad_mm=20.0, workers=None, dtype=np.float32):
+        max_iter=300, pad_mm=20.0, erode_mm=0.0, workers=None, dtype=np.float32):
     """Projection onto dipole fields (PDF).
 
     Finds the susceptibility ``x`` OUTSIDE the mask (in the cropped grid padded by ``pad_mm``)
     whose dipole field best fits the total field inside the mask in the weighted least-squares
     sense, ``min_x || W M (f - D (1-M) x) ||^2``, solved by conjugate gradients on the normal
     equations with an FFT-based operator (real FFTs, float32). The background field
-    ``D (1-M) x`` is subtracted. The mask is returned uneroded: PDF needs no erosion (voxels at
-    the mask boundary are the least accurate; downstream weighting may down-weight them).
+    ``D (1-M) x`` is subtracted. PDF itself needs no erosion, but its local field is least
+    accurate next to the mask boundary (the fitted outside sources sit right there), so
+    ``erode_mm`` can remove a shell of that depth from the returned mask after the solve (the
+    same idea as LBV's ``peel`` and V-SHARP's erosion); the solve itself always uses the whole
+    mask, so the local field inside is unchanged.
 
     Parameters
     ----------
@@ -252,6 +255,9 @@ def pdf(total_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, tol=1
     pad_mm : float
         Zero padding around the mask's bounding box (mm) where outside sources may sit and which
         keeps the FFT's periodic wrap-around away from the mask (default 20 mm).
+    erode_mm : float
+        Depth (mm) of the shell removed from the returned mask after the solve (Euclidean
+        distance to the outside of the mask; default 0 = the whole mask).
     dtype : numpy dtype
         Working precision (float32 default; float64 for comparisons).
     workers : int, optional
@@ -262,7 +268,7 @@ def pdf(total_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, tol=1
     local_ppm : ndarray of float32
         Local field (ppm), zero outside ``eroded``.
     eroded : ndarray of bool
-        The input mask (PDF needs no erosion).
+        The input mask, eroded by ``erode_mm``.
 
     References
     ----------
@@ -293,7 +299,15 @@ def pdf(total_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, tol=1
     x, n_it, rel = cg(apply_n, rhs, tol=tol, max_iter=max_iter)
     bg = field_of(out * x)
     local = (f - bg) * m
-    return grid.extract(local), mask.copy()
+    local = grid.extract(local)
+    if erode_mm and erode_mm > 0:
+        from .masking import erode_mm as _erode
+
+        kept = _erode(mask, vox, float(erode_mm))
+        if not kept.any():
+            raise ValueError(f"PDF: no voxel of the mask is deeper than erode_mm={erode_mm} mm.")
+        return local * kept, kept
+    return local, mask.copy()
 
 
 def resharp(total_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, radius_mm=None,

@@ -206,3 +206,24 @@ def test_lbv_plus_exterior_background_and_peel(phantom):
     assert np.abs(plain - nested).max() < 1e-4 * np.abs(local[er2]).max()
     with pytest.raises(ValueError, match="no voxel left"):
         background.lbv(total, _ellipsoid(SHAPE, VOX, (0, 0, 0), (6, 6, 6)), VOX, B0, peel=3)
+
+
+def test_pdf_erode_mm_removes_the_least_accurate_shell(phantom):
+    """``erode_mm`` keeps the solve (same local field inside) and drops the boundary shell, where
+    PDF is least accurate: the relative error over the kept voxels is lower than over the whole
+    mask, and the kept voxels are exactly the mask eroded by that distance."""
+    from qsmprep.qsm.masking import erode_mm
+
+    total, local, bg, brain = phantom
+    full, m_full = background.pdf(total, brain, VOX, B0)
+    est, kept = background.pdf(total, brain, VOX, B0, erode_mm=6.0)
+    assert np.array_equal(m_full, brain)
+    assert np.array_equal(kept, erode_mm(brain, VOX, 6.0))
+    assert 0.3 * brain.sum() < kept.sum() < brain.sum()
+    assert np.all(est[~kept] == 0)
+    assert np.array_equal(est[kept], full[kept])
+    err_full, err_kept = _rel_err(full, local, brain), _rel_err(est, local, kept)
+    print(f"pdf: relative error {err_full:.3f} (whole mask), {err_kept:.3f} (eroded 6 mm)")
+    assert err_kept < 0.9 * err_full
+    with pytest.raises(ValueError, match="erode_mm"):
+        background.pdf(total, brain, VOX, B0, erode_mm=500.0)
