@@ -211,6 +211,14 @@ def step_table(recs: list[dict]) -> dict:
 
 
 # ------------------------------------------------------------------------------------ accuracy
+def _native(folder: Path, pattern: str) -> Path:
+    """The one file matching ``pattern`` on the GRE grid (no ``space-`` entity)."""
+    hits = sorted(p for p in folder.glob(pattern) if "_space-" not in p.name)
+    if len(hits) != 1:
+        raise FileNotFoundError(f"{folder}: expected one {pattern} without space-, found {hits}")
+    return hits[0]
+
+
 def accuracy(bids: Path, out: Path, sessions: list[str]) -> dict:
     import nibabel as nb
     import pandas as pd
@@ -220,9 +228,9 @@ def accuracy(bids: Path, out: Path, sessions: list[str]) -> dict:
     for ses in sessions:
         an = out / "sub-01" / f"ses-{ses}" / "anat"
         tr = bids / "derivatives" / "qsmprep-truth" / "sub-01" / f"ses-{ses}" / "anat"
-        dseg = np.asarray(nb.load(next(an.glob("*_dseg.nii.gz"))).dataobj)
-        mask = np.asarray(nb.load(next(an.glob("*_desc-brain_mask.nii.gz"))).dataobj) > 0
-        truth = np.asarray(nb.load(next(tr.glob("*_desc-truth_dseg.nii.gz"))).dataobj)
+        dseg = np.asarray(nb.load(_native(an, "*_dseg.nii.gz")).dataobj)
+        mask = np.asarray(nb.load(_native(an, "*_desc-brain_mask.nii.gz")).dataobj) > 0
+        truth = np.asarray(nb.load(_native(tr, "*_desc-truth_dseg.nii.gz")).dataobj)
         truth = np.where(mask, truth, 0)
         df = pd.read_csv(next(an.glob("*_desc-dgm_stats.tsv")), sep="\t", na_values=["n/a"])
         tstats = pd.read_csv(next(tr.glob("*_desc-truth_stats.tsv")), sep="\t",
