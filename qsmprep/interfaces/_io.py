@@ -32,6 +32,32 @@ def load(fname, dtype=np.float32):
     return np.asarray(img.dataobj, dtype=dtype), img
 
 
+def load_scaled_and_unscaled(img, dtype=np.float32):
+    """Header-scaled and raw stored values of an image, decompressing the file once if possible.
+
+    Parameters
+    ----------
+    img : nibabel image
+        A loaded (proxy) image.
+    dtype : numpy dtype
+        Type of the returned arrays.
+
+    Returns
+    -------
+    scaled : numpy.ndarray
+        ``img.get_fdata(dtype=dtype)``.
+    unscaled : numpy.ndarray
+        ``img.dataobj.get_unscaled()`` as ``dtype``; the very same array object as ``scaled``
+        when the header has no scaling (slope 1, intercept 0), where both are equal.
+    """
+    raw = np.asarray(img.dataobj.get_unscaled(), dtype=dtype)
+    slope = getattr(img.dataobj, "slope", 1.0)
+    inter = getattr(img.dataobj, "inter", 0.0)
+    if slope == 1.0 and inter == 0.0:
+        return raw, raw  # nibabel applies no scaling either
+    return np.asarray(img.get_fdata(dtype=dtype)), raw
+
+
 def load_mask(fname):
     """Load a mask image as booleans.
 
@@ -73,7 +99,7 @@ def save(arr, ref_img, fname, dtype=np.float32):
         dtype = np.uint8
     hdr = ref_img.header.copy()
     hdr.set_data_dtype(dtype)
-    out = nb.Nifti1Image(arr.astype(dtype), ref_img.affine, hdr)
+    out = nb.Nifti1Image(arr.astype(dtype, copy=False), ref_img.affine, hdr)
     out.header.set_slope_inter(1.0, 0.0)
     if arr.ndim == 3:
         out.header.set_data_shape(arr.shape)

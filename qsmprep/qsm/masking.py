@@ -52,7 +52,7 @@ def combine_magnitude(mag, combine: str = "rss") -> np.ndarray:
     if mag.ndim == 3:
         return mag
     if combine == "rss":
-        return np.sqrt(np.sum(mag.astype(np.float32) ** 2, axis=-1))
+        return np.sqrt(np.sum(mag**2, axis=-1))  # mag is float32 already
     if combine == "first":
         return mag[..., 0]
     raise ValueError(f"Unknown magnitude combination {combine!r}")
