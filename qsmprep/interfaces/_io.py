@@ -53,8 +53,11 @@ def load_scaled_and_unscaled(img, dtype=np.float32):
     raw = np.asarray(img.dataobj.get_unscaled(), dtype=dtype)
     slope = getattr(img.dataobj, "slope", 1.0)
     inter = getattr(img.dataobj, "inter", 0.0)
-    if slope == 1.0 and inter == 0.0:
-        return raw, raw  # nibabel applies no scaling either
+    stored = np.dtype(getattr(img.dataobj, "dtype", np.float64))
+    # without scaling get_fdata casts the stored values directly (through float64 for 32/64-bit
+    # integers, which could round differently, so those are read twice as before)
+    if slope == 1.0 and inter == 0.0 and (stored.kind == "f" or stored.itemsize <= 2):
+        return raw, raw
     return np.asarray(img.get_fdata(dtype=dtype)), raw
 
 

@@ -253,7 +253,7 @@ def choose_phase_values(scaled: np.ndarray, unscaled: np.ndarray):
     same = unscaled is scaled  # no header scaling: the caller passed one array twice
     kind_u, span_u = (kind_s, span_s) if same else _phase_likeness(unscaled)
     if kind_s != "other":
-        if kind_u == "other" or same or np.array_equal(scaled, unscaled):
+        if kind_u == "other" or np.array_equal(scaled, unscaled):
             return scaled, f"header-scaled values used ({kind_s}, span {span_s:.4g})"
         return scaled, f"header-scaled values used ({kind_s}, span {span_s:.4g}); raw also plausible"
     if kind_u != "other":
