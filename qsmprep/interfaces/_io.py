@@ -32,6 +32,35 @@ def load(fname, dtype=np.float32):
     return np.asarray(img.dataobj, dtype=dtype), img
 
 
+def load_scaled_and_unscaled(img, dtype=np.float32):
+    """Header-scaled and raw stored values of an image, decompressing the file once if possible.
+
+    Parameters
+    ----------
+    img : nibabel image
+        A loaded (proxy) image.
+    dtype : numpy dtype
+        Type of the returned arrays.
+
+    Returns
+    -------
+    scaled : numpy.ndarray
+        ``img.get_fdata(dtype=dtype)``.
+    unscaled : numpy.ndarray
+        ``img.dataobj.get_unscaled()`` as ``dtype``; the very same array object as ``scaled``
+        when the header has no scaling (slope 1, intercept 0), where both are equal.
+    """
+    raw = np.asarray(img.dataobj.get_unscaled(), dtype=dtype)
+    slope = getattr(img.dataobj, "slope", 1.0)
+    inter = getattr(img.dataobj, "inter", 0.0)
+    stored = np.dtype(getattr(img.dataobj, "dtype", np.float64))
+    # without scaling get_fdata casts the stored values directly (through float64 for 32/64-bit
+    # integers, which could round differently, so those are read twice as before)
+    if slope == 1.0 and inter == 0.0 and (stored.kind == "f" or stored.itemsize <= 2):
+        return raw, raw
+    return np.asarray(img.get_fdata(dtype=dtype)), raw
+
+
 def load_mask(fname):
     """Load a mask image as booleans.
 
@@ -73,7 +102,7 @@ def save(arr, ref_img, fname, dtype=np.float32):
         dtype = np.uint8
     hdr = ref_img.header.copy()
     hdr.set_data_dtype(dtype)
-    out = nb.Nifti1Image(arr.astype(dtype), ref_img.affine, hdr)
+    out = nb.Nifti1Image(arr.astype(dtype, copy=False), ref_img.affine, hdr)
     out.header.set_slope_inter(1.0, 0.0)
     if arr.ndim == 3:
         out.header.set_data_shape(arr.shape)

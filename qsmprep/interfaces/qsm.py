@@ -30,7 +30,7 @@ from ..qsm.methods import default as default_method
 from ..qsm.kernels import b0_direction_from_affine, voxel_size_from_affine
 from ..qsm.masking import nonfinite_voxels
 from ..qsm.phase import choose_phase_values, complex_to_mag_phase, detect_and_rescale_phase
-from ._io import load, load_mask, save, write_json
+from ._io import load, load_mask, load_scaled_and_unscaled, save, write_json
 
 LOGGER = logging.getLogger("qsmprep.interfaces.qsm")
 
@@ -91,10 +91,7 @@ class LoadGRE(SimpleInterface):
                 mag, phase = complex_to_mag_phase(mraw, praw)
                 info = {"detected": "angle of real + i*imaginary", "scale": 1.0, "offset": 0.0}
             else:
-                values, note = choose_phase_values(
-                    np.asarray(pimg.get_fdata(dtype=np.float32)),
-                    np.asarray(pimg.dataobj.get_unscaled(), dtype=np.float32),
-                )
+                values, note = choose_phase_values(*load_scaled_and_unscaled(pimg, np.float32))
                 praw = values
                 mag = mraw
                 phase, info = detect_and_rescale_phase(values, units=self.inputs.phase_units or None)
@@ -111,9 +108,10 @@ class LoadGRE(SimpleInterface):
         bad = np.any(np.stack(bad_echoes, axis=-1), axis=-1)
         mag4d = np.stack(mags, axis=-1)
         phase4d = np.stack(phases, axis=-1)
-        mag4d[bad] = 0.0   # never a huge finite stand-in (nan_to_num gives 3.4e38 for +Inf)
-        phase4d[bad] = 0.0
         n_bad = int(np.count_nonzero(bad))
+        if n_bad:
+            mag4d[bad] = 0.0   # never a huge finite stand-in (nan_to_num gives 3.4e38 for +Inf)
+            phase4d[bad] = 0.0
         self._results["mag_file"] = save(mag4d, ref, os.path.join(runtime.cwd, "mag4d.nii"))
         self._results["phase_file"] = save(phase4d, ref, os.path.join(runtime.cwd, "phase4d.nii"))
         self._results["mag_ref_file"] = save(

@@ -314,6 +314,102 @@ def fit_linear(phase4d, mag4d, tes, mask, voxel_size, unwrapping="romeo", offset
     }
 
 
+def _initial_estimate(phi, mg, tes):
+    """Start of the nonlinear fit (numpy reference of :func:`_initial_estimate_fast`).
+
+    ``omega = angle(sum_e S_e+1 conj(S_e)) / dTE`` (only the first pair for non-uniform echo
+    spacing) and ``phi0 = angle(sum_e S_e exp(-i omega TE_e))`` with ``S = m exp(i phi)``.
+
+    Parameters
+    ----------
+    phi, mg : ndarray
+        ``(n_voxels, n_echo)`` wrapped phase (rad) and magnitude, ``n_echo >= 2``.
+    tes : ndarray
+        ``(n_echo,)`` echo times (s).
+
+    Returns
+    -------
+    omega, phi0 : ndarray
+        ``(n_voxels,)`` angular frequency (rad/s) and phase offset (rad).
+    """
+    s = mg * np.exp(1j * phi)
+    dte = tes[1] - tes[0]
+    # initial estimate from consecutive-echo Hermitian products (uniform-spacing assumption)
+    hp = s[:, 1:] * np.conj(s[:, :-1])
+    if _uniform_spacing(tes):
+        omega = np.angle(hp.sum(axis=1)) / dte
+    else:
+        omega = np.angle(hp[:, 0]) / dte
+    phi0 = np.angle((s * np.exp(-1j * omega[:, None] * tes[None, :])).sum(axis=1))
+    return omega, phi0
+
+
+def _uniform_spacing(tes):
+    dt = np.diff(tes)
+    return bool(np.allclose(dt, dt[0], rtol=1e-3))
+
+
+@_unwrap._jit
+def _initial_estimate_kernel(phi, mg, t, n_pairs, omega, phi0):  # pragma: no cover - numba
+    """numba body of :func:`_initial_estimate_fast` (fills ``omega`` and ``phi0``)."""
+    n, n_e = phi.shape
+    dte = t[1] - t[0]
+    re = np.empty(n_e)
+    im = np.empty(n_e)
+    for i in range(n):
+        # complex products written out as numpy evaluates them (signed zeros included: they
+        # decide angle() of a voxel without signal)
+        for e in range(n_e):
+            c = np.cos(phi[i, e])
+            sn = np.sin(phi[i, e])
+            re[e] = mg[i, e] * c - 0.0 * sn
+            im[e] = mg[i, e] * sn + 0.0 * c
+        if n_pairs == 1:  # S_2 conj(S_1), no summation
+            hr = re[1] * re[0] - im[1] * (-im[0])
+            hi = re[1] * (-im[0]) + im[1] * re[0]
+        else:  # numpy's sum starts from +0
+            hr = 0.0
+            hi = 0.0
+            for e in range(n_pairs):  # S_e+1 conj(S_e)
+                hr += re[e + 1] * re[e] - im[e + 1] * (-im[e])
+                hi += re[e + 1] * (-im[e]) + im[e + 1] * re[e]
+        om = np.arctan2(hi, hr) / dte
+        sr = 0.0
+        si = 0.0
+        for e in range(n_e):  # S_e exp(-i om t_e)
+            c = np.cos(om * t[e])
+            sn = np.sin(om * t[e])
+            sr += re[e] * c + im[e] * sn
+            si += im[e] * c - re[e] * sn
+        omega[i] = om
+        phi0[i] = np.arctan2(si, sr)
+
+
+def _initial_estimate_fast(phi, mg, tes):
+    """Compiled :func:`_initial_estimate` (one pass, no complex temporaries).
+
+    Parameters
+    ----------
+    phi, mg : ndarray
+        ``(n_voxels, n_echo)`` wrapped phase (rad) and magnitude, ``n_echo >= 2``.
+    tes : ndarray
+        ``(n_echo,)`` echo times (s).
+
+    Returns
+    -------
+    omega, phi0 : ndarray
+        ``(n_voxels,)`` angular frequency (rad/s) and phase offset (rad).
+    """
+    phi = np.ascontiguousarray(phi, dtype=np.float64)
+    mg = np.ascontiguousarray(mg, dtype=np.float64)
+    tes = np.ascontiguousarray(tes, dtype=np.float64)
+    n_pairs = tes.size - 1 if _uniform_spacing(tes) else 1
+    omega = np.empty(phi.shape[0])
+    phi0 = np.empty(phi.shape[0])
+    _initial_estimate_kernel(phi, mg, tes, n_pairs, omega, phi0)
+    return omega, phi0
+
+
 def _gauss_newton(phi, w, t, omega, phi0, n_iter, tol=1e-6):
     """Vectorised Gauss-Newton for min sum_e w_e |exp(i phi_e) - exp(i(phi0 + omega t_e))|^2.
 
@@ -338,6 +434,93 @@ def _gauss_newton(phi, w, t, omega, phi0, n_iter, tol=1e-6):
         if np.max(np.abs(d_om * t[-1])) < tol and np.max(np.abs(d_phi0)) < tol:
             break
     return omega, phi0, n_done
+
+
+@_unwrap._jit
+def _gauss_newton_kernel(phi, w, t, omega, phi0, n_iter, tol):  # pragma: no cover - numba
+    """numba body of :func:`_gauss_newton_fast` (updates ``omega``/``phi0`` in place)."""
+    n, n_e = phi.shape
+    sw = np.empty(n)
+    st = np.empty(n)
+    stt = np.empty(n)
+    det = np.empty(n)
+    for i in range(n):
+        a = 0.0
+        b = 0.0
+        c = 0.0
+        for e in range(n_e):
+            a += w[i, e]
+            b += w[i, e] * t[e]
+            c += w[i, e] * t[e] * t[e]
+        sw[i] = a
+        st[i] = b
+        stt[i] = c
+        d = a * c - b * b
+        det[i] = d if abs(d) > 0 else 1.0
+    t_last = t[n_e - 1]
+    n_done = 0
+    for _ in range(n_iter):
+        max_om = 0.0
+        max_phi0 = 0.0
+        has_nan = False
+        for i in range(n):
+            b0 = 0.0
+            b1 = 0.0
+            p0 = phi0[i]
+            om = omega[i]
+            for e in range(n_e):
+                r = np.sin(phi[i, e] - (p0 + om * t[e]))
+                b0 += w[i, e] * r
+                b1 += w[i, e] * t[e] * r
+            d_phi0 = (stt[i] * b0 - st[i] * b1) / det[i]
+            d_om = (sw[i] * b1 - st[i] * b0) / det[i]
+            phi0[i] = p0 + d_phi0
+            omega[i] = om + d_om
+            a_om = abs(d_om * t_last)
+            a_phi0 = abs(d_phi0)
+            if a_om != a_om or a_phi0 != a_phi0:
+                has_nan = True
+            if a_om > max_om:
+                max_om = a_om
+            if a_phi0 > max_phi0:
+                max_phi0 = a_phi0
+        n_done += 1
+        if not has_nan and max_om < tol and max_phi0 < tol:
+            break
+    return n_done
+
+
+def _gauss_newton_fast(phi, w, t, omega, phi0, n_iter, tol=1e-6):
+    """Compiled :func:`_gauss_newton` (same iterations and global stopping rule, one pass per
+    iteration without temporaries).
+
+    Parameters
+    ----------
+    phi, w : ndarray
+        ``(n_voxels, n_echo)`` wrapped phase (rad) and weights ``m^2``.
+    t : ndarray
+        ``(n_echo,)`` echo times (s).
+    omega, phi0 : ndarray
+        ``(n_voxels,)`` starting angular frequency (rad/s) and phase offset (rad); not modified.
+    n_iter : int
+        Maximum iterations.
+    tol : float
+        Stop when every voxel's updates of ``phi0`` and ``omega * TE_last`` are below ``tol`` (rad).
+
+    Returns
+    -------
+    omega, phi0 : ndarray
+        The fitted values.
+    n_done : int
+        Iterations run.
+    """
+    phi = np.ascontiguousarray(phi, dtype=np.float64)
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    t = np.ascontiguousarray(t, dtype=np.float64)
+    omega = np.array(omega, dtype=np.float64, copy=True)
+    phi0 = np.array(phi0, dtype=np.float64, copy=True)
+    n_done = _gauss_newton_kernel(phi, w, t, omega, phi0, int(n_iter), float(tol))
+    return omega, phi0, int(n_done)
 
 
 def fit_nonlinear(phase4d, mag4d, tes, mask, voxel_size, unwrapping="romeo", n_iter: int = 30,
@@ -396,17 +579,9 @@ def fit_nonlinear(phase4d, mag4d, tes, mask, voxel_size, unwrapping="romeo", n_i
     phi = phase4d[mask].astype(np.float64)
     mg = mag4d[mask].astype(np.float64)
     w = mg**2
-    s = mg * np.exp(1j * phi)
     dte = tes[1] - tes[0]
-    # initial estimate from consecutive-echo Hermitian products (uniform-spacing assumption)
-    dt = np.diff(tes)
-    hp = s[:, 1:] * np.conj(s[:, :-1])
-    if np.allclose(dt, dt[0], rtol=1e-3):
-        omega = np.angle(hp.sum(axis=1)) / dte
-    else:
-        omega = np.angle(hp[:, 0]) / dte
-    phi0 = np.angle((s * np.exp(-1j * omega[:, None] * tes[None, :])).sum(axis=1))
-    omega, phi0, n_done = _gauss_newton(phi, w, tes, omega, phi0, n_iter)
+    omega, phi0 = _initial_estimate_fast(phi, mg, tes)
+    omega, phi0, n_done = _gauss_newton_fast(phi, w, tes, omega, phi0, n_iter)
     # spatial unwrapping of the aliased field
     aliased = np.zeros(shape, np.float32)
     aliased[mask] = wrap_to_pi(omega * dte)
@@ -415,7 +590,7 @@ def fit_nonlinear(phase4d, mag4d, tes, mask, voxel_size, unwrapping="romeo", n_i
     k = np.round((u[mask] - omega * dte) / TWO_PI)
     omega_new = omega + TWO_PI * k / dte
     phi0 = phi0 - (omega_new - omega) * tes[0]
-    omega, phi0, n2 = _gauss_newton(phi, w, tes, omega_new, phi0, n_iter)
+    omega, phi0, n2 = _gauss_newton_fast(phi, w, tes, omega_new, phi0, n_iter)
     resid = wrap_to_pi(phi - (phi0[:, None] + omega[:, None] * tes[None, :]))
     noise, rel = _noise_and_reliability(w, tes, resid, mask, mag4d[..., 0], shape, noise_sigma)
     field = np.zeros(shape, np.float32)

@@ -60,7 +60,32 @@ def wrap_to_pi(x):
     -1.5707963267948966
     """
     x = np.asarray(x)
-    return np.mod(x + np.pi, 2.0 * np.pi) - np.pi
+    y = x + np.pi
+    if (y.dtype in (np.float32, np.float64) and y.size >= 4096
+            and (y.flags.c_contiguous or y.flags.f_contiguous)):
+        return _wrap_compiled(y)
+    # np.mod(y, 2 pi) is y itself for 0 <= y < 2 pi: only the other values need the (slow)
+    # float remainder; NaN fails the comparisons and takes the np.mod path as before
+    inside = (y >= 0.0) & (y < 2.0 * np.pi)
+    if inside.all():
+        return y - np.pi
+    out = np.mod(y, 2.0 * np.pi, where=~inside, out=np.array(y, copy=True))
+    out -= np.pi
+    return out
+
+
+def _wrap_compiled(y):
+    """``np.mod(y, 2 pi) - pi`` bit for bit, one compiled pass for ``-2 pi <= y < 4 pi``."""
+    from ._wrapkernel import wrap_shifted
+
+    t = y.dtype.type
+    b = t(2.0 * np.pi)  # the divisor np.mod(y, 2.0 * np.pi) uses for this dtype
+    out = np.empty_like(y)
+    n_rest = wrap_shifted(y.ravel(order="K"), b, t(np.pi), out.ravel(order="K"))
+    if n_rest:
+        rest = ~((y >= -b) & (y < b + b))  # NaN included
+        out[rest] = np.mod(y[rest], 2.0 * np.pi) - np.pi
+    return out
 
 
 def _finite_range(values: np.ndarray) -> tuple[float, float, int]:
@@ -78,7 +103,12 @@ def _finite_range(values: np.ndarray) -> tuple[float, float, int]:
 def _is_integer_like(values: np.ndarray) -> bool:
     if np.issubdtype(values.dtype, np.integer):
         return True
-    finite = values[np.isfinite(values)]
+    fin = np.isfinite(values)
+    if fin.all():  # the same C-order sample as below, without copying every value
+        step = max(1, values.size // 200000)
+        sample = values[np.unravel_index(np.arange(0, values.size, step), values.shape)]
+        return bool(np.all(sample == np.round(sample)))
+    finite = values[fin]
     if finite.size == 0:
         return False
     sample = finite.ravel()[:: max(1, finite.size // 200000)]
@@ -220,7 +250,8 @@ def choose_phase_values(scaled: np.ndarray, unscaled: np.ndarray):
         The choice, for logs and sidecars.
     """
     kind_s, span_s = _phase_likeness(scaled)
-    kind_u, span_u = _phase_likeness(unscaled)
+    same = unscaled is scaled  # no header scaling: the caller passed one array twice
+    kind_u, span_u = (kind_s, span_s) if same else _phase_likeness(unscaled)
     if kind_s != "other":
         if kind_u == "other" or np.array_equal(scaled, unscaled):
             return scaled, f"header-scaled values used ({kind_s}, span {span_s:.4g})"

@@ -193,3 +193,29 @@ def test_brain_mask_sidecar_parameters_are_the_real_options(session_files, tmp_p
     assert params == {"threshold": None, "threshold_factor": 1.0, "combine": "rss",
                       "smooth_mm": 1.0, "erode_radius_mm": 4.0, "close_radius_mm": 2.0,
                       "quality_threshold": None, "shell_mm": 3.0, "fill": True}
+
+
+@pytest.mark.parametrize("dtype,slope,inter", [(np.float32, None, None), (np.int16, None, None),
+                                               (np.int32, None, None), (np.int16, 1 / 855, 0.0),
+                                               (np.float32, 2.0, 1.0)])
+def test_load_scaled_and_unscaled_equals_nibabel(tmp_path, dtype, slope, inter):
+    """The phase loader's single read gives what ``get_fdata`` and ``get_unscaled`` give, and one
+    array object only when the header has no scaling."""
+    import nibabel as nb
+
+    from qsmprep.interfaces._io import load_scaled_and_unscaled
+
+    rng = np.random.default_rng(2)
+    data = rng.integers(-4096, 4096, (6, 5, 4)).astype(dtype)
+    img = nb.Nifti1Image(data, np.eye(4))
+    if slope is not None:
+        img.header.set_slope_inter(slope, inter)
+    fname = str(tmp_path / "p.nii.gz")
+    nb.save(img, fname)
+    img = nb.load(fname)
+    scaled, unscaled = load_scaled_and_unscaled(img)
+    ref_s = np.asarray(img.get_fdata(dtype=np.float32))
+    ref_u = np.asarray(img.dataobj.get_unscaled(), dtype=np.float32)
+    assert scaled.dtype == unscaled.dtype == np.float32
+    assert scaled.tobytes() == ref_s.tobytes() and unscaled.tobytes() == ref_u.tobytes()
+    assert (scaled is unscaled) == (slope is None and dtype != np.int32)
