@@ -20,10 +20,19 @@ so ``clean`` is the acquired signal without its noise.) Per label::
                      noise              through-slice      partial volume / crop
                                         dephasing          (sinc kernel, Gibbs)
 
+``sinc[:floor[:smooth_mm]]`` in ``--methods`` is the ``loglinear`` fit with
+``field_correction="sinc"`` (:func:`qsmprep.qsm.relaxometry.dephasing_factor`; default floor 0.3,
+no smoothing) using qsmprep's own total field: the default echo combination and unwrapping
+(:func:`qsmprep.qsm.pipeline.run_field_fit`) inside the computed mask, cached as
+``..._r2sfield.npz`` in ``--field-dir`` (default ``--cache-dir``). In the decomposition the
+noisy and the noise-free (``clean``) signal are corrected with that same field; ``nofield`` is
+left as it is (no field, nothing to correct).
+
 Usage::
 
     nice -n 19 .venv/bin/python benchmarks/r2star_independent.py --seeds 1 2 \
-        --cache-dir /tmp/acc/cache [--acqs axial,followup,oblique] [--decompose]
+        --cache-dir /tmp/acc/cache [--acqs axial,followup,oblique] [--decompose] \
+        [--methods loglinear,sinc,sinc:0.5:1]
 """
 
 from __future__ import annotations
@@ -42,7 +51,8 @@ import independent as indep  # noqa: E402
 import independent_head as H  # noqa: E402
 
 from qsmprep.qsm import relaxometry  # noqa: E402
-from qsmprep.qsm.pipeline import QSMOptions, run_masking  # noqa: E402
+from qsmprep.qsm.kernels import ppm_to_hz  # noqa: E402
+from qsmprep.qsm.pipeline import QSMOptions, run_field_fit, run_masking  # noqa: E402
 
 
 def r2star_nlls(mag4d, tes, mask, n_iter=20, r2star_max=500.0):
@@ -69,17 +79,48 @@ def r2star_nlls(mag4d, tes, mask, n_iter=20, r2star_max=500.0):
     return out
 
 
-def fit(method, mag, tes, mask):
-    """A registered method of :mod:`qsmprep.qsm.relaxometry`, or the ``nlls`` comparator."""
+def fit(method, mag, tes, mask, field_hz=None, voxel_size=None):
+    """A registered method of :mod:`qsmprep.qsm.relaxometry`, the ``nlls`` comparator, or
+    ``sinc[:floor[:smooth_mm]]`` (``loglinear`` with ``field_correction="sinc"``)."""
     if method == "nlls":
         return r2star_nlls(mag, tes, mask)
+    if method.startswith("sinc"):
+        parts = method.split(":")
+        floor = float(parts[1]) if len(parts) > 1 else 0.3
+        smooth = float(parts[2]) if len(parts) > 2 else 0.0
+        return relaxometry.r2star_loglinear(mag, tes, mask, field_correction="sinc",
+                                            correction_floor=floor, correction_smooth_mm=smooth,
+                                            field_hz=field_hz, voxel_size=voxel_size)
     return relaxometry.r2star_t2star(mag, tes, mask, method=method)[0]
+
+
+def voxel_size(d):
+    return tuple(float(v) for v in np.linalg.norm(np.asarray(d["affine"])[:3, :3], axis=0))
+
+
+def total_field_hz(seed, acq, d, mask, args):
+    """qsmprep's total field (Hz; default combination and unwrapping inside ``mask``), cached."""
+    vox = "" if args.sim_vox == 1.0 else f"_vox{args.sim_vox:g}"
+    path = (args.field_dir or args.cache_dir) / \
+        f"qsmprep_independent_seed{seed}_{acq}_tilt{args.tilt:g}{vox}_r2sfield.npz"
+    if path.exists():
+        z = np.load(path)
+        if np.array_equal(z["mask"], mask):
+            return ppm_to_hz(z["field_ppm"].astype(np.float64), float(d["b0"]))
+    o = QSMOptions()
+    t0 = time.process_time()
+    res, _ = run_field_fit(d["phase"], d["mag"], d["tes"], mask, voxel_size(d), float(d["b0"]),
+                           o.combination, o.unwrapping)
+    print(f"# seed {seed} {acq}: total field in {time.process_time() - t0:.0f} s CPU", flush=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, field_ppm=res["field_ppm"], mask=mask)
+    tmp.replace(path)
+    return ppm_to_hz(res["field_ppm"].astype(np.float64), float(d["b0"]))
 
 
 def computed_mask(d):
     """The default chain's brain mask (what ``independent.py`` fits R2* inside)."""
-    vox = np.linalg.norm(np.asarray(d["affine"])[:3, :3], axis=0)
-    mask, _ = run_masking(d["mag"], d["phase"], d["tes"], vox, QSMOptions().masking)
+    mask, _ = run_masking(d["mag"], d["phase"], d["tes"], voxel_size(d), QSMOptions().masking)
     return mask
 
 
@@ -155,6 +196,8 @@ def main(argv=None):
     p.add_argument("--tilt", type=float, default=8.0)
     p.add_argument("--sim-vox", type=float, default=1.0)
     p.add_argument("--cache-dir", type=Path, required=True)
+    p.add_argument("--field-dir", type=Path,
+                   help="where qsmprep's total fields are cached (default: --cache-dir)")
     p.add_argument("--decompose", action="store_true",
                    help="re-image the axial head noise-free, with and without the field")
     p.add_argument("--out", type=Path, help="also write the per-label rows as TSV")
@@ -165,10 +208,13 @@ def main(argv=None):
         for acq in args.acqs.split(","):
             d = indep.load_acquisition(seed, acq, args.tilt, args.cache_dir, args.sim_vox)
             mask = computed_mask(d)
+            vox = voxel_size(d)
+            fhz = (total_field_hz(seed, acq, d, mask, args)
+                   if any(m.startswith("sinc") for m in methods) else None)
             fits = {}
             for m in methods:
                 t0 = time.process_time()
-                fits[m] = fit(m, d["mag"], d["tes"], mask)
+                fits[m] = fit(m, d["mag"], d["tes"], mask, fhz, vox)
                 dt = time.process_time() - t0
                 for lab, e in label_errors(fits[m], d["r2s"], d["labels"], mask).items():
                     rows.append({"seed": seed, "acq": acq, "signal": "noisy", "method": m,
@@ -176,7 +222,8 @@ def main(argv=None):
             if args.decompose and acq == "axial":
                 for name, mag in noise_free(seed, d, args).items():
                     for m in methods:
-                        r2 = fit(m, mag, d["tes"], mask)
+                        f_use = fhz if name == "clean" or fhz is None else np.zeros_like(fhz)
+                        r2 = fit(m, mag, d["tes"], mask, f_use, vox)
                         for lab, e in label_errors(r2, d["r2s"], d["labels"], mask).items():
                             rows.append({"seed": seed, "acq": acq, "signal": name, "method": m,
                                          "label": lab, **e, "cpu_s": np.nan})
