@@ -171,12 +171,20 @@ def dephasing_factor(field_hz, tes, mask, voxel_size, smooth_mm=0.0):
     [0.984, 0.637]
     """
     mask = np.asarray(mask, bool)
-    tes = np.asarray(tes, dtype=np.float64)
-    g = field_gradients(field_hz, mask, voxel_size, smooth_mm) * np.asarray(voxel_size, float)
-    out = np.ones(mask.shape + (tes.size,), np.float64)
-    gm = g[mask]                                    # (n, 3): Hz across one voxel
-    out[mask] = np.prod(np.abs(np.sinc(gm[:, None, :] * tes[None, :, None])), axis=-1)
+    out = np.ones(mask.shape + (np.size(tes),), np.float64)
+    out[mask] = _factor_in_mask(field_hz, tes, mask, voxel_size, smooth_mm)
     return out
+
+
+def _factor_in_mask(field_hz, tes, mask, voxel_size, smooth_mm):
+    """:func:`dephasing_factor` at the voxels of ``mask`` only, ``(n_voxels, n_echoes)``."""
+    tes = np.asarray(tes, dtype=np.float64)
+    g = field_gradients(field_hz, mask, voxel_size, smooth_mm)[mask]
+    g *= np.asarray(voxel_size, float)                 # (n, 3): Hz across one voxel
+    fac = np.ones((g.shape[0], tes.size))
+    for k in range(3):
+        fac *= np.abs(np.sinc(g[:, k, None] * tes[None, :]))
+    return fac
 
 
 def _wls_slope(m, w, tes):
@@ -254,7 +262,7 @@ def r2star_loglinear(mag4d, tes, mask, r2star_max=R2STAR_MAX, field_correction="
         if field_hz.shape != mask.shape:
             raise ValueError(f"field shape {field_hz.shape} does not match the magnitude "
                              f"{mask.shape}.")
-        fac = dephasing_factor(field_hz, tes, mask, voxel_size, correction_smooth_mm)[mask]
+        fac = _factor_in_mask(field_hz, tes, mask, voxel_size, correction_smooth_mm)
         keep = fac >= correction_floor
         wc = np.where(keep, w, 0.0)
         corr = _wls_slope(m / np.maximum(fac, 1e-12), wc, tes)
