@@ -34,7 +34,9 @@ functions as the Nipype workflow) and is scored with
 * longitudinal change error (``chg``, followup rows): reported change minus planted-and-textured
   true change per label, maximum |error| over 12 labels;
 * R2* (``r2s``, :func:`qsmprep.qsm.relaxometry.r2star_t2star`, default fit, inside the computed
-  brain mask) against the true R2*: maximum over the 12 labels of |mean error| in 1/s;
+  brain mask) against the true R2*: maximum over the 12 labels of |mean error| in 1/s (the true
+  R2* is the tissue R2*, without the macroscopic dephasing the acquired signal contains; per-label
+  errors, other fits and that decomposition: ``r2star_independent.py``);
 * brain-mask coverage of the true brain (``cov``) and the fraction of the computed mask that
   is not brain (``leak``);
 * time (wall and CPU, s) and peak traced memory (MB) of the chain.

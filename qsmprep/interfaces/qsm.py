@@ -293,6 +293,9 @@ class _R2sInputSpec(BaseInterfaceInputSpec):
     mask_file = File(exists=True, mandatory=True, desc="brain mask")
     echo_times = traits.List(traits.Float, mandatory=True)
     method = traits.Str(default_method("relaxometry"), usedefault=True)
+    method_options = traits.Dict(desc="options of the R2* method (e.g. field_correction)")
+    field_file = File(exists=True, desc="total field (ppm), for field_correction='sinc'")
+    b0 = traits.Float(desc="field strength (T), to convert the total field to Hz")
 
 
 class _R2sOutputSpec(TraitedSpec):
@@ -310,7 +313,11 @@ class R2StarMap(SimpleInterface):
     def _run_interface(self, runtime):
         mag, img = load(self.inputs.mag_file)
         mask, mimg = load_mask(self.inputs.mask_file)
-        r2, t2, prov = pipeline.run_r2star(mag, self.inputs.echo_times, mask, method=self.inputs.method)
+        field = load(self.inputs.field_file)[0] if isdefined(self.inputs.field_file) else None
+        b0 = self.inputs.b0 if isdefined(self.inputs.b0) else None
+        r2, t2, prov = pipeline.run_r2star(
+            mag, self.inputs.echo_times, mask, method=self.inputs.method, field_ppm=field, b0=b0,
+            voxel_size=_geometry(mimg)[0], **_method_opts(self.inputs.method_options))
         self._results["r2star_file"] = save(r2, mimg, os.path.join(runtime.cwd, "r2star.nii"))
         self._results["t2star_file"] = save(t2, mimg, os.path.join(runtime.cwd, "t2star.nii"))
         self._results["provenance"] = prov

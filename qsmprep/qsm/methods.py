@@ -243,9 +243,14 @@ REGISTRY: tuple[Method, ...] = (
     _m("reference", "none", "reference_none", "no referencing (values relative to an unstated "
        "reference)"),
     # R2*: f(mag4d, tes, mask, **opts) -> r2star
+    # ``loglinear`` option ``field_correction="sinc"``: divide each echo by the attenuation by
+    # the field gradient across the voxel (Fernandez-Seara & Wehrli MRM 2000;44:358; needs the
+    # total field, which run_r2star passes on; qsmprep.qsm.relaxometry.dephasing_factor)
     _m("relaxometry", "loglinear", "r2star_loglinear",
-       "weighted log-linear least-squares fit of the magnitude decay",
-       parameters={"r2star_max": 500.0}, default=True),
+       "weighted log-linear least-squares fit of the magnitude decay (optionally corrected for "
+       "the field gradient across the voxel)",
+       parameters={"r2star_max": 500.0, "field_correction": "none", "correction_floor": 0.3,
+                   "correction_smooth_mm": 0.0}, default=True),
     _m("relaxometry", "arlo", "r2star_arlo",
        "auto-regression on linear operations (ARLO; equally spaced echoes)",
        parameters={"r2star_max": 500.0, "spacing_rtol": 1e-3}),

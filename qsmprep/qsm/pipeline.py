@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import methods as _registry
-from .kernels import b0_direction_from_affine, hz_to_ppm, voxel_size_from_affine
+from .kernels import b0_direction_from_affine, hz_to_ppm, ppm_to_hz, voxel_size_from_affine
 
 LOGGER = logging.getLogger("qsmprep.qsm.pipeline")
 
@@ -431,7 +431,7 @@ def run_referencing(chi, mask, method, ref_mask=None, mag=None, tes=None, voxel_
     return (np.asarray(chi_ref, dtype=np.float32) * mask).astype(np.float32), {"Reference": dict(info)}
 
 
-def run_r2star(mag, tes, mask, method=None, **opts):
+def run_r2star(mag, tes, mask, method=None, field_ppm=None, b0=None, voxel_size=None, **opts):
     """R2* and T2* maps from the multi-echo magnitude (beside the chain).
 
     Parameters
@@ -444,6 +444,14 @@ def run_r2star(mag, tes, mask, method=None, **opts):
         Brain mask.
     method : str, optional
         A ``relaxometry`` method of :mod:`qsmprep.qsm.methods` (default: the step's default).
+    field_ppm : ndarray, optional
+        Total field (ppm, :func:`run_field_fit`); with ``b0`` and ``voxel_size`` it is passed
+        on (in Hz) to a method that takes ``field_hz`` (``loglinear`` uses it with
+        ``field_correction="sinc"``).
+    b0 : float, optional
+        Field strength (T), to convert ``field_ppm`` to Hz.
+    voxel_size : sequence of float, optional
+        Voxel size (mm).
     **opts
         Options of the method.
 
@@ -452,13 +460,22 @@ def run_r2star(mag, tes, mask, method=None, **opts):
     r2star, t2star : ndarray of float32
         R2* (1/s) and T2* (s), zero outside ``mask``.
     provenance : dict
-        ``{"Method", "EchoTime"}``.
+        ``{"Method", "Parameters", "EchoTime"}``.
     """
-    from .relaxometry import r2star_t2star
+    from .relaxometry import METHODS, r2star_t2star
 
     method = method or _registry.default("relaxometry")
-    r2, t2 = r2star_t2star(mag, tes, mask, method=method, **opts)
-    return r2, t2, {"Method": method, "EchoTime": [float(t) for t in tes]}
+    inputs = {}
+    if method in METHODS:
+        accepted = inspect.signature(METHODS[method]).parameters
+        if field_ppm is not None and b0 is not None and "field_hz" in accepted:
+            inputs["field_hz"] = ppm_to_hz(np.asarray(field_ppm, dtype=np.float64), float(b0))
+        if voxel_size is not None and "voxel_size" in accepted:
+            inputs["voxel_size"] = tuple(float(v) for v in voxel_size)
+    r2, t2 = r2star_t2star(mag, tes, mask, method=method, **inputs, **opts)
+    return r2, t2, {"Method": method,
+                    "Parameters": method_parameters("relaxometry", method, **opts),
+                    "EchoTime": [float(t) for t in tes]}
 
 
 def merge_provenance(items, extra=None) -> dict:
@@ -516,7 +533,9 @@ def reconstruct(mag, phase, tes, b0, affine, options: QSMOptions | None = None, 
     dict
         ``mask``, ``eroded_mask``, ``field_ppm``, ``reliability``, ``local_ppm``,
         ``chi_unreferenced``, ``chi``, ``inversion_info`` (convergence record),
-        ``quality_flags``, ``reference`` (referencing info), ``provenance`` (the merged
+        ``quality_flags``, ``reference`` (referencing info), ``r2star`` and ``t2star``
+        (:func:`run_r2star` inside ``mask``, with the total field for
+        ``method_options["relaxometry"]``), ``r2star_provenance``, ``provenance`` (the merged
         per-step provenance, as in the Chimap sidecar), ``timings`` (s per step), ``b0_dir``,
         ``voxel_size`` and ``options``.
     """
@@ -551,6 +570,10 @@ def reconstruct(mag, phase, tes, b0, affine, options: QSMOptions | None = None, 
     chi_ref, p_ref = run_referencing(chi, eroded, options.reference, ref_mask=ref_mask, mag=mag,
                                      tes=tes, voxel_size=voxel_size)
     timings["reference"] = time.perf_counter() - t
+    t = time.perf_counter()
+    r2star, t2star, p_r2s = run_r2star(mag, tes, mask, field_ppm=fit["field_ppm"], b0=b0,
+                                       voxel_size=voxel_size, **mopts.get("relaxometry", {}))
+    timings["r2star"] = time.perf_counter() - t
     return {
         "mask": mask,
         "eroded_mask": eroded,
@@ -562,6 +585,9 @@ def reconstruct(mag, phase, tes, b0, affine, options: QSMOptions | None = None, 
         "inversion_info": inv_info,
         "quality_flags": list(p_inv.get("QualityFlags", [])),
         "reference": p_ref["Reference"],
+        "r2star": r2star,
+        "t2star": t2star,
+        "r2star_provenance": p_r2s,
         "provenance": merge_provenance([p_mask, p_fit, p_bfr, p_inv, p_ref]),
         "timings": timings,
         "b0_dir": b0_dir,

@@ -131,7 +131,9 @@ def init_qsm_wf(
         name="dipole_inversion", mem_gb=mem_gb * 2,
     )
     ref = pe.Node(ReferenceChi(method=reference, echo_times=list(echo_times)), name="reference")
-    r2star = pe.Node(R2StarMap(echo_times=list(echo_times)), name="r2star", mem_gb=mem_gb)
+    r2star = pe.Node(R2StarMap(echo_times=list(echo_times), b0=float(b0),
+                               method_options=method_options.get("relaxometry", {})),
+                     name="r2star", mem_gb=mem_gb)
     merge = pe.Node(niu.Merge(6), name="merge_provenance")
     prov = pe.Node(
         MergeProvenance(
@@ -178,6 +180,7 @@ def init_qsm_wf(
         (prov, outputnode, [("sidecar", "sidecar")]),
         (load, r2star, [("mag_file", "mag_file")]),
         (mask, r2star, [("mask_file", "mask_file")]),
+        (field, r2star, [("field_file", "field_file")]),
         (r2star, outputnode, [("r2star_file", "r2star"), ("t2star_file", "t2star")]),
     ])
     # fmt: on

@@ -177,6 +177,8 @@ def test_r2star_interface_and_workflow_outputs(session_files, tmp_path):
     edges = {(u.name, v.name): data["connect"] for u, v, data in wf._graph.edges(data=True)}
     conns = edges[("r2star", "outputnode")]
     assert ("r2star_file", "r2star") in conns and ("t2star_file", "t2star") in conns
+    # the total field reaches the R2* node (used by field_correction="sinc")
+    assert ("field_file", "field_file") in edges[("total_field", "r2star")]
 
 
 def test_brain_mask_sidecar_parameters_are_the_real_options(session_files, tmp_path):

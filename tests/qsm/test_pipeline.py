@@ -15,7 +15,8 @@ from tests._qsm_helpers import make_head
 CHAINS = {
     "default": QSMOptions(),
     "other": QSMOptions(masking="magnitude", combination="linear", unwrapping="laplacian",
-                        bf_removal="pdf", inversion="tkd", reference="csf"),
+                        bf_removal="pdf", inversion="tkd", reference="csf",
+                        method_options={"relaxometry": {"field_correction": "sinc"}}),
 }
 
 
@@ -42,6 +43,7 @@ def _interface_chain(h, options, tmp_path):
         BackgroundRemoval,
         BrainMask,
         DipoleInversion,
+        R2StarMap,
         ReferenceChi,
         TotalField,
     )
@@ -70,6 +72,10 @@ def _interface_chain(h, options, tmp_path):
     ref = run(ReferenceChi(chi_file=inv.chi_file, mask_file=bfr.mask_file, mag_file=mag_file,
                            echo_times=tes, method=options.reference), "ref")
 
+    r2s = run(R2StarMap(mag_file=mag_file, mask_file=mask.mask_file, echo_times=tes,
+                        field_file=field.field_file, b0=h["b0"],
+                        method_options=options.method_options.get("relaxometry", {})), "r2s")
+
     def arr(f):
         return np.asarray(nb.load(f).dataobj)
 
@@ -78,7 +84,8 @@ def _interface_chain(h, options, tmp_path):
     return {"mask": arr(mask.mask_file) > 0, "field_ppm": arr(field.field_file),
             "reliability": arr(field.reliability_file), "local_ppm": arr(bfr.local_file),
             "eroded_mask": arr(bfr.mask_file) > 0, "chi_unreferenced": arr(inv.chi_file),
-            "chi": arr(ref.chi_file), "provenance": prov}
+            "chi": arr(ref.chi_file), "provenance": prov, "r2star": arr(r2s.r2star_file),
+            "t2star": arr(r2s.t2star_file), "r2star_provenance": r2s.provenance}
 
 
 @pytest.mark.parametrize("chain", list(CHAINS))
@@ -93,10 +100,13 @@ def test_interfaces_and_reconstruct_give_identical_maps(session, tmp_path, chain
                        session["affine"], options)
     files = _interface_chain(session, options, tmp_path)
     for key in ("mask", "field_ppm", "reliability", "local_ppm", "eroded_mask",
-                "chi_unreferenced", "chi"):
+                "chi_unreferenced", "chi", "r2star", "t2star"):
         assert files[key].shape == pure[key].shape, key
         assert np.array_equal(files[key], pure[key]), key
     assert files["provenance"] == pure["provenance"]
+    assert files["r2star_provenance"] == pure["r2star_provenance"]
+    fc = pure["r2star_provenance"]["Parameters"]["field_correction"]
+    assert fc == options.method_options.get("relaxometry", {}).get("field_correction", "none")
     assert pure["provenance"]["BrainMask"]["Method"] == options.masking
 
 
