@@ -29,7 +29,7 @@ def test_every_record_resolves_to_a_function_of_its_step_module():
 
 _DATA_ARGS = {"mag", "phase", "tes", "voxel_size", "phase4d", "mag4d", "mask", "unwrapping",
               "total_ppm", "b0_dir", "weights", "local_ppm", "magnitude", "chi", "ref_mask",
-              "wrapped", "info"}
+              "wrapped", "info", "field_hz"}
 
 
 def _signature_defaults(func):
