@@ -139,7 +139,31 @@ def build_long_table(session_tables, participants=None):
         raise ValueError("no ROI statistics tables were given")
     # one concatenation, keys added by repetition (no per-table copies: 2,000 tables are common)
     lengths = [len(t) for t in frames]
-    long = pd.concat(frames, ignore_index=True)
+    return stack_long_table(pd.concat(frames, ignore_index=True), pids, sess, lengths, participants)
+
+
+def stack_long_table(long, participant_ids, session_ids, lengths, participants=None):
+    """The long table from the ROI tables' rows already stacked (:func:`build_long_table`'s work).
+
+    Parameters
+    ----------
+    long : pandas.DataFrame
+        The rows of every session's ROI table, session after session (``pd.concat`` of the
+        tables, ``ignore_index=True``).
+    participant_ids, session_ids : sequence of str
+        Participant and session of each table, with or without ``sub-``/``ses-``.
+    lengths : sequence of int
+        Rows of each table.
+    participants : DataFrame or None
+        ``participants.tsv``.
+
+    Returns
+    -------
+    DataFrame
+        As :func:`build_long_table`.
+    """
+    pids = [_add_prefix(p, "sub-") for p in participant_ids]
+    sess = [_add_prefix(s, "ses-") for s in session_ids]
     extra_cols = [c for c in long.columns if c not in ROI_COLUMNS and _EXTRA_COLUMN.match(str(c))]
     for col in ROI_COLUMNS:
         if col not in long.columns:
