@@ -454,10 +454,10 @@ def check_structures(long, structures, hemispheres=False):
     UsageError
         A structure is in no ROI table (exit code 64); the message lists those available.
     """
-    available = sorted(set(long["structure"]))
+    present = set(long["structure"].unique())
+    available = sorted(present)
     req = [str(s).lower() for s in structures]
-    unknown = [s for s in req if s not in set(long["structure"]) and not (
-        hemispheres and s.rsplit("_", 1)[0] in set(long["structure"]))]
+    unknown = [s for s in req if s not in present and not (hemispheres and s.rsplit("_", 1)[0] in present)]
     if unknown:
         raise UsageError(
             f"--structures {' '.join(unknown)}: not in the ROI tables (available: {', '.join(available)})"
@@ -487,7 +487,7 @@ def coverage_warnings(long, participants, found, exclusion_rows, participant_lab
         ROI tables but no ``participants.tsv`` row.
     """
     out = []
-    with_data = set(long["participant_id"])
+    with_data = set(long["participant_id"].unique())
     listed = participants["participant_id"].astype(str).map(lambda v: v if v.startswith("sub-") else f"sub-{v}")
     selected = set(listed) if not participant_label else set(listed) & {f[0] for f in found}
     excluded_subs = {r["participant_id"] for r in exclusion_rows if r["excluded"]}
