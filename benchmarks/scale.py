@@ -282,6 +282,7 @@ def _code_tree(commit: str, dest: Path) -> Path:
     import tarfile
 
     repo = Path(__file__).resolve().parents[1]
+    shutil.rmtree(dest, ignore_errors=True)
     blob = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", commit],
                           check=True, capture_output=True).stdout
     dest.mkdir(parents=True)
@@ -290,12 +291,17 @@ def _code_tree(commit: str, dest: Path) -> Path:
     return dest
 
 
-def _group_process(cmd: list, env: dict) -> dict:
-    """Run one group-level process; wall, CPU (user + system) and peak RSS from ``wait4``."""
+def _group_process(cmd: list, env: dict, cwd: Path) -> dict:
+    """Run one group-level process; wall, CPU (user + system) and peak RSS from ``wait4``.
+
+    ``cwd`` must not hold a ``qsmprep`` folder: ``python -c`` imports from the working folder
+    first, which would run that code instead of the version on ``PYTHONPATH``.
+    """
     import os
 
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=str(cwd))
     err = proc.stderr.read()
     _, status, ru = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
@@ -328,7 +334,11 @@ def time_group(root: Path, n_subjects: int, baseline: str | None = None, repeat:
     bindir = Path(sys.executable).parent
     app = shutil.which("qsmprep", path=str(bindir)) or "qsmprep"
     t0 = time.perf_counter()
-    bids, out = make_group_inputs(root, n_subjects)
+    if (root / "bids" / "participants.tsv").exists() and (root / "out").is_dir():
+        bids, out = root / "bids", root / "out"  # --keep folder of an earlier run: same inputs
+        n_subjects = len((bids / "participants.tsv").read_text().splitlines()) - 1
+    else:
+        bids, out = make_group_inputs(root, n_subjects)
     t_make = time.perf_counter() - t0
     versions = [("this code", Path(__file__).resolve().parents[1])]
     if baseline:
@@ -340,15 +350,16 @@ def time_group(root: Path, n_subjects: int, baseline: str | None = None, repeat:
         runs = []
         for i in range(repeat):
             shutil.rmtree(out / "group", ignore_errors=True)
-            runs.append(_group_process([app, str(bids), str(out), "group", "-w", str(root / "work")], env))
+            runs.append(_group_process([app, str(bids), str(out), "group", "-w", str(root / "work")], env, root))
         keep = root / f"group-{len(res['versions'])}"
+        shutil.rmtree(keep, ignore_errors=True)
         shutil.move(str(out / "group"), str(keep))
         entry = {"wall": min(r["wall"] for r in runs), "cpu": min(r["cpu"] for r in runs),
                  "peak_mb": max(r["peak_mb"] for r in runs), "outputs": keep}
         if parts:
             pj = root / "parts.json"
             pr = _group_process([sys.executable, "-c", _PARTS_DRIVER, str(pj), str(bids), str(out),
-                                 "group", "-w", str(root / "work")], env)
+                                 "group", "-w", str(root / "work")], env, root)
             entry["parts"] = json.loads(pj.read_text())
             entry["parts_process_cpu"] = pr["cpu"]
             shutil.rmtree(out / "group", ignore_errors=True)
@@ -404,7 +415,8 @@ def main(argv=None) -> int:
     ap.add_argument("--node-cpus", type=int, default=2)
     ap.add_argument("--node-mem-gb", type=float, default=24.0)
     ap.add_argument("--cohort", type=int, default=160, help="subjects to project (2 sessions each)")
-    ap.add_argument("--keep", type=Path, default=None, help="keep the files in this folder")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="keep the files in this folder (the group inputs in it are reused by a later run)")
     ap.add_argument("--group-subjects", type=int, default=0,
                     help="also time the group level on this many synthetic subjects x 2 sessions")
     ap.add_argument("--group-baseline", default=None, metavar="COMMIT",
