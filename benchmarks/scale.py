@@ -17,8 +17,15 @@ Measures and prints one table:
 3. ``--group-subjects N`` (e.g. 1000): the group level (``qsmprep BIDS OUT group``, a fresh
    process, so start-up is included) on N synthetic subjects x 2 sessions of participant
    outputs (``*_desc-dgm_stats.tsv`` with the simulator's DGM values, group and time effects,
-   and ``participants.tsv``): wall and CPU time, and the number of participants the group
-   tables contain. Target <= 15 s for 1,000 subjects.
+   and ``participants.tsv``): wall and CPU time, peak memory (``ru_maxrss``) and the number of
+   participants the group tables contain. Target <= 15 s for 1,000 subjects. Then a table of
+   the CPU seconds per part (inputs, long/analysis tables, each statistic, TSV writing, figures,
+   provenance, report, start-up) from one more run with the steps timed inside the process.
+   ``--group-baseline ed15f88`` runs the same on the source of that commit (``git archive``),
+   side by side, and checks that every TSV/JSON output is byte-identical; ``--group-repeat R``
+   keeps the fastest of R runs per version:
+
+       python benchmarks/scale.py --skip-index --group-subjects 1000 --group-baseline ed15f88
 4. Projection for the seed study's cohort (160 subjects x 2 sessions) on N nodes: tasks per node
    = min(node CPUs // 2, node memory // peak memory); wall = index (cold) + ceil(160 / (N x
    tasks per node)) x participant time + group time. The participant time and memory come from
@@ -218,30 +225,180 @@ def make_group_inputs(root: Path, n_subjects: int, seed: int = 0) -> tuple[Path,
     return bids, out
 
 
-def time_group(root: Path, n_subjects: int) -> dict:
+#: run inside the group process (unless ``--no-group-parts``): wraps the group level's steps (names that
+#: exist in the baseline ed15f88 and later) and writes their wall/CPU seconds as JSON
+_PARTS_DRIVER = r"""
+import functools, json, sys, time
+out_json = sys.argv.pop(1)
+parts = {}
+def timed(label, f):
+    @functools.wraps(f)
+    def w(*a, **k):
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            return f(*a, **k)
+        finally:
+            p = parts.setdefault(label, [0.0, 0.0])
+            p[0] += time.perf_counter() - t0
+            p[1] += time.process_time() - c0
+    return w
+def clock(label, f, *a):
+    return timed(label, f)(*a)
+cli = clock("import qsmprep.cli.run", lambda: __import__("qsmprep.cli.run", fromlist=["run"]))
+clock("import qsmprep.group (and what it imports at the top)", lambda: __import__("qsmprep.group.run"))
+import qsmprep.stats as qstats
+import qsmprep.group.run as grun
+import qsmprep.group.report as grep_
+import qsmprep.group.inputs as ginp
+for mod, name, label in [
+    (ginp.GroupInputs, "long_table", "long table (dgm_long)"),  # after ed15f88
+    (grun, "collect_inputs", "inputs: find, read and check ROI tables + participants.tsv"),
+    (qstats, "build_long_table", "long table (dgm_long)"),
+    (qstats, "analysis_table", "analysis table (dgm_analysis)"),
+    (qstats, "descriptives", "descriptives"),
+    (qstats, "mixed_anova", "mixed ANOVA"),
+    (qstats, "follow_up_ttests", "t-tests"),
+    (qstats, "fit_lmm", "linear mixed model"),
+    (grun, "write_table", "write TSV + JSON tables"),
+    (grep_, "make_figures", "figures (SVG)"),
+    (grun, "collect_provenance", "provenance (Chimap sidecars)"),
+    (grep_, "write_report", "report.html"),
+]:
+    if hasattr(mod, name):
+        setattr(mod, name, timed(label, getattr(mod, name)))
+grun_run_group = grun.run_group
+import qsmprep.group as gpkg
+gpkg.run_group = timed("run_group (total)", grun_run_group)
+code = clock("qsmprep CLI run (total)", cli.run, sys.argv[1:])
+Path = __import__("pathlib").Path
+Path(out_json).write_text(json.dumps(parts))
+sys.exit(code)
+"""
+
+
+def _code_tree(commit: str, dest: Path) -> Path:
+    """Source of ``commit`` (``git archive`` of this repository) in ``dest``."""
+    import io
+    import tarfile
+
+    repo = Path(__file__).resolve().parents[1]
+    shutil.rmtree(dest, ignore_errors=True)
+    blob = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", commit],
+                          check=True, capture_output=True).stdout
+    dest.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        tar.extractall(dest)
+    return dest
+
+
+def _group_process(cmd: list, env: dict, cwd: Path) -> dict:
+    """Run one group-level process; wall, CPU (user + system) and peak RSS from ``wait4``.
+
+    ``cwd`` must not hold a ``qsmprep`` folder: ``python -c`` imports from the working folder
+    first, which would run that code instead of the version on ``PYTHONPATH``.
+    """
     import os
 
-    bindir = Path(sys.executable).parent
-    app = shutil.which("qsmprep", path=str(bindir)) or "qsmprep"
     t0 = time.perf_counter()
-    bids, out = make_group_inputs(root, n_subjects)
-    t_make = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([app, str(bids), str(out), "group", "-w", str(root / "work")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=str(cwd))
     err = proc.stderr.read()
     _, status, ru = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise RuntimeError(f"qsmprep group failed ({code}):\n{err[-3000:]}")
-    n_used = float("nan")
-    long = out / "group" / "dgm_long.tsv"
-    if long.exists():
+    return {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "peak_mb": ru.ru_maxrss / 1024}
+
+
+def _same_tables(a: Path, b: Path) -> list:
+    """TSV/JSON files of two group folders that differ (or exist in one only)."""
+    names = {p.relative_to(a) for p in a.rglob("*") if p.suffix in (".tsv", ".json")}
+    names |= {p.relative_to(b) for p in b.rglob("*") if p.suffix in (".tsv", ".json")}
+    return sorted(str(n) for n in names
+                  if not ((a / n).is_file() and (b / n).is_file()
+                          and (a / n).read_bytes() == (b / n).read_bytes()))
+
+
+def time_group(root: Path, n_subjects: int, baseline: str | None = None, repeat: int = 1,
+               parts: bool = True) -> dict:
+    """Group level on ``n_subjects`` x 2 sessions, for this code and optionally ``baseline``.
+
+    Each code version runs ``repeat`` times as ``qsmprep BIDS OUT group`` (a fresh process;
+    the fastest run is kept) and, with ``parts``, once more inside a driver that times the group
+    level's steps (the same functions in every version since ed15f88).  The TSV/JSON outputs of
+    the two versions are compared byte for byte.
+    """
+    import os
+
+    bindir = Path(sys.executable).parent
+    app = shutil.which("qsmprep", path=str(bindir)) or "qsmprep"
+    t0 = time.perf_counter()
+    if (root / "bids" / "participants.tsv").exists() and (root / "out").is_dir():
+        bids, out = root / "bids", root / "out"  # --keep folder of an earlier run: same inputs
+        n_subjects = len((bids / "participants.tsv").read_text().splitlines()) - 1
+    else:
+        bids, out = make_group_inputs(root, n_subjects)
+    t_make = time.perf_counter() - t0
+    versions = [("this code", Path(__file__).resolve().parents[1])]
+    if baseline:
+        versions.insert(0, (f"baseline {baseline}", _code_tree(baseline, root / f"code-{baseline}")))
+    res = {"make": t_make, "versions": {}}
+    for label, src in versions:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(src)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        runs = []
+        for i in range(repeat):
+            shutil.rmtree(out / "group", ignore_errors=True)
+            runs.append(_group_process([app, str(bids), str(out), "group", "-w", str(root / "work")], env, root))
+        keep = root / f"group-{len(res['versions'])}"
+        shutil.rmtree(keep, ignore_errors=True)
+        shutil.move(str(out / "group"), str(keep))
+        entry = {"wall": min(r["wall"] for r in runs), "cpu": min(r["cpu"] for r in runs),
+                 "peak_mb": max(r["peak_mb"] for r in runs), "outputs": keep}
+        if parts:
+            pj = root / "parts.json"
+            pr = _group_process([sys.executable, "-c", _PARTS_DRIVER, str(pj), str(bids), str(out),
+                                 "group", "-w", str(root / "work")], env, root)
+            entry["parts"] = json.loads(pj.read_text())
+            entry["parts_process_cpu"] = pr["cpu"]
+            shutil.rmtree(out / "group", ignore_errors=True)
         import pandas as pd
 
-        n_used = pd.read_csv(long, sep="\t", usecols=["participant_id"])["participant_id"].nunique()
-    return {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "make": t_make, "used": n_used}
+        entry["used"] = pd.read_csv(keep / "dgm_long.tsv", sep="\t", usecols=["participant_id"])[
+            "participant_id"].nunique()
+        res["versions"][label] = entry
+    if baseline:
+        a, b = (v["outputs"] for v in res["versions"].values())
+        res["differ"] = _same_tables(a, b)
+    res["load"] = os.getloadavg()[0]
+    return res
+
+
+def group_table(n_subjects: int, g: dict) -> str:
+    """Markdown table of :func:`time_group`: whole process, then the per-part CPU seconds."""
+    labels = list(g["versions"])
+    vs = [g["versions"][k] for k in labels]
+    lines = [f"Group level, {n_subjects} subjects x 2 sessions (load average {g['load']:.1f}):", "",
+             "| | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    lines.append("| wall, qsmprep process incl. start-up (s) | " + " | ".join(f"{v['wall']:.1f}" for v in vs) + " |")
+    lines.append("| CPU, user + system (s) | " + " | ".join(f"{v['cpu']:.1f}" for v in vs) + " |")
+    lines.append("| peak RSS (MB) | " + " | ".join(f"{v['peak_mb']:.0f}" for v in vs) + " |")
+    lines.append("| participants in dgm_long.tsv | " + " | ".join(str(v["used"]) for v in vs) + " |")
+    if all("parts" in v for v in vs):
+        names = list(dict.fromkeys(n for v in vs for n in v["parts"]))
+        lines.append("| *per part, CPU s (driver run)* |" + " |" * len(labels))
+        for n in names:
+            lines.append(f"| {n} | " + " | ".join(
+                f"{v['parts'][n][1]:.2f}" if n in v["parts"] else "-" for v in vs) + " |")
+        lines.append("| start-up and exit outside the parts (s) | " + " | ".join(
+            f"{v['parts_process_cpu'] - v['parts'].get('import qsmprep.cli.run', [0, 0])[1] - v['parts'].get('import qsmprep.group (and what it imports at the top)', [0, 0])[1] - v['parts'].get('qsmprep CLI run (total)', [0, 0])[1]:.2f}"
+            for v in vs) + " |")
+    lines.append(f"| target: wall <= 15 s | " + " | ".join("PASS" if v["wall"] <= 15 else "FAIL" for v in vs) + " |")
+    if "differ" in g:
+        lines += ["", "TSV/JSON outputs identical to the baseline: "
+                  + ("yes" if not g["differ"] else "NO: " + ", ".join(g["differ"]))]
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -258,9 +415,17 @@ def main(argv=None) -> int:
     ap.add_argument("--node-cpus", type=int, default=2)
     ap.add_argument("--node-mem-gb", type=float, default=24.0)
     ap.add_argument("--cohort", type=int, default=160, help="subjects to project (2 sessions each)")
-    ap.add_argument("--keep", type=Path, default=None, help="keep the files in this folder")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="keep the files in this folder (the group inputs in it are reused by a later run)")
     ap.add_argument("--group-subjects", type=int, default=0,
                     help="also time the group level on this many synthetic subjects x 2 sessions")
+    ap.add_argument("--group-baseline", default=None, metavar="COMMIT",
+                    help="also time the group level of this commit (git archive) on the same inputs, "
+                         "and compare the TSV/JSON outputs (e.g. ed15f88)")
+    ap.add_argument("--group-repeat", type=int, default=1,
+                    help="group-level runs per code version; the fastest is kept")
+    ap.add_argument("--no-group-parts", action="store_true",
+                    help="skip the instrumented run that times each part of the group level")
     ap.add_argument("--skip-index", action="store_true", help="skip the indexing measurement")
     args = ap.parse_args(argv)
 
@@ -281,15 +446,18 @@ def main(argv=None) -> int:
                  "PASS < 5 s" if idx["warm"] < 5 else "FAIL >= 5 s"),
                 ("index one participant in memory (no database)", f"{idx['single']:.2f} s", ""),
             ]
+        group_md = ""
         if args.group_subjects:
-            import os
-
-            g = time_group(tmp / "group-scale", args.group_subjects)
+            g = time_group(tmp / "group-scale", args.group_subjects, args.group_baseline,
+                           max(1, args.group_repeat), not args.no_group_parts)
+            v = g["versions"]["this code"]
             rows.append((f"group level, {args.group_subjects} subjects x 2 sessions "
-                         "(qsmprep process incl. start-up)", f"{g['wall']:.1f} s",
-                         f"CPU {g['cpu']:.1f} s; {'PASS' if g['wall'] <= 15 else 'FAIL'} "
-                         f"<= 15 s; {g['used']} participants in dgm_long.tsv; inputs written "
-                         f"in {g['make']:.0f} s; load average {os.getloadavg()[0]:.1f}"))
+                         "(qsmprep process incl. start-up)", f"{v['wall']:.1f} s",
+                         f"CPU {v['cpu']:.1f} s; peak RSS {v['peak_mb']:.0f} MB; "
+                         f"{'PASS' if v['wall'] <= 15 else 'FAIL'} <= 15 s; {v['used']} participants "
+                         f"in dgm_long.tsv; inputs written in {g['make']:.0f} s; load average "
+                         f"{g['load']:.1f}"))
+            group_md = group_table(args.group_subjects, g)
         secs, gb, group = args.participant_seconds, args.participant_gb, args.group_seconds
         source = "given"
         if args.participant:
@@ -320,6 +488,9 @@ def main(argv=None) -> int:
     print("-" * (w0 + w1 + 40))
     for a, b, c in rows:
         print(f"{a:<{w0}}  {b:>{w1}}  {c}")
+    if group_md:
+        print()
+        print(group_md)
     return 0
 
 

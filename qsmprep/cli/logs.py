@@ -156,7 +156,7 @@ class LogSetup:
         set_console_writer(None)
 
 
-def setup_logging(verbose: int = 0, log_file=None, stream=None) -> LogSetup:
+def setup_logging(verbose: int = 0, log_file=None, stream=None, nipype: bool = True) -> LogSetup:
     """Install the console handler (and the run's log file) on the root logger.
 
     Parameters
@@ -167,6 +167,10 @@ def setup_logging(verbose: int = 0, log_file=None, stream=None) -> LogSetup:
         File that receives every message at INFO and above (DEBUG with ``-vv``).
     stream : file, optional
         Console stream (default ``sys.stderr``).
+    nipype : bool
+        Import Nipype first so that its stdout handler exists and is removed (default).  False
+        for a run that never imports Nipype (the group level: importing it cost about 0.3 s of
+        a 1,000-subject group run); the ``nipype`` loggers are configured either way.
 
     Returns
     -------
@@ -179,7 +183,8 @@ def setup_logging(verbose: int = 0, log_file=None, stream=None) -> LogSetup:
     >>> setup = setup_logging(0, stream=io.StringIO())  # doctest: +SKIP
     >>> setup.close()  # doctest: +SKIP
     """
-    import nipype  # noqa: F401  (imported first: it installs the stdout handler removed below)
+    if nipype:
+        import nipype  # noqa: F401  (imported first: it installs the stdout handler removed below)
 
     verbose = int(verbose or 0)
     root = logging.getLogger()

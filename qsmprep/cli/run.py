@@ -396,7 +396,9 @@ def run(argv=None) -> int:
             logs = staging
         else:
             logs = logs_dir(config)
-        logging_setup = setup_logging(config.verbose, logs / f"qsmprep_{run_id}.log")
+        # the group level never imports Nipype (tests/cli/test_startup.py checks it)
+        logging_setup = setup_logging(config.verbose, logs / f"qsmprep_{run_id}.log",
+                                      nipype=config.analysis_level != "group")
         toml_path = write_config(config, logs, run_id)
         LOGGER.info("qsmprep %s, %s level, run %s", __version__, config.analysis_level, run_id)
         if participant:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from ..errors import UsageError
 from . import names
 
 __all__ = [
+    "StatsTables",
     "collect_provenance",
     "find_stats_tables",
     "parse_entities",
@@ -117,12 +119,125 @@ def read_tsv(path):
     return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False)
 
 
+class StatsTables(Sequence):
+    """ROI tables parsed in one pass: a sequence of one DataFrame per path, plus their rows stacked.
+
+    Returned by :func:`read_stats_tables`.  Files sharing a header are parsed together into one
+    frame (the rows of a file stay contiguous), so that the group level can check columns,
+    look at one column of every table and stack the tables it keeps without building one
+    DataFrame per file and concatenating them again (both cost more than the parse itself at
+    2,000 tables).  ``tables[i]`` is the DataFrame of ``paths[i]``, built on access.
+    """
+
+    def __init__(self, n, batches, where):
+        self._n = n
+        self._batches = batches  # [(columns, frame without _file)]
+        self._where = where  # i -> (batch number, first row, stop row) or None (empty file)
+
+    def __len__(self):
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(self._n))]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        loc = self._where[i]
+        if loc is None:
+            return pd.DataFrame()
+        b, a, z = loc
+        cols, frame = self._batches[b]
+        if a == z:  # header only
+            return pd.DataFrame(columns=cols)
+        return frame.iloc[a:z].reset_index(drop=True)
+
+    def columns(self, i):
+        """Column names of table ``i`` (its header) without building the table.
+
+        Parameters
+        ----------
+        i : int
+            Position in the paths given to :func:`read_stats_tables`.
+
+        Returns
+        -------
+        list of str
+        """
+        loc = self._where[i]
+        return [] if loc is None else list(self._batches[loc[0]][0])
+
+    def n_rows(self, i):
+        """Number of rows of table ``i``.
+
+        Parameters
+        ----------
+        i : int
+
+        Returns
+        -------
+        int
+        """
+        loc = self._where[i]
+        return 0 if loc is None else loc[2] - loc[1]
+
+    def any_row(self, column, test):
+        """Per table: does any row pass ``test`` in ``column``?
+
+        Parameters
+        ----------
+        column : str
+            Column looked at; a table without it gives False.
+        test : callable
+            ``test(Series) -> boolean Series``, applied to the column of all tables sharing a
+            header at once (element-wise tests only, e.g. ``lambda c: c == 1``).
+
+        Returns
+        -------
+        numpy.ndarray of bool
+            One value per table.
+        """
+        out = np.zeros(self._n, dtype=bool)
+        hits = {}
+        for b, (cols, frame) in enumerate(self._batches):
+            if column in cols and len(frame):
+                hits[b] = np.asarray(test(frame[column]), dtype=bool)
+        for i, loc in enumerate(self._where):
+            if loc is not None and loc[0] in hits and loc[2] > loc[1]:
+                out[i] = bool(hits[loc[0]][loc[1]:loc[2]].any())
+        return out
+
+    def stack(self, indices):
+        """Tables ``indices`` stacked, equal to ``pd.concat([self[i] for i in indices],
+        ignore_index=True)``.
+
+        Parameters
+        ----------
+        indices : sequence of int
+            Tables to stack, in order.
+
+        Returns
+        -------
+        pandas.DataFrame
+        """
+        indices = list(indices)
+        locs = [self._where[i] for i in indices]
+        if locs and all(loc is not None and loc[2] > loc[1] for loc in locs) \
+                and len({loc[0] for loc in locs}) == 1:
+            # one header, no empty table: take the rows of the one parsed frame
+            frame = self._batches[locs[0][0]][1]
+            rows = np.concatenate([np.arange(a, z) for _, a, z in locs])
+            return frame.take(rows).reset_index(drop=True)
+        return pd.concat([self[i] for i in indices], ignore_index=True)
+
+
 def read_stats_tables(paths):
     """Read many ROI tables at once; one DataFrame per path, same order.
 
     Files sharing a header are concatenated and parsed by a single ``pandas.read_csv`` call
-    (parsing thousands of small files one by one dominates the group level's time), then
-    split again.  The result equals reading each file with :func:`read_tsv`.
+    (parsing thousands of small files one by one dominates the group level's time).  The
+    result equals reading each file with :func:`read_tsv`.
 
     Parameters
     ----------
@@ -131,9 +246,10 @@ def read_stats_tables(paths):
 
     Returns
     -------
-    list of pandas.DataFrame
-        One per path; a file with a header only gives an empty frame with its columns, an
-        empty file an empty frame without columns.
+    StatsTables
+        A sequence of one DataFrame per path (built on access); a file with a header only gives
+        an empty frame with its columns, an empty file an empty frame without columns.
+        :meth:`StatsTables.stack` stacks tables without building them one by one.
     """
     texts = [Path(p).read_text(encoding="utf-8") for p in paths]
     by_header = {}
@@ -142,23 +258,26 @@ def read_stats_tables(paths):
         if not lines:
             continue
         by_header.setdefault(lines[0], []).append((i, lines[1:]))
-    out = [None] * len(texts)
+    where = [None] * len(texts)
+    batches = []
     for header, items in by_header.items():
         body = "".join(f"{i}\t{line}\n" for i, lines in items for line in lines if line.strip())
         frame = pd.read_csv(io.StringIO(f"_file\t{header}\n{body}"), sep="\t", na_values=["n/a"],
                             keep_default_na=False)
         cols = [c for c in frame.columns if c != "_file"]
-        # rows of one file are contiguous: slice instead of a groupby
+        # rows of one file are contiguous: remember where each starts and stops
         ids = frame["_file"].to_numpy()
         frame = frame[cols]
-        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-        stops = np.r_[starts[1:], len(ids)]
-        for a, b in zip(starts, stops):
-            out[int(ids[a])] = frame.iloc[a:b].reset_index(drop=True)
+        b = len(batches)
+        batches.append((cols, frame))
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.array([], int)
+        stops = np.r_[starts[1:], len(ids)] if len(ids) else np.array([], int)
+        for a, z in zip(starts, stops):
+            where[int(ids[a])] = (b, int(a), int(z))
         for i, _ in items:
-            if out[i] is None:  # header only
-                out[i] = pd.DataFrame(columns=cols)
-    return [o if o is not None else pd.DataFrame() for o in out]
+            if where[i] is None:  # header only
+                where[i] = (b, 0, 0)
+    return StatsTables(len(texts), batches, where)
 
 
 def _step_setting(value):

@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..derivatives.readers import find_stats_tables, read_stats_tables
 from ..errors import DataError, MissingInputError, NoMatchingData, UsageError
-from ..stats.cohort import REQUIRED_ROI_COLUMNS
+from ..stats.cohort import REQUIRED_ROI_COLUMNS, stack_long_table
 from .measures import get_measure
 
 LOGGER = logging.getLogger("qsmprep.group")
@@ -54,8 +54,8 @@ class GroupInputs:
     found : list of tuple
         ``(participant_id, session_id, atlas, path)`` of the ROI tables selected (before the
         QC-flag filter: a flagged session kept out is still here).
-    tables : list of tuple
-        ``(participant_id, session_id, DataFrame)`` of the sessions analysed.
+    sessions : list of tuple
+        ``(participant_id, session_id)`` of the sessions analysed.
     participants : pandas.DataFrame
         ``participants.tsv``.
     participants_sidecar : dict or None
@@ -64,14 +64,40 @@ class GroupInputs:
         Rows of ``exclusions.tsv`` (``participant_id, session_id, source, reason, excluded``).
     data_warnings : list of str
         Missing or unusable input, in plain words.
+    read : qsmprep.derivatives.readers.StatsTables
+        Every ROI table of ``found``, parsed.
+    keep : list of int
+        Positions in ``found`` (and ``read``) of the sessions analysed.
     """
 
     found: list
-    tables: list
+    sessions: list
     participants: pd.DataFrame
     participants_sidecar: dict | None = None
     exclusion_rows: list = field(default_factory=list)
     data_warnings: list = field(default_factory=list)
+    read: object = None
+    keep: list = field(default_factory=list)
+
+    @property
+    def tables(self):
+        """``(participant_id, session_id, DataFrame)`` of the sessions analysed (built on access)."""
+        return [(sub, ses, self.read[k]) for (sub, ses), k in zip(self.sessions, self.keep)]
+
+    def long_table(self):
+        """The long table of the sessions analysed (:func:`qsmprep.stats.build_long_table`).
+
+        Equal to ``build_long_table(self.tables, self.participants)``, without building one
+        DataFrame per session and concatenating them (the tables' rows are stacked from the
+        parsed frames, :meth:`~qsmprep.derivatives.readers.StatsTables.stack`).
+
+        Returns
+        -------
+        pandas.DataFrame
+        """
+        return stack_long_table(self.read.stack(self.keep), [sub for sub, _ in self.sessions],
+                                [ses for _, ses in self.sessions], [self.read.n_rows(k) for k in self.keep],
+                                self.participants)
 
 
 def completed_tables(output_dir, atlas=None):
@@ -373,36 +399,41 @@ def collect_inputs(bids_dir, output_dir, group_column="group", covariates=(), at
         data_warnings += warnings
 
     # read the ROI tables; leave out QC-flagged sessions unless asked to keep them (contract 2)
-    tables = []
+    read = read_stats_tables([f[3] for f in found])
+    # the flag column of every table at once; session_flag gives the reasons of the flagged ones
+    flags = read.any_row("qc_flagged", lambda col: pd.to_numeric(col, errors="coerce") == 1)
+    keep = []
     n_flagged = 0
-    for (sub, ses, _, path), tab in zip(found, read_stats_tables([f[3] for f in found])):
-        lacking = [c for c in REQUIRED_ROI_COLUMNS if c not in tab.columns]
+    for k, (sub, ses, _, path) in enumerate(found):
+        columns = read.columns(k)
+        lacking = [c for c in REQUIRED_ROI_COLUMNS if c not in columns]
         if lacking:
             raise DataError(f"{path} is not a qsmprep ROI table (no column(s) {', '.join(lacking)}): rerun the "
                             f"participant level of {sub} or remove the file")
-        flagged, reasons = session_flag(tab)
-        if flagged:
+        if flags[k]:
+            flagged, reasons = session_flag(read[k])
             n_flagged += 1
             exclusion_rows.append({"participant_id": sub, "session_id": ses, "source": "qc_flagged",
                                    "reason": reasons, "excluded": not keep_flagged})
             if not keep_flagged:
                 continue
-        tables.append((sub, ses, tab))
+        keep.append(k)
     if n_flagged:
         data_warnings.append(
             f"{n_flagged} session(s) flagged by registration QC (qc_flagged = 1) "
             + ("kept in the analysis (--keep-flagged)" if keep_flagged else "left out (use --keep-flagged to keep them)")
         )
-    if not tables:
+    if not keep:
         raise NoMatchingData(
             f"every ROI table under {output_dir} was excluded (exclusion file / QC flags); nothing to analyse"
         )
-    if measure != "chi" and not any(value_column in t.columns for _, _, t in tables):
+    if measure != "chi" and not any(value_column in read.columns(k) for k in keep):
         raise MissingInputError(
             f"--measure {measure}: the ROI tables under {output_dir} have no {value_column} column; rerun the "
             "participant level with a qsmprep version that writes R2* (or use --measure chi)"
         )
-    return GroupInputs(found, tables, participants, participants_sidecar, exclusion_rows, data_warnings)
+    return GroupInputs(found, [(found[k][0], found[k][1]) for k in keep], participants, participants_sidecar,
+                       exclusion_rows, data_warnings, read=read, keep=keep)
 
 
 def check_structures(long, structures, hemispheres=False):
@@ -423,10 +454,10 @@ def check_structures(long, structures, hemispheres=False):
     UsageError
         A structure is in no ROI table (exit code 64); the message lists those available.
     """
-    available = sorted(set(long["structure"]))
+    present = set(long["structure"].unique())
+    available = sorted(present)
     req = [str(s).lower() for s in structures]
-    unknown = [s for s in req if s not in set(long["structure"]) and not (
-        hemispheres and s.rsplit("_", 1)[0] in set(long["structure"]))]
+    unknown = [s for s in req if s not in present and not (hemispheres and s.rsplit("_", 1)[0] in present)]
     if unknown:
         raise UsageError(
             f"--structures {' '.join(unknown)}: not in the ROI tables (available: {', '.join(available)})"
@@ -456,7 +487,7 @@ def coverage_warnings(long, participants, found, exclusion_rows, participant_lab
         ROI tables but no ``participants.tsv`` row.
     """
     out = []
-    with_data = set(long["participant_id"])
+    with_data = set(long["participant_id"].unique())
     listed = participants["participant_id"].astype(str).map(lambda v: v if v.startswith("sub-") else f"sub-{v}")
     selected = set(listed) if not participant_label else set(listed) & {f[0] for f in found}
     excluded_subs = {r["participant_id"] for r in exclusion_rows if r["excluded"]}

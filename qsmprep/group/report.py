@@ -262,9 +262,7 @@ def boxstrip_figure(sub, groups, sessions, structure, out_file, seed=0, ylabel="
     handles = [plt.Line2D([], [], marker="s", ls="", color=colors[g], label=_mpl(g)) for g in groups]
     ax.legend(handles=handles, fontsize=8, frameon=False, loc="best")
     ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    fig.savefig(out_file, format="svg")
-    plt.close(fig)
+    _save_svg(fig, out_file)
     return out_file
 
 
@@ -321,10 +319,22 @@ def spaghetti_figure(sub, groups, sessions, structure, out_file, ylabel="suscept
         ax.spines[["top", "right"]].set_visible(False)
     axes[0][0].set_ylabel(_mpl(ylabel))
     fig.suptitle(_mpl(f"{structure}: individual change"), fontsize=10)
+    _save_svg(fig, out_file)
+    return out_file
+
+
+def _save_svg(fig, out_file):
+    """``tight_layout``, then one SVG draw.
+
+    ``Figure.tight_layout`` leaves a placeholder layout engine on the figure, and ``savefig``
+    then draws the whole figure once more before the real draw (for a layout engine that
+    does nothing).  Clearing the engine after the layout is computed drops that extra draw; the
+    SVG is the same.
+    """
     fig.tight_layout()
+    fig.set_layout_engine(None)
     fig.savefig(out_file, format="svg")
     plt.close(fig)
-    return out_file
 
 
 def make_figures(table, groups, sessions, structures, fig_dir, ylabel="susceptibility (ppb)"):

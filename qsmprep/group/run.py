@@ -134,9 +134,9 @@ def run_group(
     inputs = collect_inputs(bids_dir, output_dir, group_column=group_column, covariates=covariates, atlas=atlas,
                             participant_label=participant_label, exclude_file=exclude_file,
                             keep_flagged=keep_flagged, measure=measure)
-    tables, exclusion_rows, data_warnings = inputs.tables, inputs.exclusion_rows, inputs.data_warnings
+    exclusion_rows, data_warnings = inputs.exclusion_rows, inputs.data_warnings
 
-    long = qstats.build_long_table(tables, inputs.participants)
+    long = inputs.long_table()  # = qstats.build_long_table(inputs.tables, inputs.participants)
     check_structures(long, structures, hemispheres)
     atlas_names = sorted({a for _, _, a, _ in inputs.found if a})
     data_warnings += coverage_warnings(long, inputs.participants, inputs.found, exclusion_rows, participant_label)
@@ -189,8 +189,9 @@ def run_group(
                                 ylabel=f"{measure_name} ({unit})") if figures else [])
     written["figures"] = [f["path"] for f in figs]
     subjects = sorted(set(table["participant_id"]))
-    analysed = {(_sub, _ses) for _sub, _ses, _ in tables if _sub in set(subjects)}
-    provenance = collect_provenance(output_dir, set(subjects), analysed)
+    subject_set = set(subjects)
+    analysed = {(_sub, _ses) for _sub, _ses in inputs.sessions if _sub in subject_set}
+    provenance = collect_provenance(output_dir, subject_set, analysed)
     elapsed = time.perf_counter() - t0
     context = {
         "version": __version__,
@@ -202,7 +203,7 @@ def run_group(
         "sessions": session_order,
         "groups": groups,
         "fdr_alpha": fdr_alpha,
-        "n_tables": len(tables),
+        "n_tables": len(inputs.sessions),
         "atlas": ", ".join(atlas_names) if atlas_names else "n/a",
         "provenance": provenance,
         "elapsed_s": elapsed,

@@ -12,6 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from .measures import MEASURES
 
 __all__ = ["KEY_COLUMNS", "P", "P_FDR", "SIDECARS", "SIGNIFICANT", "analysis_sidecar", "dgm_long_sidecar",
@@ -134,6 +137,16 @@ def analysis_sidecar(measure="chi", covariates=(), participants_sidecar=None):
     return side
 
 
+def _format_floats(col):
+    """Text of a float column as ``to_csv(float_format="%.6g", na_rep="n/a")`` writes it.
+
+    The same ``%`` formatting on Python floats, without pandas' per-value formatter objects
+    (a third of the group level's writing time at 1,000 participants).
+    """
+    text = ["n/a" if v != v else "%.6g" % v for v in col.to_numpy().tolist()]
+    return pd.Series(text, index=col.index, dtype=object)
+
+
 def write_table(df, path, sidecar, measure="chi"):
     """Write ``df`` as a BIDS TSV plus its JSON data dictionary (same stem, ``.json``).
 
@@ -177,6 +190,8 @@ def write_table(df, path, sidecar, measure="chi"):
     for col in df.columns:
         if df[col].dtype == bool:
             df[col] = df[col].map({True: "true", False: "false"})
+        elif isinstance(df[col].dtype, np.dtype) and df[col].dtype.kind == "f":
+            df[col] = _format_floats(df[col])
     df.to_csv(path, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
     side = {c: side_in.get(c, {"Description": c}) for c in df.columns}
     path.with_suffix(".json").write_text(json.dumps(side, indent=2) + "\n")

@@ -19,6 +19,7 @@ from .cohort import (
     group_order,
     order_sessions,
     session_sort_key,
+    stack_long_table,
 )
 from .descriptives import descriptives
 from .lmm import between_within_df, fit_lmm, fit_lmm_one, reml_random_intercept
@@ -50,5 +51,6 @@ __all__ = [
     "paired_test",
     "reml_random_intercept",
     "session_sort_key",
+    "stack_long_table",
     "welch_test",
 ]

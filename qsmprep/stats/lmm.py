@@ -248,6 +248,16 @@ def _t_inference(estimate, se, df, confidence):
     return t, p, estimate - q * se, estimate + q * se
 
 
+def _levels(codes):
+    """Level codes as a pandas Categorical whose categories are the sorted codes.
+
+    patsy would sniff exactly these levels (``sorted`` set) from plain text, value by value;
+    from a Categorical it reads the categories and codes at once, so the design matrix is the
+    same and is built without a Python loop over every observation.
+    """
+    return pd.Categorical(codes, categories=sorted(set(codes)))
+
+
 def fit_lmm_one(sub, structure="", groups=None, sessions=None, covariates=(), confidence=0.95):
     """Fit the model to one structure's rows.
 
@@ -315,8 +325,8 @@ def fit_lmm_one(sub, structure="", groups=None, sessions=None, covariates=(), co
     df = pd.DataFrame(
         {
             "y": data["chi_ppb"].to_numpy(float),
-            "grp": data["group"].astype(str).map(gcode).to_numpy(),
-            "tm": data["session_id"].astype(str).map(tcode).to_numpy(),
+            "grp": _levels(data["group"].astype(str).map(gcode).to_numpy()),
+            "tm": _levels(data["session_id"].astype(str).map(tcode).to_numpy()),
             "subject": data["participant_id"].to_numpy(),
         }
     )
@@ -337,7 +347,7 @@ def fit_lmm_one(sub, structure="", groups=None, sessions=None, covariates=(), co
             levels = sorted(values.astype(str).unique())
             ccode = {lv: f"c{j}" for j, lv in enumerate(levels)}
             back |= {(name, v): k for k, v in ccode.items()}
-            df[name] = values.astype(str).map(ccode).to_numpy()
+            df[name] = _levels(values.astype(str).map(ccode).to_numpy())
             formula += f" + C({name}, Treatment('c0'))"
         cov_names[name] = cov
     if len(groups) < 2:

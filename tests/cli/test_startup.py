@@ -27,3 +27,22 @@ def test_help_lists_every_method_with_its_summary():
     for m in methods.REGISTRY:
         if m.step in methods.CLI_STEPS:
             assert "".join(f"{m.name}: {m.summary}".split()) in text, m.name
+
+
+def test_group_level_never_imports_nipype(tmp_path):
+    """``qsmprep BIDS OUT group`` runs without importing Nipype (its import was start-up cost of
+    every group run, issue 14), and still writes the group tables and its log file.
+
+    Fails if ``setup_logging`` imports Nipype for the group level, or if anything on the group
+    path does: Nipype would then install its own stdout handler after qsmprep's logging set-up
+    (messages printed twice)."""
+    from tests._group_helpers import write_tree
+
+    bids, out = write_tree(tmp_path, n_ms=3, n_hc=3)
+    code = ("import sys\nfrom qsmprep.cli.run import run\n"
+            f"code = run([{str(bids)!r}, {str(out)!r}, 'group', '-w', {str(tmp_path / 'work')!r}])\n"
+            "print('nipype' in sys.modules)\nsys.exit(code)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "False"
+    assert (out / "group" / "lmm.tsv").exists() and list((out / "logs").glob("qsmprep_*.log"))

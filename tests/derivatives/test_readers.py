@@ -90,3 +90,34 @@ def test_participant_reports_are_linked_relative_to_the_group_folder(tmp_path):
     (tmp_path / "sub-01.html").write_text("<html></html>")
     got = participant_reports(tmp_path, ["sub-01", "sub-02"], tmp_path / "group")
     assert got == [{"participant_id": "sub-01", "href": "../sub-01.html"}, {"participant_id": "sub-02", "href": None}]
+
+
+def test_stats_tables_stack_columns_and_row_tests(tmp_path):
+    """``StatsTables`` (what the group level reads with): ``stack`` equals concatenating the
+    tables (one header: rows taken from the parsed frame; several headers, a header-only or an
+    empty file: the concatenation itself), ``columns``/``n_rows`` describe each table and
+    ``any_row`` equals testing each table. Fails if the fast stack drops, reorders or retypes a
+    row or column."""
+    from qsmprep.group.inputs import session_flag
+
+    bids, out = write_tree(tmp_path, flagged=(("03", "followup"), ("05", "baseline")))
+    paths = [f[3] for f in find_stats_tables(out)]
+    extra = out / "sub-99" / "ses-x" / "anat"
+    extra.mkdir(parents=True)
+    other = extra / "sub-99_ses-x_atlas-DGM_desc-dgm_stats.tsv"
+    other.write_text("index\tname\tstructure\themisphere\tmean_ppb\n1\tLeft_Caudate\tcaudate\tleft\tn/a\n")
+    head = extra / "sub-99_ses-y_atlas-DGM_desc-dgm_stats.tsv"
+    head.write_text("index\tname\tstructure\themisphere\tmean_ppb\n")
+    empty = extra / "sub-99_ses-z_atlas-DGM_desc-dgm_stats.tsv"
+    empty.write_text("")
+    tabs = read_stats_tables(paths + [other, head, empty])
+    n = len(paths)
+    assert len(tabs) == n + 3
+    for pick in (list(range(n)), [0, 5, 2, 9, 9], [n - 1], list(range(n + 3)), [n, 1, n + 1], [n + 2, 0]):
+        want = pd.concat([tabs[i] for i in pick], ignore_index=True)
+        pd.testing.assert_frame_equal(tabs.stack(pick), want)
+    for i in range(n + 3):
+        assert tabs.columns(i) == list(tabs[i].columns) and tabs.n_rows(i) == len(tabs[i])
+    flags = tabs.any_row("qc_flagged", lambda c: pd.to_numeric(c, errors="coerce") == 1)
+    assert flags.tolist() == [session_flag(tabs[i])[0] for i in range(n + 3)] and flags.sum() == 2
+    assert [type(t) for t in tabs[-3:]] == [pd.DataFrame] * 3 and len(tabs[-1].columns) == 0
