@@ -31,7 +31,7 @@ left as it is (no field, nothing to correct).
 Usage::
 
     nice -n 19 .venv/bin/python benchmarks/r2star_independent.py --seeds 1 2 \
-        --cache-dir /tmp/acc/cache [--acqs axial,followup,oblique] [--decompose] \
+        --cache-dir CACHE_DIR [--acqs axial,followup,oblique] [--decompose] \
         [--methods loglinear,sinc,sinc:0.5:1]
 """
 
