@@ -48,7 +48,8 @@ RIGID_SAMPLING = 0.1
 RIGID_MAX_SAMPLES = 200_000
 #: sample count of the same-contrast T1w -> T1w rigid registrations (subject template
 #: iterations, T1w -> template): 50,000 points cost ~10 CPU s less per registration at 1 mm and
-#: moved the transform by 0.01-0.02 mm mean (max 0.03 mm), less than changing the random seed;
+#: moved the transform by 0.02 mm mean (max 0.07 mm), about what changing the random seed does
+#: (0.018 / 0.058 mm);
 #: the masked, cross-contrast GRE -> T1w registration keeps RIGID_MAX_SAMPLES (at 50,000 it
 #: moved by 0.08-0.13 mm, more than a seed change: docs/registration.md)
 RIGID_MAX_SAMPLES_T1W = 50_000
