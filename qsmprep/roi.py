@@ -48,6 +48,11 @@ R2STAR_COLUMNS = ["r2star_mean", "r2star_median", "r2star_sd"]
 PPM_TO_PPB = 1000.0
 #: ``erode_vox="auto"`` erodes by one voxel when every voxel dimension is at most this (mm)
 AUTO_EROSION_MAX_VOXEL_MM = 1.5
+#: Tolerance (mm) of voxel-size thresholds: sizes taken from an oblique affine's column norms
+#: carry rounding error (a 1.5 mm slice tilted 8 degrees gives 1.5000000000000002 mm, and the
+#: float32 sform of a NIfTI file errs by ~1e-7 mm), which must not flip a resolution-dependent
+#: choice between an axial and an oblique session of one subject.
+VOXEL_SIZE_TOL_MM = 1e-3
 
 
 def auto_erosion(voxel_size: Sequence[float]) -> int:
@@ -75,9 +80,11 @@ def auto_erosion(voxel_size: Sequence[float]) -> int:
     --------
     >>> auto_erosion((1.0, 1.0, 1.0)), auto_erosion((1.0, 1.0, 3.0))
     (1, 0)
+    >>> auto_erosion((1.0, 1.0, 1.5000000000000002))  # 1.5 mm slices of an oblique affine
+    1
     """
     vs = [float(v) for v in voxel_size]
-    return 1 if vs and max(vs) <= AUTO_EROSION_MAX_VOXEL_MM else 0
+    return 1 if vs and max(vs) <= AUTO_EROSION_MAX_VOXEL_MM + VOXEL_SIZE_TOL_MM else 0
 
 
 def resolve_erosion(erode_vox, voxel_size: Sequence[float]) -> int:

@@ -98,6 +98,8 @@ def test_erosion():
 def test_auto_erosion_depends_on_voxel_size():
     assert roi.auto_erosion((1.0, 1.0, 1.0)) == 1
     assert roi.auto_erosion((0.7, 0.7, 1.5)) == 1
+    assert roi.auto_erosion((1.0, 1.0, 1.5000000000000002)) == 1  # oblique affine's norm
+    assert roi.auto_erosion((1.0, 1.0, 1.51)) == 0
     assert roi.auto_erosion((1.0, 1.0, 2.0)) == 0
     assert roi.auto_erosion((3.0, 3.0, 3.0)) == 0
     assert roi.resolve_erosion("auto", (1, 1, 1)) == 1

@@ -34,6 +34,32 @@ def test_roistats_interface_resolves_auto_erosion(tmp_path):
     assert out[3.0] == (8**3, 0, "auto")
 
 
+def test_roistats_auto_erosion_is_the_same_for_an_oblique_session(tmp_path):
+    """A 1 x 1 x 1.5 mm session tilted 8 degrees (the affine's column norms give 1.5 mm only up
+    to rounding) gets the same one-voxel erosion as the axial one. Before the tolerance the
+    oblique session got none: its small nuclei took in their partial-volume rim, 13 ppb off on
+    the independent heads, and a longitudinal pair with different tilts changed erosion."""
+    labels = np.zeros((12, 12, 12), np.int16)
+    labels[2:10, 2:10, 2:10] = 1
+    chi = np.where(labels == 1, 0.1, 0.0).astype(np.float32)
+    table = tmp_path / "dseg.tsv"
+    TABLE.to_csv(table, sep="\t", index=False)
+    t = np.deg2rad(8.0)
+    rot = np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
+    out = {}
+    for name, r in (("axial", np.eye(3)), ("oblique", rot)):
+        aff = np.eye(4)
+        aff[:3, :3] = r @ np.diag([1.0, 1.0, 1.5])
+        d = tmp_path / name
+        d.mkdir()
+        nb.Nifti1Image(chi, aff).to_filename(d / "chi.nii.gz")
+        nb.Nifti1Image(labels, aff).to_filename(d / "lab.nii.gz")
+        res = ROIStats(in_file=str(d / "chi.nii.gz"), labels=str(d / "lab.nii.gz"),
+                       label_table=str(table)).run(cwd=str(d))
+        out[name] = json.loads(open(res.outputs.out_json).read())["ErodeVoxels"]
+    assert out == {"axial": 1, "oblique": 1}
+
+
 def test_longitudinal_change_interface_writes_the_change_contract(tmp_path):
     """Two session tables in, :data:`qsmprep.roi.CHANGE_COLUMNS` and the change sidecar out.
     Fails if the interface stops writing the contract's columns, mixes up baseline and
