@@ -86,7 +86,7 @@ def method_registry(step: str) -> tuple[list, str]:
     Examples
     --------
     >>> method_registry("bf_removal")
-    (['vsharp', 'pdf', 'resharp'], 'vsharp')
+    (['vsharp', 'pdf', 'resharp', 'lbv', 'auto'], 'auto')
     """
     if step not in STEPS:
         step = {module: s for s, module in STEP_MODULES.items()}.get(step, step)

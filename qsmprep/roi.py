@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from .qsm.kernels import VOXEL_SIZE_TOL_MM
+
 #: Columns that identify a label (copied from the label table), first in every ROI table.
 KEY_COLUMNS = ["index", "name", "structure", "hemisphere"]
 #: Statistic columns of a ROI table (numeric; ``n_voxels`` is an integer).
@@ -48,11 +50,6 @@ R2STAR_COLUMNS = ["r2star_mean", "r2star_median", "r2star_sd"]
 PPM_TO_PPB = 1000.0
 #: ``erode_vox="auto"`` erodes by one voxel when every voxel dimension is at most this (mm)
 AUTO_EROSION_MAX_VOXEL_MM = 1.5
-#: Tolerance (mm) of voxel-size thresholds: sizes taken from an oblique affine's column norms
-#: carry rounding error (a 1.5 mm slice tilted 8 degrees gives 1.5000000000000002 mm, and the
-#: float32 sform of a NIfTI file errs by ~1e-7 mm), which must not flip a resolution-dependent
-#: choice between an axial and an oblique session of one subject.
-VOXEL_SIZE_TOL_MM = 1e-3
 
 
 def auto_erosion(voxel_size: Sequence[float]) -> int:

@@ -86,6 +86,13 @@ def b0_direction_from_affine(affine, b0_world=(0.0, 0.0, 1.0)) -> np.ndarray:
     return b / np.linalg.norm(b)
 
 
+#: Tolerance (mm) of voxel-size thresholds (resolution-dependent defaults): sizes taken from an
+#: oblique affine's column norms carry rounding error (1.5 mm slices tilted 8 degrees give
+#: 1.5000000000000002 mm; a NIfTI file's float32 sform errs by ~1e-7 mm), which must not flip a
+#: choice between an axial and an oblique session of one subject.
+VOXEL_SIZE_TOL_MM = 1e-3
+
+
 def voxel_size_from_affine(affine) -> np.ndarray:
     """Voxel size (mm) along each array axis from the affine's column norms.
 

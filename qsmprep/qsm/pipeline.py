@@ -291,7 +291,9 @@ def run_background_removal(total_ppm, mask, voxel_size, b0_dir, method, weights=
     b0_dir : sequence of float
         Unit B0 direction in voxel axes.
     method : str
-        A ``bf_removal`` method of :mod:`qsmprep.qsm.methods`.
+        A ``bf_removal`` method of :mod:`qsmprep.qsm.methods`; ``"auto"`` runs the method
+        :func:`qsmprep.qsm.background.auto_method` picks for ``voxel_size``, and the provenance
+        names that method (``Method``) with ``Selection`` saying why.
     weights : ndarray, optional
         Field reliability (data weight of methods with a data term).
     **opts
@@ -306,12 +308,20 @@ def run_background_removal(total_ppm, mask, voxel_size, b0_dir, method, weights=
     provenance : dict
         ``{"BackgroundFieldRemoval": {...}, "B0Direction": [...]}``.
     """
+    record = {}
+    if method == "auto":
+        from .background import AUTO_PDF_MAX_VOXEL_MM, auto_method
+
+        method = auto_method(voxel_size)
+        vs = "x".join(f"{float(v):g}" for v in voxel_size)
+        record["Selection"] = (f"auto: {method} for {vs} mm voxels (pdf when every voxel "
+                               f"dimension is <= {AUTO_PDF_MAX_VOXEL_MM:g} mm, vsharp above)")
     local, eroded = call_method("bf_removal", method, total_ppm=total_ppm, mask=mask,
                                 voxel_size=voxel_size, b0_dir=b0_dir, weights=weights, **opts)
     eroded = np.asarray(eroded, dtype=bool)
     local = np.asarray(local, dtype=np.float32) * eroded
     prov = {
-        "BackgroundFieldRemoval": {"Method": method,
+        "BackgroundFieldRemoval": {"Method": method, **record,
                                    "Parameters": method_parameters("bf_removal", method, **opts),
                                    "ErodedMaskVolumeML": round(_volume_ml(eroded, voxel_size), 2)},
         "B0Direction": [round(float(v), 6) for v in b0_dir],

@@ -227,3 +227,47 @@ def test_pdf_erode_mm_removes_the_least_accurate_shell(phantom):
     assert err_kept < 0.9 * err_full
     with pytest.raises(ValueError, match="erode_mm"):
         background.pdf(total, brain, VOX, B0, erode_mm=500.0)
+
+
+def test_auto_picks_pdf_at_fine_and_vsharp_at_coarse_voxels(phantom):
+    """``auto`` runs PDF up to 2.5 mm voxels and V-SHARP above, with the exact output of the
+    method it names; an oblique affine's rounding (1.5000000000000002 mm) does not flip it.
+    Fails if the threshold moves, the comparison loses its tolerance, or ``auto`` passes
+    different inputs/options to the method than a direct call would."""
+    assert background.DEFAULT == "auto"
+    assert background.auto_method((1.0, 1.0, 1.0)) == "pdf"
+    assert background.auto_method((1.0, 1.0, 1.5000000000000002)) == "pdf"
+    assert background.auto_method((1.5, 1.5, 2.25)) == "pdf"
+    assert background.auto_method((2.5, 2.5, 2.5000001)) == "pdf"
+    assert background.auto_method((1.0, 1.0, 2.6)) == "vsharp"
+    assert background.auto_method((3.0, 3.0, 3.0)) == "vsharp"
+    total, local, bg, brain = phantom
+    w = np.linspace(0.5, 1.5, total.size).reshape(SHAPE)
+    # the phantom at its own 3 mm voxels: V-SHARP
+    a, ea = background.auto(total, brain, VOX, B0, weights=w)
+    b, eb = background.vsharp(total, brain, VOX, B0, weights=w)
+    assert np.array_equal(a, b) and np.array_equal(ea, eb)
+    # the same arrays declared as 2 mm voxels: PDF, options passed through
+    fine = (2.0, 2.0, 2.0)
+    a, ea = background.auto(total, brain, fine, B0, weights=w, max_iter=20)
+    b, eb = background.pdf(total, brain, fine, B0, weights=w, max_iter=20)
+    assert np.array_equal(a, b) and np.array_equal(ea, eb)
+    with pytest.raises(TypeError):
+        background.auto(total, brain, fine, B0, threshold=0.05)  # a V-SHARP option
+
+
+def test_run_background_removal_records_the_method_auto_ran(phantom):
+    """The provenance of ``auto`` names the method that ran, its parameters and why."""
+    from qsmprep.qsm.pipeline import run_background_removal
+
+    total, local, bg, brain = phantom
+    _, _, prov = run_background_removal(total, brain, VOX, B0, "auto")
+    rec = prov["BackgroundFieldRemoval"]
+    assert rec["Method"] == "vsharp" and "threshold" in rec["Parameters"]
+    assert rec["Selection"].startswith("auto: vsharp for 3x3x3 mm voxels")
+    _, _, prov = run_background_removal(total, brain, (2.0, 2.0, 2.0), B0, "auto", max_iter=5)
+    rec = prov["BackgroundFieldRemoval"]
+    assert rec["Method"] == "pdf" and rec["Parameters"]["max_iter"] == 5
+    assert "2.5 mm" in rec["Selection"]
+    _, _, prov = run_background_removal(total, brain, VOX, B0, "pdf", max_iter=5)
+    assert "Selection" not in prov["BackgroundFieldRemoval"]

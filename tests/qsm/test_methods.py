@@ -96,7 +96,7 @@ _OLD_CONSENSUS = [
     lambda o: o.combination in ("nonlinear", "linear"),
     lambda o: o.unwrapping != "laplacian",
     lambda o: o.masking not in ("magnitude",),
-    lambda o: o.bf_removal in ("vsharp", "pdf", "resharp", "lbv", "sharp"),
+    lambda o: o.bf_removal in ("vsharp", "pdf", "resharp", "lbv", "sharp", "auto"),
     lambda o: o.inversion in ("tv_admm", "medi", "rts"),
     lambda o: o.reference != "none",
 ]
