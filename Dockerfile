@@ -34,10 +34,14 @@ RUN pip install --no-deps /src \
 
 # 3. Non-root user; caches that libraries want to write live in a world-writable home so that
 #    `docker run -u $(id -u):$(id -g)` works too.
+#    NUMBA_CPU_NAME=generic: numba reuses a cached kernel only on the CPU it was compiled for;
+#    generic x86-64 code lets the cache filled at build time (step 4) serve every host
+#    (benchmarks/numba_cpu.py measures what it costs).
 ENV QSMPREP_CACHE_DIR=/opt/qsmprep-cache \
     HOME=/home/qsmprep \
     MPLCONFIGDIR=/home/qsmprep/.config/matplotlib \
     NUMBA_CACHE_DIR=/home/qsmprep/.cache/numba \
+    NUMBA_CPU_NAME=generic \
     NIPYPE_NO_ET=1
 RUN useradd --create-home --uid 1000 --shell /bin/bash qsmprep \
     && mkdir -p "$MPLCONFIGDIR" "$NUMBA_CACHE_DIR" "$QSMPREP_CACHE_DIR" \
@@ -47,9 +51,13 @@ RUN useradd --create-home --uid 1000 --shell /bin/bash qsmprep \
 #    derivation at run time; the cache is read-only for the run user. Every source of the default
 #    atlas allows redistribution (docs/licences.md); the other atlases inside those wheels (among
 #    them Harvard-Oxford, FSL licence: no redistribution) are deleted from the image.
+#    The numba kernels are compiled into NUMBA_CACHE_DIR here too (qsmprep.qsm.jit_warmup), so a
+#    first run does not spend ~8 s compiling them; the cache stays writable for other CPUs' use.
 RUN python /src/scripts/make_dgm_atlas.py --prune-unused-sources \
     && chmod -R a+rX "$QSMPREP_CACHE_DIR" \
     && rm -rf /src \
+    && python -m qsmprep.qsm.jit_warmup \
+    && chmod -R a+rwX "$NUMBA_CACHE_DIR" \
     && qsmprep --version
 
 USER qsmprep
