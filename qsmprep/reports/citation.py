@@ -376,7 +376,9 @@ def citation_texts(options, atlas, longitudinal: bool = True) -> tuple[str, str]
     steps = []
     for step in STEPS:
         name = getattr(options, step)
-        steps.append(f"{STEP_WORDS[step]}: `{name}`{refs(by_step[step])}")
+        rec = find_method(step, name)
+        how = f" ({rec.summary})" if rec is not None and name == "auto" else ""
+        steps.append(f"{STEP_WORDS[step]}: `{name}`{how}{refs(by_step[step])}")
     atlas_keys, atlas_texts = _atlas_sources(atlas)
     atlas_ref = refs(atlas_keys)
     tool_lines = [f"{tool}{refs(klist)}" for tool, klist in TOOL_REFERENCES.items()]

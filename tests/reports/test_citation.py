@@ -88,3 +88,13 @@ def test_write_citation_still_importable_from_cli_run():
     from qsmprep.cli.run import write_citation
 
     assert write_citation is C.write_citation
+
+
+def test_auto_background_removal_is_explained_in_the_methods_text(tmp_path, default_atlas):
+    """``auto`` alone tells a reader nothing: the methods text states the voxel-size rule."""
+    md_path, _ = C.write_citation(tmp_path, QSMOptions(bf_removal="auto"), default_atlas)
+    line = next(ln for ln in md_path.read_text().splitlines()
+                if ln.startswith("- background field removal"))
+    assert "`auto` (PDF at voxels up to 2.5 mm, V-SHARP for coarser voxels" in line
+    md_path, _ = C.write_citation(tmp_path, QSMOptions(bf_removal="pdf"), default_atlas)
+    assert "- background field removal: `pdf` [" in md_path.read_text()
