@@ -129,6 +129,23 @@ done
 if ! grep -q '"Container"' "$W/container/dataset_description.json" 2>/dev/null; then
     log "note: dataset_description.json of the container run records no GeneratedBy Container"
 fi
+# the numba kernels compiled at build time load from the image's cache for any uid (no
+# compilation at run time: qsmprep.qsm.jit_warmup, NUMBA_CPU_NAME=generic)
+jit="$($ENGINE run --rm "${user_args[@]}" --entrypoint python "$IMAGE" -c '
+import logging, numpy as np
+logging.getLogger("qsmprep").setLevel(logging.ERROR)
+from qsmprep.qsm.jit_warmup import _sphere_session, dispatchers
+from qsmprep.qsm.pipeline import reconstruct
+mag, phase, tes, b0, aff = _sphere_session(shape=(40, 36, 30), vox=1.5)
+reconstruct(np.asfortranarray(mag), np.asfortranarray(phase), tes, b0, aff)
+print(sum(sum(d.stats.cache_misses.values()) for d in dispatchers().values()),
+      sum(sum(d.stats.cache_hits.values()) for d in dispatchers().values()))
+' 2>/dev/null | tail -n1)"
+if [[ "${jit%% *}" != 0 ]]; then
+    log "FAIL: numba kernels compiled at run time in the image (misses hits: '$jit')"; status=1
+else
+    log "numba kernels loaded from the image's cache (misses hits: $jit)"
+fi
 T[compare]=$((SECONDS - t))
 
 printf '\n%-28s %s\n' "step" "seconds"
