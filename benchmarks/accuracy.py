@@ -61,16 +61,22 @@ INVERSIONS = ["tkd", "tikhonov", "cg", "tv_admm", "medi", "rts"]
 
 
 # ----------------------------------------------------------------------------- session cache
+def read_session_npz(path: Path) -> dict:
+    """A session cached by :func:`load_session` (or ``pdf_diag.py``): arrays, ``label_table``
+    as a DataFrame and ``b0`` as a float."""
+    z = np.load(path, allow_pickle=False)
+    d = {k: z[k] for k in z.files}
+    d["label_table"] = pd.read_csv(io.StringIO(str(d["label_table"])), sep="\t")
+    d["b0"] = float(d["b0"])
+    return d
+
+
 def load_session(preset: str, seed: int, snr: float, cache_dir: Path | None = None) -> dict:
     """Simulate (or load from the .npz cache) one session; returns a dict of arrays."""
     cache_dir = Path(cache_dir or tempfile.gettempdir())
     path = cache_dir / f"qsmprep_accuracy_{preset}_seed{seed}_snr{snr:g}.npz"
     if path.exists():
-        z = np.load(path, allow_pickle=False)
-        d = {k: z[k] for k in z.files}
-        d["label_table"] = pd.read_csv(io.StringIO(str(d["label_table"])), sep="\t")
-        d["b0"] = float(d["b0"])
-        return d
+        return read_session_npz(path)
     from qsmprep.simulate import SimulationConfig, simulate_session
 
     t = time.perf_counter()

@@ -32,7 +32,6 @@ into ``--cache-dir`` with its noise-free total field (``--total true``).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import tempfile
@@ -40,7 +39,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import accuracy as A  # noqa: E402
@@ -80,11 +78,7 @@ def load(preset: str, cache_dir: Path, session_dir: Path | None = None) -> dict:
         return A.load_session(preset, 0, 100.0, session_dir)
     path = cache_dir / f"pdf_diag_{preset}_seed0.npz"
     if path.exists():
-        z = np.load(path, allow_pickle=False)
-        d = {k: z[k] for k in z.files}
-        d["label_table"] = pd.read_csv(io.StringIO(str(d["label_table"])), sep="\t")
-        d["b0"] = float(d["b0"])
-        return d
+        return A.read_session_npz(path)
     from qsmprep.simulate import SimulationConfig, simulate_session
 
     s = simulate_session(1, 0, preset=preset, seed=0, config=SimulationConfig(snr=100.0), group="HC")
