@@ -67,7 +67,10 @@ def test_each_run_writes_log_file_and_config(bids, tmp_path, restore_nipype, cap
     assert _main(argv) == 0
     assert _main(argv) == 0
     logs = tmp_path / "out" / "logs"
-    runs = sorted(p.name[len("qsmprep_"):-len(".log")] for p in logs.glob("qsmprep_*.log"))
+    # in the order the runs wrote them: two runs in the same second share the run ID's
+    # timestamp, and their random UUID parts do not sort by time
+    runs = [p.name[len("qsmprep_"):-len(".log")]
+            for p in sorted(logs.glob("qsmprep_*.log"), key=lambda p: p.stat().st_mtime_ns)]
     assert len(runs) == 2 and all(RUN_ID.match(r) for r in runs), runs
     assert {p.name for p in logs.glob("config_*.toml")} == {f"config_{r}.toml" for r in runs}
     text = (logs / f"qsmprep_{runs[-1]}.log").read_text()
