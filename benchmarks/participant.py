@@ -230,8 +230,8 @@ def accuracy(bids: Path, out: Path, sessions: list[str]) -> dict:
         tr = bids / "derivatives" / "qsmprep-truth" / "sub-01" / f"ses-{ses}" / "anat"
         dseg = np.asarray(nb.load(_native(an, "*_dseg.nii.gz")).dataobj)
         mask = np.asarray(nb.load(_native(an, "*_desc-brain_mask.nii.gz")).dataobj) > 0
-        truth = np.asarray(nb.load(_native(tr, "*_desc-truth_dseg.nii.gz")).dataobj)
-        truth = np.where(mask, truth, 0)
+        lab_t = np.asarray(nb.load(_native(tr, "*_desc-truth_dseg.nii.gz")).dataobj)
+        truth = np.where(mask, lab_t, 0)
         df = pd.read_csv(next(an.glob("*_desc-dgm_stats.tsv")), sep="\t", na_values=["n/a"])
         tstats = pd.read_csv(next(tr.glob("*_desc-truth_stats.tsv")), sep="\t",
                              na_values=["n/a"]).set_index("index")
@@ -240,7 +240,6 @@ def accuracy(bids: Path, out: Path, sessions: list[str]) -> dict:
         # the run's reference region (the published Chimap's support: mean referencing)
         chi_t = np.asarray(nb.load(_native(tr, "*_desc-truth_Chimap.nii.gz")).dataobj, float)
         ref = np.asarray(nb.load(_native(an, "*_Chimap.nii.gz")).dataobj) != 0
-        lab_t = np.asarray(nb.load(_native(tr, "*_desc-truth_dseg.nii.gz")).dataobj)
         ref_t = float(chi_t[ref].mean())
         for _, r in df.iterrows():
             i = int(r["index"])

@@ -554,10 +554,12 @@ def auto_method(voxel_size) -> str:
     :data:`qsmprep.qsm.kernels.VOXEL_SIZE_TOL_MM`, so that an oblique affine's rounding does not
     flip the choice), V-SHARP for coarser voxels. Measured (docs/validation.md, "Background
     field removal by voxel size"): on heads imaged by an independent forward model (qsm-forward,
-    skull, sinuses, ear canals) V-SHARP leaves a low-order residual background of 25-38 ppb in
-    the deep gray matter at 1 x 1 x 1.5 mm and 1.5 x 1.5 x 2.25 mm, PDF 3-8 ppb; on qsmprep's
-    own head PDF equals V-SHARP at 1 mm but is 4x worse at 3 mm (13-15 against 3.4 ppb), where
-    its outside sources also absorb part of the nuclei's own field. No data lie between 2.25 and
+    skull, sinuses, ear canals) V-SHARP leaves a low-order residual background of 23-38 ppb in
+    the deep gray matter at 1 x 1 x 1.5 mm and 1.5 x 1.5 x 2.25 mm, PDF 3-9 ppb; on qsmprep's
+    own head PDF is worse: at 1 mm its reported pallidum and putamen are 6-11 ppb low (worst
+    table error 11.4 against 6.5 ppb through the whole pipeline), at 3 mm 4x worse (13-15
+    against 3.4 ppb), where its outside sources also absorb part of the nuclei's own field.
+    The default follows the smaller worst case over both simulators. No data lie between 2.25 and
     3 mm; the threshold sits between them. The 2024 consensus lists both methods among the
     recommended background-removal families.
 

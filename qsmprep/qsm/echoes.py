@@ -386,20 +386,8 @@ def _initial_estimate_kernel(phi, mg, t, n_pairs, omega, phi0):  # pragma: no co
 
 
 def _initial_estimate_fast(phi, mg, tes):
-    """Compiled :func:`_initial_estimate` (one pass, no complex temporaries).
-
-    Parameters
-    ----------
-    phi, mg : ndarray
-        ``(n_voxels, n_echo)`` wrapped phase (rad) and magnitude, ``n_echo >= 2``.
-    tes : ndarray
-        ``(n_echo,)`` echo times (s).
-
-    Returns
-    -------
-    omega, phi0 : ndarray
-        ``(n_voxels,)`` angular frequency (rad/s) and phase offset (rad).
-    """
+    """Compiled :func:`_initial_estimate` (one pass, no complex temporaries); same parameters
+    and returns."""
     phi = np.ascontiguousarray(phi, dtype=np.float64)
     mg = np.ascontiguousarray(mg, dtype=np.float64)
     tes = np.ascontiguousarray(tes, dtype=np.float64)
