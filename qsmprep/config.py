@@ -197,6 +197,19 @@ def _tuple(value):
     return tuple(value)
 
 
+def default_omp_nthreads(nprocs: int) -> int:
+    """Threads per process when ``--omp-nthreads`` is not given: one CPU fewer than the run has
+    (at most 8), as fMRIPrep does.
+
+    A registration node holds ``omp_nthreads`` of the scheduler's ``nprocs`` slots; leaving one
+    free lets the single-threaded QSM steps run beside it. Measured on 2 cores, 1 mm, 2 sessions
+    (``benchmarks/participant.py``): 410 s wall with 1 thread against 484 s with 2, the
+    registrations' results within their thread-to-thread variation (docs/registration.md).
+    """
+    nprocs = int(nprocs)
+    return max(1, min(nprocs - 1, 8))
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a qsmprep run needs, fixed at start-up (paths absolute).
@@ -322,7 +335,7 @@ class RunConfig:
         # ---- resources: never oversubscribe ----
         cpus = available_cpus()
         nprocs = values.get("nprocs") or cpus
-        omp = values.get("omp_nthreads") or min(nprocs, 8)
+        omp = values.get("omp_nthreads") or default_omp_nthreads(nprocs)
         if omp > nprocs:
             raise UsageError(
                 f"--omp-nthreads {omp} exceeds --nprocs {nprocs}; a process cannot use more threads "

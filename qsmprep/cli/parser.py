@@ -229,7 +229,8 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--nprocs", "--n-cpus", "--n_cpus", "--nthreads", dest="nprocs",
                    type=_positive_int, metavar="N", help="CPUs for the whole run (default: all available)")
     g.add_argument("--omp-nthreads", "--omp_nthreads", dest="omp_nthreads", type=_positive_int,
-                   metavar="N", help="threads per process (default: min(8, nprocs); never more than nprocs)")
+                   metavar="N", help="threads per process (default: nprocs - 1, at most 8; 1 on "
+                   "one CPU; never more than nprocs)")
     mem = g.add_mutually_exclusive_group()
     mem.add_argument("--mem-gb", "--mem_gb", dest="mem_gb", type=_positive_float,
                      metavar="GB", help="memory limit for the scheduler in GB (default: 90%% of "

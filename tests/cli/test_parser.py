@@ -172,6 +172,16 @@ def test_runconfig_never_oversubscribes(bids, tmp_path):
     assert RunConfig.from_args(ns).omp_nthreads == 1
 
 
+@pytest.mark.parametrize("nprocs, omp", [(1, 1), (2, 1), (3, 2), (4, 3), (9, 8), (64, 8)])
+def test_default_omp_nthreads_leaves_a_cpu_free(bids, tmp_path, nprocs, omp):
+    """fMRIPrep's rule: a registration node never holds every slot of the run."""
+    ns = parse_args([str(bids), str(tmp_path / "out"), "participant", "--nprocs", str(nprocs)])
+    assert RunConfig.from_args(ns).omp_nthreads == omp
+    ns = parse_args([str(bids), str(tmp_path / "out"), "participant", "--nprocs", str(nprocs),
+                     "--omp-nthreads", str(nprocs)])
+    assert RunConfig.from_args(ns).omp_nthreads == nprocs  # an explicit value is kept
+
+
 def test_runconfig_bad_filter_file_64(bids, tmp_path):
     filt = tmp_path / "filters.json"
     filt.write_text(json.dumps({"bold": {"task": "rest"}}))
