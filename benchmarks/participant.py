@@ -25,7 +25,7 @@ Usage::
 
     python benchmarks/participant.py [--preset 1mm] [--sessions 2] [--seed 11] [--nprocs 2]
         [--omp-nthreads N] [--code-commit SHA | --code DIR] [--save out.json]
-        [--baseline base.json] [--work DIR]
+        [--baseline base.json] [--work DIR] [--qsmprep-args '--bf-removal vsharp']
 
 ``--code-commit`` exports that commit with ``git archive`` into the work folder and runs it
 (``PYTHONPATH``), so the baseline is measured by the same script on the same simulated data.
@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -129,12 +130,13 @@ def _tree_rss(pid: int) -> int:
 
 
 def run_qsmprep(bids: Path, out: Path, work: Path, nprocs: int, omp: int | None,
-                code: Path | None, log: Path) -> dict:
+                code: Path | None, log: Path, extra: list[str] | None = None) -> dict:
     """Run the participant level in a child process; return wall, CPU, peak tree RSS."""
     cmd = [sys.executable, "-c", CHILD, str(bids), str(out), "participant", "-w", str(work),
            "--nprocs", str(nprocs)]
     if omp:
         cmd += ["--omp-nthreads", str(omp)]
+    cmd += list(extra or [])
     # Since --resource-monitor exists, qsmprep sets Nipype's monitor from it (and would switch
     # off the one CHILD enables), so pass it to code versions that have it.
     parser_src = (code or Path(__file__).resolve().parents[1]) / "qsmprep" / "cli" / "parser.py"
@@ -366,6 +368,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--nprocs", type=int, default=2)
     ap.add_argument("--omp-nthreads", type=int, default=None)
+    ap.add_argument("--qsmprep-args", default="",
+                    help="further qsmprep options, one string (e.g. '--bf-removal vsharp')")
     ap.add_argument("--code", type=Path, default=None, help="qsmprep source tree to run")
     ap.add_argument("--code-commit", default=None, help="git commit to export and run")
     ap.add_argument("--label", default=None, help="name of the code version in the table")
@@ -407,7 +411,7 @@ def main(argv=None) -> int:
             shutil.rmtree(d)
     load0 = os.getloadavg()[0]
     tot = run_qsmprep(bids, out, wdir, args.nprocs, args.omp_nthreads, code,
-                      work / f"log-{tag}.txt")
+                      work / f"log-{tag}.txt", shlex.split(args.qsmprep_args))
     load1 = os.getloadavg()[0]
     recs = node_records(wdir)
     from qsmprep.simulate.config import session_names
