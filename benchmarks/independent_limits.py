@@ -45,24 +45,18 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import independent as IND  # noqa: E402
 import independent_head as H  # noqa: E402
 
 from qsmprep.qsm import kernels  # noqa: E402
+from qsmprep.qsm.masking import dilate_mm  # noqa: E402
 from qsmprep.qsm.pipeline import (QSMOptions, run_background_removal, run_field_fit,  # noqa: E402
                                   run_inversion, run_masking)
 
 VARIANTS = ["default", "mask+3mm", "forward_field", "true_local", "true_local_medi200",
             "true_local_rts", "default_rts"]
-
-
-def _ball(radius_mm, vox):
-    n = [int(np.ceil(radius_mm / v)) for v in vox]
-    g = np.mgrid[tuple(slice(-k, k + 1) for k in n)]
-    return sum((gi * v) ** 2 for gi, v in zip(g, vox)) <= radius_mm ** 2 + 1e-6
 
 
 def score(chi, final_mask, d, mask):
@@ -118,7 +112,7 @@ def run(seed, acq, cache_dir, variants):
             field, w = fit(mask, "mask")
             chi, final = chain(field, mask, w, inv="rts" if v == "default_rts" else "medi")
         elif v == "mask+3mm":
-            m = ndimage.binary_dilation(mask, _ball(3.0, vox)) & (mag[..., 0] > 0)
+            m = dilate_mm(mask, vox, 3.0) & (mag[..., 0] > 0)
             field, w = fit(m, "mask+3mm")
             chi, final = chain(field, m, w)
         elif v == "forward_field":
