@@ -83,6 +83,7 @@ def run_mode(bids, work, mode, resolution, omp_nthreads, out_json):
     wf.inputs.inputnode.t1w = [f["t1w"] for f in files]
     wf.inputs.inputnode.gre_mag = [f["mag"] for f in files]
     wf.inputs.inputnode.qsm_mask = [f["mask"] for f in files]
+    wf.inputs.inputnode.gre_brain_mask = [f["mask"] for f in files]
     t0 = time.time()
     wf.run(plugin="Linear")
     wall = time.time() - t0

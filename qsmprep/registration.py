@@ -797,6 +797,7 @@ def build_subject_template(
     pad_mm=10.0,
     seed=DEFAULT_SEED,
     num_threads=1,
+    return_transforms=False,
 ):
     """Unbiased within-subject template by iterative rigid alignment and averaging.
 
@@ -811,6 +812,12 @@ def build_subject_template(
        averages the resampled images, and moves the average by the inverse of the mean of the
        rigid transforms (:func:`_average_rigid`), so the template sits at the
        average head position, not at any session's.
+
+    The session -> template transforms are those of the last iteration composed with the final
+    re-centring (``T_k o M^-1``): exactly the maps the final average was made with, the way
+    FreeSurfer's ``mri_robust_template`` returns its per-input transforms (Reuter et al. 2012)
+    and ANTs' template construction keeps its last warps. Registering each session to the
+    finished template again would estimate the same map a second time.
 
     ``iterations >= 2`` is enforced. We do not use ``ants.build_template``: with a rigid
     transform it initialises by unaligned averaging, always sharpens the average, prints, and
@@ -834,11 +841,18 @@ def build_subject_template(
         ``--random-seed`` of antsRegistration (``None``: unseeded).
     num_threads : int, default 1
         ITK threads for the call.
+    return_transforms : bool, default False
+        Also return the session -> template transforms.
 
     Returns
     -------
     str
         ``desc-template_T1w.nii.gz`` (float32).
+    list of str
+        Only with ``return_transforms``: per input (same order), a rigid ``.mat``
+        (``tpl_xfm_<k>.mat``) that resamples that T1w into the template grid (ITK convention:
+        it maps template points to T1w points, like the ``out_transform`` of
+        :func:`register_rigid` with the template as the fixed image).
 
     Raises
     ------
@@ -863,6 +877,7 @@ def build_subject_template(
         coms = np.array([ants.get_center_of_mass(im) for im in imgs])
         mean_com = coms.mean(axis=0)
         avg = grid * 0
+        final = []  # 4x4 maps template point -> session point (ITK/LPS)
         for k, im in enumerate(imgs):
             tx = ants.create_ants_transform(
                 transform_type="Euler3DTransform",
@@ -872,6 +887,9 @@ def build_subject_template(
             )
             fn = str(out_dir / f"init_{k:03d}.mat")
             ants.write_transform(tx, fn)
+            shift = np.eye(4)  # pure translation (centre irrelevant)
+            shift[:3, 3] = coms[k] - mean_com
+            final.append(shift)
             avg = avg + ants.apply_transforms(grid, im, [fn]) / len(imgs)
         if len(imgs) > 1:
             coarse = [_coarsen(im, RIGID_RESOLUTION_MM) for im in imgs]
@@ -894,16 +912,93 @@ def build_subject_template(
                         aff_smoothing_sigmas=RIGID_SMOOTH,
                         outprefix=prefix,
                     )
+                    if len(reg["fwdtransforms"]) != 1:  # the initial transform is collapsed in
+                        raise RuntimeError(
+                            f"expected one rigid transform, got {reg['fwdtransforms']}")
                     xfms.append(ants.read_transform(reg["fwdtransforms"][-1]))
                     # resample at the template's own (full) resolution
                     new = new + ants.apply_transforms(
                         avg, im, reg["fwdtransforms"], interpolator="linear") / len(imgs)
                 afn = str(out_dir / f"iter{it}_mean.mat")
-                ants.write_transform(_average_rigid(xfms), afn)
+                mean_tx = _average_rigid(xfms)
+                ants.write_transform(mean_tx, afn)
                 avg = ants.apply_transforms(new, new, [afn], whichtoinvert=[True])
-    out = out_dir / "desc-template_T1w.nii.gz"
-    ants.image_write(avg.astype("float32"), str(out))
+                # avg(x) = new(M^-1 x) = mean_k im_k(T_k(M^-1 x))
+                m_inv = np.linalg.inv(_affine_matrix(mean_tx))
+                final = [_affine_matrix(t) @ m_inv for t in xfms]
+        out = out_dir / "desc-template_T1w.nii.gz"
+        ants.image_write(avg.astype("float32"), str(out))
+        xfm_files = []
+        for k, mat in enumerate(final):
+            fn = out_dir / f"tpl_xfm_{k:03d}.mat"
+            ants.write_transform(ants.create_ants_transform(
+                transform_type="AffineTransform", dimension=3, matrix=mat[:3, :3],
+                translation=mat[:3, 3]), str(fn))
+            xfm_files.append(str(fn.resolve()))
+    if return_transforms:
+        return str(out.resolve()), xfm_files
     return str(out.resolve())
+
+
+def template_session_transform(
+    template,
+    t1w,
+    xfm,
+    out_dir=".",
+    src="T1w",
+    dst="individual",
+    qc_name="t1w_to_template",
+    qc_file=None,
+    num_threads=1,
+):
+    """Publish one session's T1w -> template transform from :func:`build_subject_template`.
+
+    Copies ``xfm`` (``return_transforms=True`` output) under its BIDS-style name, resamples
+    the T1w into the template grid (linear) and, with ``qc_file``, writes the registration
+    quality (:func:`registration_quality` for ``qc_name``, template as the fixed image, as
+    :func:`register_rigid` would for a registration to the template). No registration runs.
+
+    Parameters
+    ----------
+    template : path
+        The subject template (fixed grid).
+    t1w : path
+        The session's T1w.
+    xfm : path
+        Its transform from the template construction (template point -> T1w point).
+    out_dir : path, default "."
+        Output folder.
+    src, dst : str
+        Space names of the transform file.
+    qc_name : str, default "t1w_to_template"
+        Registration name of the quality metrics.
+    qc_file : path, optional
+        Write the registration quality JSON there.
+    num_threads : int, default 1
+        ITK threads for the resampling.
+
+    Returns
+    -------
+    xfm_mat : str
+        ``from-<src>_to-<dst>`` ``.mat``.
+    warped_file : str
+        The T1w resampled into the template grid.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_xfm = out_dir / xfm_name(src, dst, "mat")
+    shutil.copyfile(str(xfm), out_xfm)
+    with ants_environment(None, num_threads) as ants:
+        f_full = _read(template)
+        warped = ants.apply_transforms(f_full, _read(t1w), [str(out_xfm)], interpolator="linear")
+        if qc_file:
+            metrics = registration_quality(qc_name, f_full.numpy(), warped.numpy(),
+                                           voxel_size=tuple(f_full.spacing))
+            write_quality(qc_file, qc_name, metrics)
+    warped_file = _save_like(
+        warped.numpy(), template, out_dir / f"space-{dst}_desc-{src}_warped.nii.gz", np.float32
+    )
+    return str(out_xfm.resolve()), warped_file
 
 
 def compose_and_apply(

@@ -1,5 +1,6 @@
 """antspyx registration helpers on a 3 mm MNI152NLin2009cAsym template with known transforms."""
 
+import json
 from pathlib import Path
 
 import nibabel as nb
@@ -276,6 +277,57 @@ def test_subject_template_unbiased(tpl, tmp_path):
     # sharper than the unaligned average: correlation with the midpoint head is high
     t_img = nb.load(out)
     assert np.all(np.isfinite(np.asarray(t_img.dataobj)))
+
+
+def test_subject_template_transforms(tpl, tmp_path):
+    """The returned session -> template transforms are the maps the template was built with.
+
+    Each session resampled through its transform matches the template (it is one of the two
+    images the template averages), and a fresh registration of the session to the finished
+    template estimates the same map within a small fraction of a voxel.
+    """
+    data, aff = tpl["data"], tpl["affine"]
+    xyz = world(data.shape, aff)
+    files, truth = [], []
+    for k, sign in enumerate([1, -1]):
+        r, t = rotation([sign * 4, 0, sign * 3]), sign * np.array([4.0, -3.0, 0.0])
+        img = resample_world_map(data, aff, np.linalg.inv(r) @ (xyz - t[:, None]), order=1)
+        fn = tmp_path / f"ses{k}.nii.gz"
+        nb.Nifti1Image(add_scalp(img).astype(np.float32), aff).to_filename(fn)
+        files.append(fn)
+    out, xfms = R.build_subject_template(files, out_dir=tmp_path / "tpl", iterations=2,
+                                         return_transforms=True)
+    assert len(xfms) == 2
+    assert R.build_subject_template(files, out_dir=tmp_path / "tpl2", iterations=2) == str(
+        (tmp_path / "tpl2" / "desc-template_T1w.nii.gz").resolve())
+    tpl_arr = np.asarray(nb.load(out).dataobj)
+    body = tpl_arr > 0.2 * tpl_arr.max()
+    lpsv = np.array([-1.0, -1.0, 1.0])[:, None]
+    pts = (xyz[:, data.ravel() > 0][:, ::50] * lpsv).T
+    for k, (fn, xfm) in enumerate(zip(files, xfms)):
+        pub, warped = R.template_session_transform(out, fn, xfm, out_dir=tmp_path / f"pub{k}",
+                                                   qc_file=tmp_path / f"qc{k}.json")
+        assert Path(pub).name == "from-T1w_to-individual_mode-image_xfm.mat"
+        w = np.asarray(nb.load(warped).dataobj)
+        r = np.corrcoef(w[body], tpl_arr[body])[0, 1]
+        ncc = json.loads((tmp_path / f"qc{k}.json").read_text())
+        ncc = ncc["RegistrationQuality"]["Metrics"]["t1w_to_template_ncc"]
+        # against a second registration to the finished template (what the workflow did before)
+        again, w2 = R.register_rigid(out, fn, out_dir=tmp_path / f"re{k}", src="T1w",
+                                     dst="individual")
+        w2 = np.asarray(nb.load(w2).dataobj)
+        r2 = np.corrcoef(w2[body], tpl_arr[body])[0, 1]
+        a, b = ants.read_transform(pub), ants.read_transform(again)
+        d = np.linalg.norm([np.subtract(a.apply_to_point(tuple(p)), b.apply_to_point(tuple(p)))
+                            for p in pts], axis=1)
+        print(f"session {k}: r {r:.4f} (re-registered {r2:.4f}), ncc {ncc:.3f}, vs "
+              f"re-registration mean {d.mean():.3f} max {d.max():.3f} mm")
+        assert r > r2 - 0.005 and ncc > 0.9
+        assert d.mean() < 0.1 * VOX and d.max() < 0.25 * VOX
+    # a transform that is not the session's own misaligns it (the test can fail)
+    _, wrong = R.template_session_transform(out, files[0], xfms[1], out_dir=tmp_path / "wrong")
+    w = np.asarray(nb.load(wrong).dataobj)
+    assert np.corrcoef(w[body], tpl_arr[body])[0, 1] < r - 0.02
 
 
 def test_rigid_is_deterministic(tpl, tmp_path):

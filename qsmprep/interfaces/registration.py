@@ -180,6 +180,8 @@ class _TemplateInputSpec(_CommonInputSpec):
 
 class _TemplateOutputSpec(TraitedSpec):
     out_file = File(exists=True, desc="unbiased within-subject template")
+    transforms = traits.List(File(exists=True),
+                             desc="per input T1w (same order): T1w -> template rigid .mat")
 
 
 class BuildSubjectTemplate(SimpleInterface):
@@ -189,14 +191,52 @@ class BuildSubjectTemplate(SimpleInterface):
     output_spec = _TemplateOutputSpec
 
     def _run_interface(self, runtime):
-        self._results["out_file"] = reg.build_subject_template(
+        self._results["out_file"], self._results["transforms"] = reg.build_subject_template(
             list(self.inputs.in_files),
             out_dir=runtime.cwd,
             iterations=self.inputs.iterations,
             resolution_mm=_opt(self.inputs.resolution_mm),
             seed=self.inputs.seed,
             num_threads=self.inputs.num_threads,
+            return_transforms=True,
         )
+        return runtime
+
+
+# --------------------------------------------------------------------------------------------
+class _TemplateXfmInputSpec(BaseInterfaceInputSpec):
+    template = File(exists=True, mandatory=True, desc="subject template (fixed grid)")
+    t1w = File(exists=True, mandatory=True, desc="the session's T1w")
+    transforms = traits.List(File(exists=True), mandatory=True,
+                             desc="BuildSubjectTemplate.transforms")
+    index = traits.Int(mandatory=True, desc="this session's position in the template inputs")
+    src = traits.Str("T1w", usedefault=True)
+    dst = traits.Str("individual", usedefault=True)
+    qc_name = traits.Str("t1w_to_template", usedefault=True)
+    num_threads = traits.Int(1, usedefault=True, desc="ITK threads")
+
+
+class TemplateSessionTransform(SimpleInterface):
+    """One session's T1w -> template transform from the template construction
+    (:func:`qsmprep.registration.template_session_transform`), with its quality metrics."""
+
+    input_spec = _TemplateXfmInputSpec
+    output_spec = _RigidOutputSpec
+
+    def _run_interface(self, runtime):
+        qc = os.path.join(runtime.cwd, "registration_quality.json")
+        xfm, warped = reg.template_session_transform(
+            self.inputs.template,
+            self.inputs.t1w,
+            self.inputs.transforms[self.inputs.index],
+            out_dir=runtime.cwd,
+            src=self.inputs.src,
+            dst=self.inputs.dst,
+            qc_name=self.inputs.qc_name,
+            qc_file=qc,
+            num_threads=self.inputs.num_threads,
+        )
+        self._results.update(out_transform=xfm, warped=warped, qc_file=qc)
         return runtime
 
 

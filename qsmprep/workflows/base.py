@@ -220,6 +220,8 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
 
     report_lists = {k: pe.Node(niu.Merge(n), name=f"gather_{k}", run_without_submitting=True)
                     for k in ("chi", "mask", "brain_mask", "mag", "labels", "stats", "sidecars")}
+    # the GRE registrations' metric mask: the brain mask before background removal
+    wf.connect(report_lists["brain_mask"], "out", long_wf, "inputnode.gre_brain_mask")
     publish_inputs = []
     stats_nodes = []
     warnings = []

@@ -17,8 +17,9 @@ from ..interfaces.registration import (
     RegisterAtlas,
     RegistrationQC,
     RigidRegistration,
+    TemplateSessionTransform,
 )
-from ..registration import DEFAULT_SEED, RIGID_MAX_SAMPLES_T1W, TEMPLATE_ITERATIONS
+from ..registration import DEFAULT_SEED, TEMPLATE_ITERATIONS
 
 LOGGER = logging.getLogger("qsmprep.workflow")
 
@@ -87,8 +88,10 @@ def init_longitudinal_wf(
     1. unbiased within-subject template from all sessions' T1w (iterative rigid averaging);
     2. template-based brain extraction of the subject template;
     3. atlas template -> subject template, once (SyN, both skull-stripped);
-    4. per session: T1w -> subject template (rigid), GRE magnitude -> T1w (rigid, Mattes MI,
-       brain masks on both sides), then labels resampled once through
+    4. per session: T1w -> subject template (the rigid transform of the template's last
+       iteration, not a second registration), GRE magnitude -> T1w (rigid, Mattes MI,
+       brain masks on both sides: the GRE brain mask before background removal, so the
+       registration does not wait for the QSM chain), then labels resampled once through
        ``[GRE->T1w]^-1 o [T1w->template]^-1 o [atlas->template]`` with ``genericLabel`` and
        restricted to the QSM mask.
 
@@ -140,7 +143,9 @@ def init_longitudinal_wf(
 
         * ``t1w``: T1w per session (entries of sessions without a T1w are ignored);
         * ``gre_mag``: 3-D GRE magnitude per session (echo 1 or RSS; 4-D uses its first volume);
-        * ``qsm_mask``: final QSM mask per session (GRE grid);
+        * ``qsm_mask``: final QSM mask per session (GRE grid; labels are zero outside it);
+        * ``gre_brain_mask``: GRE brain mask per session before background removal (the
+          metric mask of the GRE registrations; available long before ``qsm_mask``);
 
         and an ``outputnode`` with the fields of :data:`OUTPUT_FIELDS`. ``labels_gre`` (int16,
         GRE grid, zero outside the QSM mask) is always defined; per-session entries that do not
@@ -176,8 +181,10 @@ def init_longitudinal_wf(
 
     wf = pe.Workflow(name=name)
     inputnode = pe.Node(
-        niu.IdentityInterface(fields=["t1w", "gre_mag", "qsm_mask"]), name="inputnode"
+        niu.IdentityInterface(fields=["t1w", "gre_mag", "qsm_mask", "gre_brain_mask"]),
+        name="inputnode",
     )
+
     outputnode = pe.Node(niu.IdentityInterface(fields=OUTPUT_FIELDS), name="outputnode")
     outputnode.inputs.mode = mode
 
@@ -266,8 +273,8 @@ def init_longitudinal_wf(
                 name=f"atlas_to_gre_{tag}", n_procs=omp_nthreads, mem_gb=mem_gb,
             )
             wf.connect([
-                (inputnode, atlas_to_gre, [(("gre_mag", _pick, i), "fixed"),
-                                           (("qsm_mask", _pick, i), "fixed_mask")]),
+                (inputnode, atlas_to_gre, [(("gre_mag", _pick, i), "fixed")]),
+                (inputnode, atlas_to_gre, [(("gre_brain_mask", _pick, i), "fixed_mask")]),
                 (atlas_to_gre, labels_gre, [("fwd_transform", "transforms")]),
                 (atlas_to_gre, merges["xfm_atlas_to_session"], [("fwd_transform", slot)]),
                 (atlas_to_gre, merges["xfm_session_to_atlas"], [("inv_transform", slot)]),
@@ -292,8 +299,8 @@ def init_longitudinal_wf(
         )
         wf.connect([
             (inputnode, gre_to_t1w, [(("t1w", _pick, i), "fixed"),
-                                     (("gre_mag", _pick, i), "moving"),
-                                     (("qsm_mask", _pick, i), "moving_mask")]),
+                                     (("gre_mag", _pick, i), "moving")]),
+            (inputnode, gre_to_t1w, [(("gre_brain_mask", _pick, i), "moving_mask")]),
             (inputnode, labels_t1w, [(("t1w", _pick, i), "reference")]),
             (gre_to_t1w, merges["xfm_gre_to_t1w"], [("out_transform", slot)]),
             (gre_to_t1w, merges["qc_gre_to_t1w"], [("qc_file", slot)]),
@@ -311,19 +318,20 @@ def init_longitudinal_wf(
         ])
 
         if is_long:
+            # the transform the template was built with (no second registration)
             t1w_to_tpl = pe.Node(
-                RigidRegistration(src="T1w", dst=TEMPLATE_SPACE_NAME, resolution_mm=res,
-                                  qc_name="t1w_to_template",
-                                  max_samples=RIGID_MAX_SAMPLES_T1W, **common),
-                name=f"t1w_to_template_{tag}", n_procs=omp_nthreads, mem_gb=mem_gb,
+                TemplateSessionTransform(src="T1w", dst=TEMPLATE_SPACE_NAME,
+                                         qc_name="t1w_to_template", index=with_t1w.index(ses)),
+                name=f"t1w_to_template_{tag}", mem_gb=1.0,
             )
             t1w_mask = pe.Node(
                 ApplyTransforms(invert=[True], out_name="t1w_brain_mask.nii.gz"),
                 name=f"t1w_brain_mask_{tag}", mem_gb=1.0,
             )
             wf.connect([
-                (subject_tpl, t1w_to_tpl, [("out_file", "fixed")]),
-                (inputnode, t1w_to_tpl, [(("t1w", _pick, i), "moving")]),
+                (subject_tpl, t1w_to_tpl, [("out_file", "template"),
+                                           ("transforms", "transforms")]),
+                (inputnode, t1w_to_tpl, [(("t1w", _pick, i), "t1w")]),
                 (template_mask_src[0], t1w_mask, [(template_mask_src[1], "in_file")]),
                 (inputnode, t1w_mask, [(("t1w", _pick, i), "reference")]),
                 (t1w_to_tpl, t1w_mask, [("out_transform", "transforms")]),

@@ -266,6 +266,7 @@ def test_longitudinal_wf(bids, tmp_path, atlas, case):
     wf.inputs.inputnode.t1w = [d["t1w"] for d in data]
     wf.inputs.inputnode.gre_mag = [d["mag"][0] for d in data]
     wf.inputs.inputnode.qsm_mask = [d["mag"][0] for d in data]
+    wf.inputs.inputnode.gre_brain_mask = [d["mag"][0] for d in data]
     assert graph_problems(wf) == []
 
 

@@ -141,6 +141,7 @@ def test_longitudinal_run(study, tmp_path):
     wf.base_dir = str(tmp_path)
     for key in ("t1w", "gre_mag", "qsm_mask"):
         setattr(wf.inputs.inputnode, key, study.files[key])
+    wf.inputs.inputnode.gre_brain_mask = study.files["qsm_mask"]
     wf.run(plugin="Linear")
     root = tmp_path / "lwf"
 
