@@ -37,6 +37,8 @@ ANALYSIS_LEVELS = ("participant", "group")
 PLUGINS = ("MultiProc", "Linear", "SLURM", "SLURMGraph")
 #: the plugins that call Nipype's ``status_callback`` (per-step progress lines)
 CALLBACK_PLUGINS = ("MultiProc", "Linear")
+#: seconds between two passes of Nipype's MultiProc scheduler (Nipype's default is 2)
+MULTIPROC_POLL_S = 0.2
 
 #: CLI option (= step of :mod:`qsmprep.qsm.methods`) -> module of :mod:`qsmprep.qsm` with its
 #: functions. Choices and defaults come from the method registry (:func:`method_registry`).
@@ -459,15 +461,22 @@ class RunConfig:
         """
         level = "DEBUG" if self.verbose >= 2 else "INFO"
         quiet = "DEBUG" if self.verbose >= 2 else "WARNING"
+        execution = {
+            "crashdump_dir": str(self.output_dir / "logs"),
+            "crashfile_format": "txt",
+            "stop_on_first_crash": self.stop_on_first_crash,
+            "remove_unnecessary_outputs": False,
+            "hash_method": "content",
+            "check_version": False,
+        }
+        if self.plugin == "MultiProc":
+            # the scheduler's loop (Nipype default: every 2 s) is a local process pool here, so
+            # a short poll costs nothing; each finished node and each plumbing level (Merge,
+            # IdentityInterface) otherwise waits for the next 2 s tick. Batch plugins (SLURM)
+            # keep the default: their poll is a squeue call.
+            execution["poll_sleep_duration"] = MULTIPROC_POLL_S
         return {
-            "execution": {
-                "crashdump_dir": str(self.output_dir / "logs"),
-                "crashfile_format": "txt",
-                "stop_on_first_crash": self.stop_on_first_crash,
-                "remove_unnecessary_outputs": False,
-                "hash_method": "content",
-                "check_version": False,
-            },
+            "execution": execution,
             "logging": {"workflow_level": level, "interface_level": level,
                         "utils_level": quiet, "filemanip_level": quiet},
             "monitoring": {"enabled": bool(self.resource_monitor), "sample_frequency": "0.5",

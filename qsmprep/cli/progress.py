@@ -49,7 +49,7 @@ STEPS: dict[str, tuple[str, str | None] | None] = {
     "template_brain_extraction": ("template brain extraction", None),
     "atlas_to_template": ("atlas -> template registration", "SyN {syn_metric}"),
     "labels_to_template": ("atlas labels -> template", "genericLabel"),
-    "t1w_to_template": ("T1w -> template registration", "rigid"),
+    "t1w_to_template": ("T1w -> template transform", "rigid, from the template"),
     "t1w_brain_mask": ("T1w brain mask", None),
     "t1w_brain_extraction": ("T1w brain extraction", None),
     "atlas_to_t1w": ("atlas -> T1w registration", "SyN {syn_metric}"),

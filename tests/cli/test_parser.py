@@ -1,5 +1,6 @@
 """Command line parser, path validation and the run configuration."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -150,6 +151,10 @@ def test_runconfig_defaults_and_provenance(bids, tmp_path):
     assert ps["plugin_args"]["memory_gb"] == cfg.mem_gb
     assert ps["plugin_args"]["status_callback"] is print
     assert cfg.nipype_config()["execution"]["crashdump_dir"] == str(tmp_path / "out" / "logs")
+    # a short scheduler poll for the local pool only (a SLURM poll is a squeue call)
+    assert cfg.nipype_config()["execution"]["poll_sleep_duration"] == 0.2
+    slurm = dataclasses.replace(cfg, plugin="SLURM")
+    assert "poll_sleep_duration" not in slurm.nipype_config()["execution"]
 
 
 def test_roi_erosion_and_syn_metric_options(bids, tmp_path):
