@@ -330,6 +330,32 @@ def test_subject_template_transforms(tpl, tmp_path):
     assert np.corrcoef(w[body], tpl_arr[body])[0, 1] < r - 0.02
 
 
+def test_label_crop_changes_nothing(tpl, tmp_path):
+    """compose_and_apply crops a label image to its labels: voxel-identical to no crop."""
+    tx = ants.create_ants_transform(transform_type="Euler3DTransform", dimension=3,
+                                    center=[0.0, 0.0, 0.0], translation=[2.3, -1.7, 0.9])
+    tx.set_parameters([0.06, -0.04, 0.05, 2.3, -1.7, 0.9])
+    xfm = str(tmp_path / "rot.mat")
+    ants.write_transform(tx, xfm)
+    lab = nb.load(tpl["labels_file"])
+    small = np.zeros(lab.shape, np.int16)  # labels far from the image edges: the crop is real
+    core = tuple(slice(n // 3, 2 * n // 3) for n in lab.shape)
+    small[core] = np.asarray(lab.dataobj)[core]
+    assert len(np.unique(small)) > 2
+    lab_file = tmp_path / "labels.nii.gz"
+    nb.Nifti1Image(small, lab.affine).to_filename(lab_file)
+    img = ants.image_read(str(lab_file), pixeltype="float")
+    assert np.prod(R._crop_to_labels(img).shape) < 0.2 * np.prod(img.shape)
+    for interp in ("genericLabel", "nearestNeighbor"):
+        out = R.compose_and_apply(lab_file, tpl["file"], [xfm], out_file=tmp_path / "c.nii.gz",
+                                  interpolator=interp)
+        ref = ants.apply_transforms(ants.image_read(str(tpl["file"])), img, [xfm],
+                                    interpolator=interp)
+        got = np.asarray(nb.load(out).dataobj)
+        assert np.array_equal(got, np.rint(ref.numpy()).astype(np.int16)), interp
+        assert len(np.unique(got)) > 2
+
+
 def test_rigid_is_deterministic(tpl, tmp_path):
     """Same seed and thread count: bit-identical transforms (random MI sampling is seeded)."""
     data, aff = tpl["data"], tpl["affine"]
