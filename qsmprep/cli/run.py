@@ -7,6 +7,7 @@ Every value comes from one :class:`~qsmprep.config.RunConfig`: the plugin argume
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -270,12 +271,18 @@ def run_participant(config, inputs_ok=None) -> int:
                 config.plugin, config.nprocs, config.mem_gb, work)
     start = time.time()
     failed = False
+    # Nipype's scheduler calls gc.collect() on every pass while a CPU is free; with the
+    # workflow's ~230,000 objects (4 sessions) each call took 110-150 ms. Freezing what exists
+    # now (the graph lives for the whole run anyway) leaves only new objects to scan.
+    gc.freeze()
     try:
         with monitor:
             wf.run(**config.plugin_settings(status_callback=monitor))
     except RuntimeError as exc:
         LOGGER.error("The workflow did not finish cleanly (%s). Crash files: %s", exc, crash_dir)
         failed = True
+    finally:
+        gc.unfreeze()
     done = [s for s in data if marker_path(out, s).exists()  # published all or nothing
             and marker_path(out, s).stat().st_mtime >= start - 1]
     missing = [s for s in data if s not in done]
