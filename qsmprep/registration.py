@@ -1011,8 +1011,8 @@ def _crop_to_labels(img, margin=LABEL_CROP_MARGIN):
     Physical coordinates are kept. For label interpolators the output is unchanged: a point
     whose neighbourhood holds no label is 0 inside the crop and outside the image alike, and
     every labelled neighbourhood lies inside the crop. The resampling is faster because
-    points that land outside the (small) crop skip the per-label interpolation; a DGM atlas
-    fills ~2 % of its grid.
+    points that land outside the (small) crop skip the per-label interpolation; the DGM
+    atlas's crop is 3.6 % of its grid.
     """
     arr = img.numpy()
     nz = np.argwhere(arr != 0)
