@@ -68,6 +68,9 @@ SYN_MI_BINS = 32
 #: lives on the fixed grid, and a padded template grid has several times the voxels of the
 #: brain's bounding box; timings in docs/registration.md)
 CROP_MARGIN_MM = 6.0
+#: margin (mm) around the template brain (placed by the affine) to which the head image is
+#: cropped for the SyN of the template-based brain extraction
+BEX_CROP_MARGIN_MM = 20.0
 #: finest level of the atlas SyN (mm). The default schedule (40, 20, 0) at native 1 mm runs
 #: its last level with 0 iterations: estimating on images brought to 2 mm (levels 4 and 2 mm,
 #: 40 and 20 iterations, the same as before) removes the full-resolution pyramid and affine
@@ -290,6 +293,23 @@ def _crop_to_content(img, margin_mm=CROP_MARGIN_MM):
     return ants.crop_image(img, img.new_image_like(box), 1)
 
 
+def _crop_to_mask(img, mask: np.ndarray, margin_mm: float):
+    """``img`` cropped to the bounding box of ``mask`` (same grid) plus ``margin_mm``.
+
+    The crop keeps the physical space (ANTs ``crop_indices``); ``img`` itself when the mask is
+    empty or the box covers the whole image.
+    """
+    idx = np.argwhere(mask)
+    if idx.size == 0:
+        return img
+    margin = np.ceil(float(margin_mm) / np.asarray(img.spacing, float)).astype(int)
+    lo = np.maximum(idx.min(0) - margin, 0)
+    hi = np.minimum(idx.max(0) + margin + 1, img.shape)
+    if np.all(lo == 0) and np.all(hi == np.asarray(img.shape)):
+        return img
+    return _ants().crop_indices(img, [int(v) for v in lo], [int(v) for v in hi])
+
+
 def _largest_component(mask: np.ndarray) -> np.ndarray:
     lab, n = ndimage.label(mask)
     if n <= 1:
@@ -416,15 +436,22 @@ def brain_extract_t1w(
     resolution_mm=2.0,
     seed=DEFAULT_SEED,
     num_threads=1,
+    return_affine=False,
 ):
     """Template-based brain extraction of a T1w image (offline; no deep-learning model).
 
     The brain-extracted atlas template is registered to the T1w head (centre-of-mass
-    initialisation, affine, then a short SyN at ``resolution_mm``, Mattes MI, metric restricted
-    to the template brain plus a 6 mm margin), its brain mask
+    initialisation, affine on the whole head, then a short SyN at ``resolution_mm``, Mattes MI,
+    metric restricted to the template brain plus a 6 mm margin), its brain mask
     (``template_mask``, or ``template > 0``) is carried back with ``genericLabel`` and cleaned by
     morphology (closing, hole filling, largest component). Good enough to
     skull-strip both sides of the atlas SyN, not a segmentation.
+
+    The SyN runs on the head image cropped to the template brain as placed by the affine, plus
+    :data:`BEX_CROP_MARGIN_MM`: its metric only looks at the template brain and the mask only
+    needs the warp there, and a padded template grid is several times larger than the brain
+    (on the 1 mm simulator 45 % of the voxels, SyN 36 -> 23 s with the affine included, mask
+    Dice 0.995 with the uncropped version; docs/registration.md).
 
     Parameters
     ----------
@@ -443,10 +470,16 @@ def brain_extract_t1w(
     num_threads : int, default 1
         ITK threads for the call.
 
+    return_affine : bool, default False
+        Also return the affine (template -> T1w, ANTs ``.mat``), e.g. to start the atlas SyN
+        from it (:func:`register_atlas_to_t1w`, ``initial_affine``).
+
     Returns
     -------
     brain_file, mask_file : str
         ``<prefix>desc-brain_T1w.nii.gz`` and ``<prefix>desc-brain_mask.nii.gz`` on the T1w grid.
+    affine_file : str
+        ``<prefix>bexaffine.mat`` (only with ``return_affine``).
     """
     with ants_environment(seed, num_threads) as ants:
         head = _read(t1w)
@@ -466,13 +499,25 @@ def brain_extract_t1w(
         margin = max(1, int(round(6.0 / float(min(moving.spacing)))))
         mmask = ants.iMath(mmask, "MD", margin)
         init = _com_translation(fixed, moving, f"{out_prefix}com_init.mat")
+        # the affine stage of antspy's "SyN", which ignores the aff_* arguments (Mattes MI, 20 %
+        # regular sampling, 2100/1200/1200/0 iterations, shrink 4/2/2/1, smoothing 3/2/1/0
+        # voxels); the metric mask applies to the SyN stage only, as there
+        aff = ants.registration(
+            fixed, moving, type_of_transform="Affine", initial_transform=[init],
+            aff_metric="mattes", aff_sampling=32, aff_random_sampling_rate=0.2,
+            aff_iterations=(2100, 1200, 1200, 0), aff_shrink_factors=(4, 2, 2, 1),
+            aff_smoothing_sigmas=(3, 2, 1, 0), outprefix=f"{out_prefix}bexaffine_",
+        )  # (not "bex_...": antspy lists its outputs by globbing the prefix, "bex_*")
+        affine_file = f"{out_prefix}bexaffine.mat"
+        shutil.copyfile(aff["fwdtransforms"][-1], affine_file)
+        placed = ants.apply_transforms(fixed, tmask, [affine_file], interpolator="genericLabel")
+        fixed = _crop_to_mask(fixed, placed.numpy() > 0.5, BEX_CROP_MARGIN_MM)
         reg = ants.registration(
             fixed,
             moving,
-            type_of_transform="SyN",
-            initial_transform=[init],
+            type_of_transform="SyNOnly",
+            initial_transform=[affine_file],
             reg_iterations=(40, 20, 0),
-            aff_metric="mattes",
             syn_metric="mattes",
             moving_mask=mmask,
             outprefix=f"{out_prefix}bex_",
@@ -492,6 +537,8 @@ def brain_extract_t1w(
         data = data[..., 0]
     mask_file = _save_like(mask.astype(np.uint8), t1w, f"{out_prefix}desc-brain_mask.nii.gz")
     brain_file = _save_like(data * mask, t1w, f"{out_prefix}desc-brain_T1w.nii.gz", np.float32)
+    if return_affine:
+        return brain_file, mask_file, str(Path(affine_file).resolve())
     return brain_file, mask_file
 
 
@@ -515,6 +562,7 @@ def register_atlas_to_t1w(
     num_threads=1,
     qc_name=None,
     qc_file=None,
+    initial_affine=None,
 ):
     """Nonlinear (SyN) registration of the skull-stripped atlas template to a skull-stripped T1w.
 
@@ -544,6 +592,12 @@ def register_atlas_to_t1w(
     stage first (same metric, sampling and per-level smoothing in mm as antspy's ``SyN``),
     then ``SyNOnly`` from it. The transforms are physical, so they apply to full-resolution
     images. ``resolution_mm`` (when given) keeps the former behaviour on that grid.
+
+    ``initial_affine`` (an ANTs affine, template -> fixed, e.g. the one of the template-based
+    brain extraction, :func:`brain_extract_t1w` with ``return_affine``) replaces the
+    centre-of-mass initialisation and the affine stage: SyN starts from it. On the 1 mm
+    simulator this saves the affine stage (~12 s) and moved the propagated labels by Dice
+    0.98-0.997 against the separately estimated affine (docs/registration.md).
 
     With ``qc_file`` the correlation of the fixed image and the warped template inside the
     fixed brain (:func:`registration_quality`, ``qc_name`` defaults to ``atlas_to_<dst>``) is
@@ -579,6 +633,9 @@ def register_atlas_to_t1w(
         Registration name of the quality metrics (default ``atlas_to_<dst>``).
     qc_file : path, optional
         Write the registration quality JSON there.
+    initial_affine : path, optional
+        Affine (template -> fixed) to start SyN from, instead of the centre-of-mass
+        initialisation and the affine stage.
 
     Returns
     -------
@@ -622,14 +679,19 @@ def register_atlas_to_t1w(
             moving = _normalise(_at_resolution(moving_full, resolution_mm))
         if crop:
             fixed, moving = _crop_to_content(fixed), _crop_to_content(moving)
-        init = _com_translation(fixed, moving, str(out_dir / "com_init.mat"))
         prefix = str(out_dir / f"{src}_to_{dst}_")
         syn_kw = dict(
             syn_metric="CC" if metric == "cc" else "mattes",
             syn_sampling=SYN_CC_RADIUS if metric == "cc" else SYN_MI_BINS,
             write_composite_transform=True,
         )
-        if coarse:
+        if initial_affine and type_of_transform == "SyN":
+            reg = ants.registration(
+                fixed, moving, type_of_transform="SyNOnly", initial_transform=[str(initial_affine)],
+                reg_iterations=its, outprefix=prefix, **syn_kw,
+            )
+        elif coarse:
+            init = _com_translation(fixed, moving, str(out_dir / "com_init.mat"))
             # the affine stage of antspy's "SyN" (Mattes MI, 20 % regular sampling, levels
             # 4/2/2 mm with smoothing 3/2/1 mm) at the coarse grid, then SyN alone from it
             aff = ants.registration(
@@ -647,11 +709,12 @@ def register_atlas_to_t1w(
                 outprefix=prefix, **syn_kw,
             )
         else:
+            init = initial_affine or _com_translation(fixed, moving, str(out_dir / "com_init.mat"))
             reg = ants.registration(
                 fixed,
                 moving,
                 type_of_transform=type_of_transform,
-                initial_transform=[init],
+                initial_transform=[str(init)],
                 reg_iterations=tuple(reg_iterations),
                 outprefix=prefix,
                 **syn_kw,

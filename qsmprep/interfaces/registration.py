@@ -46,6 +46,7 @@ class _BrainExtractInputSpec(_CommonInputSpec):
 class _BrainExtractOutputSpec(TraitedSpec):
     out_file = File(exists=True, desc="brain-extracted image")
     out_mask = File(exists=True, desc="brain mask")
+    out_affine = File(exists=True, desc="affine template -> image (ANTs .mat), as estimated")
 
 
 class BrainExtraction(SimpleInterface):
@@ -55,7 +56,7 @@ class BrainExtraction(SimpleInterface):
     output_spec = _BrainExtractOutputSpec
 
     def _run_interface(self, runtime):
-        brain, mask = reg.brain_extract_t1w(
+        brain, mask, affine = reg.brain_extract_t1w(
             self.inputs.in_file,
             self.inputs.template,
             template_mask=_opt(self.inputs.template_mask),
@@ -63,9 +64,11 @@ class BrainExtraction(SimpleInterface):
             resolution_mm=_opt(self.inputs.resolution_mm),
             seed=self.inputs.seed,
             num_threads=self.inputs.num_threads,
+            return_affine=True,
         )
         self._results["out_file"] = brain
         self._results["out_mask"] = mask
+        self._results["out_affine"] = affine
         return runtime
 
 
@@ -83,6 +86,8 @@ class _AtlasRegInputSpec(_CommonInputSpec):
                              desc="SyN similarity: CC (same contrast) or mattes (MI)")
     qc_name = traits.Str("", usedefault=True,
                          desc="registration name for the quality metrics ('' = atlas_to_<dst>)")
+    initial_affine = File(exists=True, desc="affine (template -> fixed) to start SyN from, "
+                          "instead of the affine stage (e.g. the brain extraction's)")
 
 
 class _AtlasRegOutputSpec(TraitedSpec):
@@ -114,6 +119,7 @@ class RegisterAtlas(SimpleInterface):
             num_threads=self.inputs.num_threads,
             qc_name=self.inputs.qc_name or None,
             qc_file=os.path.join(runtime.cwd, "registration_quality.json"),
+            initial_affine=_opt(self.inputs.initial_affine),
         )
         self._results.update(fwd_transform=fwd, inv_transform=inv, warped=warped,
                              qc_file=os.path.join(runtime.cwd, "registration_quality.json"))

@@ -228,7 +228,7 @@ def init_longitudinal_wf(
         wf.connect([
             (tpl_inputs, subject_tpl, [("out", "in_files")]),
             (subject_tpl, tpl_bex, [("out_file", "in_file")]),
-            (tpl_bex, atlas_to_tpl, [("out_file", "fixed")]),
+            (tpl_bex, atlas_to_tpl, [("out_file", "fixed"), ("out_affine", "initial_affine")]),
             (subject_tpl, labels_tpl, [("out_file", "reference")]),
             (atlas_to_tpl, labels_tpl, [("fwd_transform", "transforms")]),
             (subject_tpl, outputnode, [("out_file", "template")]),
@@ -366,7 +366,7 @@ def init_longitudinal_wf(
             )
             wf.connect([
                 (inputnode, t1w_bex, [(("t1w", _pick, i), "in_file")]),
-                (t1w_bex, atlas_to_t1w, [("out_file", "fixed")]),
+                (t1w_bex, atlas_to_t1w, [("out_file", "fixed"), ("out_affine", "initial_affine")]),
                 (t1w_bex, gre_to_t1w, [("out_mask", "fixed_mask")]),
                 (atlas_to_t1w, chain_gre, [("fwd_transform", "in2")]),
                 (atlas_to_t1w, chain_t1w, [("fwd_transform", "in1")]),
