@@ -114,6 +114,13 @@ def _on_grid(path, shape, affine, order=0):
     return resample_to_grid(data, aff, shape, affine, order=order)
 
 
+def _plane(vol, axis, index):
+    """The plane ``index`` of ``vol`` across ``axis``, as the C-ordered copy ``np.take`` returns
+    (which copies element by element when ``axis`` is not the first: ~70 ms per plane of a
+    1 mm head, against well under 1 ms for this strided copy)."""
+    return np.ascontiguousarray(vol[(slice(None),) * axis + (int(index),)])
+
+
 def ortho_figure(anat, labels=None, *, label_table=None, title=None, vmin=None, vmax=None,
                  cmap="gray", cbar_label=None, outlines=(), cut_from=None, legend=True):
     """Three orthogonal slices of an image with label contours, a legend and orientation marks.
@@ -166,11 +173,12 @@ def ortho_figure(anat, labels=None, *, label_table=None, title=None, vmin=None, 
     world = _cut_world(np.asarray(sel), aff)
     ijk = np.rint(nb.affines.apply_affine(np.linalg.inv(aff), world)).astype(int)
     ijk = np.clip(ijk, 0, np.array(data.shape) - 1)
-    finite = data[np.isfinite(data) & (data != 0)]
-    if vmin is None:
-        vmin = float(np.percentile(finite, 1)) if finite.size else 0.0
-    if vmax is None:
-        vmax = float(np.percentile(finite, 99.5)) if finite.size else 1.0
+    if vmin is None or vmax is None:
+        finite = data[np.isfinite(data) & (data != 0)]
+        if vmin is None:
+            vmin = float(np.percentile(finite, 1)) if finite.size else 0.0
+        if vmax is None:
+            vmax = float(np.percentile(finite, 99.5)) if finite.size else 1.0
     present = sorted(int(v) for v in np.unique(lab) if v > 0) if lab is not None else []
     colours = _colour_map(label_table, present)
     names = _names(label_table, present)
@@ -179,18 +187,18 @@ def ortho_figure(anat, labels=None, *, label_table=None, title=None, vmin=None, 
                              gridspec_kw={"width_ratios": widths, "wspace": 0.04})
     im = None
     for ax, (axis, h, v, marks) in zip(axes, _PANELS):
-        sl = np.take(data, ijk[axis], axis=axis)
+        sl = _plane(data, axis, ijk[axis])
         # remaining axes keep their order (h before v): rows = v, columns = h after transpose
         show = sl.T[::-1]
         im = ax.imshow(np.nan_to_num(show), cmap=cmap, vmin=vmin, vmax=vmax,
                        interpolation="nearest", aspect=zooms[v] / zooms[h])
         if lab is not None:
-            lsl = np.take(lab, ijk[axis], axis=axis).T[::-1]
+            lsl = _plane(lab, axis, ijk[axis]).T[::-1]
             for idx in present:
                 if (lsl == idx).any():
                     ax.contour(lsl == idx, levels=[0.5], colors=[colours[idx]], linewidths=0.9)
         for m, colour, _ in masks:
-            msl = np.take(m, ijk[axis], axis=axis).T[::-1]
+            msl = _plane(m, axis, ijk[axis]).T[::-1]
             if msl.any():
                 ax.contour(msl, levels=[0.5], colors=[colour], linewidths=1.0)
         style = {"color": "white", "fontsize": 9, "fontweight": "bold", "transform": ax.transAxes}
