@@ -876,6 +876,12 @@ def build_subject_template(
        rigid transforms (:func:`_average_rigid`), so the template sits at the
        average head position, not at any session's.
 
+    The registrations are estimated at :data:`RIGID_RESOLUTION_MM`, so every average but the
+    last (the initial one included) is taken from the anti-aliased, coarsened sessions on a
+    coarse copy of the grid; only the last one is resampled at the template's resolution (on
+    the 1 mm simulator this removed five full-resolution resamplings of a 250 x 288 x 260 grid;
+    docs/registration.md).
+
     The session -> template transforms are those of the last iteration composed with the final
     re-centring (``T_k o M^-1``): exactly the maps the final average was made with, the way
     FreeSurfer's ``mri_robust_template`` returns its per-input transforms (Reuter et al. 2012)
@@ -939,9 +945,15 @@ def build_subject_template(
         grid = ants.resample_image(grid, spacing, use_voxels=False, interp_type=0)
         coms = np.array([ants.get_center_of_mass(im) for im in imgs])
         mean_com = coms.mean(axis=0)
-        avg = grid * 0
+        # only the last average is needed at the template's resolution: the earlier ones are
+        # registration targets, which are estimated at RIGID_RESOLUTION_MM anyway, so they are
+        # averaged from the coarsened sessions on a coarse copy of the grid
+        many = len(imgs) > 1
+        coarse = [_coarsen(im, RIGID_RESOLUTION_MM) for im in imgs] if many else imgs
+        grid_c = _coarsen(grid, RIGID_RESOLUTION_MM) if many else grid
+        avg = grid_c * 0
         final = []  # 4x4 maps template point -> session point (ITK/LPS)
-        for k, im in enumerate(imgs):
+        for k, im in enumerate(coarse):
             tx = ants.create_ants_transform(
                 transform_type="Euler3DTransform",
                 dimension=3,
@@ -953,12 +965,12 @@ def build_subject_template(
             shift = np.eye(4)  # pure translation (centre irrelevant)
             shift[:3, 3] = coms[k] - mean_com
             final.append(shift)
-            avg = avg + ants.apply_transforms(grid, im, [fn]) / len(imgs)
-        if len(imgs) > 1:
-            coarse = [_coarsen(im, RIGID_RESOLUTION_MM) for im in imgs]
+            avg = avg + ants.apply_transforms(grid_c, im, [fn]) / len(imgs)
+        if many:
             for it in range(iterations):
-                xfms, new = [], grid * 0
-                avg_c = _coarsen(avg, RIGID_RESOLUTION_MM)
+                last = it == iterations - 1
+                xfms, new = [], (grid if last else grid_c) * 0
+                avg_c = avg  # the previous (coarse) average
                 for k, im in enumerate(imgs):
                     prefix = str(out_dir / f"iter{it}_img{k:03d}_")
                     im_c = coarse[k]
@@ -979,9 +991,10 @@ def build_subject_template(
                         raise RuntimeError(
                             f"expected one rigid transform, got {reg['fwdtransforms']}")
                     xfms.append(ants.read_transform(reg["fwdtransforms"][-1]))
-                    # resample at the template's own (full) resolution
+                    # the last average at the template's own (full) resolution
                     new = new + ants.apply_transforms(
-                        avg, im, reg["fwdtransforms"], interpolator="linear") / len(imgs)
+                        new, im if last else im_c, reg["fwdtransforms"],
+                        interpolator="linear") / len(imgs)
                 afn = str(out_dir / f"iter{it}_mean.mat")
                 mean_tx = _average_rigid(xfms)
                 ants.write_transform(mean_tx, afn)

@@ -250,8 +250,13 @@ def test_compose_chain_equals_sequential(tpl, tmp_path):
     assert np.mean(back == tpl["labels"]) > 0.99
 
 
-def test_subject_template_unbiased(tpl, tmp_path):
-    """Two sessions moved by +/- the same rigid motion: template lands midway (at the origin)."""
+@pytest.mark.parametrize("coarse", [False, True], ids=["native", "coarse-averages"])
+def test_subject_template_unbiased(tpl, tmp_path, monkeypatch, coarse):
+    """Two sessions moved by +/- the same rigid motion: template lands midway (at the origin).
+
+    ``coarse``: the registrations run at 6 mm, so the intermediate averages are taken on a
+    6 mm copy of the grid and only the last one at the images' 3 mm (the path of 1 mm data).
+    """
     data, aff = tpl["data"], tpl["affine"]
     xyz = world(data.shape, aff)
     files = []
@@ -262,7 +267,11 @@ def test_subject_template_unbiased(tpl, tmp_path):
         fn = tmp_path / f"ses{k}.nii.gz"
         nb.Nifti1Image(img.astype(np.float32), aff).to_filename(fn)
         files.append(fn)
-    out = R.build_subject_template(files, out_dir=tmp_path / "tpl", iterations=2)
+    with monkeypatch.context() as m:
+        if coarse:
+            m.setattr(R, "RIGID_RESOLUTION_MM", 2 * VOX)
+        out = R.build_subject_template(files, out_dir=tmp_path / "tpl", iterations=2)
+    assert np.allclose(nb.load(out).header.get_zooms()[:3], VOX)  # the last average: full grid
     # the template must align with the *unmoved* head (the midpoint), not with either session
     ref = tmp_path / "ref.nii.gz"
     nb.Nifti1Image(add_scalp(data).astype(np.float32), aff).to_filename(ref)
