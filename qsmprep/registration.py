@@ -272,15 +272,16 @@ def _average_rigid(transforms):
     )
 
 
-def _crop_to_content(img, margin_mm=CROP_MARGIN_MM):
+def _crop_to_content(img, margin_mm=CROP_MARGIN_MM, mask=None):
     """Crop an ANTs image to the bounding box of its non-zero voxels plus ``margin_mm``.
 
     Physical coordinates are kept (origin moves with the crop), so transforms estimated on the
     cropped image apply to the full one. Images with no zero background are returned as is.
+    ``mask`` (an array on the image's grid) replaces the non-zero voxels as the content.
     """
     ants = _ants()
     arr = img.numpy()
-    nz = np.argwhere(arr != 0)
+    nz = np.argwhere(arr != 0 if mask is None else mask)
     if nz.size == 0:
         return img
     pad = [int(np.ceil(margin_mm / s)) for s in img.spacing]
@@ -291,23 +292,6 @@ def _crop_to_content(img, margin_mm=CROP_MARGIN_MM):
     box = np.zeros(arr.shape, dtype="float32")
     box[tuple(slice(a, b + 1) for a, b in zip(lo, hi))] = 1.0
     return ants.crop_image(img, img.new_image_like(box), 1)
-
-
-def _crop_to_mask(img, mask: np.ndarray, margin_mm: float):
-    """``img`` cropped to the bounding box of ``mask`` (same grid) plus ``margin_mm``.
-
-    The crop keeps the physical space (ANTs ``crop_indices``); ``img`` itself when the mask is
-    empty or the box covers the whole image.
-    """
-    idx = np.argwhere(mask)
-    if idx.size == 0:
-        return img
-    margin = np.ceil(float(margin_mm) / np.asarray(img.spacing, float)).astype(int)
-    lo = np.maximum(idx.min(0) - margin, 0)
-    hi = np.minimum(idx.max(0) + margin + 1, img.shape)
-    if np.all(lo == 0) and np.all(hi == np.asarray(img.shape)):
-        return img
-    return _ants().crop_indices(img, [int(v) for v in lo], [int(v) for v in hi])
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -450,8 +434,8 @@ def brain_extract_t1w(
     The SyN runs on the head image cropped to the template brain as placed by the affine, plus
     :data:`BEX_CROP_MARGIN_MM`: its metric only looks at the template brain and the mask only
     needs the warp there, and a padded template grid is several times larger than the brain
-    (on the 1 mm simulator 45 % of the voxels, SyN 36 -> 23 s with the affine included, mask
-    Dice 0.995 with the uncropped version; docs/registration.md).
+    (on the 1 mm simulator the crop keeps 45 % of the 2 mm grid; whole participant run in
+    docs/registration.md).
 
     Parameters
     ----------
@@ -469,7 +453,6 @@ def brain_extract_t1w(
         ``--random-seed`` of antsRegistration (``None``: unseeded).
     num_threads : int, default 1
         ITK threads for the call.
-
     return_affine : bool, default False
         Also return the affine (template -> T1w, ANTs ``.mat``), e.g. to start the atlas SyN
         from it (:func:`register_atlas_to_t1w`, ``initial_affine``).
@@ -511,7 +494,7 @@ def brain_extract_t1w(
         affine_file = f"{out_prefix}bexaffine.mat"
         shutil.copyfile(aff["fwdtransforms"][-1], affine_file)
         placed = ants.apply_transforms(fixed, tmask, [affine_file], interpolator="genericLabel")
-        fixed = _crop_to_mask(fixed, placed.numpy() > 0.5, BEX_CROP_MARGIN_MM)
+        fixed = _crop_to_content(fixed, BEX_CROP_MARGIN_MM, mask=placed.numpy() > 0.5)
         reg = ants.registration(
             fixed,
             moving,
@@ -595,9 +578,8 @@ def register_atlas_to_t1w(
 
     ``initial_affine`` (an ANTs affine, template -> fixed, e.g. the one of the template-based
     brain extraction, :func:`brain_extract_t1w` with ``return_affine``) replaces the
-    centre-of-mass initialisation and the affine stage: SyN starts from it. On the 1 mm
-    simulator this saves the affine stage (~12 s) and moved the propagated labels by Dice
-    0.98-0.997 against the separately estimated affine (docs/registration.md).
+    centre-of-mass initialisation and the affine stage: SyN starts from it (whole participant
+    run with it in docs/registration.md).
 
     With ``qc_file`` the correlation of the fixed image and the warped template inside the
     fixed brain (:func:`registration_quality`, ``qc_name`` defaults to ``atlas_to_<dst>``) is
@@ -878,9 +860,8 @@ def build_subject_template(
 
     The registrations are estimated at :data:`RIGID_RESOLUTION_MM`, so every average but the
     last (the initial one included) is taken from the anti-aliased, coarsened sessions on a
-    coarse copy of the grid; only the last one is resampled at the template's resolution (on
-    the 1 mm simulator this removed five full-resolution resamplings of a 250 x 288 x 260 grid;
-    docs/registration.md).
+    coarse copy of the grid; only the last one is resampled at the template's resolution
+    (with two sessions and two iterations, five fewer full-resolution resamplings).
 
     The session -> template transforms are those of the last iteration composed with the final
     re-centring (``T_k o M^-1``): exactly the maps the final average was made with, the way
