@@ -54,7 +54,7 @@ TOML_SECTIONS = {
     "qsm": ("masking", "combination", "unwrapping", "bf_removal", "inversion", "reference",
             "brain_masks", "output_spaces"),
     "atlas": ("atlas", "dentate_atlas", "roi_erosion", "roi_min_reliability", "longitudinal",
-              "registration_resolution", "syn_metric"),
+              "registration_resolution", "syn_metric", "syn_region"),
     "group": ("group_column", "covariates", "structures", "hemispheres", "sessions", "fdr_alpha",
               "exclude_file", "keep_flagged", "measure"),
 }
@@ -63,6 +63,8 @@ DERIVED_FIELDS = ("bids_filters", "version")
 #: section for option fields that no TOML_SECTIONS entry lists yet (so none is ever left out)
 OTHER_SECTION = "other"
 SYN_METRICS = ("CC", "mattes")
+#: domains of the atlas SyN (``--syn-region``; qsmprep.workflows.longitudinal)
+SYN_REGIONS = ("labels", "brain")
 #: smallest memory limit accepted (a value below it is a unit mistake, e.g. ``--mem 16``)
 MIN_MEM_GB = 0.5
 
@@ -274,6 +276,7 @@ class RunConfig:
     longitudinal: bool = True
     registration_resolution: float | None = None
     syn_metric: str = "CC"
+    syn_region: str = ""  # "" = "brain" with --output-spaces, else "labels"
     output_spaces: tuple = ()  # --output-spaces entries, 'NAME[:res-N]' (qsmprep.spaces)
     # group level
     group_column: str = "group"
@@ -332,6 +335,8 @@ class RunConfig:
             values[key] = _tuple(values.get(key))
         values["covariates"] = tuple(values.get("covariates") or ())
         values["output_spaces"] = tuple(values.get("output_spaces") or ())
+        if not values.get("syn_region"):  # template-space outputs need a whole-brain warp
+            values["syn_region"] = "brain" if values["output_spaces"] else "labels"
         values["plugin_args"] = dict(values.get("plugin_args") or {})
 
         # ---- resources: never oversubscribe ----
@@ -400,6 +405,13 @@ class RunConfig:
                 raise UsageError(f"--clean-workdir refuses to empty {work}; give a dedicated -w folder.")
         if self.syn_metric not in SYN_METRICS:
             raise UsageError(f"--syn-metric {self.syn_metric!r} is not one of {SYN_METRICS}.")
+        if self.syn_region and self.syn_region not in SYN_REGIONS:
+            raise UsageError(f"--syn-region {self.syn_region!r} is not one of {SYN_REGIONS}.")
+        if self.syn_region == "labels" and self.output_spaces:
+            raise UsageError(
+                "--syn-region labels warps only the atlas labels' region nonlinearly, so Chimaps "
+                f"resampled to --output-spaces {' '.join(self.output_spaces)} would be aligned "
+                "affinely elsewhere. Use --syn-region brain (the default with --output-spaces).")
         for opt in METHOD_OPTIONS:
             choices = method_registry(opt)[0]
             if getattr(self, opt) not in choices:

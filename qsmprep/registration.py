@@ -81,6 +81,10 @@ SYN_RESOLUTION_MM = 2.0
 #: per iteration on 2 cores; 10 instead of 20 iterations halves it and moved the propagated
 #: labels by less than the issue-14 tolerance (Dice and ROI means in docs/registration.md)
 SYN_ITERATIONS = (40, 10, 0)
+#: margin (mm) around the atlas labels, as placed in the fixed image by the affine, to which
+#: the fixed image of the atlas SyN is cropped when it is restricted to the labelled region
+#: (``region_labels`` of :func:`register_atlas_to_t1w`)
+SYN_REGION_MARGIN_MM = 20.0
 
 
 def _sampling_rate(img, max_samples=None) -> float:
@@ -270,6 +274,22 @@ def _average_rigid(transforms):
     return ants.create_ants_transform(
         transform_type="AffineTransform", dimension=3, matrix=rot, translation=mean[:3, 3]
     )
+
+
+def _write_composite(transforms, out_file, invert_first=False):
+    """Write ANTs transform files (apply_transforms order: the last maps first) as one
+    composite (.h5). ``invert_first``: the first file (an affine) enters inverted, as in the
+    ``invtransforms`` lists of antspy (``whichtoinvert`` True for it)."""
+    ants = _ants()
+    txs = [ants.read_transform(str(t)) for t in transforms]
+    if invert_first:
+        txs[0] = txs[0].invert()
+    ants.write_transform(ants.compose_ants_transforms(txs), str(out_file))
+    return str(out_file)
+
+
+def _as_list(transforms):
+    return [str(t) for t in transforms] if isinstance(transforms, (list, tuple)) else [str(transforms)]
 
 
 def _crop_to_content(img, margin_mm=CROP_MARGIN_MM, mask=None):
@@ -546,6 +566,8 @@ def register_atlas_to_t1w(
     qc_name=None,
     qc_file=None,
     initial_affine=None,
+    region_labels=None,
+    region_margin_mm=SYN_REGION_MARGIN_MM,
 ):
     """Nonlinear (SyN) registration of the skull-stripped atlas template to a skull-stripped T1w.
 
@@ -667,28 +689,66 @@ def register_atlas_to_t1w(
             syn_sampling=SYN_CC_RADIUS if metric == "cc" else SYN_MI_BINS,
             write_composite_transform=True,
         )
-        if initial_affine and type_of_transform == "SyN":
-            reg = ants.registration(
-                fixed, moving, type_of_transform="SyNOnly", initial_transform=[str(initial_affine)],
-                reg_iterations=its, outprefix=prefix, **syn_kw,
-            )
-        elif coarse:
+        regional = region_labels is not None and type_of_transform == "SyN"
+        affine = str(initial_affine) if initial_affine and type_of_transform == "SyN" else None
+        if affine is None and (coarse or regional):
             init = _com_translation(fixed, moving, str(out_dir / "com_init.mat"))
             # the affine stage of antspy's "SyN" (Mattes MI, 20 % regular sampling, levels
-            # 4/2/2 mm with smoothing 3/2/1 mm) at the coarse grid, then SyN alone from it
+            # 4/2/2 mm with smoothing 3/2/1 mm) at the estimation grid, then SyN alone from it
+            grid = est_mm if coarse else min(fixed.spacing)
             aff = ants.registration(
                 fixed, moving, type_of_transform="Affine", initial_transform=[init],
                 aff_metric="mattes", aff_sampling=32, aff_random_sampling_rate=0.2,
                 aff_iterations=(2100, 1200, 1200),
-                aff_shrink_factors=tuple(max(1, int(round(4.0 / est_mm * f)))
+                aff_shrink_factors=tuple(max(1, int(round(4.0 / grid * f)))
                                          for f in (1.0, 0.5, 0.5)),
-                aff_smoothing_sigmas=tuple(round(x / est_mm, 3) for x in (3.0, 2.0, 1.0)),
+                aff_smoothing_sigmas=tuple(round(x / grid, 3) for x in (3.0, 2.0, 1.0)),
                 outprefix=prefix + "affine_",
             )
+            affine = aff["fwdtransforms"][-1]
+        if regional:
+            # the coarse levels on the whole brain, then the finest optimised level (the costly
+            # one) on the fixed image cropped to the atlas labels as the affine places them
+            # plus region_margin_mm: the SyN's domain is the fixed image and ANTs holds its
+            # displacement at zero on the domain's border, so only the (small) refinement is
+            # bounded by the crop, not the whole warp
+            last = max((k for k, n in enumerate(its) if n), default=0)
+            inv_chain = [affine]
+            if last > 0:
+                coarse_reg = ants.registration(
+                    fixed, moving, type_of_transform="SyNOnly", initial_transform=[affine],
+                    reg_iterations=tuple(its[:last]) + (0,) * (len(its) - last),
+                    outprefix=str(out_dir / f"coarse{src}_to_{dst}_"),
+                    **{**syn_kw, "write_composite_transform": False},
+                )
+                affine, its = coarse_reg["fwdtransforms"], tuple(its[last:])
+                inv_chain = coarse_reg["invtransforms"]
+            labels = _read(region_labels)
+            region = labels.new_image_like((labels.numpy() > 0).astype("float32"))
+            placed = ants.apply_transforms(fixed, region, _as_list(affine), interpolator="genericLabel")
+            fixed = _crop_to_content(fixed, region_margin_mm, mask=placed.numpy() > 0.5)
+        if regional:
             reg = ants.registration(
-                fixed, moving, type_of_transform="SyNOnly",
-                initial_transform=[aff["fwdtransforms"][-1]], reg_iterations=its,
-                outprefix=prefix, **syn_kw,
+                fixed, moving, type_of_transform="SyNOnly", initial_transform=_as_list(affine),
+                reg_iterations=its, outprefix=prefix,
+                **{**syn_kw, "write_composite_transform": False},
+            )
+            # antsRegistration writes no inverse composite when an initial transform is a
+            # displacement field: assemble both composites from the stages (this stage's
+            # fields carry the highest index of its outputs)
+            files = set(reg["fwdtransforms"]) | set(reg["invtransforms"])
+            own = max(int(Path(t).name[len(Path(prefix).name):].split("Warp")[0].rstrip("Inverse"))
+                      for t in files if t.endswith("Warp.nii.gz"))
+            warp, iwarp = f"{prefix}{own}Warp.nii.gz", f"{prefix}{own}InverseWarp.nii.gz"
+            reg = {"fwdtransforms": _write_composite([warp] + _as_list(affine),
+                                                     prefix + "Composite.h5"),
+                   "invtransforms": _write_composite(_as_list(inv_chain) + [iwarp],
+                                                     prefix + "InverseComposite.h5",
+                                                     invert_first=True)}
+        elif affine is not None:
+            reg = ants.registration(
+                fixed, moving, type_of_transform="SyNOnly", initial_transform=_as_list(affine),
+                reg_iterations=its, outprefix=prefix, **syn_kw,
             )
         else:
             init = initial_affine or _com_translation(fixed, moving, str(out_dir / "com_init.mat"))
@@ -708,8 +768,14 @@ def register_atlas_to_t1w(
         warped = ants.apply_transforms(fixed_full, moving_full, [str(fwd)], interpolator="linear")
         if qc_file:
             name = qc_name or f"atlas_to_{'t1w' if dst == 'T1w' else dst.lower()}"
+            judged = fixed_full.numpy() > 0
+            if regional:  # judge the warp where it is nonlinear: the SyN's (cropped) domain
+                box = ants.resample_image_to_target(
+                    fixed.new_image_like(np.ones(fixed.shape, "float32")), fixed_full,
+                    interp_type="nearestNeighbor")
+                judged &= box.numpy() > 0.5
             metrics = registration_quality(name, fixed_full.numpy(), warped.numpy(),
-                                           fixed_mask=fixed_full.numpy() > 0,
+                                           fixed_mask=judged,
                                            voxel_size=tuple(fixed_full.spacing))
             write_quality(qc_file, name, metrics)
     warped_file = _save_like(

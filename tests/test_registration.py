@@ -439,3 +439,55 @@ def test_atlas_syn_from_brain_extraction_affine(tpl, warped_subject, tmp_path, m
     assert min(dices["brain extraction's"].values()) > 0.6
     assert mean["brain extraction's"] > np.mean(list(base.values())) + 0.05
     assert mean["brain extraction's"] > mean["own"] - 0.02
+
+
+def test_atlas_syn_on_the_label_region(tpl, warped_subject, tmp_path, monkeypatch):
+    """``region_labels``: the coarse SyN levels run on the whole brain, the finest optimised
+    level on the fixed image cropped to the atlas labels as the affine places them plus the
+    margin. That refinement is confined to the box (outside it the transform is the coarse
+    levels' one), the composites map both ways, and the propagated labels are about as good as
+    with the whole-brain SyN."""
+    import ants
+    import pandas as pd
+
+    monkeypatch.setattr(R, "SYN_RESOLUTION_MM", 2 * VOX)
+    brain_f, _, aff = R.brain_extract_t1w(
+        warped_subject["head"], tpl["file"], out_prefix=str(tmp_path / "sub_"), resolution_mm=VOX,
+        return_affine=True)
+    truth = warped_subject["labels"]
+    fixed = ants.image_read(brain_f)
+    pts = np.argwhere(np.ones(fixed.shape, bool))[::5].astype(float)
+    phys = (np.asarray(fixed.direction) @ (pts * np.asarray(fixed.spacing)).T).T \
+        + np.asarray(fixed.origin)
+    df = pd.DataFrame(phys, columns=["x", "y", "z"])
+    dices = {}
+    for name, region in (("brain", None), ("labels", tpl["labels_file"])):
+        out_dir = tmp_path / name
+        fwd, inv, _ = R.register_atlas_to_t1w(brain_f, tpl["file"], out_dir=out_dir,
+                                              initial_affine=aff, region_labels=region,
+                                              qc_file=out_dir / "qc.json")
+        out = R.compose_and_apply(tpl["labels_file"], brain_f, [fwd], out_file=out_dir / "l.nii.gz")
+        est = np.asarray(nb.load(out).dataobj)
+        dices[name] = {k: dice(est, truth, k) for k in range(1, 7)}
+        print(f"Dice, SyN on the {name}", {k: round(v, 3) for k, v in dices[name].items()})
+        q = json.loads((out_dir / "qc.json").read_text())["RegistrationQuality"]
+        assert q["Flagged"] == 0
+        # the inverse composite undoes the forward one (points: fixed -> template -> fixed)
+        there = ants.apply_transforms_to_points(3, df, [fwd])
+        back = ants.apply_transforms_to_points(3, there, [inv]).to_numpy()
+        inside = est[tuple(pts.astype(int).T)] > 0
+        assert np.median(np.linalg.norm(back - phys, axis=1)[inside]) < 0.2 * VOX
+    mean = {k: np.mean(list(v.values())) for k, v in dices.items()}
+    assert min(dices["labels"].values()) > 0.7
+    assert mean["labels"] > mean["brain"] - 0.03
+    # outside the cropped box the transform is the coarse levels' (whole-brain) one
+    coarse = [str(tmp_path / "labels" / f"coarse{R.TEMPLATE_SPACE}_to_T1w_{f}")
+              for f in ("1Warp.nii.gz", "0GenericAffine.mat")]
+    d = np.linalg.norm(ants.apply_transforms_to_points(3, df, [fwd]).to_numpy()
+                       - ants.apply_transforms_to_points(3, df, coarse).to_numpy(), axis=1)
+    box = np.argwhere(est > 0)
+    pad = int(np.ceil(R.SYN_REGION_MARGIN_MM / VOX)) + 4  # margin + affine misplacement (voxels)
+    outside = np.any((pts < box.min(0) - pad) | (pts > box.max(0) + pad), axis=1)
+    assert outside.sum() > 100
+    assert d[outside].max() < 1e-3  # mm
+    assert d[~outside].max() > 0.1 * VOX  # the fine level refined the labels' region

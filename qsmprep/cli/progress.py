@@ -47,14 +47,14 @@ STEPS: dict[str, tuple[str, str | None] | None] = {
     # per subject / session, qsmprep.workflows.longitudinal.init_longitudinal_wf
     "subject_template": ("within-subject T1w template", "antspyx"),
     "template_brain_extraction": ("template brain extraction", None),
-    "atlas_to_template": ("atlas -> template registration", "SyN {syn_metric}"),
+    "atlas_to_template": ("atlas -> template registration", "SyN {syn_metric}, {syn_region}"),
     "labels_to_template": ("atlas labels -> template", "genericLabel"),
     "t1w_to_template": ("T1w -> template transform", "rigid, from the template"),
     "t1w_brain_mask": ("T1w brain mask", None),
     "t1w_brain_extraction": ("T1w brain extraction", None),
-    "atlas_to_t1w": ("atlas -> T1w registration", "SyN {syn_metric}"),
+    "atlas_to_t1w": ("atlas -> T1w registration", "SyN {syn_metric}, {syn_region}"),
     "gre_to_t1w": ("GRE -> T1w registration", "rigid"),
-    "atlas_to_gre": ("atlas -> GRE registration", "SyN mattes"),
+    "atlas_to_gre": ("atlas -> GRE registration", "SyN mattes, {syn_region}"),
     "labels_to_gre": ("atlas labels -> GRE", "genericLabel"),
     "labels_to_t1w": ("atlas labels -> T1w", "genericLabel"),
     # per session / subject, qsmprep.workflows.base

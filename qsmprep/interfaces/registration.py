@@ -88,6 +88,11 @@ class _AtlasRegInputSpec(_CommonInputSpec):
                          desc="registration name for the quality metrics ('' = atlas_to_<dst>)")
     initial_affine = File(exists=True, desc="affine (template -> fixed) to start SyN from, "
                           "instead of the affine stage (e.g. the brain extraction's)")
+    region_labels = File(exists=True, desc="atlas label image (template space): the SyN is "
+                         "estimated on the fixed image cropped to these labels as the affine "
+                         "places them, plus region_margin_mm (affine elsewhere)")
+    region_margin_mm = traits.Float(reg.SYN_REGION_MARGIN_MM, usedefault=True,
+                                    desc="margin (mm) around the placed labels")
 
 
 class _AtlasRegOutputSpec(TraitedSpec):
@@ -120,6 +125,8 @@ class RegisterAtlas(SimpleInterface):
             qc_name=self.inputs.qc_name or None,
             qc_file=os.path.join(runtime.cwd, "registration_quality.json"),
             initial_affine=_opt(self.inputs.initial_affine),
+            region_labels=_opt(self.inputs.region_labels),
+            region_margin_mm=self.inputs.region_margin_mm,
         )
         self._results.update(fwd_transform=fwd, inv_transform=inv, warped=warped,
                              qc_file=os.path.join(runtime.cwd, "registration_quality.json"))

@@ -23,6 +23,22 @@ def _session_id(data):
     return data["session"] or "single"
 
 
+def _syn_region(config, out_spaces):
+    """The atlas SyN's domain: ``config.syn_region``, else ``brain`` with template-space
+    outputs and ``labels`` without (as :meth:`qsmprep.config.RunConfig.from_args` resolves it)."""
+    return getattr(config, "syn_region", "") or ("brain" if out_spaces else "labels")
+
+
+def _syn_region_note(region):
+    """``SyNRegion`` of the dseg sidecar: where the atlas SyN is nonlinear."""
+    if region == "labels":
+        from ..registration import SYN_REGION_MARGIN_MM
+
+        return (f"atlas labels + {SYN_REGION_MARGIN_MM:g} mm (as placed by the affine); "
+                "affine outside")
+    return "whole brain"
+
+
 def _pick(inlist, index):
     return inlist[index]
 
@@ -205,6 +221,7 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
         sessions_without_t1w=no_t1w,
         registration_resolution=config.registration_resolution,
         syn_metric=config.syn_metric,
+        syn_region=_syn_region(config, out_spaces),
         omp_nthreads=config.omp_nthreads,
         seed=config.random_seed,
         subject=subject,
@@ -292,7 +309,8 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
                               "SyNMetric": ("mattes" if not data.get("t1w")
                                             else config.syn_metric),
                               "RegistrationResolution": (config.registration_resolution
-                                                         or "native")}},
+                                                         or "native"),
+                              "SyNRegion": _syn_region_note(_syn_region(config, out_spaces))}},
             spatial_reference=(data.get("sources") or [None])[0],
             sources=list(data.get("sources", []))[: 2 * len(data["mag"])],  # GRE mag/phase
             name=f"ds_{tag}_wf",

@@ -74,6 +74,7 @@ def init_longitudinal_wf(
     sessions_without_t1w=(),
     registration_resolution=None,
     syn_metric="CC",
+    syn_region="labels",
     template_iterations=TEMPLATE_ITERATIONS,
     omp_nthreads=1,
     seed=DEFAULT_SEED,
@@ -123,6 +124,11 @@ def init_longitudinal_wf(
         Similarity metric of the atlas -> T1w / subject template SyN (see
         :func:`qsmprep.registration.register_atlas_to_t1w`); the atlas -> GRE SyN of sessions
         without a T1w always uses ``"mattes"`` (different contrasts).
+    syn_region : {"labels", "brain"}, default "labels"
+        Domain of every atlas SyN: ``"labels"`` estimates the nonlinear warp on the fixed image
+        cropped to the atlas labels (as the affine places them) plus
+        :data:`qsmprep.registration.SYN_REGION_MARGIN_MM`, the transform being affine outside
+        it; ``"brain"`` on the whole brain (needed for ``--output-spaces``).
     template_iterations : int, default :data:`qsmprep.registration.TEMPLATE_ITERATIONS` (2)
         Iterations of the subject template (:func:`qsmprep.registration.build_subject_template`).
     omp_nthreads : int, default 1
@@ -177,6 +183,10 @@ def init_longitudinal_wf(
     bex_res = max(2.0, res)
     n = len(session_ids)
     common = {"seed": int(seed), "num_threads": int(omp_nthreads)}
+    if syn_region not in ("labels", "brain"):
+        raise ValueError(f"syn_region must be 'labels' or 'brain', not {syn_region!r}")
+    # the atlas SyN nodes' domain (RegisterAtlas.region_labels)
+    syn_domain = {"region_labels": str(atlas.dseg)} if syn_region == "labels" else {}
     space = getattr(atlas, "space", "MNI152NLin2009cAsym")
 
     wf = pe.Workflow(name=name)
@@ -218,7 +228,7 @@ def init_longitudinal_wf(
         atlas_to_tpl = pe.Node(
             RegisterAtlas(moving=str(atlas.template), src=space, dst=TEMPLATE_SPACE_NAME,
                           resolution_mm=res, syn_metric=syn_metric,
-                          qc_name="atlas_to_template", **common),
+                          qc_name="atlas_to_template", **common, **syn_domain),
             name="atlas_to_template", n_procs=omp_nthreads, mem_gb=mem_gb,
         )
         labels_tpl = pe.Node(
@@ -269,7 +279,7 @@ def init_longitudinal_wf(
             atlas_to_gre = pe.Node(
                 RegisterAtlas(moving=str(atlas.template), src=space, dst=GRE_SPACE_NAME,
                               resolution_mm=res, syn_metric="mattes", qc_name="atlas_to_gre",
-                              **common),
+                              **common, **syn_domain),
                 name=f"atlas_to_gre_{tag}", n_procs=omp_nthreads, mem_gb=mem_gb,
             )
             wf.connect([
@@ -361,7 +371,7 @@ def init_longitudinal_wf(
             atlas_to_t1w = pe.Node(
                 RegisterAtlas(moving=str(atlas.template), src=space, dst="T1w",
                               resolution_mm=res, syn_metric=syn_metric, qc_name="atlas_to_t1w",
-                              **common),
+                              **common, **syn_domain),
                 name=f"atlas_to_t1w_{tag}", n_procs=omp_nthreads, mem_gb=mem_gb,
             )
             wf.connect([

@@ -168,6 +168,19 @@ def test_roi_erosion_and_syn_metric_options(bids, tmp_path):
         assert _exit_code(base + bad) == 64
 
 
+def test_syn_region_option(bids, tmp_path):
+    """--syn-region: labels by default, brain by default with --output-spaces, and labels
+    together with --output-spaces refused (those outputs need the whole-brain warp)."""
+    base = [str(bids), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "w")]
+    spaces = ["--output-spaces", "MNI152NLin2009cAsym:res-2"]
+    assert RunConfig.from_args(parse_args(base)).syn_region == "labels"
+    assert RunConfig.from_args(parse_args(base + spaces)).syn_region == "brain"
+    assert RunConfig.from_args(parse_args(base + ["--syn-region", "brain"])).syn_region == "brain"
+    with pytest.raises(UsageError, match="--syn-region brain"):
+        RunConfig.from_args(parse_args(base + spaces + ["--syn-region", "labels"]))
+    assert _exit_code(base + ["--syn-region", "dgm"]) == 64
+
+
 def test_runconfig_never_oversubscribes(bids, tmp_path):
     ns = parse_args([str(bids), str(tmp_path / "out"), "participant", "--nprocs", "1", "--omp-nthreads", "4"])
     with pytest.raises(UsageError) as exc:
