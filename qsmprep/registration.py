@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -289,7 +290,10 @@ def _write_composite(transforms, out_file, invert_first=False):
 
 
 def _as_list(transforms):
-    return [str(t) for t in transforms] if isinstance(transforms, (list, tuple)) else [str(transforms)]
+    """A transform file or a list of them, as a list of strings (antspy's transform lists)."""
+    if isinstance(transforms, (list, tuple)):
+        return [str(t) for t in transforms]
+    return [str(transforms)]
 
 
 def _crop_to_content(img, margin_mm=CROP_MARGIN_MM, mask=None):
@@ -598,6 +602,16 @@ def register_atlas_to_t1w(
     then ``SyNOnly`` from it. The transforms are physical, so they apply to full-resolution
     images. ``resolution_mm`` (when given) keeps the former behaviour on that grid.
 
+    ``region_labels`` (the atlas label image, template space) restricts the finest optimised
+    level to the labels' region: the coarser levels run as above on the whole brain (from the
+    affine, written as ``coarse<src>_to_<dst>_*``), then the finest level runs on the fixed
+    image cropped to the labels as the affine places them plus ``region_margin_mm``, starting
+    from the coarse warp. ANTs holds a displacement field at zero on its domain's border, so
+    the crop bounds only that refinement; outside the box the transform is the coarse one.
+    The registration quality is then judged inside the box. antsRegistration writes no inverse
+    composite when an initial transform is a displacement field, so both composites are
+    assembled from the stages' files (:func:`_write_composite`).
+
     ``initial_affine`` (an ANTs affine, template -> fixed, e.g. the one of the template-based
     brain extraction, :func:`brain_extract_t1w` with ``return_affine``) replaces the
     centre-of-mass initialisation and the affine stage: SyN starts from it (whole participant
@@ -640,6 +654,11 @@ def register_atlas_to_t1w(
     initial_affine : path, optional
         Affine (template -> fixed) to start SyN from, instead of the centre-of-mass
         initialisation and the affine stage.
+    region_labels : path, optional
+        Atlas label image (same space as ``template_brain``): run the finest optimised level
+        on the labels' region only (see above). ``None``: the whole brain.
+    region_margin_mm : float, default :data:`SYN_REGION_MARGIN_MM` (20)
+        Margin around the placed labels.
 
     Returns
     -------
@@ -649,7 +668,8 @@ def register_atlas_to_t1w(
     inv_h5 : str
         The reverse.
     warped_file : str
-        Template resampled into the T1w.
+        Template resampled into the T1w (uncompressed ``.nii``: a work-folder intermediate
+        for inspection; no output is made from it, so no time goes to compressing it).
 
     Raises
     ------
@@ -725,9 +745,9 @@ def register_atlas_to_t1w(
                 inv_chain = coarse_reg["invtransforms"]
             labels = _read(region_labels)
             region = labels.new_image_like((labels.numpy() > 0).astype("float32"))
-            placed = ants.apply_transforms(fixed, region, _as_list(affine), interpolator="genericLabel")
+            placed = ants.apply_transforms(fixed, region, _as_list(affine),
+                                           interpolator="genericLabel")
             fixed = _crop_to_content(fixed, region_margin_mm, mask=placed.numpy() > 0.5)
-        if regional:
             reg = ants.registration(
                 fixed, moving, type_of_transform="SyNOnly", initial_transform=_as_list(affine),
                 reg_iterations=its, outprefix=prefix,
@@ -736,9 +756,9 @@ def register_atlas_to_t1w(
             # antsRegistration writes no inverse composite when an initial transform is a
             # displacement field: assemble both composites from the stages (this stage's
             # fields carry the highest index of its outputs)
-            files = set(reg["fwdtransforms"]) | set(reg["invtransforms"])
-            own = max(int(Path(t).name[len(Path(prefix).name):].split("Warp")[0].rstrip("Inverse"))
-                      for t in files if t.endswith("Warp.nii.gz"))
+            stem = re.escape(Path(prefix).name)
+            own = max(int(m.group(1)) for t in (*reg["fwdtransforms"], *reg["invtransforms"])
+                      if (m := re.match(stem + r"(\d+)(?:Inverse)?Warp\.nii\.gz$", Path(t).name)))
             warp, iwarp = f"{prefix}{own}Warp.nii.gz", f"{prefix}{own}InverseWarp.nii.gz"
             reg = {"fwdtransforms": _write_composite([warp] + _as_list(affine),
                                                      prefix + "Composite.h5"),
@@ -779,7 +799,7 @@ def register_atlas_to_t1w(
                                            voxel_size=tuple(fixed_full.spacing))
             write_quality(qc_file, name, metrics)
     warped_file = _save_like(
-        warped.numpy(), t1w_brain, out_dir / f"space-{dst}_desc-{src}_T1w.nii.gz", np.float32
+        warped.numpy(), t1w_brain, out_dir / f"space-{dst}_desc-{src}_T1w.nii", np.float32
     )
     return str(fwd.resolve()), str(inv.resolve()), warped_file
 
@@ -848,7 +868,9 @@ def register_rigid(
     xfm_mat : str
         ``from-<src>_to-<dst>`` ``.mat``: resamples the moving image into the fixed grid.
     warped_file : str
-        The moving image resampled into the fixed grid.
+        The moving image resampled into the fixed grid (uncompressed ``.nii``: a work-folder
+        intermediate for inspection; no output is made from it, so no time goes to
+        compressing it).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -895,7 +917,7 @@ def register_rigid(
                 voxel_size=tuple(f_full.spacing))
             write_quality(qc_file, qc_name or "gre_to_t1w", metrics)
     warped_file = _save_like(
-        warped.numpy(), fixed, out_dir / f"space-{dst}_desc-{src}_warped.nii.gz", np.float32
+        warped.numpy(), fixed, out_dir / f"space-{dst}_desc-{src}_warped.nii", np.float32
     )
     return str(xfm.resolve()), warped_file
 
@@ -1105,7 +1127,9 @@ def template_session_transform(
     xfm_mat : str
         ``from-<src>_to-<dst>`` ``.mat``.
     warped_file : str
-        The T1w resampled into the template grid.
+        The T1w resampled into the template grid (uncompressed ``.nii``: a work-folder
+        intermediate for inspection; no output is made from it, so no time goes to
+        compressing it).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -1119,7 +1143,7 @@ def template_session_transform(
                                            voxel_size=tuple(f_full.spacing))
             write_quality(qc_file, qc_name, metrics)
     warped_file = _save_like(
-        warped.numpy(), template, out_dir / f"space-{dst}_desc-{src}_warped.nii.gz", np.float32
+        warped.numpy(), template, out_dir / f"space-{dst}_desc-{src}_warped.nii", np.float32
     )
     return str(out_xfm.resolve()), warped_file
 
