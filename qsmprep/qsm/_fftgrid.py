@@ -379,14 +379,19 @@ def cg(apply_a, b: np.ndarray, x0=None, tol=1e-3, max_iter=100, callback=None):
     rel_residual : float
         ``||b - A x|| / ||b||`` as tracked by the recurrence (0.0 if ``b`` is zero).
     """
-    x = np.zeros_like(b) if x0 is None else x0.astype(b.dtype, copy=True)
-    ap = np.empty_like(b)
+    from . import _admmkernel as fused  # numba: imported when a solve runs
+
+    # C-contiguous buffers (the fused updates run over flat views)
+    x = (np.zeros(b.shape, b.dtype) if x0 is None
+         else np.array(x0, dtype=b.dtype, order="C", copy=True))
+    ap = np.empty(b.shape, b.dtype)
     if x0 is None:
-        r = b.copy()
+        r = np.array(b, order="C", copy=True)
     else:
         apply_a(x, ap)
-        r = b - ap
+        r = np.subtract(b, ap, out=np.empty(b.shape, b.dtype))
     p = r.copy()
+    fx, fr, fp, fap = (fused.flat(a) for a in (x, r, p, ap))
     bnorm = np.sqrt(dot(b, b))
     if bnorm == 0:
         return x, 0, 0.0
@@ -399,11 +404,10 @@ def cg(apply_a, b: np.ndarray, x0=None, tol=1e-3, max_iter=100, callback=None):
         if pap <= 0:
             break
         alpha = rr / pap
-        x += b.dtype.type(alpha) * p
-        r -= b.dtype.type(alpha) * ap
+        # x += alpha p; r -= alpha ap; p = (rr_new / rr) p + r: fused, same float operations
+        fused.cg_step(fx, fr, fp, fap, b.dtype.type(alpha))
         rr_new = dot(r, r)
-        p *= b.dtype.type(rr_new / rr)
-        p += r
+        fused.cg_direction(fp, fr, b.dtype.type(rr_new / rr))
         rr = rr_new
         it += 1
         rel = np.sqrt(rr) / bnorm

@@ -363,7 +363,6 @@ def _tv_admm(p: _Problem, alpha, mu1, mu2, n_iter, tol, tv_weights=None, name="t
     w2f = p.w2 * p.f
     inv_w = (1.0 / (p.w2 + mu2)).astype(p.dtype)
     chi = np.zeros(shape, p.dtype)
-    dchi = np.zeros(shape, p.dtype)
     v = p.f.copy()
     t = np.zeros(shape, p.dtype)
     z = np.zeros((3,) + shape, p.dtype)
@@ -373,7 +372,11 @@ def _tv_admm(p: _Problem, alpha, mu1, mu2, n_iter, tol, tv_weights=None, name="t
     nrm = np.empty(shape, p.dtype)
     tau = dt(alpha / mu1)
     thr = tau if tv_weights is None else (tau * tv_weights).astype(p.dtype)
-    prev = np.zeros(shape, p.dtype)
+    from . import _admmkernel as fused  # numba: imported when a solve runs
+
+    fs, fz, ft, fv = (fused.flat(a) for a in (s, z, t, v))
+    fw2f, finv_w = fused.flat(w2f), fused.flat(inv_w)
+    fthr = None if tv_weights is None else fused.flat(thr)
     change, converged, it = float("inf"), False, -1
     for it in range(n_iter):
         # chi update (closed form in k-space)
@@ -387,14 +390,13 @@ def _tv_admm(p: _Problem, alpha, mu1, mu2, n_iter, tol, tv_weights=None, name="t
         vk *= dt(mu2)
         rk += vk
         rk *= inv_den
-        prev[...] = chi
-        chi[...] = p.ifft(rk)
+        prev, chi = chi, p.ifft(rk)  # the inverse FFT's new array: no copies
         rk *= d
-        dchi[...] = p.ifft(rk)
+        dchi = p.ifft(rk)
         # z update: soft threshold of u = grad chi + s; dual: s_new = u - z
         grad(chi, vox, g)
-        s += g
         if tv_weights is None:  # isotropic TV
+            s += g
             np.einsum("i...,i...->...", s, s, out=nrm)
             np.sqrt(nrm, out=nrm)
             np.maximum(nrm, dt(1e-12), out=nrm)
@@ -402,19 +404,13 @@ def _tv_admm(p: _Problem, alpha, mu1, mu2, n_iter, tol, tv_weights=None, name="t
             np.subtract(dt(1), nrm, out=nrm)
             np.maximum(nrm, 0, out=nrm)
             np.multiply(s, nrm, out=z)
-        else:  # per-component weights (MEDI gradient mask): anisotropic shrinkage
-            np.abs(s, out=z)
-            z -= thr
-            np.maximum(z, 0, out=z)
-            np.copysign(z, s, out=z)
-        s -= z
-        # v update (elementwise weighted data fit) and its dual
-        np.add(dchi, t, out=tmp)
-        tmp *= dt(mu2)
-        tmp += w2f
-        np.multiply(tmp, inv_w, out=v)
-        t += dchi
-        t -= v
+            s -= z
+        else:  # per-component weights (MEDI gradient mask): anisotropic shrinkage, fused:
+            # s += g; z = copysign(max(|s| - thr, 0), s); s -= z
+            fused.shrink_update(fs, fused.flat(g), fthr, fz)
+        # v update (elementwise weighted data fit) and its dual, fused:
+        # v = ((dchi + t) mu2 + w2f) inv_w; t += dchi - v
+        fused.data_update(fused.flat(dchi), ft, fw2f, finv_w, dt(mu2), fv)
         prev -= chi
         change = np.linalg.norm(prev) / max(np.linalg.norm(chi), 1e-30)
         LOGGER.debug("%s it %d: change %.3g", name, it, change)

@@ -1,7 +1,8 @@
 """Compile qsmprep's numba kernels once, ahead of a run: ``python -m qsmprep.qsm.jit_warmup``.
 
 The kernels (ROMEO region growing, the Gauss-Newton echo fit and its initial estimate, the exact
-distance transform, the wrap-to-pi pass) are compiled on first use and cached on disk
+distance transform, the wrap-to-pi pass, the fused ADMM and conjugate-gradient updates) are
+compiled on first use and cached on disk
 (``NUMBA_CACHE_DIR``, or ``__pycache__`` next to the sources). A fresh installation pays the
 compilation (about 8 s on one core) in its first session. The container image runs this module
 at build time so that its first run starts with a filled cache; numba reuses a cached kernel
@@ -29,7 +30,7 @@ __all__ = ["dispatchers", "warm_up", "main"]
 
 def dispatchers() -> dict:
     """The numba dispatchers of qsmprep, by name (importing them imports numba)."""
-    from . import _wrapkernel, echoes, masking, unwrap
+    from . import _admmkernel, _wrapkernel, echoes, masking, unwrap
 
     return {
         "unwrap._grow_region": unwrap._grow_region,
@@ -37,6 +38,10 @@ def dispatchers() -> dict:
         "echoes._gauss_newton_kernel": echoes._gauss_newton_kernel,
         "masking._sq_edt_kernel": masking._sq_edt_kernel,  # compiles _sq_edt_line into it
         "_wrapkernel.wrap_shifted": _wrapkernel.wrap_shifted,
+        "_admmkernel.shrink_update": _admmkernel.shrink_update,
+        "_admmkernel.data_update": _admmkernel.data_update,
+        "_admmkernel.cg_step": _admmkernel.cg_step,
+        "_admmkernel.cg_direction": _admmkernel.cg_direction,
     }
 
 
