@@ -12,14 +12,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
-
-def _jit(fn):
-    try:
-        return njit(cache=True, nogil=True)(fn)
-    except RuntimeError:  # no writable cache locator
-        return njit(nogil=True)(fn)
+from ._wrapkernel import _jit  # numba's njit, cached on disk where it can be
 
 
 @_jit
