@@ -409,9 +409,10 @@ class RunConfig:
             raise UsageError(f"--syn-region {self.syn_region!r} is not one of {SYN_REGIONS}.")
         if self.syn_region == "labels" and self.output_spaces:
             raise UsageError(
-                "--syn-region labels warps only the atlas labels' region nonlinearly, so Chimaps "
-                f"resampled to --output-spaces {' '.join(self.output_spaces)} would be aligned "
-                "affinely elsewhere. Use --syn-region brain (the default with --output-spaces).")
+                "--syn-region labels refines the atlas warp only around the atlas labels, so "
+                f"Chimaps resampled to --output-spaces {' '.join(self.output_spaces)} would be "
+                "aligned by its coarse (4 mm) level elsewhere. Use --syn-region brain (the "
+                "default with --output-spaces).")
         for opt in METHOD_OPTIONS:
             choices = method_registry(opt)[0]
             if getattr(self, opt) not in choices:

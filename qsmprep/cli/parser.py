@@ -303,9 +303,10 @@ def get_parser() -> argparse.ArgumentParser:
                         "cross-correlation, default, most accurate) or mattes (mutual "
                         "information, ~2.5x faster); sessions without a T1w always use mattes")
     g.add_argument("--syn-region", dest="syn_region", choices=["labels", "brain"], default=None,
-                   help="domain of the atlas SyN: labels (the atlas labels plus a 20 mm margin, "
-                        "affine elsewhere; default, ~3x faster) or brain (whole brain; the "
-                        "default and required with --output-spaces)")
+                   help="domain of the atlas SyN's finest level: labels (the atlas labels plus "
+                        "a 20 mm margin; the coarse level still covers the whole brain; default, "
+                        "about 2x faster) or brain (whole brain; the default and required with "
+                        "--output-spaces)")
     g.add_argument("--output-spaces", "--output_spaces", dest="output_spaces", nargs="+",
                    default=[], metavar="SPACE[:res-N]",
                    help="also write each Chimap (and its mask) in these template spaces, resampled "

@@ -34,8 +34,8 @@ def _syn_region_note(region):
     if region == "labels":
         from ..registration import SYN_REGION_MARGIN_MM
 
-        return (f"atlas labels + {SYN_REGION_MARGIN_MM:g} mm (as placed by the affine); "
-                "affine outside")
+        return (f"finest level on the atlas labels + {SYN_REGION_MARGIN_MM:g} mm (as placed "
+                "by the affine); coarser levels on the whole brain")
     return "whole brain"
 
 

@@ -125,10 +125,10 @@ def init_longitudinal_wf(
         :func:`qsmprep.registration.register_atlas_to_t1w`); the atlas -> GRE SyN of sessions
         without a T1w always uses ``"mattes"`` (different contrasts).
     syn_region : {"labels", "brain"}, default "labels"
-        Domain of every atlas SyN: ``"labels"`` estimates the nonlinear warp on the fixed image
-        cropped to the atlas labels (as the affine places them) plus
-        :data:`qsmprep.registration.SYN_REGION_MARGIN_MM`, the transform being affine outside
-        it; ``"brain"`` on the whole brain (needed for ``--output-spaces``).
+        Domain of every atlas SyN: ``"labels"`` runs its coarser levels on the whole brain and
+        its finest level on the fixed image cropped to the atlas labels (as the affine places
+        them) plus :data:`qsmprep.registration.SYN_REGION_MARGIN_MM`; ``"brain"`` runs every
+        level on the whole brain (needed for ``--output-spaces``).
     template_iterations : int, default :data:`qsmprep.registration.TEMPLATE_ITERATIONS` (2)
         Iterations of the subject template (:func:`qsmprep.registration.build_subject_template`).
     omp_nthreads : int, default 1
