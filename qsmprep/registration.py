@@ -82,8 +82,9 @@ SYN_RESOLUTION_MM = 2.0
 #: per iteration on 2 cores; 10 instead of 20 iterations halves it and moved the propagated
 #: labels by less than the issue-14 tolerance (Dice and ROI means in docs/registration.md)
 SYN_ITERATIONS = (40, 10, 0)
-#: margin (mm) around the atlas labels, as placed in the fixed image by the affine, to which
-#: the fixed image of the atlas SyN is cropped when it is restricted to the labelled region
+#: margin (mm) around the atlas labels, as placed in the fixed image by the SyN's coarse
+#: levels, to which the fixed image of its finest level is cropped when it is restricted to
+#: the labelled region
 #: (``region_labels`` of :func:`register_atlas_to_t1w`)
 SYN_REGION_MARGIN_MM = 20.0
 
@@ -605,8 +606,8 @@ def register_atlas_to_t1w(
     ``region_labels`` (the atlas label image, template space) restricts the finest optimised
     level to the labels' region: the coarser levels run as above on the whole brain (from the
     affine, written as ``coarse<src>_to_<dst>_*``), then the finest level runs on the fixed
-    image cropped to the labels as the affine places them plus ``region_margin_mm``, starting
-    from the coarse warp. ANTs holds a displacement field at zero on its domain's border, so
+    image cropped to the labels as the coarse warp places them plus ``region_margin_mm``,
+    starting from that warp. ANTs holds a displacement field at zero on its domain's border, so
     the crop bounds only that refinement; outside the box the transform is the coarse one.
     The registration quality is then judged inside the box. antsRegistration writes no inverse
     composite when an initial transform is a displacement field, so both composites are
@@ -710,6 +711,8 @@ def register_atlas_to_t1w(
             write_composite_transform=True,
         )
         regional = region_labels is not None and type_of_transform == "SyN"
+        # transforms SyN starts from (antspy order); the affine, then with regional also the
+        # coarse levels' warp
         affine = str(initial_affine) if initial_affine and type_of_transform == "SyN" else None
         if affine is None and (coarse or regional):
             init = _com_translation(fixed, moving, str(out_dir / "com_init.mat"))
@@ -728,7 +731,7 @@ def register_atlas_to_t1w(
             affine = aff["fwdtransforms"][-1]
         if regional:
             # the coarse levels on the whole brain, then the finest optimised level (the costly
-            # one) on the fixed image cropped to the atlas labels as the affine places them
+            # one) on the fixed image cropped to the atlas labels as the coarse warp places them
             # plus region_margin_mm: the SyN's domain is the fixed image and ANTs holds its
             # displacement at zero on the domain's border, so only the (small) refinement is
             # bounded by the crop, not the whole warp

@@ -90,7 +90,7 @@ class _AtlasRegInputSpec(_CommonInputSpec):
                           "instead of the affine stage (e.g. the brain extraction's)")
     region_labels = File(exists=True, desc="atlas label image (template space): the SyN's "
                          "finest level runs on the fixed image cropped to these labels as the "
-                         "affine places them, plus region_margin_mm (coarser levels: whole "
+                         "coarse warp places them, plus region_margin_mm (coarser levels: whole "
                          "brain)")
     region_margin_mm = traits.Float(reg.SYN_REGION_MARGIN_MM, usedefault=True,
                                     desc="margin (mm) around the placed labels")

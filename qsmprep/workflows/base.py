@@ -35,7 +35,7 @@ def _syn_region_note(region):
         from ..registration import SYN_REGION_MARGIN_MM
 
         return (f"finest level on the atlas labels + {SYN_REGION_MARGIN_MM:g} mm (as placed "
-                "by the affine); coarser levels on the whole brain")
+                "by the coarse levels); coarser levels on the whole brain")
     return "whole brain"
 
 

@@ -126,8 +126,8 @@ def init_longitudinal_wf(
         without a T1w always uses ``"mattes"`` (different contrasts).
     syn_region : {"labels", "brain"}, default "labels"
         Domain of every atlas SyN: ``"labels"`` runs its coarser levels on the whole brain and
-        its finest level on the fixed image cropped to the atlas labels (as the affine places
-        them) plus :data:`qsmprep.registration.SYN_REGION_MARGIN_MM`; ``"brain"`` runs every
+        its finest level on the fixed image cropped to the atlas labels (as the coarse warp
+        places them) plus :data:`qsmprep.registration.SYN_REGION_MARGIN_MM`; ``"brain"`` runs every
         level on the whole brain (needed for ``--output-spaces``).
     template_iterations : int, default :data:`qsmprep.registration.TEMPLATE_ITERATIONS` (2)
         Iterations of the subject template (:func:`qsmprep.registration.build_subject_template`).
