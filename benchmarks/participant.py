@@ -189,7 +189,9 @@ def node_records(work: Path) -> list[dict]:
         cpu = float("nan")
         if prof.get("time") and len(prof["time"]) > 1:
             t = np.asarray(prof["time"], float)
-            c = np.asarray(prof["cpus"], float) / 100.0
+            # psutil's first samples over a few milliseconds can read thousands of percent;
+            # no process uses more cores than the machine has
+            c = np.clip(np.asarray(prof["cpus"], float) / 100.0, 0.0, os.cpu_count() or 1)
             cpu = float(np.sum(0.5 * (c[1:] + c[:-1]) * np.diff(t)))
         elif prof.get("cpus"):
             cpu = float(prof["cpus"][0]) / 100.0 * dur

@@ -42,6 +42,11 @@ RIGID_RESOLUTION_MM = 2.0
 RIGID_SHRINK = (2, 1)
 RIGID_SMOOTH = (1, 0)
 RIGID_ITERATIONS = (200, 100)
+#: masked rigid registrations estimate on the masked images cropped to their mask's bounding
+#: box plus this margin (mm): the background they drop is zero, the sampling rate (and so the
+#: number of points inside the brain) is unchanged, and the metric, smoothing and resampling
+#: stop paying for the empty field of view (docs/registration.md, ninth session)
+RIGID_CROP_MARGIN_MM = 10.0
 #: MI metric sampling: at most this fraction of voxels and about this many points (cost scales
 #: with the number of samples, and a fixed rate would make 1 mm rigid registrations far dearer
 #: than 3 mm ones for no gain)
@@ -317,6 +322,20 @@ def _crop_to_content(img, margin_mm=CROP_MARGIN_MM, mask=None):
     box = np.zeros(arr.shape, dtype="float32")
     box[tuple(slice(a, b + 1) for a, b in zip(lo, hi))] = 1.0
     return ants.crop_image(img, img.new_image_like(box), 1)
+
+
+def _mask_on(mask_file, image):
+    """A brain mask (0/1 float image) on ``image``'s grid: read as is when it already shares the
+    grid (the usual case: the mask was made from the image), else nearest-label resampled."""
+    ants = _ants()
+    mask = _read(mask_file)
+    same = (mask.shape == image.shape
+            and np.allclose(mask.origin, image.origin, atol=1e-4)
+            and np.allclose(mask.spacing, image.spacing, atol=1e-6)
+            and np.allclose(mask.direction, image.direction, atol=1e-6))
+    if not same:
+        mask = ants.resample_image_to_target(mask, image, interp_type="genericLabel")
+    return mask.new_image_like((mask.numpy() > 0.5).astype("float32"))
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -883,13 +902,11 @@ def register_rigid(
         f_img, m_img = f_full, m_full
         fm = mm = None
         if fixed_mask is not None:
-            fm = ants.resample_image_to_target(_read(fixed_mask), f_full, interp_type="genericLabel")
-            f_img = f_full * (fm > 0.5)
+            fm = _mask_on(fixed_mask, f_full)
+            f_img = _crop_to_content(f_full * fm, RIGID_CROP_MARGIN_MM, mask=fm.numpy() > 0.5)
         if moving_mask is not None:
-            mm = ants.resample_image_to_target(
-                _read(moving_mask), m_full, interp_type="genericLabel"
-            )
-            m_img = m_full * (mm > 0.5)
+            mm = _mask_on(moving_mask, m_full)
+            m_img = _crop_to_content(m_full * mm, RIGID_CROP_MARGIN_MM, mask=mm.numpy() > 0.5)
         f_img = _normalise(_coarsen(_at_resolution(f_img, resolution_mm), RIGID_RESOLUTION_MM))
         m_img = _normalise(_coarsen(_at_resolution(m_img, resolution_mm), RIGID_RESOLUTION_MM))
         init = _com_translation(f_img, m_img, str(out_dir / "com_init.mat"))

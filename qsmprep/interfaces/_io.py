@@ -12,6 +12,39 @@ import nibabel as nb
 import numpy as np
 
 
+def open_image(fname):
+    """Open a NIfTI image; a ``.nii.gz`` one is decompressed into memory in one call.
+
+    nibabel decompresses ``.nii.gz`` files through Python's ``gzip`` in small reads; the
+    one-call ISA-L decompression (``isal``, an install requirement) is about twice as fast on
+    the 40-50 MB echo files of a 1 mm GRE (0.25 against 0.45-0.5 s each). The image is the
+    same: ``img.dataobj`` reads the decompressed bytes with nibabel's own scaling rules.
+
+    Parameters
+    ----------
+    fname : str or Path
+        NIfTI file.
+
+    Returns
+    -------
+    nibabel image
+        Its ``get_filename()`` is ``None`` for an image read from memory.
+    """
+    fname = str(fname)
+    if fname.endswith(".nii.gz"):
+        try:
+            from isal import igzip
+        except ImportError:  # pragma: no cover - isal is an install requirement
+            igzip = gzip
+        blob = igzip.decompress(Path(fname).read_bytes())
+        for klass in (nb.Nifti1Image, nb.Nifti2Image):
+            try:
+                return klass.from_bytes(blob)
+            except Exception:  # noqa: BLE001,S112 - not this NIfTI flavour: try the next
+                continue
+    return nb.load(fname)
+
+
 def load(fname, dtype=np.float32):
     """Load a NIfTI image as an array.
 

@@ -30,7 +30,7 @@ from ..qsm.methods import default as default_method
 from ..qsm.kernels import b0_direction_from_affine, voxel_size_from_affine
 from ..qsm.masking import nonfinite_voxels
 from ..qsm.phase import choose_phase_values, complex_to_mag_phase, detect_and_rescale_phase
-from ._io import load, load_mask, load_scaled_and_unscaled, save, write_json
+from ._io import load, load_mask, load_scaled_and_unscaled, open_image, save, write_json
 
 LOGGER = logging.getLogger("qsmprep.interfaces.qsm")
 
@@ -84,8 +84,8 @@ class LoadGRE(SimpleInterface):
         ref = nb.load(self.inputs.mag_files[0])
         complex_input = self.inputs.parts == "real-imag"
         for mfile, pfile in zip(self.inputs.mag_files, self.inputs.phase_files):
-            mraw = np.asarray(nb.load(mfile).dataobj, dtype=np.float32)
-            pimg = nb.load(pfile)
+            mraw = np.asarray(open_image(mfile).dataobj, dtype=np.float32)
+            pimg = open_image(pfile)
             if complex_input:
                 praw = np.asarray(pimg.dataobj, dtype=np.float32)
                 mag, phase = complex_to_mag_phase(mraw, praw)
