@@ -73,6 +73,54 @@ def test_rigid_recovers_known_transform(tpl, tmp_path):
     assert err.mean() < 0.3 * VOX
 
 
+def test_masked_rigid_ignores_the_empty_field_of_view(tpl, tmp_path):
+    """Masked rigid registrations estimate on the masked images cropped to the mask's box
+    (RIGID_CROP_MARGIN_MM): padding the fixed image with empty field of view changes nothing
+    (without the crop the metric samples a different grid, and the transform moves), and a
+    mask on another grid is resampled onto the image's (`_mask_on`)."""
+    data, aff = tpl["data"], tpl["affine"]
+    rm, t = rotation([4, -3, 5]), np.array([4.0, -5.0, 3.0])
+    xyz = world(data.shape, aff)
+    moved = resample_world_map(data, aff, np.linalg.inv(rm) @ (xyz - t[:, None]), order=1)
+    mf, mmf = tmp_path / "moved.nii.gz", tmp_path / "moved_mask.nii.gz"
+    nb.Nifti1Image(moved.astype(np.float32), aff).to_filename(mf)
+    nb.Nifti1Image((moved > 0).astype(np.uint8), aff).to_filename(mmf)
+    brain_mask = tmp_path / "mask_native.nii.gz"
+    nb.Nifti1Image((data > 0).astype(np.uint8), aff).to_filename(brain_mask)
+    mats = {}
+    for pad in (10, 20):  # voxels of empty field of view on every side
+        big = np.pad(data, pad)
+        a = aff.copy()
+        a[:3, 3] -= aff[:3, :3] @ np.full(3, pad)
+        ff = tmp_path / f"fixed_pad{pad}.nii.gz"
+        nb.Nifti1Image(big.astype(np.float32), a).to_filename(ff)
+        if pad == 10:  # the mask on the image's own grid: used as is
+            fm = tmp_path / f"mask_pad{pad}.nii.gz"
+            nb.Nifti1Image((big > 0).astype(np.uint8), a).to_filename(fm)
+            mask = R._mask_on(fm, R._read(ff))
+            assert np.array_equal(mask.numpy() > 0.5, big > 0)
+        else:  # the mask on another grid: resampled onto the image's
+            fm = brain_mask
+            mask = R._mask_on(fm, R._read(ff))
+            assert mask.shape == big.shape
+            assert np.array_equal(mask.numpy() > 0.5, big > 0)
+        xfm, _ = R.register_rigid(ff, mf, out_dir=tmp_path / f"r{pad}", src="moved", dst="tpl",
+                                  fixed_mask=fm, moving_mask=mmf)
+        mats[pad] = R._affine_matrix(ants.read_transform(xfm))
+    pts = xyz[:, data.ravel() > 0][:, ::50]
+    lps = np.array([-1.0, -1.0, 1.0])[:, None]
+    p = pts * lps
+    moved_by = np.linalg.norm((mats[10] - mats[20])[:3, :3] @ p + (mats[10] - mats[20])[:3, 3:4],
+                              axis=0)
+    print(f"pad 10 vs 20 voxels: transforms differ by {moved_by.mean():.4f} mm mean, "
+          f"{moved_by.max():.4f} mm max")
+    assert moved_by.max() < 0.02
+    mapped = (mats[10][:3, :3] @ (pts * lps) + mats[10][:3, 3:4]) * lps
+    err = np.linalg.norm(mapped - (rm @ pts + t[:, None]), axis=0)
+    print(f"masked rigid recovery error: mean {err.mean():.3f} mm, max {err.max():.3f} mm")
+    assert err.mean() < 0.3 * VOX and err.max() < VOX
+
+
 def test_gre_to_t1w_different_fov_and_resolution(tpl, tmp_path):
     """A cropped, 2x3x2 mm 'magnitude' with inverted-ish contrast, rotated: rigid MI recovers."""
     data, aff = tpl["data"], tpl["affine"]

@@ -66,6 +66,10 @@ def configure_nipype(config) -> None:
         ncfg.set("monitoring", key, value)
     ncfg.resource_monitor = bool(config.resource_monitor)
     nlogging.update_logging(ncfg)
+    if sections["execution"].get("hash_method") == "content":
+        from .filehash import install
+
+        install()  # each input file's MD5 once per file version and process
 
 
 def logs_dir(config) -> Path:
