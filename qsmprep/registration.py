@@ -845,7 +845,8 @@ def register_rigid(
     """Rigid (or affine) Mattes mutual-information registration of ``moving`` to ``fixed``.
 
     Works across contrasts, fields of view and resolutions: both images are multiplied by
-    their brain masks when given (so the metric sees brain only), resampled to
+    their brain masks when given (so the metric sees brain only) and cropped to the mask's
+    bounding box plus :data:`RIGID_CROP_MARGIN_MM` (only zeros are dropped), resampled to
     ``resolution_mm``, brought to ``RIGID_RESOLUTION_MM`` (2 mm) when finer (anti-aliased),
     intensity-normalised and initialised by aligning their centres of mass; a 2-level pyramid
     (4 and 2 mm: shrink 2/1, smoothing 1/0 voxels, 200/100 iterations) then refines the
