@@ -53,6 +53,7 @@ __all__ = [
     "MIN_OVERLAP_WARN",
     "check_output_dir",
     "check_data_size",
+    "gunzip",
     "read_image",
     "world_bbox",
     "bbox_overlap_fraction",
@@ -173,7 +174,7 @@ def check_data_size(path, img) -> int:
     return nbytes
 
 
-def _gunzip(blob: bytes) -> bytes:
+def gunzip(blob: bytes) -> bytes:
     """Decompress a whole gzip file: ISA-L (``isal``, faster than zlib) when installed, else zlib."""
     try:
         from isal import igzip
@@ -219,7 +220,7 @@ def read_image(path):
     try:
         if str(path).endswith(".gz") and isinstance(img, nb.Nifti1Image):
             # one decompression into memory, then a zero-copy view of the voxel data
-            blob = _gunzip(Path(path).read_bytes())
+            blob = gunzip(Path(path).read_bytes())
             offset = int(img.dataobj.offset)
             if len(blob) < offset + nbytes:
                 raise EOFError(f"decompressed to {len(blob)} bytes, the header needs {offset + nbytes}")

@@ -329,11 +329,8 @@ def _mask_on(mask_file, image):
     grid (the usual case: the mask was made from the image), else nearest-label resampled."""
     ants = _ants()
     mask = _read(mask_file)
-    same = (mask.shape == image.shape
-            and np.allclose(mask.origin, image.origin, atol=1e-4)
-            and np.allclose(mask.spacing, image.spacing, atol=1e-6)
-            and np.allclose(mask.direction, image.direction, atol=1e-6))
-    if not same:
+    if not (mask.shape == image.shape
+            and ants.image_physical_space_consistency(mask, image, tolerance=1e-4)):
         mask = ants.resample_image_to_target(mask, image, interp_type="genericLabel")
     return mask.new_image_like((mask.numpy() > 0.5).astype("float32"))
 

@@ -4,10 +4,9 @@ qsmprep runs Nipype with ``hash_method = "content"`` (a work folder stays valid 
 files' timestamps change without their content, e.g. after a DataLad or rsync checkout), so
 Nipype computes the MD5 of every input file of every node: in the scheduler before it submits a
 node (to see whether the node is cached) and again in the worker that runs it. One 1 mm
-session's 4-D magnitude and phase (240 MB each) are inputs of several nodes, so a fresh
-2-session run read about 20 GB through MD5: 40 CPU seconds in the scheduler's process alone,
-serial with the scheduling (measured on a fully cached re-run of ``benchmarks/participant.py
---preset 1mm --sessions 2``: 53 s, of which 40 s MD5).
+session's 4-D magnitude and phase (240 MB each) are inputs of several nodes: a fully cached
+re-run of the 2-session subject of ``benchmarks/participant.py --preset 1mm`` spent 40 of its
+53 s in MD5 (about 20 GB read), serial with the scheduling in the scheduler's process.
 
 :func:`install` wraps Nipype's ``hash_infile`` with a per-process memo keyed by the file's
 identity and version: real path, device, inode, size, modification and status-change times
@@ -21,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import threading
 
 _MEMO: dict[tuple, str | None] = {}
@@ -34,7 +34,7 @@ def _key(afile, chunk_len, crypto):
         st = os.stat(real)
     except (OSError, TypeError, ValueError):
         return None
-    if not os.path.isfile(real):
+    if not stat.S_ISREG(st.st_mode):
         return None
     return (real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
             chunk_len, getattr(crypto, "__name__", repr(crypto)))
