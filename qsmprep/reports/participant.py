@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..interfaces._io import open_image
 from ..qsm.masking import combine_magnitude
 from . import qc
 from .figures import figure_svg, ortho_figure, plot_change
@@ -49,7 +50,7 @@ def _exists(path) -> bool:
 def _magnitude_image(mag):
     """RSS magnitude as an in-memory image from one file (3-D or 4-D) or a list of echo files."""
     files = [mag] if isinstance(mag, (str, os.PathLike)) else list(mag)
-    imgs = [nb.load(str(f)) for f in files]
+    imgs = [open_image(f) for f in files]
     data = [np.asarray(i.dataobj, dtype=np.float32) for i in imgs]
     arr = data[0] if len(data) == 1 else np.stack(data, axis=-1)
     return nb.Nifti1Image(combine_magnitude(arr), imgs[0].affine)
