@@ -30,6 +30,7 @@ from . import methods as _registry
 from ._fftgrid import (
     CropGrid,
     cg,
+    convolve,
     irfft,
     normalise_inputs,
     normalise_weights,
@@ -217,7 +218,7 @@ def vsharp(total_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, ra
     inv = np.zeros_like(c)
     keep = np.abs(c) >= threshold
     inv[keep] = 1.0 / c[keep]
-    local = irfft(rfft(hp, w) * inv, shape, w)
+    local = convolve(hp, inv, shape, w)
     local *= filled
     eroded = grid.extract(filled, dtype=bool)
     local = grid.extract(local)
@@ -300,7 +301,7 @@ def pdf(total_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, tol=1
     d = kernels.dipole_kernel(shape, vox, b, rfft=True, dtype=dtype)
 
     def field_of(x):
-        return irfft(d * rfft(x, w), shape, w)
+        return convolve(x, d, shape, w)
 
     def apply_n(p, res):
         y = field_of(out * p)
@@ -382,7 +383,7 @@ def resharp(total_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, r
     erf = er.astype(np.float32)
 
     def conv_c(x):
-        return irfft(rfft(x, w) * c, shape, w)
+        return convolve(x, c, shape, w)
 
     def apply_n(p, res):
         y = conv_c(p)

@@ -49,6 +49,7 @@ from ._fftgrid import (
     cg as _cg,
     grad,
     grad_adj,
+    convolve,
     grad_symbol_sq,
     irfft,
     normalise_inputs,
@@ -124,8 +125,12 @@ class _Problem:
     def fft(self, x):
         return rfft(x, self.w)
 
-    def ifft(self, xk):
-        return irfft(xk, self.shape, self.w)
+    def ifft(self, xk, overwrite=False):
+        return irfft(xk, self.shape, self.w, overwrite=overwrite)
+
+    def conv_d(self, x):
+        """The dipole field of ``x``: ``ifft(D fft(x))`` (the spectrum is scratch)."""
+        return convolve(x, self.d, self.shape, self.w)
 
     def out(self, chi):
         chi = chi * self.m
@@ -295,9 +300,9 @@ def cg(local_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, magnit
 
     def apply_n(x, res):
         np.multiply(x, m, out=tmp)
-        y = p.ifft(p.fft(tmp) * d)
+        y = p.conv_d(tmp)
         y *= w2
-        res[...] = p.ifft(p.fft(y) * d)
+        res[...] = p.conv_d(y)
         if lam:
             grad(tmp, p.vox, gbuf)
             grad_adj(gbuf, p.vox, tmp)
@@ -305,7 +310,7 @@ def cg(local_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, magnit
             res += tmp
         res *= m
 
-    rhs = p.ifft(p.fft(w2 * p.f) * d) * m
+    rhs = p.conv_d(w2 * p.f) * m
     x, n_it, rel = _cg(apply_n, rhs, tol=tol, max_iter=max_iter)
     # CG stops early on a non-positive curvature too; only the cap without tolerance is a miss
     _record(info, "cg", n_it, max_iter, tol, rel, rel <= tol or n_it < max_iter)
@@ -392,7 +397,7 @@ def _tv_admm(p: _Problem, alpha, mu1, mu2, n_iter, tol, tv_weights=None, name="t
         rk *= inv_den
         prev, chi = chi, p.ifft(rk)  # the inverse FFT's new array: no copies
         rk *= d
-        dchi = p.ifft(rk)
+        dchi = p.ifft(rk, overwrite=True)  # rk is not read again in this iteration
         # z update: soft threshold of u = grad chi + s; dual: s_new = u - z
         grad(chi, vox, g)
         if tv_weights is None:  # isotropic TV
@@ -633,9 +638,9 @@ def rts(local_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, magni
 
     def apply_n(x, res):
         np.multiply(x, m, out=tmp)
-        y = p.ifft(p.fft(tmp) * d)
+        y = p.conv_d(tmp)
         y *= w2
-        res[...] = p.ifft(p.fft(y) * d)
+        res[...] = p.conv_d(y)
         res *= m
 
     if step1 == "kspace":
@@ -649,7 +654,7 @@ def rts(local_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, magni
         xk = lsmr(op, fk.ravel(), atol=0, btol=0, maxiter=ls_iter)[0].reshape(fk.shape)
         x1 = p.ifft(xk.astype(fk.dtype)) * m
     elif step1 == "masked_cg":
-        rhs = p.ifft(p.fft(w2 * p.f) * d) * m
+        rhs = p.conv_d(w2 * p.f) * m
         x1, _, _ = _cg(apply_n, rhs, tol=1e-6, max_iter=ls_iter)
     else:
         raise ValueError(f"rts: unknown step1 {step1!r} (use 'kspace' or 'masked_cg').")
