@@ -9,20 +9,12 @@ often fills both CPUs with one chain while the other waits, and the run ends on 
 195 s behind the dipole inversions, and the last 30 s of the run used one CPU.
 
 :class:`CriticalPathMultiProcPlugin` keeps everything of MultiProc (worker pool, resource
-accounting, callbacks) and only changes which ready job goes first:
-
-1. quick nodes (typical cost at most :data:`QUICK_COST_S`: sinks, merges, label resampling,
-   the T1w -> template transforms, ROI tables) before any costlier one. They free their
-   successors at once; ranked by path alone they lost every slot to the long reconstruction
-   steps, and the run ended with the short registration chain and about 70 sinks run one
-   scheduler pass at a time (measured: 249 s against 239 s for Nipype's order);
-2. then the node with the longest remaining path to the end of the run, counting each node's
-   typical cost (:data:`STEP_COST_S`): the classic list-scheduling heuristic (HLFET: highest
-   level first with estimated times; Adam TL, Chandy KM, Dickson JR. A comparison of list
-   schedules for parallel processing systems. Commun ACM 1974;17:685-690).
-
-Ties keep Nipype's topological order. The order of execution never changes a result: every
-node sees the same inputs.
+accounting, callbacks) and only changes which ready job goes first: the one with the longest
+remaining path to the end of the run, counting each node's typical cost (:data:`STEP_COST_S`).
+This is the classic list-scheduling heuristic (HLFET: highest level first with estimated
+times; Adam TL, Chandy KM, Dickson JR. A comparison of list schedules for parallel processing
+systems. Commun ACM 1974;17:685-690). Ties keep Nipype's topological order. The order of
+execution never changes a result: every node sees the same inputs.
 
 ``--plugin-args '{"scheduler": "tsort"}'`` (or ``"mem_thread"``) gives Nipype's own order back.
 """
@@ -35,7 +27,7 @@ from nipype.pipeline.plugins.multiproc import MultiProcPlugin
 
 LOGGER = logging.getLogger("qsmprep.scheduling")
 
-__all__ = ["STEP_COST_S", "DEFAULT_COST_S", "QUICK_COST_S", "SCHEDULER", "CriticalPathMultiProcPlugin",
+__all__ = ["STEP_COST_S", "DEFAULT_COST_S", "SCHEDULER", "CriticalPathMultiProcPlugin",
            "node_cost", "upward_ranks"]
 
 #: name of this order in ``plugin_args["scheduler"]`` (the default of qsmprep's MultiProc)
@@ -69,8 +61,6 @@ STEP_COST_S: dict[str, float] = {
 }
 #: cost of any other node (sinks, merges, sidecars): about one scheduler pass
 DEFAULT_COST_S = 0.2
-#: nodes at most this costly start before any costlier ready node (see the module docstring)
-QUICK_COST_S = 5.0
 
 _KEYS = sorted(STEP_COST_S, key=len, reverse=True)
 
@@ -150,14 +140,12 @@ class CriticalPathMultiProcPlugin(MultiProcPlugin):
         args.setdefault("scheduler", SCHEDULER)
         super().__init__(plugin_args=args)
         self._rank: list[float] = []
-        self._cost: list[float] = []
 
     def _generate_dependency_list(self, graph):
         super()._generate_dependency_list(graph)
         index = {node: i for i, node in enumerate(self.procs)}
         successors = [sorted(index[s] for s in graph.successors(node)) for node in self.procs]
         costs = [node_cost(str(getattr(node, "name", ""))) for node in self.procs]
-        self._cost = costs
         self._rank = upward_ranks(successors, costs)
         if self._rank:
             LOGGER.debug("critical path: %.0f s of %.0f s of estimated work",
@@ -166,6 +154,5 @@ class CriticalPathMultiProcPlugin(MultiProcPlugin):
     def _sort_jobs(self, jobids, scheduler=SCHEDULER):
         if scheduler != SCHEDULER or not self._rank:
             return super()._sort_jobs(jobids, scheduler=scheduler)
-        # quick nodes first, then longest remaining path; stable: ties keep Nipype's
-        # topological order
-        return sorted(jobids, key=lambda j: (self._cost[j] > QUICK_COST_S, -self._rank[j]))
+        # stable: equal ranks keep the topological order Nipype gave
+        return sorted(jobids, key=lambda j: -self._rank[j])
