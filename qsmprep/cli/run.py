@@ -179,32 +179,6 @@ def write_workflow_graph(wf, logs: Path) -> Path:
     return out
 
 
-def run_workflow(wf, settings: dict):
-    """Run ``wf`` with ``RunConfig.plugin_settings()`` (``{"plugin", "plugin_args"}``).
-
-    MultiProc runs as :class:`qsmprep.cli.scheduling.CriticalPathMultiProcPlugin`: the same
-    plugin with ready jobs started longest-remaining-path first (``plugin_args["scheduler"]``
-    = ``"tsort"`` gives Nipype's order back); other plugins run as Nipype has them.
-
-    Parameters
-    ----------
-    wf : nipype Workflow
-        The workflow (``base_dir`` set).
-    settings : dict
-        ``{"plugin": name, "plugin_args": {...}}``.
-
-    Returns
-    -------
-    networkx.DiGraph
-        Nipype's execution graph.
-    """
-    if settings.get("plugin") == "MultiProc":
-        from .scheduling import CriticalPathMultiProcPlugin
-
-        return wf.run(plugin=CriticalPathMultiProcPlugin(plugin_args=settings.get("plugin_args")))
-    return wf.run(**settings)
-
-
 def run_participant(config, inputs_ok=None) -> int:
     """The participant level: check inputs, write dataset-level files, build and run.
 
@@ -307,7 +281,7 @@ def run_participant(config, inputs_ok=None) -> int:
     gc.freeze()
     try:
         with monitor:
-            run_workflow(wf, config.plugin_settings(status_callback=monitor))
+            wf.run(**config.plugin_settings(status_callback=monitor))
     except RuntimeError as exc:
         LOGGER.error("The workflow did not finish cleanly (%s). Crash files: %s", exc, crash_dir)
         failed = True
