@@ -43,7 +43,7 @@ functions as the Nipype workflow) and is scored with
 
 Usage::
 
-    .venv/bin/pip install -c requirements/constraints.txt '.[independent]'
+    .venv/bin/pip install -c requirements/constraints.txt -e '.[independent]'  # -e: keep the editable install
     nice -n 10 .venv/bin/python benchmarks/independent.py [--seeds 1 2] [--chains default,...]
         [--options JSON] [--qsm JSON] [--out table.tsv] [--cache-dir DIR] [--save-maps DIR]
         [--rescore DIR] [--truth tissue|voxel]
