@@ -15,7 +15,7 @@ affines (nearest neighbour), once per figure.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import io
 import os
 import re
@@ -106,25 +106,46 @@ def _ras(img, dtype):
     return np.asarray(data, dtype=dtype), img.affine, tuple(float(z) for z in img.header.get_zooms()[:3])
 
 
-@functools.lru_cache(maxsize=6)
-def _ras_file(path: str, version: tuple, dtype: str):
-    """:func:`_ras` of a file, read once per file version (``version``: size and mtime): a
-    report draws the same labels, masks and maps in several figures. The arrays are read-only,
-    so no caller can change what the next one gets."""
+#: images read during :func:`image_cache` (None: no caching)
+_CACHE: dict | None = None
+
+
+@contextlib.contextmanager
+def image_cache():
+    """Read each image file once while the block runs (the participant report draws the same
+    labels, masks and maps in several figures); the arrays are dropped when it ends.
+
+    The cache is keyed by real path, size, modification time and inode, so a file rewritten
+    in the block is read again, and its arrays are read-only, so no figure can change what
+    the next one gets.
+    """
+    global _CACHE
+    previous, _CACHE = _CACHE, {}
+    try:
+        yield
+    finally:
+        _CACHE = previous
+
+
+def _ras_file(path: str, dtype):
     from ..interfaces._io import open_image  # ISA-L decompression of .nii.gz, one call
 
-    data, affine, zooms = _ras(open_image(path), np.dtype(dtype))
-    data.setflags(write=False)
-    affine.setflags(write=False)
-    return data, affine, zooms
+    if _CACHE is None:
+        return _ras(open_image(path), dtype)
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino, np.dtype(dtype).str)
+    if key not in _CACHE:
+        data, affine, zooms = _ras(open_image(path), dtype)
+        data.setflags(write=False)
+        affine.setflags(write=False)
+        _CACHE[key] = (data, affine, zooms)
+    return _CACHE[key]
 
 
 def _load_ras(path, dtype=np.float32):
     if isinstance(path, nb.spatialimages.SpatialImage):
         return _ras(path, dtype)
-    st = os.stat(str(path))
-    return _ras_file(os.path.realpath(str(path)), (st.st_size, st.st_mtime_ns, st.st_ino),
-                     np.dtype(dtype).str)
+    return _ras_file(str(path), dtype)
 
 
 def _on_grid(path, shape, affine, order=0):

@@ -27,7 +27,7 @@ from .. import __version__
 from ..interfaces._io import open_image
 from ..qsm.masking import combine_magnitude
 from . import qc
-from .figures import figure_svg, ortho_figure, plot_change
+from .figures import figure_svg, image_cache, ortho_figure, plot_change
 
 #: QSM display window (ppm) of the report figures.
 QSM_WINDOW_PPM = (-0.1, 0.2)
@@ -104,6 +104,7 @@ pre{background:#f6f6f6;padding:8px;font-size:0.8em;overflow-x:auto} .warn{color:
 """
 
 
+@image_cache()  # the figures share labels, masks and maps: each file is read once
 def build_report(subject, sessions, out_dir, extra_figures=(), change_tsv=None, warnings=(),
                  template=None, labels_template=None, label_table=None, registration_mode=None,
                  min_roi_voxels=qc.MIN_ROI_VOXELS):

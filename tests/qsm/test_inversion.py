@@ -280,3 +280,26 @@ def test_fused_admm_and_cg_updates_are_bit_identical_to_numpy(dtype):
     K.cg_direction(p, r, beta)
     for a, b in ((x, x_ref), (r, r_ref), (p, p_ref)):
         assert np.array_equal(a.view(f"u{a.itemsize}"), b.view(f"u{b.itemsize}"))
+
+
+@pytest.mark.parametrize("shape,dtype", [((12, 10, 9), np.float32), ((8, 6, 10), np.float64),
+                                         ((16, 7), np.float32)])
+def test_convolve_equals_irfftn_of_the_product(shape, dtype):
+    import scipy.fft as sfft
+
+    from qsmprep.qsm._fftgrid import convolve, irfft
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape).astype(dtype)
+    k = rng.standard_normal(shape[:-1] + (shape[-1] // 2 + 1,)).astype(dtype)
+    ref = sfft.irfftn(sfft.rfftn(x) * k, s=shape)
+    out = convolve(x, k, shape, 1)
+    assert out.dtype == ref.dtype and out.shape == shape
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    assert np.abs(out - ref).max() <= tol * np.abs(ref).max()
+    X = sfft.rfftn(x)
+    np.testing.assert_allclose(irfft(X.copy(), shape, 1, overwrite=True), sfft.irfftn(X, s=shape),
+                               atol=tol * np.abs(ref).max())
+    # a float64 kernel on a float32 spectrum is not squeezed into complex64 in place
+    k64 = k.astype(np.float64)
+    assert convolve(x, k64, shape, 1).dtype == sfft.irfftn(sfft.rfftn(x) * k64, s=shape).dtype

@@ -143,3 +143,28 @@ def test_change_plot_values(tmp_path):
     assert bars.get_xlabel() == "followup - baseline (ppb)"
     svg = figures.plot_change(change, tmp_path / "c.svg", label_table=TABLE)
     assert ET.parse(svg).getroot().tag == f"{SVG}svg"
+
+
+def test_image_cache_reads_each_file_version_once(tmp_path, monkeypatch):
+    from qsmprep.interfaces import _io
+
+    path = tmp_path / "img.nii.gz"
+    nb.save(nb.Nifti1Image(np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.eye(4)), path)
+    reads = []
+    real_open = _io.open_image
+    monkeypatch.setattr(_io, "open_image", lambda f: reads.append(f) or real_open(f))
+
+    figures._load_ras(path)
+    figures._load_ras(path)
+    assert len(reads) == 2  # outside the block: no cache
+    with figures.image_cache():
+        a, aff, _ = figures._load_ras(path)
+        b, _, _ = figures._load_ras(str(path))
+        assert len(reads) == 3 and a is b
+        assert not a.flags.writeable and not aff.flags.writeable
+        # a rewritten file (new size and mtime) is read again
+        nb.save(nb.Nifti1Image(np.ones((2, 3, 5), np.float32), np.eye(4)), path)
+        c, _, _ = figures._load_ras(path)
+        assert len(reads) == 4 and c.shape == (2, 3, 5)
+    assert figures._CACHE is None
+    np.testing.assert_array_equal(figures._load_ras(path)[0], c)
