@@ -272,7 +272,8 @@ def convolve(x, kernel_k, shape, w):
         Real array of shape ``shape`` (the dtype ``irfft(rfft(x) * kernel_k)`` has).
     """
     X = rfft(x, w)
-    if np.result_type(X, kernel_k) == X.dtype and np.broadcast_shapes(X.shape, np.shape(kernel_k)) == X.shape:
+    same_type = np.result_type(X, kernel_k) == X.dtype
+    if same_type and np.broadcast_shapes(X.shape, np.shape(kernel_k)) == X.shape:
         X *= kernel_k
     else:
         X = X * kernel_k
