@@ -25,7 +25,14 @@ Usage::
 
     python benchmarks/participant.py [--preset 1mm] [--sessions 2] [--seed 11] [--nprocs 2]
         [--omp-nthreads N] [--code-commit SHA | --code DIR] [--save out.json]
-        [--baseline base.json] [--work DIR] [--qsmprep-args '--bf-removal vsharp']
+        [--baseline base.json | --interleave-with SHA [--repeats N]] [--work DIR]
+        [--qsmprep-args '--bf-removal vsharp']
+
+``--interleave-with SHA --repeats N`` runs the code under test and that commit alternately, N
+times each, prints every run's whole-run wall and CPU time, and compares the medians (per step
+too) and the accuracy. On the machines of issue 14 the same code varied by 5-20 % between runs
+minutes apart, so one run against a baseline measured on another day cannot show a change of a
+few percent.
 
 ``--code-commit`` exports that commit with ``git archive`` into the work folder and runs it
 (``PYTHONPATH``), so the baseline is measured by the same script on the same simulated data.
@@ -363,6 +370,60 @@ def report(res: dict, base: dict | None) -> int:
     return 0 if ok else 2
 
 
+def run_once(bids: Path, work: Path, code: Path | None, label: str, args) -> dict:
+    """One participant run of ``code`` (None: this tree) on ``bids``; the results dict."""
+    tag = "".join(c if c.isalnum() else "_" for c in label)
+    out, wdir = work / f"out-{tag}", work / f"work-{tag}"
+    for d in (out, wdir):
+        if d.exists():
+            import shutil
+
+            shutil.rmtree(d)
+    load0 = os.getloadavg()[0]
+    tot = run_qsmprep(bids, out, wdir, args.nprocs, args.omp_nthreads, code,
+                      work / f"log-{tag}.txt", shlex.split(args.qsmprep_args))
+    load1 = os.getloadavg()[0]
+    recs = node_records(wdir)
+    from qsmprep.simulate.config import session_names
+
+    return {"label": label, "preset": args.preset, "seed": args.seed, "nprocs": args.nprocs,
+            "load_start": load0, "load_end": load1, "total": tot, "steps": step_table(recs),
+            "nodes": recs, "accuracy": accuracy(bids, out, session_names(args.sessions))}
+
+
+def median_result(runs: list[dict]) -> dict:
+    """One results dict from repeated runs of one code version: the median whole-run and
+    per-step times; nodes and accuracy of the first run (the same code gives the same maps)."""
+    med = dict(runs[0])
+    med["label"] = f"{runs[0]['label'].rsplit('#', 1)[0]} (median of {len(runs)})"
+    med["total"] = {k: float(np.median([r["total"][k] for r in runs])) for k in runs[0]["total"]}
+    steps = {}
+    for name in runs[0]["steps"]:
+        vals = [r["steps"].get(name) for r in runs if name in r["steps"]]
+        steps[name] = {k: float(np.median([v[k] for v in vals])) for k in vals[0]}
+    med["steps"] = steps
+    med["load_start"] = float(np.median([r["load_start"] for r in runs]))
+    med["load_end"] = float(np.median([r["load_end"] for r in runs]))
+    return med
+
+
+def print_interleaved(pairs: list[tuple[dict, dict]]) -> None:
+    """Whole-run wall / CPU of every run in the order they ran, and the medians."""
+    print("# interleaved runs (same machine, alternating code versions)")
+    rows = []
+    for k, (cur, base) in enumerate(pairs, 1):
+        for r in (cur, base):
+            rows.append([f"{k}: {r['label']}", f"{r['total']['wall_s']:.1f}",
+                         f"{r['total']['cpu_s']:.1f}", f"{r['load_start']:.1f}"])
+    print(_fmt_table(["run", "wall_s", "cpu_s", "load_start"], rows))
+    for name, idx in (("this code", 0), ("baseline", 1)):
+        w = [p[idx]["total"]["wall_s"] for p in pairs]
+        c = [p[idx]["total"]["cpu_s"] for p in pairs]
+        print(f"{name}: median wall {np.median(w):.1f} s (range {min(w):.1f}-{max(w):.1f}), "
+              f"median CPU {np.median(c):.1f} s (range {min(c):.1f}-{max(c):.1f})")
+    print()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="1mm")
@@ -378,9 +439,18 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=None, help="work folder (kept)")
     ap.add_argument("--save", type=Path, default=None, help="write the results as JSON")
     ap.add_argument("--baseline", type=Path, default=None, help="results JSON to compare with")
+    ap.add_argument("--interleave-with", default=None, metavar="COMMIT",
+                    help="also run this commit, alternating with the code under test "
+                         "(--repeats times each), and compare medians")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="runs of each code version with --interleave-with (default 1)")
     ap.add_argument("--show", type=Path, default=None,
                     help="only print the tables of a saved results JSON (with --baseline)")
     args = ap.parse_args(argv)
+    if args.interleave_with and args.baseline:
+        ap.error("--interleave-with measures its own baseline: drop --baseline")
+    if args.repeats < 1:
+        ap.error("--repeats must be at least 1")
 
     base = json.loads(args.baseline.read_text()) if args.baseline else None
     if args.show:
@@ -388,41 +458,44 @@ def main(argv=None) -> int:
 
     work = (args.work or Path(tempfile.mkdtemp(prefix="qsmprep-partbench-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
+    repo = Path(__file__).resolve().parents[1]
+
+    def resolve(commit):
+        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", commit], check=True,
+                             capture_output=True, text=True).stdout.strip()
+        return export_commit(sha, work / f"code-{sha[:10]}"), sha[:10]
+
     code, label = args.code, args.label
     if args.code_commit:
-        sha = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]), "rev-parse",
-                              args.code_commit], check=True, capture_output=True,
-                             text=True).stdout.strip()
-        code = export_commit(sha, work / f"code-{sha[:10]}")
-        label = label or sha[:10]
+        code, short = resolve(args.code_commit)
+        label = label or short
     if label is None:
         try:
-            label = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]),
-                                    "rev-parse", "--short=10", "HEAD"], check=True,
-                                   capture_output=True, text=True).stdout.strip() + "(tree)"
+            label = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=10", "HEAD"],
+                                   check=True, capture_output=True, text=True).stdout.strip() + "(tree)"
         except (OSError, subprocess.CalledProcessError):
             label = "working tree"
     bids = simulate(work / f"sim-{args.preset}-{args.sessions}ses-seed{args.seed}",
                     args.preset, args.sessions, args.seed)
-    tag = "".join(c if c.isalnum() else "_" for c in label)
-    out, wdir = work / f"out-{tag}", work / f"work-{tag}"
-    for d in (out, wdir):
-        if d.exists():
-            import shutil
+    if not args.interleave_with:
+        res = run_once(bids, work, code, label, args)
+        if args.save:
+            args.save.write_text(json.dumps(res, indent=1))
+        return report(res, base)
 
-            shutil.rmtree(d)
-    load0 = os.getloadavg()[0]
-    tot = run_qsmprep(bids, out, wdir, args.nprocs, args.omp_nthreads, code,
-                      work / f"log-{tag}.txt", shlex.split(args.qsmprep_args))
-    load1 = os.getloadavg()[0]
-    recs = node_records(wdir)
-    from qsmprep.simulate.config import session_names
-
-    res = {"label": label, "preset": args.preset, "seed": args.seed, "nprocs": args.nprocs,
-           "load_start": load0, "load_end": load1, "total": tot, "steps": step_table(recs),
-           "nodes": recs, "accuracy": accuracy(bids, out, session_names(args.sessions))}
+    # A/B/A/B...: the machine's drift (5-15 % between runs minutes apart, more on a shared
+    # machine) hits both versions alike; the medians are compared
+    base_code, base_label = resolve(args.interleave_with)
+    pairs = []
+    for k in range(1, args.repeats + 1):
+        cur = run_once(bids, work, code, f"{label}#{k}", args)
+        old = run_once(bids, work, base_code, f"{base_label}#{k}", args)
+        pairs.append((cur, old))
+    res, base = median_result([p[0] for p in pairs]), median_result([p[1] for p in pairs])
     if args.save:
-        args.save.write_text(json.dumps(res, indent=1))
+        args.save.write_text(json.dumps({**res, "runs": [p[0] for p in pairs],
+                                         "baseline_runs": [p[1] for p in pairs]}, indent=1))
+    print_interleaved(pairs)
     return report(res, base)
 
 
