@@ -90,11 +90,10 @@ def _cut_world(lab, affine) -> tuple:
     if ijk.size == 0:
         centre = (np.array(lab.shape) - 1) / 2.0
         return tuple(float(v) for v in nb.affines.apply_affine(affine, centre))
-    # the affine is linear: the centroid maps to the centroid, and only x is needed per voxel
-    centre = nb.affines.apply_affine(affine, ijk.mean(axis=0))
-    xs = ijk @ np.asarray(affine, dtype=float)[0, :3] + float(affine[0, 3])
-    left = xs[xs < centre[0]]  # RAS+: smaller x is left
-    x = left.mean() if len(left) else centre[0]
+    xyz = nb.affines.apply_affine(affine, ijk)
+    centre = xyz.mean(axis=0)
+    left = xyz[xyz[:, 0] < centre[0]]  # RAS+: smaller x is left
+    x = left[:, 0].mean() if len(left) else centre[0]
     return (float(x), float(centre[1]), float(centre[2]))
 
 
@@ -219,10 +218,10 @@ def ortho_figure(anat, labels=None, *, label_table=None, title=None, vmin=None, 
     ijk = np.clip(ijk, 0, np.array(data.shape) - 1)
     if vmin is None or vmax is None:
         finite = data[np.isfinite(data) & (data != 0)]
-        # both percentiles from one partition of the voxels (one pass instead of two)
-        lo, hi = np.percentile(finite, [1, 99.5]) if finite.size else (0.0, 1.0)
-        vmin = float(lo) if vmin is None else vmin
-        vmax = float(hi) if vmax is None else vmax
+        if vmin is None:
+            vmin = float(np.percentile(finite, 1)) if finite.size else 0.0
+        if vmax is None:
+            vmax = float(np.percentile(finite, 99.5)) if finite.size else 1.0
     present = sorted(int(v) for v in np.unique(lab) if v > 0) if lab is not None else []
     colours = _colour_map(label_table, present)
     names = _names(label_table, present)
