@@ -2,9 +2,11 @@
 
 PDF (100 CG iterations, 4 FFTs each) and MEDI (50 ADMM iterations) spend most of their time in
 this pair. ``convolve`` multiplies the spectrum in place and runs the inverse transforms of the
-leading axes in place, so each call allocates one complex array fewer than
-``scipy.fft.irfftn`` does. Prints one table: variant, median and best time per call (ms), peak
-traced memory per call (MB), max |difference| relative to max |result|.
+leading axes in place, so each call allocates two complex arrays fewer (the product and
+``scipy.fft.irfftn``'s temporary). Prints one table: variant, median and best time per call
+(ms), peak memory per call traced by ``tracemalloc`` (MB; it sees numpy's arrays but not
+pocketfft's internal temporary, so it does not show that saving), max |difference| relative
+to max |result|.
 
 Usage::
 

@@ -236,8 +236,9 @@ def irfft(X, shape, w, overwrite=False):
         ``X`` is scratch (the caller never reads it again): the complex transforms over the
         leading axes then run in place in ``X`` and only the last axis' complex-to-real
         transform allocates. ``scipy.fft.irfftn`` allocates a complex temporary of ``X``'s size
-        for them on every call (36 MB for a padded 1 mm head), and that allocation and its
-        page faults cost 10-15 % of a convolution (``benchmarks/fft_convolve.py``). The same
+        for them on every call (36 MB for a padded 1 mm head); avoiding it (and the product's
+        own array, in :func:`convolve`) saved 6-13 % of a convolution (``benchmarks/fft_convolve.py``,
+        two runs on a shared machine). The same
         transforms in the same order; the result differs from ``irfftn``'s by float rounding.
 
     Returns
