@@ -34,12 +34,14 @@ _KIND = {"masking": "masking", "combination": "echo combination", "unwrapping": 
          "reference": "reference", "relaxometry": "R2*"}
 
 
-def call_method(step: str, name: str, **kwargs):
-    """Call the function of method ``name`` of ``step`` with the arguments it accepts.
+def call_method(step: str, name: str, options=None, **inputs):
+    """Call the function of method ``name`` of ``step`` with its inputs and options.
 
     Steps share one calling convention (see docs/architecture.md) but not every method needs
-    every input (e.g. TKD ignores the magnitude), so keyword arguments the function does not
-    declare are dropped (all are passed when it takes ``**kwargs``).
+    every input (e.g. TKD ignores the magnitude), so ``inputs`` the function does not declare
+    are dropped (all are passed when it takes ``**kwargs``). ``options`` are the user's method
+    options: one the function does not declare is an error, never dropped (a misspelt option
+    would otherwise run the default while the sidecar recorded the option).
 
     Parameters
     ----------
@@ -47,8 +49,10 @@ def call_method(step: str, name: str, **kwargs):
         A step of :data:`qsmprep.qsm.methods.STEPS`.
     name : str
         The method name.
-    **kwargs
-        Inputs and options of the step.
+    options : dict, optional
+        Options of the method (``QSMOptions.method_options[step]``).
+    **inputs
+        Inputs of the step (its calling convention).
 
     Returns
     -------
@@ -58,7 +62,41 @@ def call_method(step: str, name: str, **kwargs):
     Raises
     ------
     ValueError
-        For a name that is not registered for ``step`` (the message lists the choices).
+        For a name that is not registered for ``step`` (the message lists the choices), or an
+        option the method does not have (the message lists its options).
+    """
+    func, sig = check_method_options(step, name, options, inputs)
+    options = dict(options or {})
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return func(**inputs, **options)
+    return func(**{k: v for k, v in inputs.items() if k in sig.parameters}, **options)
+
+
+def check_method_options(step: str, name: str, options=None, inputs=()):
+    """Check a method name and its options without running it (e.g. when a workflow is built).
+
+    Parameters
+    ----------
+    step : str
+        A step of :data:`qsmprep.qsm.methods.STEPS`.
+    name : str
+        The method name.
+    options : dict, optional
+        Options of the method.
+    inputs : iterable of str
+        Names of the step's inputs that will be passed too (an option may not shadow one).
+
+    Returns
+    -------
+    func : callable
+        The method's function (its module imported).
+    signature : inspect.Signature
+
+    Raises
+    ------
+    ValueError
+        For a name that is not registered for ``step``, or an option the method's function does
+        not declare (a function taking ``**kwargs``, e.g. ``auto``, is checked when it runs).
     """
     rec = _registry.find(step, name)
     if rec is None:
@@ -67,8 +105,13 @@ def call_method(step: str, name: str, **kwargs):
     func = rec.load()
     sig = inspect.signature(func)
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return func(**kwargs)
-    return func(**{k: v for k, v in kwargs.items() if k in sig.parameters})
+        return func, sig
+    unknown = sorted(k for k in (options or {}) if k not in sig.parameters or k in inputs)
+    if unknown:
+        raise ValueError(f"Unknown option(s) {', '.join(map(repr, unknown))} for the "
+                         f"{_KIND[step]} method {name!r}; its options are "
+                         f"{', '.join(sorted(rec.parameters)) or 'none'}.")
+    return func, sig
 
 
 def _json_value(val):
@@ -220,8 +263,8 @@ def run_masking(mag, phase, tes, voxel_size, method, user_mask=None, exclude=Non
         mask = np.asarray(user_mask) > 0
         method = "user"
     else:
-        mask = np.asarray(call_method("masking", method, mag=mag, phase=phase, tes=tes,
-                                      voxel_size=voxel_size, **opts)).astype(bool)
+        mask = np.asarray(call_method("masking", method, options=opts, mag=mag, phase=phase,
+                                      tes=tes, voxel_size=voxel_size)).astype(bool)
     n_excluded = 0
     if exclude is not None:
         mask, n_excluded = drop_voxels(mask, exclude)
@@ -261,9 +304,9 @@ def run_field_fit(phase, mag, tes, mask, voxel_size, b0, combination, unwrapping
     provenance : dict
         ``{"EchoCombination": {...}, "PhaseUnwrapping": {...}}`` (method and parameters).
     """
-    res = call_method("combination", combination, phase4d=phase, mag4d=mag,
+    res = call_method("combination", combination, options=opts, phase4d=phase, mag4d=mag,
                       tes=np.asarray(tes, dtype=float), mask=mask, voxel_size=voxel_size,
-                      unwrapping=unwrapping, **opts)
+                      unwrapping=unwrapping)
     fit = dict(res)
     fit["field_ppm"] = (hz_to_ppm(res["field_hz"], b0) * mask).astype(np.float32)
     if fit.get("reliability") is None:
@@ -316,8 +359,8 @@ def run_background_removal(total_ppm, mask, voxel_size, b0_dir, method, weights=
         vs = "x".join(f"{float(v):g}" for v in voxel_size)
         record["Selection"] = (f"auto: {method} for {vs} mm voxels (pdf when every voxel "
                                f"dimension is <= {AUTO_PDF_MAX_VOXEL_MM:g} mm, vsharp above)")
-    local, eroded = call_method("bf_removal", method, total_ppm=total_ppm, mask=mask,
-                                voxel_size=voxel_size, b0_dir=b0_dir, weights=weights, **opts)
+    local, eroded = call_method("bf_removal", method, options=opts, total_ppm=total_ppm,
+                                mask=mask, voxel_size=voxel_size, b0_dir=b0_dir, weights=weights)
     eroded = np.asarray(eroded, dtype=bool)
     local = np.asarray(local, dtype=np.float32) * eroded
     prov = {
@@ -372,9 +415,10 @@ def run_inversion(local_ppm, mask, voxel_size, b0_dir, method, weights=None, mag
     from .masking import combine_magnitude
 
     info = {} if info is None else info
-    chi = call_method("inversion", method, local_ppm=local_ppm, mask=mask, voxel_size=voxel_size,
-                      b0_dir=b0_dir, weights=None if weights is None else weights * mask,
-                      magnitude=None if mag is None else combine_magnitude(mag), info=info, **opts)
+    chi = call_method("inversion", method, options=opts, local_ppm=local_ppm, mask=mask,
+                      voxel_size=voxel_size, b0_dir=b0_dir,
+                      weights=None if weights is None else weights * mask,
+                      magnitude=None if mag is None else combine_magnitude(mag), info=info)
     chi = (np.asarray(chi, dtype=np.float32) * mask).astype(np.float32)
     record = {"Method": method, "Parameters": method_parameters("inversion", method, **opts)}
     if "converged" in info:

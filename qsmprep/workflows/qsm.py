@@ -97,6 +97,8 @@ def init_qsm_wf(
     sidecar : dict with every algorithm and parameter used
     """
     method_options = method_options or {}
+    _check_method_options(method_options, masking=masking, combination=combination,
+                          bf_removal=bf_removal, inversion=inversion)
     wf = pe.Workflow(name=name)
     inputnode = pe.Node(
         niu.IdentityInterface(fields=["mag_files", "phase_files", "user_mask", "ref_mask"]),
@@ -185,3 +187,18 @@ def init_qsm_wf(
     ])
     # fmt: on
     return wf
+
+
+def _check_method_options(method_options, **methods):
+    """Refuse a misspelt step or method option when the workflow is built, before any node runs
+    (:func:`qsmprep.qsm.pipeline.check_method_options`)."""
+    from ..qsm.pipeline import check_method_options
+
+    steps = set(methods) | {"relaxometry"}
+    unknown = sorted(set(method_options) - steps)
+    if unknown:
+        raise ValueError(f"method_options: unknown step(s) {', '.join(map(repr, unknown))}; "
+                         f"the steps with options are {', '.join(sorted(steps))}.")
+    for step, name in methods.items():
+        if method_options.get(step) and not (step == "masking" and name == "user"):
+            check_method_options(step, name, method_options[step])

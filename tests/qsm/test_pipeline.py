@@ -142,6 +142,25 @@ def test_unknown_method_names_the_step_and_choices():
         pipeline.call_method("inversion", "nope")
 
 
+def test_unknown_method_option_is_an_error_not_dropped():
+    """A misspelt method option must not run the default silently (while the sidecar records
+    the option): the error names the option, the method and its options. Inputs of the
+    step's calling convention that a method does not use are still dropped."""
+    field = np.zeros((8, 8, 8), np.float32)
+    mask = np.zeros((8, 8, 8), bool)
+    mask[2:6, 2:6, 2:6] = True
+    with pytest.raises(ValueError, match=r"Unknown option\(s\) 'n_iters' for the dipole inversion "
+                                         r"method 'medi'; its options are .*n_iter"):
+        pipeline.run_inversion(field, mask, (1, 1, 1), (0, 0, 1), "medi", n_iters=5)
+    with pytest.raises(ValueError, match=r"'max_iters' for the background field removal method "
+                                         r"'pdf'"):
+        pipeline.run_background_removal(field, mask, (1, 1, 1), (0, 0, 1), "pdf", max_iters=3)
+    # tkd takes neither the magnitude nor the convergence record: dropped, not an error
+    chi, prov = pipeline.run_inversion(field, mask, (1, 1, 1), (0, 0, 1), "tkd",
+                                       mag=np.ones((8, 8, 8, 2), np.float32), threshold=0.2)
+    assert prov["DipoleInversion"]["Parameters"]["threshold"] == 0.2 and not chi.any()
+
+
 def test_csf_reference_needs_a_mask_or_multi_echo_magnitude():
     """CSF referencing without a CSF mask or >= 2 echoes is refused (one place decides)."""
     chi = np.zeros((4, 4, 4), np.float32)

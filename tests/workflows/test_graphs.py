@@ -244,6 +244,22 @@ def test_qsm_wf(bids, tmp_path, parts):
     assert sidecar["EchoTime"] == data["echo_times"] and sidecar["Units"] == "ppm"
 
 
+def test_qsm_wf_refuses_unknown_method_options():
+    """A misspelt method option or step fails when the workflow is built, not in a node (nor
+    silently ignored); a valid option (L1 data fidelity) is accepted."""
+    kw = dict(echo_times=[0.004, 0.008], b0=3.0, masking="phase-quality", combination="nonlinear",
+              unwrapping="romeo", bf_removal="vsharp", inversion="medi", reference="mean")
+    with pytest.raises(ValueError, match=r"'n_iters' for the dipole inversion method 'medi'"):
+        init_qsm_wf(**kw, method_options={"inversion": {"n_iters": 10}})
+    with pytest.raises(ValueError, match=r"unknown step\(s\) 'inversions'"):
+        init_qsm_wf(**kw, method_options={"inversions": {"n_iter": 10}})
+    with pytest.raises(ValueError, match=r"'radius' for the background field removal method"):
+        init_qsm_wf(**kw, method_options={"bf_removal": {"radius": 5}})
+    wf = init_qsm_wf(**kw, method_options={"inversion": {"data_fidelity": "l1"},
+                                           "bf_removal": {"radii_mm": [4.0]}})
+    assert wf.get_node("dipole_inversion").inputs.method_options == {"data_fidelity": "l1"}
+
+
 @pytest.mark.parametrize("case", ["longitudinal", "cross-sectional", "one session",
                                   "followup without T1w"])
 def test_longitudinal_wf(bids, tmp_path, atlas, case):
