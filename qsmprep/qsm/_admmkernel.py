@@ -56,6 +56,27 @@ def data_update(dchi, t, w2f, inv_w, mu2, v):  # pragma: no cover - numba
 
 
 @_jit
+def data_update_l1(dchi, t, f, thr, v):  # pragma: no cover - numba
+    """The v-step of an L1 data term (the proximal map of ``|W (v - f)|_1``) and its dual, in place.
+
+    numpy equivalent (all arrays of one float type, same size)::
+
+        u = dchi + t
+        r = u - f
+        v[...] = f + np.copysign(np.maximum(np.abs(r) - thr, 0), r)
+        t[...] = u - v
+    """
+    for i in range(t.size):
+        u = dchi[i] + t[i]
+        r = u - f[i]
+        a = abs(r) - thr[i]
+        if not (a >= 0 or a != a):  # np.maximum(a, 0)
+            a = 0.0
+        v[i] = f[i] + math.copysign(a, r)
+        t[i] = u - v[i]
+
+
+@_jit
 def cg_step(x, r, p, ap, alpha):  # pragma: no cover - numba
     """The iterate and residual updates of conjugate gradients, in place.
 

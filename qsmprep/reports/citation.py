@@ -140,6 +140,13 @@ REFERENCES: dict[str, tuple[str, dict]] = {
         "title": "Fast nonlinear susceptibility inversion with variational regularization",
         "journal": "Magnetic Resonance in Medicine", "year": "2018", "volume": "80",
         "pages": "814--821", "doi": "10.1002/mrm.27073"}),
+    "milovic2022l1qsm": ("article", {
+        "author": "Milovic, C. and Lambert, M. and Langkammer, C. and Bredies, K. and "
+                  "Irarrazaval, P. and Tejos, C.",
+        "title": "Streaking artifact suppression of quantitative susceptibility mapping "
+                 "reconstructions via L1-norm data fidelity optimization (L1-QSM)",
+        "journal": "Magnetic Resonance in Medicine", "year": "2022", "volume": "87",
+        "pages": "457--473", "doi": "10.1002/mrm.28957"}),
     "liu2011medi": ("article", {
         "author": "Liu, T. and Liu, J. and de Rochefort, L. and Spincemaille, P. and "
                   "Khalidov, I. and Ledoux, J. R. and Wang, Y.",
@@ -258,6 +265,10 @@ def method_keys(options) -> dict[str, list[str]]:
     for step in STEPS:
         rec = find_method(step, getattr(options, step))
         out[step] = list(rec.references) if rec is not None else []
+    # an option that changes the method's model cites its own paper
+    opts = (getattr(options, "method_options", None) or {}).get("inversion") or {}
+    if opts.get("data_fidelity") == "l1" and out.get("inversion"):
+        out["inversion"].append("milovic2022l1qsm")
     return out
 
 

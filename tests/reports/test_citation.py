@@ -98,3 +98,12 @@ def test_auto_background_removal_is_explained_in_the_methods_text(tmp_path, defa
     assert "`auto` (PDF at voxels up to 2.5 mm, V-SHARP for coarser voxels" in line
     md_path, _ = C.write_citation(tmp_path, QSMOptions(bf_removal="pdf"), default_atlas)
     assert "- background field removal: `pdf` [" in md_path.read_text()
+
+
+def test_l1_data_fidelity_cites_l1_qsm():
+    """The L1 data term of MEDI/TV-ADMM (method option data_fidelity='l1') adds its paper."""
+    plain = C.method_keys(QSMOptions())
+    assert "milovic2022l1qsm" not in plain["inversion"]
+    l1 = C.method_keys(QSMOptions(method_options={"inversion": {"data_fidelity": "l1"}}))
+    assert l1["inversion"] == plain["inversion"] + ["milovic2022l1qsm"]
+    assert "Milovic" in C.format_reference("milovic2022l1qsm")
