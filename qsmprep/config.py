@@ -52,7 +52,7 @@ TOML_SECTIONS = {
                   "stop_on_first_crash", "random_seed", "verbose", "progress", "notrack",
                   "clean_workdir", "resource_monitor", "write_graph", "boilerplate_only", "reports_only"),
     "qsm": ("masking", "combination", "unwrapping", "bf_removal", "inversion", "reference",
-            "brain_masks", "output_spaces"),
+            "brain_masks", "output_spaces", "method_options"),
     "atlas": ("atlas", "dentate_atlas", "roi_erosion", "roi_min_reliability", "longitudinal",
               "registration_resolution", "syn_metric", "syn_region"),
     "group": ("group_column", "covariates", "structures", "hemispheres", "sessions", "fdr_alpha",
@@ -67,6 +67,88 @@ SYN_METRICS = ("CC", "mattes")
 SYN_REGIONS = ("labels", "brain")
 #: smallest memory limit accepted (a value below it is a unit mistake, e.g. ``--mem 16``)
 MIN_MEM_GB = 0.5
+
+
+def parse_method_options(entries, chosen=None) -> dict:
+    """Parse ``--method-option STEP.PARAMETER=VALUE`` entries and check them against the registry.
+
+    ``VALUE`` is read as JSON when it is JSON (``0.002``, ``true``, ``null``, ``[4, 2]``) and as
+    a string otherwise (``l1``). ``PARAMETER`` must be a tunable parameter of the method chosen
+    for ``STEP`` (:attr:`qsmprep.qsm.methods.Method.parameters`; the relaxometry step uses its
+    default method). ``--bf-removal auto`` takes none: it runs PDF or V-SHARP depending on the
+    voxel size, so name the method to tune it.
+
+    Parameters
+    ----------
+    entries : iterable of str
+        The entries.
+    chosen : dict, optional
+        Step -> method name (default: every step's default method).
+
+    Returns
+    -------
+    dict
+        Step -> ``{parameter: value}``.
+
+    Raises
+    ------
+    UsageError
+        For a malformed entry, a step without options or a parameter the method does not have.
+
+    Examples
+    --------
+    >>> parse_method_options(["inversion.data_fidelity=l1", "inversion.l1_threshold=0.002"])
+    {'inversion': {'data_fidelity': 'l1', 'l1_threshold': 0.002}}
+    """
+    import json
+
+    from .qsm.methods import find as find_method
+
+    chosen = dict(chosen or {})
+    steps = ("masking", "combination", "bf_removal", "inversion", "relaxometry")
+    out: dict[str, dict] = {}
+    for entry in entries or ():
+        key, sep, raw = str(entry).partition("=")
+        step, dot, param = key.strip().partition(".")
+        if not (sep and dot and step and param):
+            raise UsageError(f"--method-option {entry!r}: write STEP.PARAMETER=VALUE, e.g. "
+                             "inversion.data_fidelity=l1.")
+        if step not in steps:
+            raise UsageError(f"--method-option {entry!r}: {step!r} is not a step with options; "
+                             f"use one of {', '.join(steps)}.")
+        name = chosen.get(step) or default_method(step)
+        rec = find_method(step, name)
+        params = dict(rec.parameters) if rec is not None else {}
+        if step == "bf_removal" and name == "auto":
+            raise UsageError(f"--method-option {entry!r}: --bf-removal auto takes no options (it "
+                             "runs pdf or vsharp depending on the voxel size); choose "
+                             "--bf-removal pdf or --bf-removal vsharp to tune it.")
+        if param not in params:
+            raise UsageError(f"--method-option {entry!r}: the {step} method {name!r} has no "
+                             f"parameter {param!r}; its parameters are "
+                             f"{', '.join(sorted(params)) or 'none'}.")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        default = params[param]
+        if default is not None and not _same_kind(value, default):
+            raise UsageError(f"--method-option {entry!r}: {param} of the {step} method {name!r} "
+                             f"takes a {type(default).__name__} (default {default!r}), got "
+                             f"{value!r}.")
+        out.setdefault(step, {})[param] = value
+    return out
+
+
+def _same_kind(value, default) -> bool:
+    """Whether ``value`` can stand for ``default`` (an int for a float; never a bool for a number)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float))
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))
 
 
 def method_registry(step: str) -> tuple[list, str]:
@@ -278,6 +360,7 @@ class RunConfig:
     syn_metric: str = "CC"
     syn_region: str = ""  # "" = "brain" with --output-spaces, else "labels"
     output_spaces: tuple = ()  # --output-spaces entries, 'NAME[:res-N]' (qsmprep.spaces)
+    method_options: tuple = ()  # --method-option entries, 'STEP.PARAMETER=VALUE'
     # group level
     group_column: str = "group"
     covariates: tuple = ()
@@ -335,6 +418,7 @@ class RunConfig:
             values[key] = _tuple(values.get(key))
         values["covariates"] = tuple(values.get("covariates") or ())
         values["output_spaces"] = tuple(values.get("output_spaces") or ())
+        values["method_options"] = tuple(values.get("method_options") or ())
         if not values.get("syn_region"):  # template-space outputs need a whole-brain warp
             values["syn_region"] = "brain" if values["output_spaces"] else "labels"
         values["plugin_args"] = dict(values.get("plugin_args") or {})
@@ -421,12 +505,30 @@ class RunConfig:
             raise UsageError("--roi-min-reliability must be between 0 and 1.")
         if not 0 < self.fdr_alpha < 1:
             raise UsageError("--fdr-alpha must be strictly between 0 and 1.")
+        self.method_option_dict()  # raises UsageError for a bad --method-option
         if self.output_spaces:
             from .spaces import parse_output_spaces
 
             parse_output_spaces(self.output_spaces)  # raises UsageError for a bad entry
         if self.b0_strength is not None and not 0.05 <= self.b0_strength <= 25:
             raise UsageError(f"--b0-strength {self.b0_strength} T is implausible; give Tesla (e.g. 3).")
+
+    def method_option_dict(self) -> dict:
+        """``--method-option`` entries as ``QSMOptions.method_options`` (step -> options).
+
+        Returns
+        -------
+        dict
+            :func:`parse_method_options` of :attr:`method_options` for this run's methods.
+
+        Raises
+        ------
+        UsageError
+            For an entry that is not ``STEP.PARAMETER=VALUE`` or names a parameter the step's
+            chosen method does not have.
+        """
+        chosen = {step: getattr(self, step) or default_method(step) for step in CLI_STEPS}
+        return parse_method_options(self.method_options, chosen)
 
     # ----------------------------------------------------------------------------------------
     def plugin_settings(self, status_callback=None) -> dict:

@@ -276,6 +276,12 @@ def get_parser() -> argparse.ArgumentParser:
         g.add_argument(f"--{opt.replace('_', '-')}", dest=opt, choices=choices, default=default,
                        help=f"{STEP_WORDS[opt]} method (default: %(default)s): "
                             + "; ".join(f"{m.name}: {m.summary}" for m in methods(opt)))
+    g.add_argument("--method-option", dest="method_options", action="append", default=[],
+                   metavar="STEP.PARAMETER=VALUE",
+                   help="set a parameter of a step's method (repeatable), e.g. "
+                        "inversion.data_fidelity=l1 or bf_removal.max_iter=150 (with --bf-removal "
+                        "pdf); the parameters are those of the method records (docs/usage.md) and "
+                        "are recorded in each Chimap sidecar")
     g.add_argument("--brain-masks", dest="brain_masks", type=Path, metavar="DIR",
                    help="user-supplied brain masks on the GRE grid, laid out as BIDS derivatives "
                         "(DIR/sub-<l>/[ses-<l>/]anat/sub-<l>[_ses-<l>]*_mask.nii.gz); replaces --masking")

@@ -47,7 +47,8 @@ def qsm_options(config):
     from ..qsm.pipeline import QSMOptions
 
     return QSMOptions(masking=config.masking, combination=config.combination, unwrapping=config.unwrapping,
-                      bf_removal=config.bf_removal, inversion=config.inversion, reference=config.reference)
+                      bf_removal=config.bf_removal, inversion=config.inversion, reference=config.reference,
+                      method_options=config.method_option_dict())
 
 
 def configure_nipype(config) -> None:

@@ -456,3 +456,35 @@ def test_workflow_runs_with_the_graph_frozen_for_gc(bids, tmp_path, restore_nipy
     assert _main(_argv(bids, tmp_path)) == 1  # the stopped run is reported as failed
     assert seen["frozen"] > 1000
     assert gc.get_freeze_count() == 0
+
+
+def test_method_option(bids, tmp_path, restore_nipype, capsys):
+    """--method-option STEP.PARAMETER=VALUE reaches QSMOptions.method_options (JSON values,
+    strings otherwise), survives config.toml, cites the option's paper, and a bad entry exits
+    64 before anything is created, naming the method's parameters."""
+    from qsmprep.cli.run import qsm_options
+
+    opts = ["--method-option", "inversion.data_fidelity=l1",
+            "--method-option", "inversion.l1_threshold=0.002",
+            "--bf-removal", "pdf", "--method-option", "bf_removal.max_iter=150"]
+    argv = [str(a) for a in _argv(bids, tmp_path, *opts, "--boilerplate-only")]
+    cfg = RunConfig.from_args(parse_args(argv))
+    assert qsm_options(cfg).method_options == {
+        "inversion": {"data_fidelity": "l1", "l1_threshold": 0.002}, "bf_removal": {"max_iter": 150}}
+    assert _main(argv) == 0
+    logs = tmp_path / "out" / "logs"
+    again = RunConfig.from_args(parse_args([*argv[:3], "--config-file", str(logs / "config.toml")]))
+    assert again.method_options == cfg.method_options
+    assert "L1-norm data fidelity" in (logs / "CITATION.md").read_text()
+
+    bad = {"inversion.n_iters=10": "the inversion method 'medi' has no parameter 'n_iters'; its "
+                                   "parameters are alpha, data_fidelity",
+           "inversion=l1": "write STEP.PARAMETER=VALUE",
+           "reference.x=1": "'reference' is not a step with options",
+           "bf_removal.max_iter=5": "--bf-removal auto takes no options",
+           "inversion.l1_threshold=big": "l1_threshold of the inversion method 'medi' takes a float"}
+    for entry, message in bad.items():
+        out = tmp_path / f"bad{len(message)}"
+        assert _main([bids, out, "participant", "--method-option", entry]) == 64, entry
+        assert message in capsys.readouterr().err, entry
+        assert not out.exists()
