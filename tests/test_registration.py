@@ -246,6 +246,43 @@ def test_crop_to_content_keeps_physical_space():
     assert R._crop_to_content(empty).shape == (5, 6, 7)
 
 
+def test_content_bounds_masked_crop_and_warp_inside_match_the_whole_grid(tpl, tmp_path):
+    """The projection bounds equal np.argwhere's; cropping before masking gives the voxels and
+    space of masking first; the warp computed inside the mask's box equals the whole-grid warp
+    there (zero outside), so registration_quality reads the same values."""
+    rng = np.random.default_rng(5)
+    for shape in [(7, 9, 11), (30, 20, 25)]:
+        m = rng.random(shape) > 0.97
+        nz = np.argwhere(m)
+        assert R._content_bounds(m) == ([int(v) for v in nz.min(0)], [int(v) for v in nz.max(0)])
+    assert R._content_bounds(np.zeros((4, 5, 6), bool)) is None
+
+    img = ants.image_read(str(tpl["file"]))
+    arr = img.numpy()
+    mask = np.zeros(arr.shape, "float32")
+    mask[10:40, 12:50, 8:35] = (arr[10:40, 12:50, 8:35] > np.percentile(arr, 60))
+    mimg = img.new_image_like(mask)
+    old = R._crop_to_content(img * mimg, 6.0, mask=mask > 0.5)
+    new = R._masked_crop(img, mimg, 6.0)
+    assert new.shape == old.shape and np.array_equal(new.numpy(), old.numpy())
+    assert np.allclose(new.origin, old.origin) and np.allclose(new.direction, old.direction)
+
+    xfm = tmp_path / "rot.mat"
+    tx = ants.create_ants_transform(transform_type="Euler3DTransform", dimension=3,
+                                    center=list(ants.get_center_of_mass(img)),
+                                    translation=[2.0, -1.5, 3.0])
+    tx.set_parameters(list(tx.parameters[:3] + np.array([0.05, -0.03, 0.02])) + [2.0, -1.5, 3.0])
+    ants.write_transform(tx, str(xfm))
+    full = ants.apply_transforms(img, img, [str(xfm)], interpolator="linear").numpy()
+    inside = R._warp_inside(img, img, str(xfm), mask > 0.5)
+    box = R._bbox(mask > 0.5)
+    assert np.allclose(inside[box], full[box], rtol=0, atol=1e-5 * np.abs(full).max())
+    outside = np.ones(arr.shape, bool)
+    outside[box] = False
+    assert not inside[outside].any()
+    assert np.array_equal(R._warp_inside(img, img, str(xfm)), full)
+
+
 def test_compose_chain_equals_sequential(tpl, tmp_path):
     """Two rigid transforms composed in one call map labels like the product transform."""
     data, aff = tpl["data"], tpl["affine"]

@@ -149,9 +149,13 @@ class CropGrid:
         mask = np.asarray(mask, dtype=bool)
         self.full_shape = mask.shape
         margin = np.broadcast_to(np.asarray(margin, dtype=int), (3,))
-        idx = np.nonzero(mask)
-        lo = np.array([i.min() for i in idx])
-        hi = np.array([i.max() + 1 for i in idx])
+        # the box from one ``any`` projection per axis (np.nonzero of a 1 mm brain mask: 0.44 s)
+        ends = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax)))
+                for ax in range(mask.ndim)]
+        if any(e.size == 0 for e in ends):
+            raise ValueError("CropGrid: the mask is empty.")
+        lo = np.array([e[0] for e in ends])
+        hi = np.array([e[-1] + 1 for e in ends])
         size = hi - lo + 2 * margin
         self.shape = kernels.next_fast_shape(tuple(int(s) for s in size))
         self.start = lo - margin - (np.array(self.shape) - size) // 2
