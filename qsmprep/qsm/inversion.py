@@ -573,21 +573,9 @@ def medi(local_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weights=None, magn
     info : dict, optional
         Filled with the convergence record (``method``, ``iterations``, ``max_iter``, ``tol``,
         ``final_change``, ``converged``).
-    data_fidelity : {"l2", "l1"}
-        Norm of the data term (default ``"l2"``). ``"l1"`` minimises
-        ``l1_threshold * ||W (D chi - f)||_1`` instead of the squared norm (L1-QSM, Milovic et al.
-        2022): a voxel whose field the dipole model cannot explain (haemorrhage, calcification,
-        an unwrapping error, residual background) then pulls on chi with a bounded force instead
-        of one that grows with its residual, so it no longer streaks across the map. Its
-        v-step is a soft threshold of the residual at ``l1_threshold * W / mu2``. Not the
-        default: on heads with consistent phase it moves deep-gray-matter means by up to a few
-        ppb either way (docs/validation.md, "L1 data fidelity").
-    l1_threshold : float
-        Scale (ppm) of the L1 data term relative to the TV term (default 1e-3 ppm, the best of
-        3e-4, 1e-3, 3e-3, 1e-2 and 3e-2 ppm on 1 mm heads at 3 T, docs/validation.md; used only
-        with ``data_fidelity="l1"``). Larger
-        values enforce the data more (less regularised, noisier), smaller ones regularise more
-        and bias small, strong structures towards their surroundings.
+    data_fidelity, l1_threshold : str, float
+        Norm of the data term (``"l2"``, default, or ``"l1"``: L1-QSM) and the scale (ppm) of
+        the L1 term, as for :func:`tv_admm`.
 
     Returns
     -------
