@@ -254,8 +254,8 @@ def test_content_bounds_masked_crop_and_warp_inside_match_the_whole_grid(tpl, tm
     for shape in [(7, 9, 11), (30, 20, 25)]:
         m = rng.random(shape) > 0.97
         nz = np.argwhere(m)
-        assert R._content_bounds(m) == ([int(v) for v in nz.min(0)], [int(v) for v in nz.max(0)])
-    assert R._content_bounds(np.zeros((4, 5, 6), bool)) is None
+        assert R.mask_bounds(m) == ([int(v) for v in nz.min(0)], [int(v) for v in nz.max(0)])
+    assert R.mask_bounds(np.zeros((4, 5, 6), bool)) is None
 
     img = ants.image_read(str(tpl["file"]))
     arr = img.numpy()

@@ -21,6 +21,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from . import methods as _registry
+from ._fftgrid import mask_bounds
 from .unwrap import _jit
 
 
@@ -247,14 +248,11 @@ def _edt(mask, voxel_size):
 
 def _bbox(mask, margin):
     """Slices of the bounding box of ``mask`` grown by ``margin`` voxels per axis (clipped)."""
-    sl = []
-    for ax in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != ax)
-        idx = np.flatnonzero(mask.any(axis=other))
-        lo = max(int(idx[0]) - int(margin[ax]), 0)
-        hi = min(int(idx[-1]) + int(margin[ax]) + 1, mask.shape[ax])
-        sl.append(slice(lo, hi))
-    return tuple(sl)
+    bounds = mask_bounds(mask)
+    if bounds is None:
+        raise ValueError("_bbox: the mask is empty.")
+    return tuple(slice(max(a - int(m), 0), min(b + int(m) + 1, n))
+                 for a, b, m, n in zip(bounds[0], bounds[1], margin, mask.shape))
 
 
 def erode_mm(mask, voxel_size, radius_mm: float) -> np.ndarray:
