@@ -349,8 +349,8 @@ def _close_fill_largest(mask: np.ndarray, radius: int) -> np.ndarray:
 
     Computed on the mask's box plus ``2 * radius + 2`` voxels (the closing's dilation stays
     ``radius + 2`` voxels inside it, so neither the erosion's nor the hole filling's border sees
-    a difference) and put back: the same mask as on the whole grid, in a quarter of the time
-    on a 1 mm head.
+    a difference) and put back: the same mask as on the whole grid, computed on about a quarter
+    of a 1 mm head's grid (the brain extraction node 32.3 -> 28.8 s, one re-run each).
     """
     ball = ndimage.iterate_structure(ndimage.generate_binary_structure(3, 1), radius)
     bounds = mask_bounds(mask)
