@@ -102,10 +102,10 @@ def parse_method_options(entries, chosen=None) -> dict:
     """
     import json
 
+    from .qsm.methods import OPTION_STEPS as steps
     from .qsm.methods import find as find_method
 
     chosen = dict(chosen or {})
-    steps = ("masking", "combination", "bf_removal", "inversion", "relaxometry")
     out: dict[str, dict] = {}
     for entry in entries or ():
         key, sep, raw = str(entry).partition("=")

@@ -927,9 +927,11 @@ def register_rigid(
         m_full = _read(moving)
         f_img, m_img = f_full, m_full
         fm = mm = None
+        fm_in = None  # the fixed mask as booleans, converted once
         if fixed_mask is not None:
             fm = _mask_on(fixed_mask, f_full)
-            f_img = _masked_crop(f_full, fm, RIGID_CROP_MARGIN_MM)
+            fm_in = fm.numpy() > 0.5
+            f_img = _masked_crop(f_full, fm, RIGID_CROP_MARGIN_MM, fm_in)
         if moving_mask is not None:
             mm = _mask_on(moving_mask, m_full)
             m_img = _masked_crop(m_full, mm, RIGID_CROP_MARGIN_MM)
@@ -951,7 +953,7 @@ def register_rigid(
         )
         xfm = out_dir / xfm_name(src, dst, "mat")
         shutil.copyfile(reg["fwdtransforms"][-1], xfm)
-        warped = _warp_inside(f_full, m_full, str(xfm), None if fm is None else fm.numpy() > 0.5)
+        warped = _warp_inside(f_full, m_full, str(xfm), fm_in)
         if qc_file:
             wmask = None
             if mm is not None:
@@ -959,7 +961,7 @@ def register_rigid(
                                               interpolator="genericLabel").numpy()
             metrics = registration_quality(
                 qc_name or "gre_to_t1w", f_full.numpy(), warped,
-                fixed_mask=None if fm is None else fm.numpy(), warped_mask=wmask,
+                fixed_mask=fm_in, warped_mask=wmask,
                 voxel_size=tuple(f_full.spacing))
             write_quality(qc_file, qc_name or "gre_to_t1w", metrics)
     warped_file = _save_like(
@@ -968,13 +970,14 @@ def register_rigid(
     return str(xfm.resolve()), warped_file
 
 
-def _masked_crop(img, mask_img, margin_mm):
+def _masked_crop(img, mask_img, margin_mm, inside=None):
     """``_crop_to_content(img * mask_img, margin_mm, mask=mask_img > 0.5)``, cropping first.
 
     The same voxels (the product is element-wise), without multiplying and copying the whole
-    field of view first (a 1 mm head is 4 times its brain's box).
+    field of view first (a 1 mm head is 4 times its brain's box). ``inside``: ``mask_img > 0.5``
+    as an array, when the caller has it already.
     """
-    box = _crop_box(img, margin_mm, mask_img.numpy() > 0.5)
+    box = _crop_box(img, margin_mm, mask_img.numpy() > 0.5 if inside is None else inside)
     if box is None:
         return img * mask_img
     ants = _ants()

@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-__all__ = ["Method", "MethodTable", "REGISTRY", "STEPS", "CLI_STEPS", "STEP_MODULES",
+__all__ = ["Method", "MethodTable", "REGISTRY", "STEPS", "CLI_STEPS", "OPTION_STEPS", "STEP_MODULES",
            "STEP_WORDS", "RECOMMENDATIONS", "NEEDS", "methods", "get", "find", "names", "default", "desc"]
 
 #: Steps with selectable methods, in the order of the chain.
@@ -45,6 +45,8 @@ STEPS = ("masking", "combination", "unwrapping", "bf_removal", "inversion", "ref
          "relaxometry")
 #: Steps chosen on the command line (``--masking`` ... ``--reference``; the option's dest).
 CLI_STEPS = STEPS[:6]
+#: Steps whose method takes user options (``QSMOptions.method_options`` keys, ``--method-option``).
+OPTION_STEPS = ("masking", "combination", "bf_removal", "inversion", "relaxometry")
 #: Module of :mod:`qsmprep.qsm` that holds the functions of each step.
 STEP_MODULES = {"masking": "masking", "combination": "echoes", "unwrapping": "unwrap",
                 "bf_removal": "background", "inversion": "inversion", "reference": "reference",

@@ -45,12 +45,8 @@ def call_method(step: str, name: str, options=None, **inputs):
 
     Parameters
     ----------
-    step : str
-        A step of :data:`qsmprep.qsm.methods.STEPS`.
-    name : str
-        The method name.
-    options : dict, optional
-        Options of the method (``QSMOptions.method_options[step]``).
+    step, name, options
+        As for :func:`check_method_options` (``options``: ``QSMOptions.method_options[step]``).
     **inputs
         Inputs of the step (its calling convention).
 
@@ -62,8 +58,7 @@ def call_method(step: str, name: str, options=None, **inputs):
     Raises
     ------
     ValueError
-        For a name that is not registered for ``step`` (the message lists the choices), or an
-        option the method does not have (the message lists its options).
+        From :func:`check_method_options` (the message lists the choices or the options).
     """
     func, sig = check_method_options(step, name, options, inputs)
     options = dict(options or {})

@@ -192,13 +192,12 @@ def init_qsm_wf(
 def _check_method_options(method_options, **methods):
     """Refuse a misspelt step or method option when the workflow is built, before any node runs
     (:func:`qsmprep.qsm.pipeline.check_method_options`)."""
+    from ..qsm.methods import OPTION_STEPS as steps
     from ..qsm.pipeline import check_method_options
-
-    steps = set(methods) | {"relaxometry"}
-    unknown = sorted(set(method_options) - steps)
+    unknown = sorted(set(method_options) - set(steps))
     if unknown:
         raise ValueError(f"method_options: unknown step(s) {', '.join(map(repr, unknown))}; "
-                         f"the steps with options are {', '.join(sorted(steps))}.")
+                         f"the steps with options are {', '.join(steps)}.")
     for step, name in methods.items():
         if method_options.get(step) and not (step == "masking" and name == "user"):
             check_method_options(step, name, method_options[step])
