@@ -80,10 +80,12 @@ class LoadGRE(SimpleInterface):
     output_spec = _LoadGREOutputSpec
 
     def _run_interface(self, runtime):
-        mags, phases, infos, bad_echoes, per_file = [], [], [], [], {}
+        infos, per_file = [], {}
         ref = nb.load(self.inputs.mag_files[0])
         complex_input = self.inputs.parts == "real-imag"
-        for mfile, pfile in zip(self.inputs.mag_files, self.inputs.phase_files):
+        n_echo = len(self.inputs.mag_files)
+        mag4d = phase4d = bad = None
+        for e, (mfile, pfile) in enumerate(zip(self.inputs.mag_files, self.inputs.phase_files)):
             mraw = np.asarray(open_image(mfile).dataobj, dtype=np.float32)
             pimg = open_image(pfile)
             if complex_input:
@@ -100,14 +102,25 @@ class LoadGRE(SimpleInterface):
             for f, b in ((mfile, bad_m), (pfile, bad_p)):
                 if b.any():
                     per_file[os.path.basename(f)] = int(np.count_nonzero(b))
-            bad_echoes.append(bad_m | bad_p)
             info = dict(info, file=os.path.basename(pfile))
-            mags.append(mag)
-            phases.append(phase)
             infos.append(info)
-        bad = np.any(np.stack(bad_echoes, axis=-1), axis=-1)
-        mag4d = np.stack(mags, axis=-1)
-        phase4d = np.stack(phases, axis=-1)
+            if mag4d is None:
+                # Fortran order, as NIfTI stores it: each echo is one contiguous block, so
+                # filling, the echo sum of combine_magnitude and writing need no transposed
+                # copy (np.stack(..., axis=-1) made C-order arrays that nibabel transposed
+                # again to write)
+                shape4d = mag.shape + (n_echo,)
+                mag4d = np.empty(shape4d, np.float32, order="F")
+                phase4d = np.empty(shape4d, np.float32, order="F")
+                bad = np.zeros(mag.shape, bool)
+            elif mag.shape != mag4d.shape[:-1]:
+                raise ValueError(f"{os.path.basename(mfile)}: shape {mag.shape} differs from "
+                                 f"the first echo's {mag4d.shape[:-1]}.")
+            mag4d[..., e] = mag
+            phase4d[..., e] = phase
+            bad |= bad_m
+            bad |= bad_p
+            del mag, phase, mraw, praw
         n_bad = int(np.count_nonzero(bad))
         if n_bad:
             mag4d[bad] = 0.0   # never a huge finite stand-in (nan_to_num gives 3.4e38 for +Inf)

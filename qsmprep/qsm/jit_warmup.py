@@ -12,7 +12,8 @@ is measured in docs/container.md).
 
 The warm-up runs the default reconstruction (:func:`qsmprep.qsm.pipeline.reconstruct`) on a tiny
 synthetic sphere, with the array types the pipeline's interfaces pass (float32 magnitude and
-phase), plus the wrap-to-pi pass on float32 and float64, so every kernel gets the signature a
+phase), plus the wrap-to-pi pass on float32 and float64 and the phase rescaling on float32
+(as LoadGRE passes the stored values), so every kernel gets the signature a
 real run asks for.
 """
 
@@ -37,7 +38,8 @@ def dispatchers() -> dict:
         "echoes._initial_estimate_kernel": echoes._initial_estimate_kernel,
         "echoes._gauss_newton_kernel": echoes._gauss_newton_kernel,
         "masking._sq_edt_kernel": masking._sq_edt_kernel,  # compiles _sq_edt_line into it
-        "_wrapkernel.wrap_shifted": _wrapkernel.wrap_shifted,
+        "_wrapkernel.wrap_add": _wrapkernel.wrap_add,
+        "_wrapkernel.rescale_wrap": _wrapkernel.rescale_wrap,
         "_admmkernel.shrink_update": _admmkernel.shrink_update,
         "_admmkernel.data_update": _admmkernel.data_update,
         "_admmkernel.cg_step": _admmkernel.cg_step,
@@ -70,13 +72,15 @@ def warm_up() -> dict:
     dict
         Kernel name -> number of compiled signatures (0 means the warm-up missed it).
     """
-    from .phase import wrap_to_pi
+    from .phase import detect_and_rescale_phase, wrap_to_pi
     from .pipeline import reconstruct
 
     mag, phase, tes, b0, affine = _sphere_session()
     reconstruct(mag, phase, tes, b0, affine)
     for dtype in (np.float32, np.float64):
         wrap_to_pi(np.linspace(-5.0, 9.0, 5000).astype(dtype))
+    # the stored phase as LoadGRE passes it (float32, integer values)
+    detect_and_rescale_phase(np.round(np.linspace(-4096, 4095, 5000)).astype(np.float32))
     return {name: len(d.signatures) for name, d in dispatchers().items()}
 
 

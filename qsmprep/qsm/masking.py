@@ -54,7 +54,14 @@ def combine_magnitude(mag, combine: str = "rss") -> np.ndarray:
     if mag.ndim == 3:
         return mag
     if combine == "rss":
-        return np.sqrt(np.sum(mag**2, axis=-1))  # mag is float32 already
+        # echo by echo into one 3-D sum: the same float32 additions in the same order as
+        # np.sum(mag**2, axis=-1) for fewer than 8 echoes (numpy sums longer axes pairwise),
+        # without a 4-D temporary (first-touch page faults of a fresh 4-D array cost more
+        # than the arithmetic)
+        acc = np.square(mag[..., 0])
+        for e in range(1, mag.shape[-1]):
+            acc += np.square(mag[..., e])
+        return np.sqrt(acc, out=acc)
     if combine == "first":
         return mag[..., 0]
     raise ValueError(f"Unknown magnitude combination {combine!r}")

@@ -60,10 +60,10 @@ def wrap_to_pi(x):
     -1.5707963267948966
     """
     x = np.asarray(x)
+    if (x.dtype in (np.float32, np.float64) and x.size >= 4096
+            and (x.flags.c_contiguous or x.flags.f_contiguous)):
+        return _wrap_compiled(x)
     y = x + np.pi
-    if (y.dtype in (np.float32, np.float64) and y.size >= 4096
-            and (y.flags.c_contiguous or y.flags.f_contiguous)):
-        return _wrap_compiled(y)
     # np.mod(y, 2 pi) is y itself for 0 <= y < 2 pi: only the other values need the (slow)
     # float remainder; NaN fails the comparisons and takes the np.mod path as before
     inside = (y >= 0.0) & (y < 2.0 * np.pi)
@@ -74,18 +74,37 @@ def wrap_to_pi(x):
     return out
 
 
-def _wrap_compiled(y):
-    """``np.mod(y, 2 pi) - pi`` bit for bit, one compiled pass for ``-2 pi <= y < 4 pi``."""
-    from ._wrapkernel import wrap_shifted
+def _wrap_compiled(x):
+    """``np.mod(x + pi, 2 pi) - pi`` bit for bit, one compiled pass for ``-3 pi <= x < 3 pi``."""
+    from ._wrapkernel import wrap_add
 
-    t = y.dtype.type
+    t = x.dtype.type
     b = t(2.0 * np.pi)  # the divisor np.mod(y, 2.0 * np.pi) uses for this dtype
-    out = np.empty_like(y)
-    n_rest = wrap_shifted(y.ravel(order="K"), b, t(np.pi), out.ravel(order="K"))
+    out = np.empty_like(x)
+    n_rest = wrap_add(x.ravel(order="K"), b, t(np.pi), out.ravel(order="K"))
     if n_rest:
+        y = x + np.pi
         rest = ~((y >= -b) & (y < b + b))  # NaN included
         out[rest] = np.mod(y[rest], 2.0 * np.pi) - np.pi
     return out
+
+
+def _rescale_wrap(values, scale, offset, apply_scale):
+    """The float32 phase of :func:`detect_and_rescale_phase` in one compiled pass, or None.
+
+    None when the compiled pass does not apply (small or non-contiguous arrays, other types)
+    or when a rescaled value lies outside the range it wraps exactly; the caller then runs the
+    numpy steps, which give the same values.
+    """
+    if (values.dtype.kind not in "fiu" or values.size < 4096
+            or not (values.flags.c_contiguous or values.flags.f_contiguous)):
+        return None
+    from ._wrapkernel import rescale_wrap
+
+    out = np.empty_like(values, dtype=np.float32)  # the same memory layout (order "K")
+    n_rest = rescale_wrap(values.ravel(order="K"), float(scale), float(offset),
+                          bool(apply_scale), 2.0 * np.pi, np.pi, out.ravel(order="K"))
+    return None if n_rest else out
 
 
 def _finite_range(values: np.ndarray) -> tuple[float, float, int]:
@@ -193,16 +212,20 @@ def detect_and_rescale_phase(raw: np.ndarray, units: str | None = None):
             detected = "constant"
             notes.append("Phase is constant; left unchanged.")
 
-    out = values.astype(np.float64, copy=True) if values.dtype != np.float64 else values.copy()
+    # float64 arithmetic, float32 result; one compiled pass where it applies, else numpy
+    out = _rescale_wrap(values, scale, offset, detected != "radians")
+    if out is None:
+        out = values.astype(np.float64, copy=True) if values.dtype != np.float64 else values.copy()
+        if n_bad:
+            out[~np.isfinite(out)] = 0.0
+        if detected != "radians":
+            out *= scale
+            out += offset
+        out = wrap_to_pi(out).astype(np.float32)
+        if n_bad:
+            # Non-finite voxels were set to 0 *before* scaling: set them to exactly 0 rad.
+            out[~np.isfinite(values)] = 0.0
     if n_bad:
-        out[~np.isfinite(out)] = 0.0
-    if detected != "radians":
-        out *= scale
-        out += offset
-    out = wrap_to_pi(out).astype(np.float32)
-    if n_bad:
-        # Non-finite voxels were set to 0 *before* scaling: set them to exactly 0 rad.
-        out[~np.isfinite(values)] = 0.0
         notes.append(f"{n_bad} non-finite phase values set to 0.")
     info = {
         "detected": detected,

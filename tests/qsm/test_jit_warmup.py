@@ -15,6 +15,10 @@ from qsmprep.qsm.pipeline import reconstruct
 # arrays) than the warm-up used: the signatures must still match
 mag, phase, tes, b0, aff = _sphere_session(shape=(40, 36, 30), vox=1.5)
 reconstruct(np.asfortranarray(mag), np.asfortranarray(phase), tes, b0, aff)
+# LoadGRE's phase rescaling: stored values as float32, Fortran order, 4-D
+from qsmprep.qsm.phase import detect_and_rescale_phase
+stored = np.round(np.asfortranarray(phase / np.pi * 4096)).clip(-4096, 4095).astype(np.float32)
+detect_and_rescale_phase(stored)
 print(json.dumps({k: [sum(d.stats.cache_hits.values()), sum(d.stats.cache_misses.values()),
                       len(d.signatures)] for k, d in dispatchers().items()}))
 """
