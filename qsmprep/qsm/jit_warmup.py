@@ -1,6 +1,6 @@
 """Compile qsmprep's numba kernels once, ahead of a run: ``python -m qsmprep.qsm.jit_warmup``.
 
-The kernels (ROMEO region growing, the Gauss-Newton echo fit and its initial estimate, the exact
+The kernels (ROMEO edge weights and region growing, the Gauss-Newton echo fit and its initial estimate, the exact
 distance transform, the wrap-to-pi pass, the fused ADMM and conjugate-gradient updates) are
 compiled on first use and cached on disk
 (``NUMBA_CACHE_DIR``, or ``__pycache__`` next to the sources). A fresh installation pays the
@@ -35,6 +35,7 @@ def dispatchers() -> dict:
 
     return {
         "unwrap._grow_region": unwrap._grow_region,
+        "unwrap._edge_weights_kernel": unwrap._edge_weights_kernel,
         "echoes._initial_estimate_kernel": echoes._initial_estimate_kernel,
         "echoes._gauss_newton_kernel": echoes._gauss_newton_kernel,
         "masking._sq_edt_kernel": masking._sq_edt_kernel,  # compiles _sq_edt_line into it

@@ -107,6 +107,18 @@ def romeo_edge_weights(
         m_max = float(np.percentile(mvals, 99.9)) if mvals.size else 1.0
         m_max = m_max if m_max > 0 else 1.0
     p2 = None if phase2 is None else np.asarray(phase2, dtype=np.float32)
+    if 1 <= nbins <= 255 and phi.size >= 4096:
+        out = _edge_weights_compiled(phi, mask, mag, p2, te_ratio,
+                                     m_max if mag is not None else 1.0, nbins)
+        if out is not None:
+            return out
+    return _edge_weights_numpy(phi, mask, mag, p2, te_ratio,
+                               m_max if mag is not None else 1.0, nbins)
+
+
+def _edge_weights_numpy(phi, mask, mag, p2, te_ratio, m_max, nbins):
+    """The numpy steps of :func:`romeo_edge_weights` (the compiled pass must equal them)."""
+    shape = phi.shape
     out = np.zeros((3,) + shape, dtype=np.uint8)
     for axis in range(3):
         a0, a1 = _pair(phi, axis)
@@ -131,6 +143,35 @@ def romeo_edge_weights(
         sl = [slice(None)] * 3
         sl[axis] = slice(0, -1)
         out[(axis,) + tuple(sl)] = q
+    return out
+
+
+def _edge_weights_compiled(phi, mask, mag, p2, te_ratio, m_max, nbins):
+    """:func:`_edge_weights_numpy` in one compiled pass without temporaries, or None.
+
+    The kernel runs on C-ordered arrays; Fortran-ordered inputs (as nibabel returns them) are
+    passed transposed, so no input is copied, and the weights are transposed back. None (the
+    numpy steps then run) when an edge's weight is not a finite number in the kernel or a
+    phase difference falls outside the range the kernel wraps exactly.
+    """
+    fortran = phi.flags.f_contiguous and not phi.flags.c_contiguous
+    order = "F" if fortran else "C"
+    arrays = [np.asarray(a, order=order) for a in
+              (phi, phi if p2 is None else p2, phi if mag is None else mag)]
+    msk = np.asarray(mask, dtype=bool, order=order)
+    if fortran:
+        arrays = [a.T for a in arrays]
+        msk = msk.T
+    out = np.zeros((3,) + arrays[0].shape, dtype=np.uint8)
+    f32 = np.float32
+    tr = f32(te_ratio) if (p2 is not None and te_ratio is not None) else f32(0.0)
+    n_bad = _edge_weights_kernel(
+        arrays[0], arrays[1], arrays[2], msk, p2 is not None and te_ratio is not None,
+        mag is not None, tr, f32(0.5 * m_max), f32(nbins - 1), f32(np.pi), f32(2.0 * np.pi), out)
+    if n_bad:
+        return None
+    if fortran:  # kernel axis t of the transposed arrays is axis 2 - t of the input
+        out = np.ascontiguousarray(out[::-1].transpose(0, 3, 2, 1))
     return out
 
 
@@ -543,3 +584,81 @@ def _unwrap_4d(func, wrapped, voxel_size, mask, mag, tes, **kw):
 #: there registers a new method)
 METHODS = _registry.MethodTable("unwrapping")
 DEFAULT = _registry.default("unwrapping")
+
+
+@_jit
+def _wrap32(d, pi, two_pi):  # pragma: no cover - numba
+    """``wrap_to_pi`` of one float32 value, as :func:`qsmprep.qsm.phase.wrap_to_pi` computes it
+    for values with ``-2 pi <= d + pi < 4 pi``; returns (value, ok)."""
+    y = d + pi
+    if y >= 0 and y < two_pi:
+        return y - pi, True
+    if y < 0 and y >= -two_pi:
+        return (y + two_pi) - pi, True
+    if y >= two_pi and y < two_pi + two_pi:
+        return (y - two_pi) - pi, True
+    return y - pi, False
+
+
+@_jit
+def _edge_weights_kernel(phi, p2, mag, mask, use_p2, use_mag, te_ratio, half_mmax, nb1, pi,
+                         two_pi, out):  # pragma: no cover - numba
+    """Quantised ROMEO edge weights of :func:`romeo_edge_weights`, float32 step for step.
+
+    Every constant is a float32 argument, so each operation rounds to float32 as numpy's
+    float32 array arithmetic does (the same operations in the same order, no fused
+    multiply-add). Returns the number of valid edges whose weight could not be computed the
+    same way (NaN, or a phase difference outside the exactly wrapped range).
+    """
+    nx, ny, nz = phi.shape
+    one = pi / pi
+    zero = pi - pi
+    half = one / (one + one)
+    n_bad = 0
+    for i in range(nx):
+        for j in range(ny):
+            for k in range(nz):
+                if not mask[i, j, k]:
+                    continue
+                for axis in range(3):
+                    i1, j1, k1 = i, j, k
+                    if axis == 0:
+                        if i + 1 >= nx:
+                            continue
+                        i1 = i + 1
+                    elif axis == 1:
+                        if j + 1 >= ny:
+                            continue
+                        j1 = j + 1
+                    else:
+                        if k + 1 >= nz:
+                            continue
+                        k1 = k + 1
+                    if not mask[i1, j1, k1]:
+                        continue
+                    d, ok = _wrap32(phi[i1, j1, k1] - phi[i, j, k], pi, two_pi)
+                    w = one - abs(d) / pi
+                    if use_p2:
+                        d2, ok2 = _wrap32(p2[i1, j1, k1] - p2[i, j, k], pi, two_pi)
+                        ok = ok and ok2
+                        c = one - abs(d - d2 * te_ratio)
+                        c = min(max(c, zero), one) if c == c else c
+                        w *= c
+                    if use_mag:
+                        a = mag[i, j, k]
+                        b = mag[i1, j1, k1]
+                        if a != a or b != b:
+                            n_bad += 1
+                            continue
+                        mn = min(a, b)
+                        mx = max(a, b)
+                        coh = mn / mx if mx > 0 else zero
+                        w *= coh * coh
+                        r = mn / half_mmax
+                        w *= half + half * (r if r < one else one)
+                    if not ok or w != w:
+                        n_bad += 1
+                        continue
+                    w = min(max(w, zero), one)
+                    out[axis, i, j, k] = np.uint8(one + np.floor(w * nb1))
+    return n_bad
