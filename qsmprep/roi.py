@@ -206,6 +206,27 @@ def select_voxels(
     return sel
 
 
+def _label_box(labels, *others):
+    """Slices of the labels' bounding box plus one voxel (clipped to the image), or None.
+
+    None (use the whole image) when there is no label or another given map has another
+    shape (the shape checks then report it as before). One voxel of margin keeps
+    :func:`erode_labels` exact on the crop: a background voxel stays background whatever
+    its neighbours, so only label voxels' 6-neighbourhoods matter, and those lie inside the box
+    (at the image border the crop's border is the image's, with the same ``nearest`` rule).
+    """
+    from .qsm._fftgrid import mask_bounds
+
+    labels = np.asarray(labels)
+    if labels.ndim != 3 or any(o is not None and np.shape(o) != labels.shape for o in others):
+        return None
+    bounds = mask_bounds(labels != 0)
+    if bounds is None:
+        return None
+    return tuple(slice(max(lo - 1, 0), min(hi + 2, n))
+                 for lo, hi, n in zip(bounds[0], bounds[1], labels.shape))
+
+
 def roi_statistics(
     chi_ppm: np.ndarray,
     labels: np.ndarray,
@@ -267,6 +288,11 @@ def roi_statistics(
     chi_ppm = np.asarray(chi_ppm, dtype=float)
     if chi_ppm.shape != np.shape(labels):
         raise ValueError(f"chi shape {chi_ppm.shape} != labels shape {np.shape(labels)}")
+    box = _label_box(labels, mask, reliability, r2star)
+    if box is not None:  # the same voxels in the same order: identical statistics, less work
+        labels, chi_ppm = np.asarray(labels)[box], chi_ppm[box]
+        mask, reliability, r2star = (None if a is None else np.asarray(a)[box]
+                                     for a in (mask, reliability, r2star))
     sel = select_voxels(labels, mask, erode_vox, reliability, min_reliability)
     sel[~np.isfinite(chi_ppm)] = 0
     if r2star is not None:

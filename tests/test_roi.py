@@ -154,3 +154,29 @@ def test_r2star_columns_use_the_same_voxels():
     assert "r2star_mean" not in roi.roi_sidecar()
     with pytest.raises(ValueError, match="r2star shape"):
         roi.roi_statistics(chi, labels, TABLE, (1, 1, 1), r2star=r2[:2])
+
+
+@pytest.mark.parametrize("erode", [0, 1, 2])
+def test_statistics_on_the_label_box_equal_the_whole_image(monkeypatch, erode):
+    """roi_statistics works on the labels' bounding box; the table must be byte for byte that
+    of the whole image (erosion, mask, reliability, R2*, a label touching the image border)."""
+    rng = np.random.default_rng(5)
+    shape = (40, 36, 30)
+    labels = np.zeros(shape, np.int16)
+    labels[10:18, 12:20, 8:14] = 1
+    labels[18:24, 12:20, 8:14] = 2      # touches label 1
+    labels[0:5, 30:36, 25:30] = 3       # touches three image borders
+    chi = rng.normal(0.05, 0.02, shape)
+    chi[12, 14, 9] = np.nan
+    mask = np.ones(shape, bool)
+    mask[20, 15, 10] = False
+    rel = rng.uniform(0.5, 1.0, shape)
+    r2 = rng.uniform(10, 40, shape)
+    table = pd.DataFrame({"index": [1, 2, 3, 4], "name": ["a", "b", "c", "absent"]})
+    kw = dict(mask=mask, erode_vox=erode, reliability=rel, min_reliability=0.6, r2star=r2)
+    assert roi._label_box(labels, mask, rel, r2) is not None
+    cropped = roi.roi_statistics(chi, labels, table, (1, 1, 1), **kw)
+    monkeypatch.setattr(roi, "_label_box", lambda *a: None)
+    whole = roi.roi_statistics(chi, labels, table, (1, 1, 1), **kw)
+    assert cropped.to_csv() == whole.to_csv()
+    assert int(cropped.loc[2, "n_voxels"]) > 0
