@@ -86,7 +86,15 @@ def dgm_cut_coords(labels_file) -> tuple:
 
 
 def _cut_world(lab, affine) -> tuple:
-    ijk = np.argwhere(lab > 0)
+    from ..qsm._fftgrid import mask_bounds
+
+    pos = np.asarray(lab) > 0
+    bounds = mask_bounds(pos)
+    if bounds is None:
+        ijk = np.empty((0, pos.ndim), np.intp)
+    else:  # the same voxels in the same order as np.argwhere(pos), found in their box
+        box = tuple(slice(lo, hi + 1) for lo, hi in zip(*bounds))
+        ijk = np.argwhere(pos[box]) + np.asarray(bounds[0], np.intp)
     if ijk.size == 0:
         centre = (np.array(lab.shape) - 1) / 2.0
         return tuple(float(v) for v in nb.affines.apply_affine(affine, centre))
