@@ -264,7 +264,8 @@ class _InvInputSpec(BaseInterfaceInputSpec):
     local_file = File(exists=True, mandatory=True)
     mask_file = File(exists=True, mandatory=True)
     reliability_file = File(exists=True)
-    mag_file = File(exists=True, desc="4-D magnitude (for morphology-enabled methods)")
+    mag_file = File(exists=True, desc="magnitude for morphology-enabled methods: 3-D "
+                    "echo-combined (the workflow passes LoadGRE's RSS) or 4-D (combined here)")
     method = traits.Str(mandatory=True)
     method_options = traits.Dict()
     log_label = traits.Str("", usedefault=True, desc="e.g. 'sub-01 ses-baseline', for log messages")

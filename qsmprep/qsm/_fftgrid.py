@@ -116,14 +116,24 @@ def normalise_weights(weights, mask) -> np.ndarray | None:
     """
     if weights is None:
         return None
-    w = np.asarray(weights, dtype=np.float64)
-    if w.shape != mask.shape:
-        raise ValueError(f"weights shape {w.shape} differs from mask shape {mask.shape}.")
-    w = np.where(np.isfinite(w) & mask, np.clip(w, 0, None), 0.0)
-    mean = w[mask].mean()
+    if np.shape(weights) != np.shape(mask):
+        raise ValueError(f"weights shape {np.shape(weights)} differs from mask shape "
+                         f"{np.shape(mask)}.")
+    mask = np.asarray(mask, bool)
+    bounds = mask_bounds(mask)
+    # on the mask's bounding box: outside it every weight is 0 anyway, and the mask's values
+    # come in the same order, so the mean (and every weight) is the same as on the whole grid
+    box = (tuple(slice(None) for _ in mask.shape) if bounds is None
+           else tuple(slice(lo, hi + 1) for lo, hi in zip(*bounds)))
+    w = np.asarray(np.asarray(weights)[box], dtype=np.float64)
+    mb = mask[box]
+    w = np.where(np.isfinite(w) & mb, np.clip(w, 0, None), 0.0)
+    mean = w[mb].mean()
     if mean <= 0:
         raise ValueError("weights are zero everywhere inside the mask.")
-    return (w / mean).astype(np.float32)
+    out = np.zeros(mask.shape, np.float32)
+    out[box] = (w / mean).astype(np.float32)
+    return out
 
 
 def workers(n=None) -> int:

@@ -52,6 +52,7 @@ from ._fftgrid import (
     convolve,
     grad_symbol_sq,
     irfft,
+    mask_bounds,
     normalise_inputs,
     normalise_weights,
     rfft,
@@ -116,7 +117,11 @@ class _Problem:
         self.grid = CropGrid(mask, [int(math.ceil(pad_mm / v)) for v in vox])
         self.shape = self.grid.shape
         self.m = self.grid.embed(mask, self.dtype)
-        self.f = self.grid.embed(np.where(mask, np.nan_to_num(field), 0.0), self.dtype)
+        # on the grid only (the same values as np.where(mask, np.nan_to_num(field), 0.0)
+        # embedded, without two full-size temporaries)
+        f = self.grid.embed(field, field.dtype)
+        np.nan_to_num(f, copy=False)
+        self.f = np.where(self.m > 0, f, 0.0).astype(self.dtype, copy=False)
         wt = normalise_weights(weights, mask)
         self.weighted = wt is not None
         self.w2 = self.m.copy() if wt is None else self.grid.embed(wt, self.dtype) ** 2 * self.m
@@ -343,6 +348,17 @@ def magnitude_edge_weights(magnitude, mask, voxel_size, edge_fraction=0.3):
     if mag.ndim == 4:
         mag = np.sqrt((mag.astype(np.float64) ** 2).sum(-1)).astype(np.float32)
     mask = np.asarray(mask, bool)
+    bounds = mask_bounds(mask)
+    if bounds is not None and all(lo >= 1 and hi + 2 < n for lo, hi, n in
+                                  zip(bounds[0], bounds[1], mask.shape)):
+        # the same weights from the mask's box + 1 voxel: the magnitude is 0 outside the
+        # mask, so every gradient component outside that box is 0 (weight 1), and the box
+        # does not reach the image border, so the periodic wrap-around meets zeros either way
+        box = tuple(slice(lo - 1, hi + 2) for lo, hi in zip(*bounds))
+        out = np.ones((3,) + mask.shape, np.float32)
+        out[(slice(None),) + box] = magnitude_edge_weights(mag[box], mask[box], voxel_size,
+                                                           edge_fraction)
+        return out
     mag = np.where(mask, mag, 0).astype(np.float32)
     scale = np.percentile(mag[mask], 99) or 1.0
     mag /= scale

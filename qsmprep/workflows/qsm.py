@@ -162,7 +162,7 @@ def init_qsm_wf(
         (mask, bfr, [("mask_file", "mask_file")]),
         (bfr, inv, [("local_file", "local_file"), ("mask_file", "mask_file")]),
         (field, inv, [("reliability_file", "reliability_file")]),
-        (load, inv, [("mag_file", "mag_file")]),
+        (load, inv, [("mag_ref_file", "mag_file")]),  # the RSS magnitude, computed once
         (inv, ref, [("chi_file", "chi_file")]),
         (bfr, ref, [("mask_file", "mask_file")]),
         (inputnode, ref, [("ref_mask", "ref_mask_file")]),

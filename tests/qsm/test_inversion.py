@@ -352,3 +352,45 @@ def test_convolve_equals_irfftn_of_the_product(shape, dtype):
     # a float64 kernel on a float32 spectrum is not squeezed into complex64 in place
     k64 = k.astype(np.float64)
     assert convolve(x, k64, shape, 1).dtype == sfft.irfftn(sfft.rfftn(x) * k64, s=shape).dtype
+
+
+def _blob_case(shape=(30, 34, 28), touch=False):
+    rng = np.random.default_rng(21)
+    g = np.indices(shape)
+    c = (np.array(shape) - 1) / 2.0
+    mask = (((g - c[:, None, None, None]) / (np.array(shape)[:, None, None, None] / 3.2)) ** 2
+            ).sum(0) < 1.0
+    if touch:
+        mask[0, 10:20, 10:18] = True  # reaches the image border
+    mag = rng.uniform(0.2, 1.5, shape).astype(np.float32)
+    mag[5:12, 8:14, 9:15] *= 3.0
+    rel = rng.uniform(-0.1, 1.0, shape)
+    rel[3, 4, 5] = np.nan
+    return mask, mag, rel
+
+
+@pytest.mark.parametrize("touch", [False, True])
+def test_weights_on_the_mask_box_equal_the_whole_grid(monkeypatch, touch):
+    """magnitude_edge_weights and normalise_weights work on the mask's box; the results must be
+    byte for byte those of the whole grid (mask_bounds patched away), border or not."""
+    mask, mag, rel = _blob_case(touch=touch)
+    wg = inversion.magnitude_edge_weights(mag, mask, (1.0, 1.1, 1.5))
+    nw = _fftgrid.normalise_weights(rel, mask)
+    monkeypatch.setattr(inversion, "mask_bounds", lambda m: None)
+    monkeypatch.setattr(_fftgrid, "mask_bounds", lambda m: None)
+    assert wg.tobytes() == inversion.magnitude_edge_weights(mag, mask, (1.0, 1.1, 1.5)).tobytes()
+    assert nw.tobytes() == _fftgrid.normalise_weights(rel, mask).tobytes()
+    assert wg.shape == (3,) + mask.shape and 0 < wg.mean() < 1
+
+
+def test_problem_field_on_the_grid_equals_the_masked_full_field():
+    """_Problem embeds the field and removes NaN/inf on the padded grid only: the same values
+    as masking and cleaning the full field first."""
+    mask, mag, rel = _blob_case()
+    field = np.random.default_rng(2).normal(0, 0.05, mask.shape).astype(np.float32)
+    field[15, 17, 14] = np.nan
+    field[14, 17, 14] = np.inf
+    field[0, 0, 0] = np.nan  # outside the mask
+    p = inversion._Problem(field, mask, (1, 1, 1), (0, 0, 1), rel, 6.0, np.float32, 1)
+    ref = p.grid.embed(np.where(mask, np.nan_to_num(field), 0.0), np.float32)
+    assert p.f.dtype == np.float32 and p.f.tobytes() == ref.tobytes()
