@@ -16,14 +16,33 @@ def _jit(fn):
 
 
 @_jit
+def wrap_one(y, b, p):  # pragma: no cover - numba
+    """``np.mod(y, b) - p`` of one value for ``-b <= y < 2 b``, bit for bit, in ``y``'s type.
+
+    With ``b > 0``, numpy's float remainder is ``y`` on ``[0, b)``, ``y + b`` (rounded the same
+    way) on ``[-b, 0)`` (``+0`` at ``y = -b``) and the exact ``y - b`` on ``[b, 2b)``.
+
+    Returns
+    -------
+    (float, bool)
+        The wrapped value, and False (value ``y - p``, not meaningful) for other ``y`` and NaN.
+    """
+    if y >= 0 and y < b:
+        return y - p, True
+    if y < 0 and y >= -b:
+        return (y + b) - p, True
+    if y >= b and y < b + b:
+        return (y - b) - p, True
+    return y - p, False
+
+
+@_jit
 def wrap_add(x, b, p, out):  # pragma: no cover - numba
     """``out = np.mod(x + p, b) - p`` for ``-b <= x + p < 2 b``, bit for bit, in ``x``'s precision.
 
     ``y = x + p`` is rounded in ``x``'s type, as numpy's ``x + np.pi`` is for a float32 or
-    float64 array. With ``b > 0``, numpy's float remainder is ``y`` on ``[0, b)``, ``y + b``
-    (rounded the same way) on ``[-b, 0)`` (``+0`` at ``y = -b``) and the exact ``y - b`` on
-    ``[b, 2b)``. Other values (and NaN) are left as ``y - p`` and counted; the caller redoes
-    them with ``np.mod``. One pass, no temporary ``y`` array.
+    float64 array, then wrapped by :func:`wrap_one`. Other values (and NaN) are left as
+    ``y - p`` and counted; the caller redoes them with ``np.mod``. One pass, no temporary.
 
     Parameters
     ----------
@@ -38,17 +57,10 @@ def wrap_add(x, b, p, out):  # pragma: no cover - numba
         Number of values with ``x + p`` outside ``[-b, 2b)`` (or NaN).
     """
     n_rest = 0
-    bb = b + b
     for i in range(x.size):
-        v = x[i] + p
-        if v >= 0 and v < b:
-            out[i] = v - p
-        elif v < 0 and v >= -b:
-            out[i] = (v + b) - p
-        elif v >= b and v < bb:
-            out[i] = (v - b) - p
-        else:
-            out[i] = v - p
+        r, ok = wrap_one(x[i] + p, b, p)
+        out[i] = r
+        if not ok:
             n_rest += 1
     return n_rest
 
@@ -63,7 +75,7 @@ def rescale_wrap(values, scale, offset, apply_scale, b, p, out):  # pragma: no c
         if apply_scale: v *= scale; v += offset
         out[:] = (np.mod(v + p, b) - p).astype(np.float32); out[~np.isfinite(values)] = 0
 
-    bit for bit for ``-b <= v + p < 2 b`` (see :func:`wrap_add`); other values are counted
+    bit for bit for ``-b <= v + p < 2 b`` (see :func:`wrap_one`); other values are counted
     (their ``out`` is not meaningful) and the caller redoes the whole array with numpy.
 
     Parameters
@@ -85,7 +97,6 @@ def rescale_wrap(values, scale, offset, apply_scale, b, p, out):  # pragma: no c
         Number of finite values whose ``v + p`` fell outside ``[-b, 2b)``.
     """
     n_rest = 0
-    bb = b + b
     for i in range(values.size):
         v = float(values[i])
         if not math.isfinite(v):
@@ -94,15 +105,8 @@ def rescale_wrap(values, scale, offset, apply_scale, b, p, out):  # pragma: no c
         if apply_scale:
             v = v * scale
             v = v + offset
-        y = v + p
-        if y >= 0 and y < b:
-            r = y - p
-        elif y < 0 and y >= -b:
-            r = (y + b) - p
-        elif y >= b and y < bb:
-            r = (y - b) - p
-        else:
-            r = y - p
-            n_rest += 1
+        r, ok = wrap_one(v + p, b, p)
         out[i] = r
+        if not ok:
+            n_rest += 1
     return n_rest

@@ -33,6 +33,7 @@ from numba import njit
 
 from . import methods as _registry
 from .kernels import fft_workers
+from ._wrapkernel import wrap_one
 from .phase import wrap_to_pi
 
 TWO_PI = 2.0 * np.pi
@@ -587,20 +588,6 @@ DEFAULT = _registry.default("unwrapping")
 
 
 @_jit
-def _wrap32(d, pi, two_pi):  # pragma: no cover - numba
-    """``wrap_to_pi`` of one float32 value, as :func:`qsmprep.qsm.phase.wrap_to_pi` computes it
-    for values with ``-2 pi <= d + pi < 4 pi``; returns (value, ok)."""
-    y = d + pi
-    if y >= 0 and y < two_pi:
-        return y - pi, True
-    if y < 0 and y >= -two_pi:
-        return (y + two_pi) - pi, True
-    if y >= two_pi and y < two_pi + two_pi:
-        return (y - two_pi) - pi, True
-    return y - pi, False
-
-
-@_jit
 def _edge_weights_kernel(phi, p2, mag, mask, use_p2, use_mag, te_ratio, half_mmax, nb1, pi,
                          two_pi, out):  # pragma: no cover - numba
     """Quantised ROMEO edge weights of :func:`romeo_edge_weights`, float32 step for step.
@@ -636,10 +623,10 @@ def _edge_weights_kernel(phi, p2, mag, mask, use_p2, use_mag, te_ratio, half_mma
                         k1 = k + 1
                     if not mask[i1, j1, k1]:
                         continue
-                    d, ok = _wrap32(phi[i1, j1, k1] - phi[i, j, k], pi, two_pi)
+                    d, ok = wrap_one((phi[i1, j1, k1] - phi[i, j, k]) + pi, two_pi, pi)
                     w = one - abs(d) / pi
                     if use_p2:
-                        d2, ok2 = _wrap32(p2[i1, j1, k1] - p2[i, j, k], pi, two_pi)
+                        d2, ok2 = wrap_one((p2[i1, j1, k1] - p2[i, j, k]) + pi, two_pi, pi)
                         ok = ok and ok2
                         c = one - abs(d - d2 * te_ratio)
                         c = min(max(c, zero), one) if c == c else c
