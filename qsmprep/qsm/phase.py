@@ -89,6 +89,11 @@ def _wrap_compiled(x):
     return out
 
 
+#: stored phase types the compiled rescaling takes (others, e.g. float16, use the numpy steps)
+_COMPILED_PHASE_TYPES = (np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
+                         np.uint8, np.uint16, np.uint32, np.uint64)
+
+
 def _rescale_wrap(values, scale, offset, apply_scale):
     """The float32 phase of :func:`detect_and_rescale_phase` in one compiled pass, or None.
 
@@ -96,7 +101,8 @@ def _rescale_wrap(values, scale, offset, apply_scale):
     or when a rescaled value lies outside the range it wraps exactly; the caller then runs the
     numpy steps, which give the same values.
     """
-    if (values.dtype.kind not in "fiu" or values.size < 4096
+    if (values.dtype.type not in _COMPILED_PHASE_TYPES or not values.dtype.isnative
+            or values.size < 4096
             or not (values.flags.c_contiguous or values.flags.f_contiguous)):
         return None
     from ._wrapkernel import rescale_wrap

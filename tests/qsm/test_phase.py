@@ -131,6 +131,7 @@ def test_compiled_phase_rescaling_matches_the_numpy_steps_bit_for_bit():
     cases = [ints.astype(np.int16), ints.astype(np.float32), np.asfortranarray(ints.astype(np.float32)),
              floats, floats.astype(np.float32), np.asfortranarray(floats.astype(np.float32)),
              rng.uniform(-3.0, 17.0, shape).astype(np.float32),   # min/max rescaling
+             ints.astype(">i2"), floats.astype(np.float16),         # numpy steps: same result
              np.where(rng.random(shape) < 0.01, 50.0, floats)]     # radians units, far outside
     with np.errstate(invalid="ignore"):
         for i, raw in enumerate(cases):
