@@ -1,8 +1,8 @@
 """Compile qsmprep's numba kernels once, ahead of a run: ``python -m qsmprep.qsm.jit_warmup``.
 
-The kernels (ROMEO edge weights and region growing, the Gauss-Newton echo fit and its initial estimate, the exact
-distance transform, the wrap-to-pi pass, the fused ADMM and conjugate-gradient updates) are
-compiled on first use and cached on disk
+The kernels (ROMEO edge weights and region growing, the Gauss-Newton echo fit and its initial
+estimate, the exact distance transform, the wrap-to-pi and phase-rescaling passes, the fused
+ADMM and conjugate-gradient updates) are compiled on first use and cached on disk
 (``NUMBA_CACHE_DIR``, or ``__pycache__`` next to the sources). A fresh installation pays the
 compilation (about 8 s on one core) in its first session. The container image runs this module
 at build time so that its first run starts with a filled cache; numba reuses a cached kernel

@@ -128,7 +128,8 @@ def test_compiled_phase_rescaling_matches_the_numpy_steps_bit_for_bit():
     floats.flat[::97] = np.nan
     floats.flat[5::997] = np.inf
     floats.flat[7::991] = -0.0
-    cases = [ints.astype(np.int16), ints.astype(np.float32), np.asfortranarray(ints.astype(np.float32)),
+    cases = [ints.astype(np.int16), ints.astype(np.float32),
+             np.asfortranarray(ints.astype(np.float32)),
              floats, floats.astype(np.float32), np.asfortranarray(floats.astype(np.float32)),
              rng.uniform(-3.0, 17.0, shape).astype(np.float32),   # min/max rescaling
              ints.astype(">i2"), floats.astype(np.float16),         # numpy steps: same result
