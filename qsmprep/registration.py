@@ -218,13 +218,21 @@ def _estimation_schedule(native_mm, reg_iterations, resolution_mm=None):
 
 def _normalise(img, mask=None):
     """Scale intensities so the 99th percentile inside the (optional) mask is 1."""
-    arr = img.numpy()
-    vals = arr[mask.numpy() > 0] if mask is not None else arr[arr > 0]
+    arr = img.view()  # read only (img lives on)
+    vals = arr[mask.view() > 0] if mask is not None else arr[arr > 0]
     if vals.size == 0:
         return img
     p99 = float(np.percentile(vals, 99))
-    # img / p99 without converting the image to an array a second time
-    return img.new_image_like(arr / p99) if p99 > 0 else img
+    if not p99 > 0:
+        return img
+    if img.pixeltype != "float":  # new_image_like's float32 result
+        return img.new_image_like(np.asarray(arr / p99, dtype=np.float32))
+    # img / p99 (float32 / Python float: float32 arithmetic, as numpy's arr / p99) divided in
+    # place in a clone, without the array copies of numpy() and new_image_like
+    out = img.clone()
+    buf = out.view()
+    np.divide(buf, p99, out=buf)
+    return out
 
 
 def _save_like(array, reference, out_file, dtype=None):
@@ -322,7 +330,7 @@ def _crop_box(img, margin_mm=CROP_MARGIN_MM, mask=None):
     """``(lower, upper)`` indices (upper exclusive) of :func:`_crop_to_content`'s crop, or
     ``None`` when it keeps the whole image."""
     shape = tuple(int(n) for n in img.shape)
-    bounds = mask_bounds(img.numpy() != 0 if mask is None else mask)
+    bounds = mask_bounds(img.view() != 0 if mask is None else mask)
     if bounds is None:
         return None
     pad = [int(np.ceil(margin_mm / s)) for s in img.spacing]
@@ -341,7 +349,11 @@ def _mask_on(mask_file, image):
     if not (mask.shape == image.shape
             and ants.image_physical_space_consistency(mask, image, tolerance=1e-4)):
         mask = ants.resample_image_to_target(mask, image, interp_type="genericLabel")
-    return mask.new_image_like((mask.numpy() > 0.5).astype("float32"))
+    # thresholded in place: ``mask`` is a fresh float image of our own, and writing into its
+    # buffer (view()) spares the three copies of new_image_like (same 0/1 float32 values)
+    buf = mask.view()
+    np.greater(buf, 0.5, out=buf, casting="unsafe")
+    return mask
 
 
 def _close_fill_largest(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -543,7 +555,7 @@ def brain_extract_t1w(
             tmask = _read(template_mask)
         else:
             tmask = ants.from_numpy(
-                (tpl.numpy() > 0).astype("float32"), tpl.origin, tpl.spacing, tpl.direction
+                (tpl.view() > 0).astype("float32"), tpl.origin, tpl.spacing, tpl.direction
             )
         fixed = _normalise(_at_resolution(head, resolution_mm))
         moving = _normalise(_at_resolution(tpl, resolution_mm))
@@ -566,7 +578,7 @@ def brain_extract_t1w(
         affine_file = f"{out_prefix}bexaffine.mat"
         shutil.copyfile(aff["fwdtransforms"][-1], affine_file)
         placed = ants.apply_transforms(fixed, tmask, [affine_file], interpolator="genericLabel")
-        fixed = _crop_to_content(fixed, BEX_CROP_MARGIN_MM, mask=placed.numpy() > 0.5)
+        fixed = _crop_to_content(fixed, BEX_CROP_MARGIN_MM, mask=placed.view() > 0.5)
         reg = ants.registration(
             fixed,
             moving,
@@ -580,7 +592,7 @@ def brain_extract_t1w(
         warped_mask = ants.apply_transforms(
             head, tmask, reg["fwdtransforms"], interpolator="genericLabel"
         )
-    mask = warped_mask.numpy() > 0.5
+    mask = warped_mask.view() > 0.5
     vox = np.asarray(head.spacing, dtype=float)
     radius = max(1, int(round(2.0 / vox.min())))
     mask = _close_fill_largest(mask, radius)
@@ -791,10 +803,10 @@ def register_atlas_to_t1w(
                 affine, its = coarse_reg["fwdtransforms"], tuple(its[last:])
                 inv_chain = coarse_reg["invtransforms"]
             labels = _read(region_labels)
-            region = labels.new_image_like((labels.numpy() > 0).astype("float32"))
+            region = labels.new_image_like((labels.view() > 0).astype("float32"))
             placed = ants.apply_transforms(fixed, region, _as_list(affine),
                                            interpolator="genericLabel")
-            fixed = _crop_to_content(fixed, region_margin_mm, mask=placed.numpy() > 0.5)
+            fixed = _crop_to_content(fixed, region_margin_mm, mask=placed.view() > 0.5)
             reg = ants.registration(
                 fixed, moving, type_of_transform="SyNOnly", initial_transform=_as_list(affine),
                 reg_iterations=its, outprefix=prefix,
@@ -835,18 +847,18 @@ def register_atlas_to_t1w(
         warped = ants.apply_transforms(fixed_full, moving_full, [str(fwd)], interpolator="linear")
         if qc_file:
             name = qc_name or f"atlas_to_{'t1w' if dst == 'T1w' else dst.lower()}"
-            judged = fixed_full.numpy() > 0
+            judged = fixed_full.view() > 0
             if regional:  # judge the warp where it is nonlinear: the SyN's (cropped) domain
                 box = ants.resample_image_to_target(
                     fixed.new_image_like(np.ones(fixed.shape, "float32")), fixed_full,
                     interp_type="nearestNeighbor")
-                judged &= box.numpy() > 0.5
-            metrics = registration_quality(name, fixed_full.numpy(), warped.numpy(),
+                judged &= box.view() > 0.5
+            metrics = registration_quality(name, fixed_full.view(), warped.view(),
                                            fixed_mask=judged,
                                            voxel_size=tuple(fixed_full.spacing))
             write_quality(qc_file, name, metrics)
     warped_file = _save_like(
-        warped.numpy(), t1w_brain, out_dir / f"space-{dst}_desc-{src}_T1w.nii", np.float32
+        warped.view(), t1w_brain, out_dir / f"space-{dst}_desc-{src}_T1w.nii", np.float32
     )
     return str(fwd.resolve()), str(inv.resolve()), warped_file
 
@@ -930,11 +942,13 @@ def register_rigid(
         fm_in = None  # the fixed mask as booleans, converted once
         if fixed_mask is not None:
             fm = _mask_on(fixed_mask, f_full)
-            fm_in = fm.numpy() > 0.5
-            f_img = _masked_crop(f_full, fm, RIGID_CROP_MARGIN_MM, fm_in)
+            fm_in = fm.view() > 0.5
+            f_img, _ = _masked_crop(f_full, fm, RIGID_CROP_MARGIN_MM, fm_in)
         if moving_mask is not None:
-            mm = _mask_on(moving_mask, m_full)
-            m_img = _masked_crop(m_full, mm, RIGID_CROP_MARGIN_MM)
+            # the mask cropped with the image: all of its voxels and a margin of zeros, so a
+            # label interpolation of it gives what the whole mask gives (_crop_to_labels)
+            m_img, mm = _masked_crop(m_full, _mask_on(moving_mask, m_full),
+                                     RIGID_CROP_MARGIN_MM)
         f_img = _normalise(_coarsen(_at_resolution(f_img, resolution_mm), RIGID_RESOLUTION_MM))
         m_img = _normalise(_coarsen(_at_resolution(m_img, resolution_mm), RIGID_RESOLUTION_MM))
         init = _com_translation(f_img, m_img, str(out_dir / "com_init.mat"))
@@ -955,14 +969,15 @@ def register_rigid(
         shutil.copyfile(reg["fwdtransforms"][-1], xfm)
         warped = _warp_inside(f_full, m_full, str(xfm), fm_in)
         if qc_file:
-            wmask = None
+            wmask = wimg = None
             if mm is not None:
-                wmask = ants.apply_transforms(f_full, mm, [str(xfm)],
-                                              interpolator="genericLabel").numpy()
+                wimg = ants.apply_transforms(f_full, mm, [str(xfm)], interpolator="genericLabel")
+                wmask = wimg.view()  # read only, while wimg lives
             metrics = registration_quality(
-                qc_name or "gre_to_t1w", f_full.numpy(), warped,
+                qc_name or "gre_to_t1w", f_full.view(), warped,
                 fixed_mask=fm_in, warped_mask=wmask,
                 voxel_size=tuple(f_full.spacing))
+            del wmask, wimg
             write_quality(qc_file, qc_name or "gre_to_t1w", metrics)
     warped_file = _save_like(
         warped, fixed, out_dir / f"space-{dst}_desc-{src}_warped.nii", np.float32
@@ -971,17 +986,20 @@ def register_rigid(
 
 
 def _masked_crop(img, mask_img, margin_mm, inside=None):
-    """``_crop_to_content(img * mask_img, margin_mm, mask=mask_img > 0.5)``, cropping first.
+    """``_crop_to_content(img * mask_img, margin_mm, mask=mask_img > 0.5)``, cropping first,
+    and the mask on the same crop.
 
     The same voxels (the product is element-wise), without multiplying and copying the whole
     field of view first (a 1 mm head is 4 times its brain's box). ``inside``: ``mask_img > 0.5``
-    as an array, when the caller has it already.
+    as an array, when the caller has it already. Returns ``(masked image, mask)``, both
+    cropped (or both whole when the crop would keep everything).
     """
-    box = _crop_box(img, margin_mm, mask_img.numpy() > 0.5 if inside is None else inside)
+    box = _crop_box(img, margin_mm, mask_img.view() > 0.5 if inside is None else inside)
     if box is None:
-        return img * mask_img
+        return img * mask_img, mask_img
     ants = _ants()
-    return ants.crop_indices(img, *box) * ants.crop_indices(mask_img, *box)
+    mask_c = ants.crop_indices(mask_img, *box)
+    return ants.crop_indices(img, *box) * mask_c, mask_c
 
 
 def _warp_inside(fixed, moving, xfm, fixed_mask=None, margin=3):
@@ -1110,7 +1128,7 @@ def build_subject_template(
                   if many and min(grid.spacing) < RIGID_RESOLUTION_MM - 1e-6 else grid)
         # the averages are summed as arrays (the same float32 operations as ANTs' image
         # arithmetic, which converts both images to arrays and back on every operator)
-        avg_sum = grid_c.numpy() * 0
+        avg_sum = grid_c.view() * 0
         final = []  # 4x4 maps template point -> session point (ITK/LPS)
         for k, im in enumerate(coarse):
             tx = ants.create_ants_transform(
@@ -1124,13 +1142,14 @@ def build_subject_template(
             shift = np.eye(4)  # pure translation (centre irrelevant)
             shift[:3, 3] = coms[k] - mean_com
             final.append(shift)
-            avg_sum = avg_sum + ants.apply_transforms(grid_c, im, [fn]).numpy() / len(imgs)
+            moved = ants.apply_transforms(grid_c, im, [fn])
+            avg_sum = avg_sum + moved.view() / len(imgs)
         avg = grid_c.new_image_like(avg_sum)
         if many:
             for it in range(iterations):
                 last = it == iterations - 1
                 ref = grid if last else grid_c
-                xfms, new_sum = [], ref.numpy() * 0
+                xfms, new_sum = [], ref.view() * 0
                 avg_c = avg  # the previous (coarse) average
                 for k, im in enumerate(imgs):
                     prefix = str(out_dir / f"iter{it}_img{k:03d}_")
@@ -1153,9 +1172,9 @@ def build_subject_template(
                             f"expected one rigid transform, got {reg['fwdtransforms']}")
                     xfms.append(ants.read_transform(reg["fwdtransforms"][-1]))
                     # the last average at the template's own (full) resolution
-                    new_sum = new_sum + ants.apply_transforms(
-                        ref, im if last else im_c, reg["fwdtransforms"],
-                        interpolator="linear").numpy() / len(imgs)
+                    moved = ants.apply_transforms(
+                        ref, im if last else im_c, reg["fwdtransforms"], interpolator="linear")
+                    new_sum = new_sum + moved.view() / len(imgs)
                 new = ref.new_image_like(new_sum)
                 afn = str(out_dir / f"iter{it}_mean.mat")
                 mean_tx = _average_rigid(xfms)
@@ -1232,11 +1251,11 @@ def template_session_transform(
         f_full = _read(template)
         warped = ants.apply_transforms(f_full, _read(t1w), [str(out_xfm)], interpolator="linear")
         if qc_file:
-            metrics = registration_quality(qc_name, f_full.numpy(), warped.numpy(),
+            metrics = registration_quality(qc_name, f_full.view(), warped.view(),
                                            voxel_size=tuple(f_full.spacing))
             write_quality(qc_file, qc_name, metrics)
     warped_file = _save_like(
-        warped.numpy(), template, out_dir / f"space-{dst}_desc-{src}_warped.nii", np.float32
+        warped.view(), template, out_dir / f"space-{dst}_desc-{src}_warped.nii", np.float32
     )
     return str(out_xfm.resolve()), warped_file
 
@@ -1254,7 +1273,7 @@ def _crop_to_labels(img, margin=LABEL_CROP_MARGIN):
     points that land outside the (small) crop skip the per-label interpolation; the DGM
     atlas's crop is 3.6 % of its grid.
     """
-    arr = img.numpy()
+    arr = img.view()  # read only (img lives on)
     bounds = mask_bounds(arr != 0)
     if bounds is None:
         return img
@@ -1327,7 +1346,7 @@ def compose_and_apply(
         )
     else:
         out = ants.resample_image_to_target(mov, ref, interp_type=interpolator)
-    arr = out.numpy()
+    arr = out.view()  # read only: every use below makes a new array (out lives on)
     if is_label:
         arr = np.rint(arr).astype(np.int16)
     if mask is not None:

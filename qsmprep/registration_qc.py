@@ -91,14 +91,17 @@ def masked_ncc(fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray | None = 
     >>> masked_ncc(a, 2 * a + 1), masked_ncc(a, -a)
     (1.0, -1.0)
     """
-    fixed, moving = np.asarray(fixed, float), np.asarray(moving, float)
+    fixed, moving = np.asarray(fixed), np.asarray(moving)
     if fixed.shape != moving.shape:
         raise ValueError(f"image shapes differ: {fixed.shape} vs {moving.shape}")
     m = _mask(mask, fixed.shape) & np.isfinite(fixed) & np.isfinite(moving)
     if m.sum() < 100:
         return float("nan")
-    a = fixed[m] - fixed[m].mean()
-    b = moving[m] - moving[m].mean()
+    # the masked voxels in float64 (gathered first: the same values as converting the whole
+    # images, without two float64 copies of them)
+    fa, fb = fixed[m].astype(float), moving[m].astype(float)
+    a = fa - fa.mean()
+    b = fb - fb.mean()
     den = np.sqrt(np.dot(a, a) * np.dot(b, b))
     return float(np.dot(a, b) / den) if den > 0 else float("nan")
 

@@ -263,9 +263,10 @@ def test_content_bounds_masked_crop_and_warp_inside_match_the_whole_grid(tpl, tm
     mask[10:40, 12:50, 8:35] = (arr[10:40, 12:50, 8:35] > np.percentile(arr, 60))
     mimg = img.new_image_like(mask)
     old = R._crop_to_content(img * mimg, 6.0, mask=mask > 0.5)
-    new = R._masked_crop(img, mimg, 6.0)
+    new, mcrop = R._masked_crop(img, mimg, 6.0)
     assert new.shape == old.shape and np.array_equal(new.numpy(), old.numpy())
     assert np.allclose(new.origin, old.origin) and np.allclose(new.direction, old.direction)
+    assert mcrop.shape == new.shape and np.array_equal(mcrop.origin, new.origin)
 
     xfm = tmp_path / "rot.mat"
     tx = ants.create_ants_transform(transform_type="Euler3DTransform", dimension=3,
@@ -281,6 +282,15 @@ def test_content_bounds_masked_crop_and_warp_inside_match_the_whole_grid(tpl, tm
     outside[box] = False
     assert not inside[outside].any()
     assert np.array_equal(R._warp_inside(img, img, str(xfm)), full)
+    # the cropped mask carried by a label interpolator: the whole mask's warp, voxel for voxel
+    # (register_rigid's QC overlap); the same with a 0-voxel crop differs (mask cut)
+    whole = ants.apply_transforms(img, mimg, [str(xfm)], interpolator="genericLabel").numpy()
+    crop = ants.apply_transforms(img, mcrop, [str(xfm)], interpolator="genericLabel").numpy()
+    assert whole.any() and np.array_equal(crop, whole)
+    _, tight = R._masked_crop(img, mimg, 0.0)
+    tight_cut = ants.crop_indices(tight, [1, 1, 1], [n - 1 for n in tight.shape])
+    cut = ants.apply_transforms(img, tight_cut, [str(xfm)], interpolator="genericLabel").numpy()
+    assert not np.array_equal(cut, whole)
 
 
 def test_compose_chain_equals_sequential(tpl, tmp_path):
@@ -576,3 +586,27 @@ def test_atlas_syn_on_the_label_region(tpl, warped_subject, tmp_path, monkeypatc
     assert outside.sum() > 100
     assert d[outside].max() < 1e-3  # mm
     assert d[~outside].max() > 0.1 * VOX  # the fine level refined the labels' region
+
+
+def test_normalise_and_mask_on_equal_the_array_formulas(tmp_path):
+    """_normalise divides in a clone and _mask_on thresholds in place, without the array copies
+    of numpy()/new_image_like: the same float32 values and space as the array formulas, and the
+    input image is left as it was."""
+    rng = np.random.default_rng(7)
+    a = (rng.random((20, 25, 30)) * 3).astype("float32")
+    a[a < 0.6] = 0
+    img = ants.from_numpy(a, origin=(1.0, -2.0, 3.5), spacing=(1.0, 1.0, 1.5))
+    p99 = float(np.percentile(a[a > 0], 99))
+    for src in (img, img.clone("double")):
+        out = R._normalise(src)
+        # the former formula: new_image_like(numpy() / p99), cast to float32 by from_numpy
+        old = np.asarray(src.numpy() / p99, dtype="float32")
+        assert out.pixeltype == "float" and np.array_equal(out.numpy(), old)
+        assert out.origin == src.origin and out.spacing == src.spacing
+    assert np.array_equal(img.numpy(), a)  # the input is not divided in place
+    mask = rng.random(a.shape).astype("float32")
+    mfile = tmp_path / "mask.nii.gz"
+    ants.image_write(img.new_image_like(mask), str(mfile))
+    m = R._mask_on(mfile, img)
+    assert m.pixeltype == "float" and np.array_equal(m.numpy(), (mask > 0.5).astype("float32"))
+    assert m.origin == img.origin
