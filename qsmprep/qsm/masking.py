@@ -67,6 +67,18 @@ def combine_magnitude(mag, combine: str = "rss") -> np.ndarray:
     raise ValueError(f"Unknown magnitude combination {combine!r}")
 
 
+def _finite_float64(values) -> np.ndarray:
+    """The finite values as a flat float64 array, in C order.
+
+    Converted in one pass (an F-ordered image is not first converted and then copied again by
+    ``ravel``), and gathered only when some value is not finite (a second whole copy, 0.5 s
+    for a 1 mm field of view on the benchmark machine).
+    """
+    v = np.asarray(values, dtype=np.float64, order="C").ravel()
+    finite = np.isfinite(v)
+    return v if finite.all() else v[finite]
+
+
 def otsu_threshold(values, nbins: int = 256) -> float:
     """Otsu's threshold of the finite values, via scikit-image.
 
@@ -89,8 +101,7 @@ def otsu_threshold(values, nbins: int = 256) -> float:
     """
     from skimage.filters import threshold_otsu
 
-    values = np.asarray(values, dtype=np.float64).ravel()
-    values = values[np.isfinite(values)]
+    values = _finite_float64(values)
     if values.size == 0 or values.min() == values.max():
         return float(values.min()) if values.size else 0.0
     return float(threshold_otsu(values, nbins=nbins))
@@ -119,8 +130,7 @@ def background_threshold(values, no_background_ratio: float = 0.4, fallback=None
     threshold : float
     has_background : bool
     """
-    v = np.asarray(values, dtype=np.float64).ravel()
-    v = v[np.isfinite(v)]
+    v = _finite_float64(values)
     t = otsu_threshold(v)
     lo, hi = v[v <= t], v[v > t]
     if lo.size == 0 or hi.size == 0:
@@ -146,14 +156,22 @@ def largest_component(mask, connectivity: int = 1) -> np.ndarray:
         The largest component (an empty mask stays empty).
     """
     mask = np.asarray(mask, bool)
-    if not mask.any():
+    bounds = mask_bounds(mask)
+    if bounds is None:
         return mask.copy()
-    labels, n = ndi.label(mask, structure=ndi.generate_binary_structure(3, connectivity))
+    # labelled on the mask's bounding box: every component lies inside it, and the raster order
+    # of its voxels (which numbers the components, and so breaks ties of size) is the whole
+    # image's, so the result is the whole image's, on a fraction of its voxels
+    box = tuple(slice(a, b + 1) for a, b in zip(bounds[0], bounds[1]))
+    labels, n = ndi.label(mask[box], structure=ndi.generate_binary_structure(3, connectivity))
+    out = np.zeros(mask.shape, bool)
     if n == 1:
-        return labels == 1
+        out[box] = labels == 1
+        return out
     counts = np.bincount(labels.ravel())
     counts[0] = 0
-    return labels == int(np.argmax(counts))
+    out[box] = labels == int(np.argmax(counts))
+    return out
 
 
 _INF_SQ = 1 << 40  # "no background voxel on this line" in the squared-distance passes
@@ -356,7 +374,18 @@ def fill_holes(mask) -> np.ndarray:
     -------
     ndarray of bool
     """
-    out = ndi.binary_fill_holes(np.asarray(mask, bool))
+    mask = np.asarray(mask, bool)
+    bounds = mask_bounds(mask)
+    if bounds is None:
+        return mask.copy()
+    # filled on the mask's bounding box: the background outside the box is connected to the
+    # image's border (from any voxel outside the box, walking away from it along an axis where
+    # it lies outside reaches the border), and so is every background voxel on the box's own
+    # border, which binary_fill_holes takes as its seeds: a background voxel of the box is a
+    # hole in the box exactly when it is one in the whole image
+    box = tuple(slice(a, b + 1) for a, b in zip(bounds[0], bounds[1]))
+    out = np.zeros(mask.shape, bool)
+    out[box] = ndi.binary_fill_holes(mask[box])
     return out
 
 

@@ -98,3 +98,42 @@ def test_compiled_edt_matches_scipy_bit_for_bit(vs):
         ref = ndi.distance_transform_edt(m, sampling=vs)
         got = masking._edt(m, vs)
         assert got.dtype == ref.dtype and got.tobytes() == ref.tobytes(), (vs, trial)
+
+
+def test_largest_component_and_fill_holes_on_the_box_equal_the_whole_image():
+    """Both work on the mask's bounding box; the result is scipy's on the whole image, voxel
+    for voxel: components of equal size (the tie goes to the first in raster order), holes,
+    background pockets open to the box's side or the image's border, masks that touch the
+    border."""
+    from scipy import ndimage as ndi
+
+    def whole_largest(m):
+        lab, n = ndi.label(m)
+        if n == 0:
+            return m.copy()
+        c = np.bincount(lab.ravel())
+        c[0] = 0
+        return lab == int(np.argmax(c))
+
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        shape = (int(rng.integers(8, 20)), int(rng.integers(8, 20)), int(rng.integers(8, 20)))
+        m = ndi.binary_opening(rng.random(shape) > 0.45)
+        if trial % 3 == 0:  # a solid block with a hole and a pocket open towards the border
+            m = np.zeros(shape, bool)
+            m[2:7, 2:7, 1:] = True
+            m[4, 4, 4] = False
+            m[3:6, 3:6, -1] = False
+        assert np.array_equal(masking.largest_component(m), whole_largest(m))
+        assert np.array_equal(masking.fill_holes(m), ndi.binary_fill_holes(m))
+    ties = np.zeros((9, 9, 9), bool)
+    ties[1:3, 1:3, 1:3] = ties[5:7, 5:7, 5:7] = True  # two components of 8 voxels
+    first = masking.largest_component(ties)
+    assert first[1, 1, 1] and not first[5, 5, 5]
+    pocket = np.zeros((9, 9, 9), bool)
+    pocket[2:7, 2:7, 2:7] = True
+    pocket[4, 4, 4:7] = False  # a tunnel from the centre to the box's side, open outside
+    assert not masking.fill_holes(pocket)[4, 4, 4]
+    pocket[4, 4, 6] = True  # closed at the box's side: now a hole
+    assert masking.fill_holes(pocket)[4, 4, 4]
+    assert not masking.fill_holes(np.zeros((4, 4, 4), bool)).any()
