@@ -413,25 +413,41 @@ def _tv_admm(p: _Problem, alpha, mu1, mu2, n_iter, tol, tv_weights=None, name="t
         fthr_v = fused.flat((np.sqrt(p.w2) * dt(lam / mu2)).astype(p.dtype))
         ff = fused.flat(p.f)
     fthr = None if tv_weights is None else fused.flat(thr)
+    # float32 (the default): the element-wise steps around the FFTs run as compiled passes
+    # (the same float operations per element as the numpy steps kept below for other types)
+    one_pass = p.dtype == np.float32 and len(shape) == 3
+    scale = np.array([1.0 / float(x) for x in vox], dtype=p.dtype)  # numpy's float32(1 / d)
+    iso = len(set(float(x) for x in vox)) == 1
+    iso_scale = dt(1.0 / float(vox[0])) if iso else dt(0.0)
+    fd, finv_den = fused.flat(d), fused.flat(inv_den)
     change, converged, it = float("inf"), False, -1
     for it in range(n_iter):
         # chi update (closed form in k-space)
-        np.subtract(z, s, out=g)
-        grad_adj(g, vox, tmp)
-        tmp *= dt(mu1)
+        if one_pass:  # tmp = mu1 G^T (z - s)
+            fused.adjoint_difference(z, s, scale, iso_scale, dt(mu1), tmp)
+        else:
+            np.subtract(z, s, out=g)
+            grad_adj(g, vox, tmp)
+            tmp *= dt(mu1)
         rk = p.fft(tmp)
         np.subtract(v, t, out=tmp)
         vk = p.fft(tmp)
-        vk *= d
-        vk *= dt(mu2)
-        rk += vk
-        rk *= inv_den
+        if one_pass:  # rk = (rk + vk d mu2) inv_den
+            fused.chi_step_spectrum(fused.flat(rk), fused.flat(vk), fd, dt(mu2), finv_den)
+        else:
+            vk *= d
+            vk *= dt(mu2)
+            rk += vk
+            rk *= inv_den
         prev, chi = chi, p.ifft(rk)  # the inverse FFT's new array: no copies
         rk *= d
         dchi = p.ifft(rk, overwrite=True)  # rk is not read again in this iteration
         # z update: soft threshold of u = grad chi + s; dual: s_new = u - z
-        grad(chi, vox, g)
-        if tv_weights is None:  # isotropic TV
+        if one_pass and tv_weights is not None and thr.shape == s.shape:
+            # MEDI's weighted shrinkage with grad chi computed on the fly (no g written)
+            fused.grad_shrink_update(chi, scale, s, thr, z)
+        elif tv_weights is None:  # isotropic TV
+            grad(chi, vox, g)
             s += g
             np.einsum("i...,i...->...", s, s, out=nrm)
             np.sqrt(nrm, out=nrm)
@@ -443,6 +459,7 @@ def _tv_admm(p: _Problem, alpha, mu1, mu2, n_iter, tol, tv_weights=None, name="t
             s -= z
         else:  # per-component weights (MEDI gradient mask): anisotropic shrinkage, fused:
             # s += g; z = copysign(max(|s| - thr, 0), s); s -= z
+            grad(chi, vox, g)
             fused.shrink_update(fs, fused.flat(g), fthr, fz)
         # v update (elementwise weighted data fit) and its dual, fused:
         # v = ((dchi + t) mu2 + w2f) inv_w; t += dchi - v

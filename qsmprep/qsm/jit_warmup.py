@@ -41,7 +41,10 @@ def dispatchers() -> dict:
         "masking._sq_edt_kernel": masking._sq_edt_kernel,  # compiles _sq_edt_line into it
         "_wrapkernel.wrap_add": _wrapkernel.wrap_add,
         "_wrapkernel.rescale_wrap": _wrapkernel.rescale_wrap,
-        "_admmkernel.shrink_update": _admmkernel.shrink_update,
+        # MEDI's float32 iteration (shrink_update serves the other types only)
+        "_admmkernel.adjoint_difference": _admmkernel.adjoint_difference,
+        "_admmkernel.grad_shrink_update": _admmkernel.grad_shrink_update,
+        "_admmkernel.chi_step_spectrum": _admmkernel.chi_step_spectrum,
         "_admmkernel.data_update": _admmkernel.data_update,
         "_admmkernel.cg_step": _admmkernel.cg_step,
         "_admmkernel.cg_direction": _admmkernel.cg_direction,
