@@ -544,7 +544,8 @@ def brain_extract_t1w(
     Returns
     -------
     brain_file, mask_file : str
-        ``<prefix>desc-brain_T1w.nii.gz`` and ``<prefix>desc-brain_mask.nii.gz`` on the T1w grid.
+        ``<prefix>desc-brain_T1w.nii`` (uncompressed work-folder intermediate) and
+        ``<prefix>desc-brain_mask.nii.gz`` on the T1w grid.
     affine_file : str
         ``<prefix>bexaffine.mat`` (only with ``return_affine``).
     """
@@ -589,10 +590,12 @@ def brain_extract_t1w(
             moving_mask=mmask,
             outprefix=f"{out_prefix}bex_",
         )
-        warped_mask = ants.apply_transforms(
-            head, tmask, reg["fwdtransforms"], interpolator="genericLabel"
-        )
-    mask = warped_mask.view() > 0.5
+        # the template mask can only land inside the SyN's domain (the cropped fixed image):
+        # outside it the warp is the affine alone, which places the mask at least
+        # BEX_CROP_MARGIN_MM inside the domain's border, so the head's grid is resampled only
+        # over the domain's box (the whole grid's values there, zero elsewhere)
+        warped = _warp_in_domain(head, tmask, reg["fwdtransforms"], fixed)
+    mask = warped > 0.5
     vox = np.asarray(head.spacing, dtype=float)
     radius = max(1, int(round(2.0 / vox.min())))
     mask = _close_fill_largest(mask, radius)
@@ -600,7 +603,9 @@ def brain_extract_t1w(
     if data.ndim == 4:
         data = data[..., 0]
     mask_file = _save_like(mask.astype(np.uint8), t1w, f"{out_prefix}desc-brain_mask.nii.gz")
-    brain_file = _save_like(data * mask, t1w, f"{out_prefix}desc-brain_T1w.nii.gz", np.float32)
+    # uncompressed: a work-folder intermediate, read only by the atlas SyN (compressing a 1 mm
+    # head cost about 2 s)
+    brain_file = _save_like(data * mask, t1w, f"{out_prefix}desc-brain_T1w.nii", np.float32)
     if return_affine:
         return brain_file, mask_file, str(Path(affine_file).resolve())
     return brain_file, mask_file
@@ -1000,6 +1005,37 @@ def _masked_crop(img, mask_img, margin_mm, inside=None):
     ants = _ants()
     mask_c = ants.crop_indices(mask_img, *box)
     return ants.crop_indices(img, *box) * mask_c, mask_c
+
+
+def _warp_in_domain(reference, labels, transforms, domain, margin=2):
+    """``labels`` resampled (``genericLabel``) into ``reference``'s grid as an array, computed
+    only over the voxels of ``reference`` within the physical bounding box of ``domain``
+    (an image) plus ``margin`` voxels, and zero elsewhere.
+
+    For callers that know the labels cannot land outside ``domain`` (brain extraction: the
+    SyN's cropped fixed image); the values inside are the whole grid's (the cropped reference
+    keeps the physical coordinates of its voxels).
+    """
+    ants = _ants()
+    shape = np.asarray(reference.shape, dtype=int)
+    corners = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)], float)
+    corners = corners * (np.asarray(domain.shape, float) - 1)
+    phys = (np.asarray(domain.direction) @ (corners * np.asarray(domain.spacing)).T).T \
+        + np.asarray(domain.origin)
+    idx = (np.linalg.inv(np.asarray(reference.direction)) @ (phys - np.asarray(reference.origin)).T).T
+    idx = idx / np.asarray(reference.spacing)
+    lo = np.maximum(np.floor(idx.min(axis=0)).astype(int) - margin, 0)
+    hi = np.minimum(np.ceil(idx.max(axis=0)).astype(int) + margin + 1, shape)
+    if np.any(hi <= lo):
+        return np.zeros(tuple(shape), np.float32)
+    if np.all(lo == 0) and np.all(hi == shape):
+        out = ants.apply_transforms(reference, labels, transforms, interpolator="genericLabel")
+        return out.numpy()
+    ref = ants.crop_indices(reference, [int(x) for x in lo], [int(x) for x in hi])
+    out = np.zeros(tuple(shape), np.float32)
+    part = ants.apply_transforms(ref, labels, transforms, interpolator="genericLabel")
+    out[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))] = part.view()
+    return out
 
 
 def _warp_inside(fixed, moving, xfm, fixed_mask=None, margin=3):

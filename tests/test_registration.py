@@ -610,3 +610,34 @@ def test_normalise_and_mask_on_equal_the_array_formulas(tmp_path):
     m = R._mask_on(mfile, img)
     assert m.pixeltype == "float" and np.array_equal(m.numpy(), (mask > 0.5).astype("float32"))
     assert m.origin == img.origin
+
+
+def test_warp_in_domain_equals_the_whole_grid_warp(tpl, tmp_path):
+    """Labels resampled over the domain's box only: the whole-grid warp there, voxel for voxel,
+    and zero outside (the whole-grid warp too, when the labels land inside the domain)."""
+    img = ants.image_read(str(tpl["file"]))
+    arr = img.numpy()
+    lab = np.zeros(arr.shape, "float32")
+    lab[20:35, 22:40, 15:30] = 1
+    lab[25:30, 28:33, 18:24] = 2
+    labels = img.new_image_like(lab)
+    xfm = tmp_path / "shift.mat"
+    tx = ants.create_ants_transform(transform_type="Euler3DTransform", dimension=3,
+                                    center=list(ants.get_center_of_mass(img)),
+                                    translation=[1.7, -2.2, 0.9])
+    tx.set_parameters(list(tx.parameters[:3] + np.array([0.04, -0.02, 0.03])) + [1.7, -2.2, 0.9])
+    ants.write_transform(tx, str(xfm))
+    whole = ants.apply_transforms(img, labels, [str(xfm)], interpolator="genericLabel").numpy()
+    # a domain on a grid twice as coarse (as the SyN's), around where the labels land
+    coarse = ants.resample_image(img, tuple(2 * v for v in img.spacing), False, 0)
+    lo, hi = R.mask_bounds(whole > 0)
+    domain = ants.crop_indices(coarse, [max(0, a // 2 - 1) for a in lo],
+                               [min(n, b // 2 + 2) for b, n in zip(hi, coarse.shape)])
+    part = R._warp_in_domain(img, labels, [str(xfm)], domain)
+    assert whole.any() and np.array_equal(part, whole)
+    small = ants.crop_indices(img, [24, 26, 19], [31, 34, 26])
+    inner = R._warp_in_domain(img, labels, [str(xfm)], small)
+    inside = np.zeros(arr.shape, bool)
+    inside[22:33, 24:36, 17:28] = True  # the small domain's box plus the 2-voxel margin
+    assert np.array_equal(inner[inside], whole[inside]) and not inner[~inside].any()
+    assert inner.any() and not np.array_equal(inner, whole)
