@@ -731,7 +731,9 @@ def register_atlas_to_t1w(
         The reverse.
     warped_file : str
         Template resampled into the T1w (uncompressed ``.nii``: a work-folder intermediate
-        for inspection; no output is made from it, so no time goes to compressing it).
+        for inspection; no output is made from it, so no time goes to compressing it). With
+        ``qc_file`` it is computed only over the region the quality metrics judge (its box
+        + 3 voxels) and is zero elsewhere.
 
     Raises
     ------
@@ -849,7 +851,6 @@ def register_atlas_to_t1w(
         inv = out_dir / xfm_name(dst, src, "h5")
         shutil.copyfile(reg["fwdtransforms"], fwd)
         shutil.copyfile(reg["invtransforms"], inv)
-        warped = ants.apply_transforms(fixed_full, moving_full, [str(fwd)], interpolator="linear")
         if qc_file:
             name = qc_name or f"atlas_to_{'t1w' if dst == 'T1w' else dst.lower()}"
             judged = fixed_full.view() > 0
@@ -858,12 +859,18 @@ def register_atlas_to_t1w(
                     fixed.new_image_like(np.ones(fixed.shape, "float32")), fixed_full,
                     interp_type="nearestNeighbor")
                 judged &= box.view() > 0.5
-            metrics = registration_quality(name, fixed_full.view(), warped.view(),
+            # the warped atlas template only where registration_quality reads it (the judged
+            # region's box + 3 voxels; zero elsewhere in the work-folder image)
+            warped = _warp_inside(fixed_full, moving_full, str(fwd), judged)
+            metrics = registration_quality(name, fixed_full.view(), warped,
                                            fixed_mask=judged,
                                            voxel_size=tuple(fixed_full.spacing))
             write_quality(qc_file, name, metrics)
+        else:
+            warped = ants.apply_transforms(fixed_full, moving_full, [str(fwd)],
+                                           interpolator="linear").numpy()
     warped_file = _save_like(
-        warped.view(), t1w_brain, out_dir / f"space-{dst}_desc-{src}_T1w.nii", np.float32
+        warped, t1w_brain, out_dir / f"space-{dst}_desc-{src}_T1w.nii", np.float32
     )
     return str(fwd.resolve()), str(inv.resolve()), warped_file
 
