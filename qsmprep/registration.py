@@ -1383,20 +1383,34 @@ def compose_and_apply(
     is_label = interpolator in ("genericLabel", "nearestNeighbor", "multiLabel")
     if is_label:
         mov = _crop_to_labels(mov)
-    if transforms:
-        out = ants.apply_transforms(
-            ref, mov, transforms, interpolator=interpolator, whichtoinvert=invert
-        )
-    else:
-        out = ants.resample_image_to_target(mov, ref, interp_type=interpolator)
-    arr = out.view()  # read only: every use below makes a new array (out lives on)
-    if is_label:
-        arr = np.rint(arr).astype(np.int16)
+    m = box = None
     if mask is not None:
         m = np.asarray(nb.load(str(mask)).dataobj)
         if m.ndim == 4:
             m = m[..., 0]
-        if m.shape != arr.shape:
-            raise ValueError(f"mask shape {m.shape} != reference shape {arr.shape}")
-        arr = np.where(m > 0, arr, 0).astype(arr.dtype)
+        if m.shape != tuple(ref.shape):
+            raise ValueError(f"mask shape {m.shape} != reference shape {tuple(ref.shape)}")
+        # everything outside the mask is set to 0: resample only over the mask's box (the
+        # cropped reference keeps its voxels' physical coordinates, so the values inside are
+        # the whole grid's)
+        bounds = mask_bounds(m > 0)
+        if bounds is not None:
+            box = (list(bounds[0]), [b + 1 for b in bounds[1]])
+            ref_box = ants.crop_indices(ref, *box)
+    if transforms:
+        out = ants.apply_transforms(
+            ref if box is None else ref_box, mov, transforms, interpolator=interpolator,
+            whichtoinvert=invert)
+    else:
+        out = ants.resample_image_to_target(mov, ref if box is None else ref_box,
+                                            interp_type=interpolator)
+    arr = out.view()  # read only: every use below makes a new array (out lives on)
+    if is_label:
+        arr = np.rint(arr).astype(np.int16)
+    if m is not None:
+        sl = (slice(None),) * 3 if box is None else tuple(
+            slice(a, b) for a, b in zip(*box))
+        full = np.zeros(m.shape, arr.dtype)
+        full[sl] = np.where(m[sl] > 0, arr, 0)
+        arr = full
     return _save_like(arr, reference, out_file, np.int16 if is_label else np.float32)

@@ -458,6 +458,19 @@ def test_label_crop_changes_nothing(tpl, tmp_path):
         got = np.asarray(nb.load(out).dataobj)
         assert np.array_equal(got, np.rint(ref.numpy()).astype(np.int16)), interp
         assert len(np.unique(got)) > 2
+    # with a mask on the reference grid only the mask's box is resampled: the whole grid's
+    # labels, masked (labels also land outside the mask, so the masking is real)
+    whole = np.rint(ants.apply_transforms(ants.image_read(str(tpl["file"])), img, [xfm],
+                                          interpolator="genericLabel").numpy()).astype(np.int16)
+    msk = np.zeros(lab.shape, np.uint8)
+    msk[tuple(slice(n // 3 + 2, 2 * n // 3 - 1) for n in lab.shape)] = 1
+    msk[lab.shape[0] // 2, lab.shape[1] // 2, lab.shape[2] // 2] = 0
+    mask_file = tmp_path / "mask.nii.gz"
+    nb.Nifti1Image(msk, lab.affine).to_filename(mask_file)
+    out = R.compose_and_apply(lab_file, tpl["file"], [xfm], out_file=tmp_path / "m.nii.gz",
+                              mask=mask_file)
+    got = np.asarray(nb.load(out).dataobj)
+    assert (whole * (msk == 0)).any() and np.array_equal(got, np.where(msk > 0, whole, 0))
 
 
 def test_rigid_is_deterministic(tpl, tmp_path):
