@@ -246,6 +246,16 @@ def test_crop_to_content_keeps_physical_space():
     assert R._crop_to_content(empty).shape == (5, 6, 7)
 
 
+def _small_rigid(img, path, angles, shift):
+    """Write a small rotation (radians) about the image's centre of mass plus a shift (mm)."""
+    tx = ants.create_ants_transform(transform_type="Euler3DTransform", dimension=3,
+                                    center=list(ants.get_center_of_mass(img)),
+                                    translation=list(shift))
+    tx.set_parameters(list(tx.parameters[:3] + np.asarray(angles)) + list(shift))
+    ants.write_transform(tx, str(path))
+    return path
+
+
 def test_content_bounds_masked_crop_and_warp_inside_match_the_whole_grid(tpl, tmp_path):
     """The projection bounds equal np.argwhere's; cropping before masking gives the voxels and
     space of masking first; the warp computed inside the mask's box equals the whole-grid warp
@@ -268,12 +278,7 @@ def test_content_bounds_masked_crop_and_warp_inside_match_the_whole_grid(tpl, tm
     assert np.allclose(new.origin, old.origin) and np.allclose(new.direction, old.direction)
     assert mcrop.shape == new.shape and np.array_equal(mcrop.origin, new.origin)
 
-    xfm = tmp_path / "rot.mat"
-    tx = ants.create_ants_transform(transform_type="Euler3DTransform", dimension=3,
-                                    center=list(ants.get_center_of_mass(img)),
-                                    translation=[2.0, -1.5, 3.0])
-    tx.set_parameters(list(tx.parameters[:3] + np.array([0.05, -0.03, 0.02])) + [2.0, -1.5, 3.0])
-    ants.write_transform(tx, str(xfm))
+    xfm = _small_rigid(img, tmp_path / "rot.mat", (0.05, -0.03, 0.02), (2.0, -1.5, 3.0))
     full = ants.apply_transforms(img, img, [str(xfm)], interpolator="linear").numpy()
     inside = R._warp_inside(img, img, str(xfm), mask > 0.5)
     box = R._bbox(mask > 0.5)
@@ -634,12 +639,7 @@ def test_warp_in_domain_equals_the_whole_grid_warp(tpl, tmp_path):
     lab[20:35, 22:40, 15:30] = 1
     lab[25:30, 28:33, 18:24] = 2
     labels = img.new_image_like(lab)
-    xfm = tmp_path / "shift.mat"
-    tx = ants.create_ants_transform(transform_type="Euler3DTransform", dimension=3,
-                                    center=list(ants.get_center_of_mass(img)),
-                                    translation=[1.7, -2.2, 0.9])
-    tx.set_parameters(list(tx.parameters[:3] + np.array([0.04, -0.02, 0.03])) + [1.7, -2.2, 0.9])
-    ants.write_transform(tx, str(xfm))
+    xfm = _small_rigid(img, tmp_path / "shift.mat", (0.04, -0.02, 0.03), (1.7, -2.2, 0.9))
     whole = ants.apply_transforms(img, labels, [str(xfm)], interpolator="genericLabel").numpy()
     # a domain on a grid twice as coarse (as the SyN's), around where the labels land
     coarse = ants.resample_image(img, tuple(2 * v for v in img.spacing), False, 0)
