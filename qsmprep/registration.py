@@ -1023,7 +1023,6 @@ def _warp_in_domain(reference, labels, transforms, domain, margin=2):
     SyN's cropped fixed image); the values inside are the whole grid's (the cropped reference
     keeps the physical coordinates of its voxels).
     """
-    ants = _ants()
     shape = np.asarray(reference.shape, dtype=int)
     corners = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)], float)
     corners = corners * (np.asarray(domain.shape, float) - 1)
@@ -1035,14 +1034,7 @@ def _warp_in_domain(reference, labels, transforms, domain, margin=2):
     hi = np.minimum(np.ceil(idx.max(axis=0)).astype(int) + margin + 1, shape)
     if np.any(hi <= lo):
         return np.zeros(tuple(shape), np.float32)
-    if np.all(lo == 0) and np.all(hi == shape):
-        out = ants.apply_transforms(reference, labels, transforms, interpolator="genericLabel")
-        return out.numpy()
-    ref = ants.crop_indices(reference, [int(x) for x in lo], [int(x) for x in hi])
-    out = np.zeros(tuple(shape), np.float32)
-    part = ants.apply_transforms(ref, labels, transforms, interpolator="genericLabel")
-    out[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))] = part.view()
-    return out
+    return _resample_in_box(reference, labels, transforms, lo, hi, "genericLabel")
 
 
 def _warp_inside(fixed, moving, xfm, fixed_mask=None, margin=3):
@@ -1052,17 +1044,38 @@ def _warp_inside(fixed, moving, xfm, fixed_mask=None, margin=3):
     :func:`registration_quality` reads the warped image only inside the box of ``fixed_mask``
     (grown by 3 voxels), so its metrics are those of the whole-grid warp.
     """
-    ants = _ants()
     bounds = None if fixed_mask is None else mask_bounds(fixed_mask)
     if bounds is None:
-        return ants.apply_transforms(fixed, moving, [xfm], interpolator="linear").numpy()
+        return _resample_in_box(fixed, moving, [xfm], None, None, "linear")
     shape = tuple(int(n) for n in fixed.shape)
     lo = [max(0, a - margin) for a in bounds[0]]
     hi = [min(n, b + margin + 1) for n, b in zip(shape, bounds[1])]
-    ref = ants.crop_indices(fixed, lo, hi)
-    out = np.zeros(shape, dtype=np.float32)
-    out[tuple(slice(a, b) for a, b in zip(lo, hi))] = ants.apply_transforms(
-        ref, moving, [xfm], interpolator="linear").numpy()
+    return _resample_in_box(fixed, moving, [xfm], lo, hi, "linear")
+
+
+def _resample_in_box(reference, moving, transforms, lo, hi, interpolator, invert=None):
+    """``moving`` resampled through ``transforms`` into ``reference``'s grid, as a float32
+    array computed only over the index box ``lo:hi`` of that grid and zero elsewhere (the whole
+    grid for ``lo=None``; no transforms: through the headers).
+
+    The cropped reference keeps the physical coordinates of its voxels, so the values inside
+    the box are the whole grid's; callers choose a box outside which the result is zero or
+    unread (:func:`_warp_inside`, :func:`_warp_in_domain`, :func:`compose_and_apply`).
+    """
+    ants = _ants()
+    whole = lo is None or (all(a == 0 for a in lo)
+                           and all(int(b) == n for b, n in zip(hi, reference.shape)))
+    ref = reference if whole else ants.crop_indices(reference, [int(a) for a in lo],
+                                                    [int(b) for b in hi])
+    if transforms:
+        part = ants.apply_transforms(ref, moving, list(transforms), interpolator=interpolator,
+                                     whichtoinvert=invert)
+    else:
+        part = ants.resample_image_to_target(moving, ref, interp_type=interpolator)
+    if whole:
+        return part.numpy()
+    out = np.zeros(tuple(int(n) for n in reference.shape), np.float32)
+    out[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))] = part.view()
     return out
 
 
@@ -1377,7 +1390,6 @@ def compose_and_apply(
     invert = [bool(x) for x in (invert or [False] * len(transforms))]
     if len(invert) != len(transforms):
         raise ValueError("invert must have one flag per transform")
-    ants = _ants()
     ref = _read(reference)
     mov = _read(labels)
     is_label = interpolator in ("genericLabel", "nearestNeighbor", "multiLabel")
@@ -1396,21 +1408,10 @@ def compose_and_apply(
         bounds = mask_bounds(m > 0)
         if bounds is not None:
             box = (list(bounds[0]), [b + 1 for b in bounds[1]])
-            ref_box = ants.crop_indices(ref, *box)
-    if transforms:
-        out = ants.apply_transforms(
-            ref if box is None else ref_box, mov, transforms, interpolator=interpolator,
-            whichtoinvert=invert)
-    else:
-        out = ants.resample_image_to_target(mov, ref if box is None else ref_box,
-                                            interp_type=interpolator)
-    arr = out.view()  # read only: every use below makes a new array (out lives on)
+    arr = _resample_in_box(ref, mov, transforms, *(box or (None, None)), interpolator,
+                           invert=invert)
     if is_label:
         arr = np.rint(arr).astype(np.int16)
     if m is not None:
-        sl = (slice(None),) * 3 if box is None else tuple(
-            slice(a, b) for a, b in zip(*box))
-        full = np.zeros(m.shape, arr.dtype)
-        full[sl] = np.where(m[sl] > 0, arr, 0)
-        arr = full
+        arr = np.where(m > 0, arr, 0).astype(arr.dtype)
     return _save_like(arr, reference, out_file, np.int16 if is_label else np.float32)
