@@ -40,6 +40,7 @@ class _ReportInputSpec(BaseInterfaceInputSpec):
     registration_mode = traits.Str()
     extra_figures = traits.List(traits.Str, desc="QC figures made elsewhere")
     warnings = traits.List(traits.Str)
+    n_threads = traits.Int(1, usedefault=True, desc="threads drawing the figures (the node's n_procs)")
 
 
 class _ReportOutputSpec(TraitedSpec):
@@ -63,6 +64,7 @@ class ParticipantReport(SimpleInterface):
     template, labels_template : within-subject template and its labels ('' cross-sectional)
     change, label_table, registration_mode, extra_figures, warnings : optional, as in
         ``build_report``
+    n_threads : threads drawing the figures; give the node the same ``n_procs``
 
     Outputs
     -------
@@ -99,6 +101,7 @@ class ParticipantReport(SimpleInterface):
             labels_template=self.inputs.labels_template if isdefined(self.inputs.labels_template) else None,
             label_table=self.inputs.label_table if isdefined(self.inputs.label_table) else None,
             registration_mode=self.inputs.registration_mode if isdefined(self.inputs.registration_mode) else None,
+            n_threads=self.inputs.n_threads,
         )
         self._results["out_report"] = report
         self._results["figures"] = figures

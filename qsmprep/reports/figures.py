@@ -19,6 +19,7 @@ import contextlib
 import io
 import os
 import re
+import threading
 from pathlib import Path
 
 import matplotlib
@@ -29,6 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nb  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 _FALLBACK_COLOURS = plt.get_cmap("tab20").colors
@@ -226,16 +228,21 @@ def ortho_figure(anat, labels=None, *, label_table=None, title=None, vmin=None, 
     ijk = np.clip(ijk, 0, np.array(data.shape) - 1)
     if vmin is None or vmax is None:
         finite = data[np.isfinite(data) & (data != 0)]
-        if vmin is None:
-            vmin = float(np.percentile(finite, 1)) if finite.size else 0.0
-        if vmax is None:
-            vmax = float(np.percentile(finite, 99.5)) if finite.size else 1.0
-    present = sorted(int(v) for v in np.unique(lab) if v > 0) if lab is not None else []
+        if finite.size:
+            # both percentiles from one partition; q in the data's dtype gives the values of
+            # two scalar calls (float32 images: the q of a scalar call is weakly typed)
+            lo, hi = np.percentile(finite, np.asarray([1.0, 99.5], dtype=finite.dtype))
+        else:
+            lo, hi = 0.0, 1.0
+        vmin = float(lo) if vmin is None else vmin
+        vmax = float(hi) if vmax is None else vmax
+    present = sorted(int(v) for v in np.unique(lab[lab > 0])) if lab is not None else []
     colours = _colour_map(label_table, present)
     names = _names(label_table, present)
     widths = [data.shape[h] * zooms[h] for _, h, _, _ in _PANELS]
-    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.9), facecolor="black",
-                             gridspec_kw={"width_ratios": widths, "wspace": 0.04})
+    # a figure outside pyplot's global figure list: figures can be drawn in threads
+    fig = Figure(figsize=(10.5, 3.9), facecolor="black")
+    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": widths, "wspace": 0.04})
     im = None
     for ax, (axis, h, v, marks) in zip(axes, _PANELS):
         sl = _plane(data, axis, ijk[axis])
@@ -277,6 +284,10 @@ def ortho_figure(anat, labels=None, *, label_table=None, title=None, vmin=None, 
     return fig
 
 
+#: held while a figure is written as SVG (:func:`figure_svg` sets global rcParams)
+_SVG_LOCK = threading.Lock()
+
+
 def figure_svg(fig, salt: str = "qsmprep") -> str:
     """A figure as inline ``<svg>`` markup for a self-contained HTML page; closes the figure.
 
@@ -294,7 +305,8 @@ def figure_svg(fig, salt: str = "qsmprep") -> str:
         The ``<svg>`` element (no XML prolog, no metadata), text kept as text.
     """
     buf = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
+    # rcParams are global: one figure at a time is written under its own salt
+    with _SVG_LOCK, matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
         fig.savefig(buf, format="svg", facecolor=fig.get_facecolor(), bbox_inches="tight")
     plt.close(fig)
     text = buf.getvalue()
@@ -378,7 +390,8 @@ def plot_change(
         Absolute path of the file written, or the open figure when ``out_file`` is None.
     """
     df = change.dropna(subset=["baseline_mean_ppb", "followup_mean_ppb"]).reset_index(drop=True)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [1, 1.4]})
+    fig = Figure(figsize=(10, 4.2))  # outside pyplot: may be drawn in a thread
+    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.4]})
     colours = _colour_map(label_table, df["index"])
     abbrev = {}
     if label_table is not None and "abbreviation" in label_table.columns:

@@ -14,9 +14,11 @@ names, sidecar contents, warnings) is HTML-escaped.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nibabel as nb
@@ -88,6 +90,33 @@ def _figure(fig, name: str, caption: str) -> str:
             "</figcaption></figure>")
 
 
+def _ortho_html(name, caption, *args, **kwargs) -> str:
+    return _figure(ortho_figure(*args, **kwargs), name, caption)
+
+
+def _mask_html(name, caption, mag, **kwargs) -> str:
+    return _figure(ortho_figure(_magnitude_image(mag), **kwargs), name, caption)
+
+
+def _change_html(name, caption, df, **kwargs) -> str:
+    return _figure(plot_change(df, None, **kwargs), name, caption)
+
+
+def _draw_all(draws, n_threads: int = 1) -> list[str]:
+    """Run the figure functions ``draws`` (each returns HTML) in ``n_threads`` threads.
+
+    Reading and decompressing images, resampling labels and the percentiles of the display
+    range run in numpy, zlib/ISA-L and SciPy with the GIL released, so two threads overlap most
+    of a figure's cost. Each figure is its own ``Figure`` (not pyplot's global list) and
+    :func:`qsmprep.reports.figures.figure_svg` writes one at a time, so the page is the same
+    whatever ``n_threads``. Results are in the order of ``draws``.
+    """
+    if n_threads <= 1 or len(draws) <= 1:
+        return [draw() for draw in draws]
+    with ThreadPoolExecutor(max_workers=min(n_threads, len(draws))) as pool:
+        return list(pool.map(lambda draw: draw(), draws))
+
+
 _CSS = """
 body{font-family:Helvetica,Arial,sans-serif;margin:1.5em auto;max-width:1100px;padding:0 1em;
 color:#222} h1{border-bottom:2px solid #444} h2{margin-top:1.6em;border-bottom:1px solid #bbb}
@@ -107,7 +136,7 @@ pre{background:#f6f6f6;padding:8px;font-size:0.8em;overflow-x:auto} .warn{color:
 @image_cache()  # the figures share labels, masks and maps: each file is read once
 def build_report(subject, sessions, out_dir, extra_figures=(), change_tsv=None, warnings=(),
                  template=None, labels_template=None, label_table=None, registration_mode=None,
-                 min_roi_voxels=qc.MIN_ROI_VOXELS):
+                 min_roi_voxels=qc.MIN_ROI_VOXELS, n_threads=1):
     """Write the self-contained participant report ``sub-<subject>.html``.
 
     Parameters
@@ -136,6 +165,8 @@ def build_report(subject, sessions, out_dir, extra_figures=(), change_tsv=None, 
         ``longitudinal`` or ``cross-sectional``, said in the page.
     min_roi_voxels : int
         Small-ROI threshold of the QC flags (:data:`qsmprep.reports.qc.MIN_ROI_VOXELS`).
+    n_threads : int
+        Threads drawing the figures (the page is the same for any number).
 
     Returns
     -------
@@ -152,13 +183,18 @@ def build_report(subject, sessions, out_dir, extra_figures=(), change_tsv=None, 
     body = []
     summary = []
 
+    jobs = []  # (place in body, function drawing one figure as HTML): drawn at the end
+
+    def figure_later(draw, *args, **kwargs):
+        body.append(None)
+        jobs.append((len(body) - 1, functools.partial(draw, *args, **kwargs)))
+
     if template and labels_template and _exists(template) and _exists(labels_template):
         body.append("<h2>Within-subject template</h2><p>Atlas labels carried into the unbiased "
                     "within-subject template (one SyN registration per subject).</p>")
-        body.append(_figure(ortho_figure(template, labels_template, label_table=table,
-                                         title="subject template + atlas"),
-                            f"sub-{subject}-template", "Within-subject T1w template with the "
-                            "atlas contours (colours as in the legend)."))
+        figure_later(_ortho_html, f"sub-{subject}-template", "Within-subject T1w template with "
+                     "the atlas contours (colours as in the legend).", template, labels_template,
+                     label_table=table, title="subject template + atlas")
     for s in sessions:
         ses = s.get("session")
         prefix = f"sub-{subject}" + (f"_ses-{ses}" if ses and ses != "single" else "")
@@ -179,22 +215,20 @@ def build_report(subject, sessions, out_dir, extra_figures=(), change_tsv=None, 
             if _exists(s.get("mask")):
                 outlines.append((s["mask"], "#ffd21f", "final QSM mask (after background "
                                  "field removal erosion)"))
-            body.append(_figure(ortho_figure(_magnitude_image(s["mag"]), outlines=outlines,
-                                             title=f"{prefix}: brain mask over magnitude"),
-                                f"{prefix}-mask", "Root-sum-of-squares magnitude of all echoes "
-                                "with the mask outlines."))
+            figure_later(_mask_html, f"{prefix}-mask", "Root-sum-of-squares magnitude of all "
+                         "echoes with the mask outlines.", s["mag"], outlines=outlines,
+                         title=f"{prefix}: brain mask over magnitude")
         if _exists(s.get("t1w")) and _exists(s.get("labels_t1w")):
-            body.append(_figure(ortho_figure(s["t1w"], s["labels_t1w"], label_table=table,
-                                             title=f"{prefix}: T1w + atlas"),
-                                f"{prefix}-t1w", "Session T1w with the atlas contours."))
+            figure_later(_ortho_html, f"{prefix}-t1w", "Session T1w with the atlas contours.",
+                         s["t1w"], s["labels_t1w"], label_table=table,
+                         title=f"{prefix}: T1w + atlas")
         if _exists(s.get("chi")):
             lo, hi = QSM_WINDOW_PPM
             labels = s["labels"] if _exists(s.get("labels")) else None
-            body.append(_figure(ortho_figure(s["chi"], labels, label_table=table, vmin=lo,
-                                             vmax=hi, cbar_label="susceptibility χ (ppm)",
-                                             title=f"{prefix}: QSM + atlas"),
-                                f"{prefix}-qsm", f"Susceptibility map, window {lo:g} to {hi:g} "
-                                "ppm, with the atlas labels on the GRE grid."))
+            figure_later(_ortho_html, f"{prefix}-qsm", f"Susceptibility map, window {lo:g} to "
+                         f"{hi:g} ppm, with the atlas labels on the GRE grid.", s["chi"], labels,
+                         label_table=table, vmin=lo, vmax=hi,
+                         cbar_label="susceptibility χ (ppm)", title=f"{prefix}: QSM + atlas")
         body.append("<h3>Quality flags</h3>" + _flags_html(flags) + _metrics_html(metrics))
         if stats is not None:
             body.append("<h3>Deep gray matter susceptibility (ppb)</h3>"
@@ -210,13 +244,15 @@ def build_report(subject, sessions, out_dir, extra_figures=(), change_tsv=None, 
         df = pd.read_csv(change_tsv, sep="\t", na_values="n/a", keep_default_na=False)
         body.append("<h2>Longitudinal change (ppb)</h2>")
         if len(df.dropna(subset=["baseline_mean_ppb", "followup_mean_ppb"])):
-            body.append(_figure(plot_change(df, None, title=f"sub-{subject}: baseline vs "
-                                            "follow-up", label_table=table),
-                                f"sub-{subject}-change", "Mean susceptibility per structure "
-                                "(ppb) at both sessions (left) and their difference (right)."))
+            figure_later(_change_html, f"sub-{subject}-change", "Mean susceptibility per "
+                         "structure (ppb) at both sessions (left) and their difference (right).",
+                         df, title=f"sub-{subject}: baseline vs follow-up", label_table=table)
         body.append(_table_html(df, _CHANGE_COLUMNS)
                     + "<p class='meta'>All values in ppb; voxels (b)/(f): voxels at baseline "
                     "and follow-up.</p>")
+
+    for (place, _), text in zip(jobs, _draw_all([draw for _, draw in jobs], n_threads)):
+        body[place] = text
 
     head = [f"<h1>qsmprep report: sub-{esc(subject)}</h1>",
             f"<p class='meta'>qsmprep {esc(__version__)}; sessions: "

@@ -18,6 +18,11 @@ from .longitudinal import init_longitudinal_wf
 from .outputs import init_ds_session_wf, init_ds_subject_wf, space_field
 from .qsm import init_qsm_wf
 
+#: Threads (and scheduler slots) of the participant report node, at most ``--nprocs``: its
+#: eight figures overlap well in two threads (1 mm subject, two sessions: 11.6-13.6 -> 6.5-6.8 s
+#: wall, the same page), and the node runs when the subject's other nodes are done.
+REPORT_THREADS = 2
+
 
 def _session_id(data):
     return data["session"] or "single"
@@ -371,9 +376,12 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
                                                  ("out_json", "inputnode.dgmchange_sidecar")])])
         publish_inputs.append((ds_subject_wf, "outputnode.out_files"))
 
+    # the subject's last node: two threads draw its figures (half the wall time, same page)
+    report_threads = min(REPORT_THREADS, int(config.nprocs))
     report = pe.Node(ParticipantReport(subject=subject, session_ids=session_ids, warnings=warnings,
                                        t1w=[d.get("t1w") or "" for d in sessions],
-                                       label_table=str(atlas.tsv)), name="report")
+                                       label_table=str(atlas.tsv), n_threads=report_threads),
+                     name="report", n_procs=report_threads)
     wf.connect([
         (long_wf, report, [("outputnode.labels_t1w", "labels_t1w"), ("outputnode.template", "template"),
                            ("outputnode.labels_template", "labels_template"),

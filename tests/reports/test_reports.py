@@ -155,3 +155,42 @@ def test_change_table_is_wrapped_and_compact(tmp_path, session_files):
     header = part[part.index("<thead>"):part.index("</thead>")]
     assert header.count("<th>") == 7  # compact: 7 of the 14 columns
     assert "baseline_session" not in header and "<td>10.0</td>" in part
+
+
+def test_figures_drawn_in_threads_give_the_same_page(tmp_path, session_files):
+    """Two sessions, a template and a change table (seven figures) drawn in one and in three
+    threads: the same bytes (each SVG keeps its own id salt, the order is the page's)."""
+    s = dict(session_files)
+    table = s.pop("table")
+    follow = dict(s, session="followup")
+    change = pd.DataFrame({"index": [1, 2], "name": ["Left_Caudate", "Right_Caudate"],
+                           "baseline_session": ["baseline"] * 2, "followup_session": ["followup"] * 2,
+                           "baseline_mean_ppb": [50.0, 52.0], "followup_mean_ppb": [60.0, 51.0],
+                           "change_mean_ppb": [10.0, -1.0], "change_median_ppb": [10.0, -1.0],
+                           "baseline_n_voxels": [36, 36], "followup_n_voxels": [36, 36]})
+    change.to_csv(tmp_path / "change.tsv", sep="\t", index=False)
+    kw = dict(label_table=table, change_tsv=str(tmp_path / "change.tsv"),
+              template=s["mag"], labels_template=s["labels"])
+    sessions = [dict(s, t1w=s["mag"], labels_t1w=s["labels"]), dict(follow)]
+    one = open(build_report("01", sessions, tmp_path / "t1", n_threads=1, **kw)[0], "rb").read()
+    three = open(build_report("01", sessions, tmp_path / "t3", n_threads=3, **kw)[0], "rb").read()
+    assert one.count(b"<svg") == 7
+    assert three == one
+    # the ids that SVG references point to (clip paths, images: hashes salted per figure)
+    # are never shared between two figures
+    ids = re.findall(rb'id="((?:p|image|m)[0-9a-f]{10})"', one)
+    assert len(ids) > 7 and len(ids) == len(set(ids))
+
+
+def test_display_range_is_the_percentiles_of_the_nonzero_voxels(tmp_path):
+    from qsmprep.reports.figures import ortho_figure
+
+    rng = np.random.default_rng(5)
+    data = rng.normal(100.0, 30.0, (17, 19, 13)).astype(np.float32)
+    data[:3] = 0.0
+    data[5, 5, 5] = np.nan
+    fig = ortho_figure(_save(tmp_path / "img.nii.gz", data))
+    vals = data[np.isfinite(data) & (data != 0)]
+    norm = fig.axes[0].images[0].norm
+    assert norm.vmin == float(np.percentile(vals, 1))
+    assert norm.vmax == float(np.percentile(vals, 99.5))

@@ -379,3 +379,16 @@ def test_single_subject_wf_direct(bids, tmp_path, atlas):
     assert sorted(direct.list_node_names()) == sorted(nested.list_node_names())
     assert _sinks(direct) == _sinks(nested)
     assert direct.get_node("publish").inputs.output_dir == str(config.output_dir)
+
+
+@pytest.mark.parametrize("nprocs", [1, 3])
+def test_report_node_holds_the_slots_of_its_threads(bids, tmp_path, atlas, nprocs):
+    """The report draws its figures in min(2, --nprocs) threads and asks the scheduler for as
+    many slots (fails if the threads and the node's n_procs disagree, or exceed --nprocs)."""
+    from qsmprep.workflows.base import REPORT_THREADS
+
+    config, _, wf = _build(bids, tmp_path, atlas, "--session-label", "baseline",
+                           "--nprocs", str(nprocs))
+    assert config.nprocs == nprocs
+    report = wf.get_node("sub_01_wf").get_node("report")
+    assert report.inputs.n_threads == report.n_procs == min(REPORT_THREADS, nprocs)
