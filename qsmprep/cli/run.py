@@ -209,6 +209,7 @@ def run_participant(config, inputs_ok=None) -> int:
     from ..workflows.base import _session_id, init_qsmprep_wf
     from .progress import Heartbeat, ProgressMonitor, format_seconds
     from ..publish import marker_path
+    from . import scheduler
     from .execution import lock_subjects
 
     options = qsm_options(config)
@@ -282,7 +283,8 @@ def run_participant(config, inputs_ok=None) -> int:
     gc.freeze()
     try:
         with monitor:
-            wf.run(**config.plugin_settings(status_callback=monitor))
+            # MultiProc: Nipype's plugin, woken when a node finishes (cli/scheduler.py)
+            wf.run(**scheduler.plugin_settings(config.plugin_settings(status_callback=monitor)))
     except RuntimeError as exc:
         LOGGER.error("The workflow did not finish cleanly (%s). Crash files: %s", exc, crash_dir)
         failed = True
