@@ -56,7 +56,8 @@ class MultiProcPlugin(_NipypeMultiProcPlugin):
 
     def run(self, graph, config, updatehash=False):
         # the execution graph was just built from the workflow (after cli.run's gc.freeze):
-        # freeze it too, so that Nipype's gc.collect() on every pass scans only new objects
+        # freeze it too, so that Nipype's gc.collect() on every pass (more passes now) scans
+        # only new objects; unfrozen when the run ends, as cli.run does
         gc.freeze()
         with _SWAP_LOCK:
             saved = _plugin_base.sleep
@@ -66,6 +67,7 @@ class MultiProcPlugin(_NipypeMultiProcPlugin):
         finally:
             with _SWAP_LOCK:
                 _plugin_base.sleep = saved
+            gc.unfreeze()
 
 
 def plugin_settings(settings: dict) -> dict:

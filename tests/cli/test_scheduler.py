@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 
 from nipype.interfaces import utility as niu
@@ -50,6 +51,7 @@ def test_loop_wakes_when_a_node_finishes(tmp_path):
     assert elapsed < 50, f"the loop slept a whole poll ({elapsed:.0f} s)"
     assert plugin.wakeups >= 3
     assert plugin_base.sleep is time.sleep  # Nipype's module is left as it was
+    assert gc.get_freeze_count() == 0  # what the run froze is unfrozen
 
 
 def test_other_plugins_are_passed_through():
