@@ -296,8 +296,10 @@ def figure_svg(fig, salt: str = "qsmprep") -> str:
     fig : matplotlib.figure.Figure
         The figure (closed afterwards).
     salt : str
-        Salt of the ids matplotlib generates (clip paths, glyphs): give each figure of a page
-        its own, so that two inline SVGs never share an id.
+        Salt of the ids matplotlib generates (clip paths, glyphs), and prefix of every id of
+        the SVG (``<salt>-<id>``, characters other than letters, digits, ``_`` and ``-``
+        replaced by ``_``): give each figure of a page its own, so that two inline SVGs never
+        share an id.
 
     Returns
     -------
@@ -312,7 +314,25 @@ def figure_svg(fig, salt: str = "qsmprep") -> str:
     text = buf.getvalue()
     start = text.find("<svg")
     text = text[start:] if start >= 0 else text
-    return re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
+    return _prefix_ids(text, salt)
+
+
+def _prefix_ids(svg: str, salt: str) -> str:
+    """Prefix every ``id`` of an SVG, and every reference to one, with the figure's salt.
+
+    matplotlib names its groups ``figure_1``, ``axes_1``, ``patch_1``, ... in every figure
+    (``svg.hashsalt`` only salts the hashed ids of clip paths, images and markers), so two
+    figures inlined in one HTML page would share ids, which HTML forbids. References
+    (``url(#id)``, ``href="#id"``) are rewritten with the ids they point to.
+    """
+    token = re.sub(r"[^A-Za-z0-9_-]", "_", salt) or "fig"
+    ids = set(re.findall(r'\sid="([^"]+)"', svg))
+    if not ids:
+        return svg
+    alt = "|".join(re.escape(i) for i in sorted(ids, key=len, reverse=True))
+    pattern = re.compile(rf'(\sid="|url\(#|href="#)({alt})(?=[")])')
+    return pattern.sub(lambda m: f"{m.group(1)}{token}-{m.group(2)}", svg)
 
 
 def plot_label_contours(

@@ -176,10 +176,13 @@ def test_figures_drawn_in_threads_give_the_same_page(tmp_path, session_files):
     three = open(build_report("01", sessions, tmp_path / "t3", n_threads=3, **kw)[0], "rb").read()
     assert one.count(b"<svg") == 7
     assert three == one
-    # the ids that SVG references point to (clip paths, images: hashes salted per figure)
-    # are never shared between two figures
-    ids = re.findall(rb'id="((?:p|image|m)[0-9a-f]{10})"', one)
-    assert len(ids) > 7 and len(ids) == len(set(ids))
+    # no id occurs twice on the page (matplotlib's group ids such as figure_1 are prefixed
+    # per figure, as are the salted hashes of clip paths and images), and every reference
+    # points to an id of the page
+    ids = re.findall(rb'\sid="([^"]+)"', one)
+    assert len(ids) > 7 * 5 and len(ids) == len(set(ids))
+    refs = set(re.findall(rb"url\(#([^)]+)\)", one)) | set(re.findall(rb'href="#([^"]+)"', one))
+    assert refs and refs <= set(ids)
 
 
 def test_display_range_is_the_percentiles_of_the_nonzero_voxels(tmp_path):
