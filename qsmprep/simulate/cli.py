@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sessions", type=int, default=2, help="sessions per subject (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="small",
-                   help="small: 3 mm GRE / 2 mm T1w (tests); 1mm: 1 mm (benchmarks)")
+                   help="small: 3 mm GRE / 2 mm T1w (tests); 1mm: 1 mm (benchmarks); "
+                        "1mm-aniso: GRE 1 x 1 x 1.5 mm, T1w 1 mm")
     p.add_argument("--n-ms", type=int, default=None,
                    help="number of MS subjects (default: three quarters of the cohort)")
     p.add_argument("--integer-phase", action="store_true",

@@ -296,7 +296,7 @@ def simulate_cohort(out_dir, n_subjects: int = 2, n_sessions: int = 2, preset: s
         BIDS root to write (empty or absent unless ``overwrite``).
     n_subjects, n_sessions : int, default 2
         Cohort size.
-    preset : {"small", "1mm"}, default "small"
+    preset : {"small", "1mm", "1mm-aniso"}, default "small"
         Acquisition geometry (:data:`~qsmprep.simulate.config.PRESETS`).
     seed : int, default 0
         Cohort seed (subject k is the same whatever ``n_subjects``).

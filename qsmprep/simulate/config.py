@@ -93,6 +93,9 @@ class Preset:
 PRESETS = {
     "small": Preset("small", model_mm=2.0, gre_mm=(3.0, 3.0, 3.0), t1w_mm=(2.0, 2.0, 2.0)),
     "1mm": Preset("1mm", model_mm=1.0, gre_mm=(1.0, 1.0, 1.0), t1w_mm=(1.0, 1.0, 1.0)),
+    # the protocol of issue 14's timing and of the independent heads: 1.5 mm GRE slices
+    "1mm-aniso": Preset("1mm-aniso", model_mm=1.0, gre_mm=(1.0, 1.0, 1.5),
+                        t1w_mm=(1.0, 1.0, 1.0)),
 }
 
 

@@ -300,8 +300,9 @@ def simulate_session(subject: int | Subject = 1, session: int = 0, preset: str =
         Subject number (1-based) or a :class:`Subject` from :func:`make_subject`.
     session : int, default 0
         0 for baseline, 1 for follow-up, ...
-    preset : {"small", "1mm"} or Preset, default "small"
-        ``'small'`` (3 mm GRE, 2 mm T1w) or ``'1mm'``.
+    preset : {"small", "1mm", "1mm-aniso"} or Preset, default "small"
+        ``'small'`` (3 mm GRE, 2 mm T1w), ``'1mm'`` or ``'1mm-aniso'`` (GRE 1 x 1 x 1.5 mm,
+        T1w 1 mm).
     seed : int, default 0
         Cohort seed.
     config : SimulationConfig, optional

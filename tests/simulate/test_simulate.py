@@ -277,3 +277,25 @@ def test_truth_tables_follow_the_roi_table_contract(model):
     sel = d.labels == 5
     assert row["n_voxels"] == int(sel.sum()) > 0
     assert row["mean_ppb"] == pytest.approx(1000.0 * d.chi[sel].astype(float).mean(), rel=1e-9)
+
+
+def test_anisotropic_preset_grids(model):
+    """The ``1mm-aniso`` preset (issue 14's protocol: GRE 1 x 1 x 1.5 mm, T1w 1 mm) gives GRE
+    voxels of 1 x 1 x 1.5 mm that cover the same head as the 1 mm GRE grid, and a 1 mm T1w grid.
+
+    Fails if an anisotropic ``gre_mm`` is applied to the wrong axis or not at all, or the grid
+    no longer covers the head (too few slices for the thicker voxels).
+    """
+    from qsmprep.simulate.config import PRESETS
+    from qsmprep.simulate.core import make_protocol
+
+    cfg = SimulationConfig()
+    iso = make_protocol(model, PRESETS["1mm"], cfg)
+    aniso = make_protocol(model, PRESETS["1mm-aniso"], cfg)
+    assert np.allclose(nib.affines.voxel_sizes(aniso.gre_affine), (1.0, 1.0, 1.5))
+    assert np.allclose(nib.affines.voxel_sizes(aniso.t1w_affine), (1.0, 1.0, 1.0))
+    assert aniso.gre_shape[:2] == iso.gre_shape[:2]
+    extent_iso = iso.gre_shape[2] * 1.0
+    extent_aniso = aniso.gre_shape[2] * 1.5
+    assert abs(extent_aniso - extent_iso) <= 1.5
+    assert aniso.t1w_shape == iso.t1w_shape
