@@ -2,8 +2,9 @@
 """Participant-level benchmark: per-step wall/CPU/memory, speed-up and accuracy vs a baseline.
 
 Runs ``qsmprep participant`` on one simulated subject of the simulator's ``--preset`` (default
-``1mm``: GRE and T1w 1 mm) with ``--sessions`` sessions, in a child process with Nipype's
-resource monitor on, and prints
+``1mm``: GRE and T1w 1 mm; ``1mm-aniso``: GRE 1 x 1 x 1.5 mm and T1w 1 mm, the protocol issue
+14 was timed on) with ``--sessions`` sessions, in a child process with Nipype's resource
+monitor on, and prints
 
 1. a per-step table: wall seconds (sum of node durations), CPU seconds (the monitor's 1 Hz
    CPU-percent samples integrated over each node, all threads and child processes), peak RSS of
