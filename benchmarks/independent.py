@@ -7,7 +7,9 @@ noise): 3 T, 5 echoes 4.5-28.5 ms, 1 x 1 x 1.5 mm (176 x 208 x 100; simulated on
 ``--sim-vox 1.5`` gives 1.5 x 1.5 x 2.25 mm from a 1.5 mm grid), peak SNR 100 with the
 same noise SD at every echo (white matter SNR ~55 at echo 1). Three acquisitions per seed:
 ``axial`` baseline, ``followup`` (same head, planted DGM changes, new noise) and ``oblique``
-(baseline head, B0 tilted 8 degrees in the slab's frame). Seed 1 is the one defaults may be
+(baseline head, B0 tilted 8 degrees in the slab's frame); on request (``--acqs``) also
+``retest``, ``retest2``, ... (the baseline head imaged again with new noise only: its change
+against ``axial`` is the noise floor of the change error). Seed 1 is the one defaults may be
 tuned on; seed 2 is held out (never tuned on). Both are always reported.
 
 Each chain runs through :func:`qsmprep.qsm.pipeline.reconstruct` on the arrays (the same step
@@ -31,8 +33,9 @@ functions as the Nipype workflow) and is scored with
   the map's error) and ``def`` (that minus the true table: ROI voxels and reference region
   against the true tissue and whole brain), per label ``tab = map + def`` (the maxima need not
   add up);
-* longitudinal change error (``chg``, followup rows): reported change minus planted-and-textured
-  true change per label, maximum |error| over 12 labels;
+* longitudinal change error (``chg``, followup and retest rows): reported change minus
+  planted-and-textured true change per label (zero for ``retest``), maximum |error| over 12
+  labels;
 * R2* (``r2s``, :func:`qsmprep.qsm.relaxometry.r2star_t2star`, default fit, inside the computed
   brain mask) against the true R2*: maximum over the 12 labels of |mean error| in 1/s (the true
   R2* is the tissue R2*, without the macroscopic dephasing the acquired signal contains; per-label
@@ -90,8 +93,24 @@ CHAINS = {
 
 
 # ----------------------------------------------------------------------------- cohorts
+_NOISE_OFFSET = {"axial": 0, "followup": 1, "oblique": 2}
+
+
+def _retest_number(acq: str) -> int:
+    """``retest`` -> 3, ``retest2`` -> 4, ...: the noise-seed offset of a re-test acquisition
+    (0 for the other acquisitions); raises on an unknown name."""
+    if acq in _NOISE_OFFSET:
+        return 0
+    if acq.startswith("retest"):
+        n = acq[len("retest"):]
+        if n == "" or (n.isdigit() and int(n) >= 1):
+            return 2 + (int(n) if n else 1)
+    raise ValueError(f"unknown acquisition {acq!r}: axial, followup, oblique, retest[N]")
+
+
 def load_acquisition(seed: int, acq: str, tilt_deg: float, cache_dir: Path, sim_vox: float = 1.0) -> dict:
-    """Simulate (or load from cache) one acquisition: ``axial``, ``followup`` or ``oblique``."""
+    """Simulate (or load from cache) one acquisition: ``axial``, ``followup``, ``oblique`` or
+    ``retest``."""
     vox = "" if sim_vox == 1.0 else f"_vox{sim_vox:g}"
     path = cache_dir / f"qsmprep_independent_seed{seed}_{acq}_tilt{tilt_deg:g}{vox}.npz"
     if path.exists():
@@ -101,7 +120,7 @@ def load_acquisition(seed: int, acq: str, tilt_deg: float, cache_dir: Path, sim_
     changes = CHANGES_PPB if acq == "followup" else None
     head = H.build_head(seed, sim_vox=sim_vox, changes_ppb=changes)
     d = H.acquire(head, tilt_deg=tilt_deg if acq == "oblique" else 0.0,
-                  noise_seed=1000 * seed + {"axial": 0, "followup": 1, "oblique": 2}[acq])
+                  noise_seed=1000 * seed + _NOISE_OFFSET.get(acq, 0) + _retest_number(acq))
     d["b0"] = np.float64(d["b0"])
     print(f"# simulated seed {seed} {acq}: {d['mag'].shape} in {time.perf_counter() - t0:.0f} s "
           f"wall, {time.process_time() - c0:.0f} s CPU", flush=True)
@@ -334,11 +353,14 @@ def main(argv=None):
                         local_ppm=res["local_ppm"], reliability=res["reliability"],
                         iterations=res.get("inversion_info", {}).get("iterations", -1))
                 reported[(chain, acq)] = (sc["_rep"], sc["_tru"])
-                if acq == "followup" and (chain, "axial") in reported:
+                if (acq == "followup" or acq.startswith("retest")) and (chain, "axial") in reported:
                     rb, tb = reported[(chain, "axial")]
                     rf, tf = sc["_rep"], sc["_tru"]
                     row["chg_max"] = float(np.nanmax(np.abs((rf - rb) - (tf - tb))))
                     row["chg_mean"] = float(np.nanmean(np.abs((rf - rb) - (tf - tb))))
+                    print(f"# seed {seed} {acq} {label(chain)}: change error per label (ppb) "
+                          + " ".join(f"{k}:{v:+.1f}" for k, v in
+                                     ((rf - rb) - (tf - tb)).items()), flush=True)
                 rows.append(row)
                 print(f"# seed {seed} {acq} {label(chain)}: NRMSE(ev) {row['nrmse_ev']:.1f}% "
                       f"max lab {row['lab_max']:.1f} tab {row['tab_max']:.1f} ppb, "
