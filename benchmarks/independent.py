@@ -96,11 +96,11 @@ CHAINS = {
 _NOISE_OFFSET = {"axial": 0, "followup": 1, "oblique": 2}
 
 
-def _retest_number(acq: str) -> int:
-    """``retest`` -> 3, ``retest2`` -> 4, ...: the noise-seed offset of a re-test acquisition
-    (0 for the other acquisitions); raises on an unknown name."""
+def _noise_offset(acq: str) -> int:
+    """Noise-seed offset of an acquisition: ``axial`` 0, ``followup`` 1, ``oblique`` 2,
+    ``retest`` 3, ``retest2`` 4, ...; raises on an unknown name."""
     if acq in _NOISE_OFFSET:
-        return 0
+        return _NOISE_OFFSET[acq]
     if acq.startswith("retest"):
         n = acq[len("retest"):]
         if n == "" or (n.isdigit() and int(n) >= 1):
@@ -110,7 +110,7 @@ def _retest_number(acq: str) -> int:
 
 def load_acquisition(seed: int, acq: str, tilt_deg: float, cache_dir: Path, sim_vox: float = 1.0) -> dict:
     """Simulate (or load from cache) one acquisition: ``axial``, ``followup``, ``oblique`` or
-    ``retest``."""
+    ``retest[N]``."""
     vox = "" if sim_vox == 1.0 else f"_vox{sim_vox:g}"
     path = cache_dir / f"qsmprep_independent_seed{seed}_{acq}_tilt{tilt_deg:g}{vox}.npz"
     if path.exists():
@@ -120,7 +120,7 @@ def load_acquisition(seed: int, acq: str, tilt_deg: float, cache_dir: Path, sim_
     changes = CHANGES_PPB if acq == "followup" else None
     head = H.build_head(seed, sim_vox=sim_vox, changes_ppb=changes)
     d = H.acquire(head, tilt_deg=tilt_deg if acq == "oblique" else 0.0,
-                  noise_seed=1000 * seed + _NOISE_OFFSET.get(acq, 0) + _retest_number(acq))
+                  noise_seed=1000 * seed + _noise_offset(acq))
     d["b0"] = np.float64(d["b0"])
     print(f"# simulated seed {seed} {acq}: {d['mag'].shape} in {time.perf_counter() - t0:.0f} s "
           f"wall, {time.process_time() - c0:.0f} s CPU", flush=True)
