@@ -324,15 +324,10 @@ def _prefix_ids(svg: str, salt: str) -> str:
     matplotlib names its groups ``figure_1``, ``axes_1``, ``patch_1``, ... in every figure
     (``svg.hashsalt`` only salts the hashed ids of clip paths, images and markers), so two
     figures inlined in one HTML page would share ids, which HTML forbids. References
-    (``url(#id)``, ``href="#id"``) are rewritten with the ids they point to.
+    (``url(#id)``, ``href="#id"``) point into the same figure and get the same prefix.
     """
     token = re.sub(r"[^A-Za-z0-9_-]", "_", salt) or "fig"
-    ids = set(re.findall(r'\sid="([^"]+)"', svg))
-    if not ids:
-        return svg
-    alt = "|".join(re.escape(i) for i in sorted(ids, key=len, reverse=True))
-    pattern = re.compile(rf'(\sid="|url\(#|href="#)({alt})(?=[")])')
-    return pattern.sub(lambda m: f"{m.group(1)}{token}-{m.group(2)}", svg)
+    return re.sub(r'(\sid="|url\(#|href="#)(?=[^")])', lambda m: f"{m.group(1)}{token}-", svg)
 
 
 def plot_label_contours(
