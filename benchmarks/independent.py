@@ -9,7 +9,9 @@ same noise SD at every echo (white matter SNR ~55 at echo 1). Three acquisitions
 ``axial`` baseline, ``followup`` (same head, planted DGM changes, new noise) and ``oblique``
 (baseline head, B0 tilted 8 degrees in the slab's frame); on request (``--acqs``) also
 ``retest``, ``retest2``, ... (the baseline head imaged again with new noise only: its change
-against ``axial`` is the noise floor of the change error). Seed 1 is the one defaults may be
+against ``axial`` is the noise floor of the change error) and ``oblique2``, ``oblique3``, ...
+(the oblique acquisition again with new noise only: its difference to ``oblique`` is what noise
+alone does to the tilted acquisition). Seed 1 is the one defaults may be
 tuned on; seed 2 is held out (never tuned on). Both are always reported.
 
 Each chain runs through :func:`qsmprep.qsm.pipeline.reconstruct` on the arrays (the same step
@@ -33,8 +35,9 @@ functions as the Nipype workflow) and is scored with
   the map's error) and ``def`` (that minus the true table: ROI voxels and reference region
   against the true tissue and whole brain), per label ``tab = map + def`` (the maxima need not
   add up);
-* longitudinal change error (``chg``, followup and retest rows): reported change minus
-  planted-and-textured true change per label (zero for ``retest``), maximum |error| over 12
+* longitudinal change error (``chg``, followup and retest rows against ``axial``, ``oblique<N>``
+  rows against ``oblique``): reported change minus
+  planted-and-textured true change per label (zero for ``retest`` and ``oblique<N>``), maximum |error| over 12
   labels;
 * R2* (``r2s``, :func:`qsmprep.qsm.relaxometry.r2star_t2star`, default fit, inside the computed
   brain mask) against the true R2*: maximum over the 12 labels of |mean error| in 1/s (the true
@@ -49,7 +52,7 @@ Usage::
     .venv/bin/pip install -c requirements/constraints.txt -e '.[independent]'  # -e: keep the editable install
     nice -n 10 .venv/bin/python benchmarks/independent.py [--seeds 1 2] [--chains default,...]
         [--options JSON] [--qsm JSON] [--out table.tsv] [--cache-dir DIR] [--save-maps DIR]
-        [--rescore DIR] [--truth tissue|voxel]
+        [--rescore DIR] [--truth tissue|voxel] [--roi-erosion auto|N]
 
 The simulated acquisitions are cached as .npz in ``--cache-dir`` (default: the temp dir).
 """
@@ -98,19 +101,31 @@ _NOISE_OFFSET = {"axial": 0, "followup": 1, "oblique": 2}
 
 def _noise_offset(acq: str) -> int:
     """Noise-seed offset of an acquisition: ``axial`` 0, ``followup`` 1, ``oblique`` 2,
-    ``retest`` 3, ``retest2`` 4, ...; raises on an unknown name."""
+    ``retest`` 3, ``retest2`` 4, ... (below 100), ``oblique2`` 102, ``oblique3`` 103, ...
+    (below 1000, so that seeds, ``1000 * seed + offset``, never collide); raises on an
+    unknown name."""
     if acq in _NOISE_OFFSET:
         return _NOISE_OFFSET[acq]
-    if acq.startswith("retest"):
-        n = acq[len("retest"):]
-        if n == "" or (n.isdigit() and int(n) >= 1):
-            return 2 + (int(n) if n else 1)
-    raise ValueError(f"unknown acquisition {acq!r}: axial, followup, oblique, retest[N]")
+    for stem, base, first in (("retest", 2, 1), ("oblique", 100, 2)):
+        if acq.startswith(stem):
+            n = acq[len(stem):]
+            if stem == "retest" and n == "":
+                n = "1"
+            if n.isdigit() and first <= int(n) < 98:
+                return base + int(n)
+    raise ValueError(f"unknown acquisition {acq!r}: axial, followup, oblique, retest[N], "
+                     "oblique<N> (N >= 2)")
+
+
+def is_oblique(acq: str) -> bool:
+    """The tilted acquisitions: ``oblique`` and its noise-only repeats ``oblique2``, ..."""
+    return acq.startswith("oblique")
 
 
 def load_acquisition(seed: int, acq: str, tilt_deg: float, cache_dir: Path, sim_vox: float = 1.0) -> dict:
-    """Simulate (or load from cache) one acquisition: ``axial``, ``followup``, ``oblique`` or
-    ``retest[N]``."""
+    """Simulate (or load from cache) one acquisition: ``axial``, ``followup``, ``oblique``,
+    ``retest[N]`` or ``oblique<N>``."""
+    _noise_offset(acq)  # an unknown name fails before any simulation
     vox = "" if sim_vox == 1.0 else f"_vox{sim_vox:g}"
     path = cache_dir / f"qsmprep_independent_seed{seed}_{acq}_tilt{tilt_deg:g}{vox}.npz"
     if path.exists():
@@ -119,7 +134,7 @@ def load_acquisition(seed: int, acq: str, tilt_deg: float, cache_dir: Path, sim_
     t0, c0 = time.perf_counter(), time.process_time()
     changes = CHANGES_PPB if acq == "followup" else None
     head = H.build_head(seed, sim_vox=sim_vox, changes_ppb=changes)
-    d = H.acquire(head, tilt_deg=tilt_deg if acq == "oblique" else 0.0,
+    d = H.acquire(head, tilt_deg=tilt_deg if is_oblique(acq) else 0.0,
                   noise_seed=1000 * seed + _noise_offset(acq))
     d["b0"] = np.float64(d["b0"])
     print(f"# simulated seed {seed} {acq}: {d['mag'].shape} in {time.perf_counter() - t0:.0f} s "
@@ -136,10 +151,16 @@ def _demean(x, m):
     return np.where(m, x - x[m].mean(), 0.0)
 
 
+#: ROI erosion of the reported table (``--roi-erosion``; ``"auto"``: qsmprep's default)
+ROI_EROSION = "auto"
+
+
 def reported_table(chi_referenced, labels, mask, voxel_size):
-    """The table qsmprep writes for this map (default ROI erosion), indexed by label."""
+    """The table qsmprep writes for this map (ROI erosion :data:`ROI_EROSION`, by default
+    qsmprep's ``auto``), indexed by label."""
+    erode = auto_erosion(voxel_size) if ROI_EROSION == "auto" else int(ROI_EROSION)
     tab = roi_statistics(chi_referenced, labels, H.label_table(), voxel_size, mask=mask,
-                         erode_vox=auto_erosion(voxel_size))
+                         erode_vox=erode)
     return tab.set_index("index")["mean_ppb"].astype(float)
 
 
@@ -306,10 +327,17 @@ def main(argv=None):
                    help="write each chain's maps and masks (.npz) into this folder")
     p.add_argument("--rescore", type=Path, default=None,
                    help="score the maps a --save-maps run wrote into this folder (no chain is run)")
+    p.add_argument("--roi-erosion", default="auto",
+                   help="ROI erosion (voxels) of the reported table, as qsmprep's --roi-erosion "
+                        "(default auto: qsmprep's default)")
     p.add_argument("--truth", default="tissue", choices=["tissue", "voxel"],
                    help="true table: tissue means on the simulation grid (default) or label means "
                         "of the truth on the acquisition grid (partial volume along z)")
     args = p.parse_args(argv)
+    global ROI_EROSION
+    if args.roi_erosion != "auto" and not (args.roi_erosion.isdigit()):
+        p.error("--roi-erosion: 'auto' or a non-negative integer")
+    ROI_EROSION = args.roi_erosion
     mopts = json.loads(args.options) if args.options else None
     qopts = json.loads(args.qsm) if args.qsm else None
     chains = args.chains.split(",")
@@ -353,8 +381,10 @@ def main(argv=None):
                         local_ppm=res["local_ppm"], reliability=res["reliability"],
                         iterations=res.get("inversion_info", {}).get("iterations", -1))
                 reported[(chain, acq)] = (sc["_rep"], sc["_tru"])
-                if (acq == "followup" or acq.startswith("retest")) and (chain, "axial") in reported:
-                    rb, tb = reported[(chain, "axial")]
+                first = "oblique" if is_oblique(acq) else "axial"
+                if ((acq == "followup" or acq.startswith("retest") or (is_oblique(acq) and acq != "oblique"))
+                        and (chain, first) in reported):
+                    rb, tb = reported[(chain, first)]
                     rf, tf = sc["_rep"], sc["_tru"]
                     row["chg_max"] = float(np.nanmax(np.abs((rf - rb) - (tf - tb))))
                     row["chg_mean"] = float(np.nanmean(np.abs((rf - rb) - (tf - tb))))

@@ -23,3 +23,19 @@ def test_retest_acquisitions_get_their_own_noise_seeds():
 def test_unknown_acquisition_is_refused(bad):
     with pytest.raises(ValueError, match="unknown acquisition"):
         B._noise_offset(bad)
+
+
+def test_oblique_repeats_are_tilted_and_get_their_own_noise_seeds():
+    """``oblique2``, ``oblique3``: the tilted head again with new noise, never the seed of
+    another acquisition of the same or the next head seed (``1000 * seed + offset``)."""
+    names = ["axial", "followup", "oblique", "retest", "retest2", "oblique2", "oblique3"]
+    offsets = [B._noise_offset(a) for a in names]
+    assert len(set(offsets)) == len(names)
+    assert all(0 <= o < 1000 for o in offsets)
+    assert [B.is_oblique(a) for a in names] == [False, False, True, False, False, True, True]
+
+
+@pytest.mark.parametrize("bad", ["oblique1", "oblique0", "obliquex", "retest98"])
+def test_unknown_oblique_repeat_is_refused(bad):
+    with pytest.raises(ValueError, match="unknown acquisition"):
+        B._noise_offset(bad)

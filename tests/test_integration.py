@@ -124,6 +124,68 @@ def test_recovered_dgm_means_track_truth(finished, request):
     assert err.mean() < 15.0
 
 
+
+@pytest.mark.slow
+def test_participant_benchmark_scores_every_subject(finished):
+    """``benchmarks/participant.py --subjects 2`` scores both subjects of one run: one row per
+    subject and ROI, each with its own Dice, table error and change against its own truth."""
+    from tests._paths import load_script
+
+    bench = load_script("benchmarks/participant.py")
+    acc = bench.accuracy(finished / "sim", finished / "out", ["baseline", "followup"], ["01", "02"])
+    rois = acc["rois"]
+    assert acc["subjects"] == ["01", "02"]
+    by_sub = {s: [r for r in rois if r["name"].startswith(f"sub-{s} ")] for s in ("01", "02")}
+    assert len(by_sub["01"]) == len(by_sub["02"]) == len(rois) // 2 >= 12
+    truth_root = finished / "sim" / "derivatives" / "qsmprep-truth"
+    for sub, rows in by_sub.items():
+        tru = {ses: pd.read_csv(truth_root / f"sub-{sub}/ses-{ses}/anat/"
+                                f"sub-{sub}_ses-{ses}_desc-truth_stats.tsv",
+                                sep="\t", na_values="n/a").set_index("index")["mean_ppb"]
+               for ses in ("baseline", "followup")}
+        for r in rows:
+            idx = int(str(r["index"]).split(":")[1])
+            assert 0.0 <= r["dice_baseline"] <= 1.0 and 0.0 <= r["dice_followup"] <= 1.0
+            # the change is scored against this subject's own true change
+            assert r["true_change_ppb"] == pytest.approx(tru["followup"][idx] - tru["baseline"][idx])
+            assert r["change_err_ppb"] == pytest.approx(r["change_ppb"] - r["true_change_ppb"])
+    # the subjects are different heads: their true changes are not all equal
+    assert [r["true_change_ppb"] for r in by_sub["01"]] != [r["true_change_ppb"] for r in by_sub["02"]]
+
+
+@pytest.mark.slow
+def test_roi_erosion_benchmark_reproduces_the_published_table(finished):
+    """``benchmarks/roi_erosion.py`` re-makes the tables from the published maps and labels: at
+    the erosion the run used (``auto``: none at these 3 mm voxels) it gives the published
+    means, and one voxel more keeps fewer voxels in every ROI that had any."""
+    from qsmprep.roi import auto_erosion
+    from tests._paths import load_script
+
+    bench = load_script("benchmarks/roi_erosion.py")
+    out, sim = finished / "out", finished / "sim"
+    anat = out / "sub-01" / "ses-baseline" / "anat"
+    pub = pd.read_csv(anat / "sub-01_ses-baseline_atlas-DGM_desc-dgm_stats.tsv", sep="\t",
+                      na_values="n/a").set_index("index")
+    side = json.loads((anat / "sub-01_ses-baseline_atlas-DGM_desc-dgm_stats.json").read_text())
+    import nibabel as nb
+
+    from qsmprep.qsm.kernels import voxel_size_from_affine
+
+    chimap = next(p for p in anat.glob("*_Chimap.nii.gz") if "_space-" not in p.name)
+    used = auto_erosion(voxel_size_from_affine(nb.load(chimap).affine))
+    assert used == 0 and "auto" in json.dumps(side)
+    tabs = bench.session_tables(out, sim, "01", "baseline", [used, used + 1])
+    # the TSV holds 6 significant digits
+    np.testing.assert_allclose(tabs[used]["mean_ppb"].to_numpy(float),
+                               pub.loc[tabs[used].index, "mean_ppb"].to_numpy(float), rtol=1e-5,
+                               atol=1e-4)
+    assert (tabs[used]["n_voxels"].to_numpy() == pub.loc[tabs[used].index, "n_voxels"].to_numpy()).all()
+    had = tabs[used]["n_voxels"] > 0
+    assert (tabs[used + 1]["n_voxels"][had] < tabs[used]["n_voxels"][had]).all()
+    df = bench.compare(out, sim, "01", ["baseline", "followup"], [0, 1])
+    assert set(df["erosion"]) == {0, 1} and (df["pair"] == "baseline->followup").all()
+    assert np.allclose(df["change_err_ppb"], df["change_ppb"] - df["true_change_ppb"], equal_nan=True)
+
 @pytest.mark.slow
 def test_reports_only_rebuilds_report_from_outputs(finished, tmp_path):
     """--reports-only rewrites sub-01.html from OUTPUT_DIR alone: no workflow, no work folder,
