@@ -21,7 +21,8 @@ child process with Nipype's resource monitor on, and prints
    measured baseline -> last-session change against the true change;
    With ``--no-monitor`` the run is made as a user makes it, without Nipype's resource
    monitor, which blocks about 0.2 s at the start of every node (its first CPU sample): on
-   a 1 x 1 x 1.5 mm subject with two sessions the monitored run takes 5-7 % longer. The
+   1 x 1 x 1.5 mm subjects with two sessions the monitored run took 3 % longer for one subject
+   and 9 % for two (docs/registration.md, "Sixteenth session"). The
    per-step wall seconds are then still known, CPU and memory per step are not;
 3. with ``--baseline RESULT.json`` (a file this script saved with ``--save`` for another code
    version, e.g. ``--code-commit <sha>``): per-step speed-up and the acceptance checks
