@@ -74,9 +74,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import independent_head as H  # noqa: E402
 
+from qsmprep.cli.parser import _erosion  # noqa: E402  (the type of qsmprep's --roi-erosion)
 from qsmprep.qsm.pipeline import QSMOptions, reconstruct  # noqa: E402
 from qsmprep.qsm.relaxometry import r2star_t2star  # noqa: E402
-from qsmprep.roi import auto_erosion, roi_statistics  # noqa: E402
+from qsmprep.roi import resolve_erosion, roi_statistics  # noqa: E402
 
 STRUCTURES = ["caudate", "putamen", "pallidum", "thalamus", "substantia_nigra", "red_nucleus"]
 ABBR = {"caudate": "CN", "putamen": "PU", "pallidum": "GP", "thalamus": "TH",
@@ -151,16 +152,11 @@ def _demean(x, m):
     return np.where(m, x - x[m].mean(), 0.0)
 
 
-#: ROI erosion of the reported table (``--roi-erosion``; ``"auto"``: qsmprep's default)
-ROI_EROSION = "auto"
-
-
-def reported_table(chi_referenced, labels, mask, voxel_size):
-    """The table qsmprep writes for this map (ROI erosion :data:`ROI_EROSION`, by default
-    qsmprep's ``auto``), indexed by label."""
-    erode = auto_erosion(voxel_size) if ROI_EROSION == "auto" else int(ROI_EROSION)
+def reported_table(chi_referenced, labels, mask, voxel_size, erosion="auto"):
+    """The table qsmprep writes for this map with ``--roi-erosion erosion`` (default: qsmprep's
+    ``auto``), indexed by label."""
     tab = roi_statistics(chi_referenced, labels, H.label_table(), voxel_size, mask=mask,
-                         erode_vox=erode)
+                         erode_vox=resolve_erosion(erosion, voxel_size))
     return tab.set_index("index")["mean_ppb"].astype(float)
 
 
@@ -198,10 +194,11 @@ def tissue_table(seed: int, acq: str, cache_dir: Path, sim_vox: float = 1.0) -> 
     return out
 
 
-def score(res: dict, d: dict, tissue: pd.Series | None = None) -> dict:
+def score(res: dict, d: dict, tissue: pd.Series | None = None, erosion="auto") -> dict:
     """Scores of one chain's result (module docstring); ``tissue``: the true table of
     :func:`tissue_table` (``tab``, ``map``, ``def`` and the change are then against it; the
-    acquisition-grid truth of :func:`true_table` always gives ``tabv``)."""
+    acquisition-grid truth of :func:`true_table` always gives ``tabv``); ``erosion``: the
+    ``--roi-erosion`` of the reported tables."""
     from qsm_ci.qsm_eval import score_arrays
 
     brain = d["brain_mask"].astype(bool)
@@ -225,7 +222,7 @@ def score(res: dict, d: dict, tissue: pd.Series | None = None) -> dict:
             errs.append(1e3 * abs(est[sel].mean() - truth[sel].mean()) if sel.any() else np.nan)
         out[ABBR[s]] = float(np.nanmean(errs))
     out["lab_max"] = float(np.nanmax([out[ABBR[s]] for s in STRUCTURES]))
-    rep = reported_table(res["chi"], labels, res["eroded_mask"], res["voxel_size"])
+    rep = reported_table(res["chi"], labels, res["eroded_mask"], res["voxel_size"], erosion)
     tru_v = true_table(d["chi"], labels, brain)
     tru = tru_v if tissue is None else tissue.reindex(tru_v.index)
     out["tabv_max"] = float(np.nanmax(np.abs(rep - tru_v)))
@@ -238,7 +235,7 @@ def score(res: dict, d: dict, tissue: pd.Series | None = None) -> dict:
     ref_region = np.asarray(res["eroded_mask"], bool)
     chi_t = np.asarray(d["chi"], np.float64)
     perfect = reported_table(np.where(ref_region, chi_t - chi_t[ref_region].mean(), 0.0), labels,
-                             ref_region, res["voxel_size"])
+                             ref_region, res["voxel_size"], erosion)
     out["tab_map"] = float(np.nanmax(np.abs(rep - perfect)))
     out["tab_def"] = float(np.nanmax(np.abs(perfect - tru)))
     out["tab_map_err"] = (rep - perfect).to_dict()
@@ -327,17 +324,13 @@ def main(argv=None):
                    help="write each chain's maps and masks (.npz) into this folder")
     p.add_argument("--rescore", type=Path, default=None,
                    help="score the maps a --save-maps run wrote into this folder (no chain is run)")
-    p.add_argument("--roi-erosion", default="auto",
+    p.add_argument("--roi-erosion", default="auto", type=_erosion,
                    help="ROI erosion (voxels) of the reported table, as qsmprep's --roi-erosion "
                         "(default auto: qsmprep's default)")
     p.add_argument("--truth", default="tissue", choices=["tissue", "voxel"],
                    help="true table: tissue means on the simulation grid (default) or label means "
                         "of the truth on the acquisition grid (partial volume along z)")
     args = p.parse_args(argv)
-    global ROI_EROSION
-    if args.roi_erosion != "auto" and not (args.roi_erosion.isdigit()):
-        p.error("--roi-erosion: 'auto' or a non-negative integer")
-    ROI_EROSION = args.roi_erosion
     mopts = json.loads(args.options) if args.options else None
     qopts = json.loads(args.qsm) if args.qsm else None
     chains = args.chains.split(",")
@@ -368,7 +361,7 @@ def main(argv=None):
                     cost = {"t_wall": np.nan, "t_cpu": np.nan, "peak_mb": np.nan}
                 else:
                     res, cost = run_chain(d, chain, mopts, qopts)
-                sc = score(res, d, tissue)
+                sc = score(res, d, tissue, args.roi_erosion)
                 row = {"seed": seed, "acq": acq, "chain": label(chain), **cost,
                        **{k: v for k, v in sc.items()
                           if not k.startswith("_") and not k.endswith("_err")}}

@@ -13,17 +13,17 @@ child process with Nipype's resource monitor on, and prints
    whole process tree, exact), CPU utilisation and the wall time per subject (the run's wall
    time divided by ``--subjects``). The per-step CPU seconds are estimates from
    psutil samples of the worker process and can be badly off for a node that shares its
-   worker with others (seen: 197 CPU s for a 41 s node on 2 cores); trust the whole-run CPU;
+   worker with others (seen: 197 CPU s for a 41 s node on 2 cores); trust the whole-run CPU.
+   With ``--no-monitor`` the run is made as a user makes it, without Nipype's resource
+   monitor, which blocks about 0.2 s at the start of every node (its first CPU sample): on
+   1 x 1 x 1.5 mm subjects with two sessions the monitored run took 3 % longer for one subject
+   and 9 % for two (docs/registration.md, "Sixteenth session"). The per-step wall seconds are
+   then still known, CPU and memory per step are not;
 2. accuracy on the simulator (``repeat`` mode: identical susceptibility at every session, plus
    planted changes caudate +10, putamen +5, pallidum +20, thalamus -8 ppb, so the true change
    of every structure is known): Dice of the published labels against the true labels (both
    restricted to the published QSM mask), each ROI's ``mean_ppb``, and the error of the
    measured baseline -> last-session change against the true change;
-   With ``--no-monitor`` the run is made as a user makes it, without Nipype's resource
-   monitor, which blocks about 0.2 s at the start of every node (its first CPU sample): on
-   1 x 1 x 1.5 mm subjects with two sessions the monitored run took 3 % longer for one subject
-   and 9 % for two (docs/registration.md, "Sixteenth session"). The
-   per-step wall seconds are then still known, CPU and memory per step are not;
 3. with ``--baseline RESULT.json`` (a file this script saved with ``--save`` for another code
    version, e.g. ``--code-commit <sha>``): per-step speed-up and the acceptance checks
    |delta Dice| <= 0.01, |delta mean_ppb| <= 1 ppb for every ROI, and the mean absolute change
@@ -262,6 +262,11 @@ def accuracy(bids: Path, out: Path, sessions: list[str], subjects: list[str] | N
     import pandas as pd
 
     subjects = subjects or ["01"]
+
+    def key(sub, i):
+        # one subject keeps the ROI index alone (the rows of earlier saved results)
+        return int(i) if len(subjects) == 1 else f"{sub}:{int(i)}"
+
     rows = {}
     for sub in subjects:
         stats = {}
@@ -285,11 +290,9 @@ def accuracy(bids: Path, out: Path, sessions: list[str], subjects: list[str] | N
                 i = int(r["index"])
                 x, y = dseg == i, truth == i
                 s = x.sum() + y.sum()
-                # one subject keeps the ROI name alone (the rows of earlier saved results)
-                key = i if len(subjects) == 1 else f"{sub}:{i}"
                 name = r["name"] if len(subjects) == 1 else f"sub-{sub} {r['name']}"
-                rec = rows.setdefault(key, {"index": key, "name": name,
-                                            "structure": r["structure"]})
+                rec = rows.setdefault(key(sub, i), {"index": key(sub, i), "name": name,
+                                                    "structure": r["structure"]})
                 rec[f"dice_{ses}"] = float(2 * np.sum(x & y) / s) if s else float("nan")
                 rec[f"mean_{ses}"] = float(r["mean_ppb"])
                 sel = lab_t == i
@@ -299,7 +302,7 @@ def accuracy(bids: Path, out: Path, sessions: list[str], subjects: list[str] | N
                     rec[f"qc_flagged_{ses}"] = int(df["qc_flagged"].iloc[0])
         b, f = sessions[0], sessions[-1]
         for i in stats[b][0].index:
-            rec = rows[i if len(subjects) == 1 else f"{sub}:{int(i)}"]
+            rec = rows[key(sub, i)]
             meas = stats[f][0].loc[i, "mean_ppb"] - stats[b][0].loc[i, "mean_ppb"]
             true = stats[f][1].loc[i, "mean_ppb"] - stats[b][1].loc[i, "mean_ppb"]
             rec["change_ppb"] = float(meas)

@@ -28,14 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-TRUTH = Path("derivatives") / "qsmprep-truth"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from participant import _native  # noqa: E402  (the published file on the GRE grid)
 
-
-def _native(folder: Path, pattern: str) -> Path:
-    hits = sorted(p for p in folder.glob(pattern) if "_space-" not in p.name)
-    if len(hits) != 1:
-        raise FileNotFoundError(f"{folder}: expected one {pattern} without space-, found {hits}")
-    return hits[0]
+from qsmprep.simulate.cohort import TRUTH  # noqa: E402
 
 
 def session_tables(out: Path, bids: Path, subject: str, session: str, erosions) -> dict:
