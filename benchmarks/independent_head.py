@@ -252,7 +252,8 @@ def tilt_vector(tilt_deg: float) -> np.ndarray:
 
 
 def acquire(head: Head, tilt_deg=0.0, tes=(4.5e-3, 10.5e-3, 16.5e-3, 22.5e-3, 28.5e-3), b0=3.0,
-            tr=35e-3, flip=15.0, peak_snr=100.0, noise_seed=0, slab_mm=(-75.0, 75.0), qf=None):
+            tr=35e-3, flip=15.0, peak_snr=100.0, noise_seed=0, slab_mm=(-75.0, 75.0), qf=None,
+            noise=True):
     """Image ``head`` with qsm-forward: returns a dict with mag, phase (x, y, z, echo), affine,
     the truth on the acquisition grid (chi ppm, labels, brain mask, R2*) and the tissue codes.
 
@@ -260,7 +261,8 @@ def acquire(head: Head, tilt_deg=0.0, tes=(4.5e-3, 10.5e-3, 16.5e-3, 22.5e-3, 28
     ``slab_mm``: z range (mm, relative to the brain centre) kept: the axial slab around the
     brain; the simulation grid below it holds face and neck so that their fields are realistic.
     ``peak_snr`` is passed to qsm-forward's ``add_noise`` per echo scaled by that echo's peak,
-    so the noise standard deviation is the same at every echo (as on a scanner).
+    so the noise standard deviation is the same at every echo (as on a scanner); ``noise=False``
+    leaves it out (diagnostics: ``benchmarks/independent_tilt.py``).
     """
     if qf is None:
         import qsm_forward.qsm_forward as qf
@@ -281,7 +283,8 @@ def acquire(head: Head, tilt_deg=0.0, tes=(4.5e-3, 10.5e-3, 16.5e-3, 22.5e-3, 28
         sigs.append(qf.crop_kspace(s[..., :nz], lo_shape))
         del s
     ref_peak = max(np.abs(s).max() for s in sigs)
-    noisy = [qf.add_noise(s, peak_snr=peak_snr * np.abs(s).max() / ref_peak, rng=rng) for s in sigs]
+    noisy = [qf.add_noise(s, peak_snr=peak_snr * np.abs(s).max() / ref_peak, rng=rng) if noise else s
+             for s in sigs]
     cz = _centre(head.chi.shape, head.sim_vox)[2]
     sl = slice(*(int(round((cz + zm / head.sim_vox) / 1.5)) for zm in slab_mm))
     sig = np.stack(noisy, axis=-1)[:, :, sl]
