@@ -29,9 +29,17 @@ reported value minus the axial one's, per label (ppb). The head, the labels and 
 the same arrays in both (qsm-forward tilts B0 in the head's frame), so without a tilt effect it
 is zero up to noise. The first case where it vanishes locates it.
 
+``--bf-removal`` / ``--bf-options`` change the background removal of every case (e.g.
+``'{"weighted": false}'``: PDF without the reliability weights), ``--uniform-weights`` weights
+every mask voxel equally in ``forward`` and ``masklocal`` (background removal and MEDI),
+``--tilt`` sets the tilt (default 8 degrees). docs/validation.md, "Where the tilt effect comes
+from", has the results.
+
 Usage::
 
     nice -n 10 .venv/bin/python benchmarks/independent_tilt.py --seeds 1 2 --cache-dir DIR [--noisy]
+        [--models complex,forward,masklocal,local,local200] [--tilt 8] [--uniform-weights]
+        [--bf-removal auto] [--bf-options JSON]
 """
 
 from __future__ import annotations
@@ -82,31 +90,35 @@ def noise_free(seed: int, tilt: float, cache_dir: Path, head_cache: dict) -> dic
 
 
 def evaluate(d: dict, tissue: pd.Series, case: str = "complex", bf_removal: str = "auto",
-             bf_options: dict | None = None) -> dict:
-    """The default chain on ``d`` (``complex``, ``noisy``), or its mask and weights with the
-    field of ``case`` (``forward``, ``masklocal``: :func:`forward_chain`)."""
-    res, cost = IND.run_chain(d, "default", None)
+             bf_options: dict | None = None, uniform_weights: bool = False) -> dict:
+    """The default chain on ``d`` (``complex``, ``noisy``; its background removal
+    ``bf_removal`` with ``bf_options``), or its mask and weights with the field of ``case``
+    (``forward``, ``masklocal``: :func:`forward_chain`)."""
+    res, cost = IND.run_chain(d, "default", {"bf_removal": dict(bf_options or {})},
+                              {"bf_removal": bf_removal})
     if case in ("forward", "masklocal"):
         c0 = time.process_time()
         res = forward_chain(res, d, local_only=case == "masklocal", bf_removal=bf_removal,
-                            bf_options=bf_options)
+                            bf_options=bf_options, uniform_weights=uniform_weights)
         cost = {**cost, "t_cpu": time.process_time() - c0}
     s = IND.score(res, d, tissue)
     return {**s, **cost, "_rep": s["_rep"]}
 
 
 def forward_chain(res: dict, d: dict, local_only: bool = False, bf_removal: str = "auto",
-                  bf_options: dict | None = None) -> dict:
+                  bf_options: dict | None = None, uniform_weights: bool = False) -> dict:
     """Background removal, inversion and referencing of the default chain (its mask and
     weights) on the noise-free dipole field of the acquisition-grid truth over the whole field
     of view (qsmprep's kernel, the affine's B0 direction; no shim, phase offset, k-space crop or
     intravoxel dephasing); ``local_only``: no background removal, the field of the truth inside
-    the chain's mask (demeaned there) is the local field."""
+    the chain's mask (demeaned there) is the local field; ``uniform_weights``: background
+    removal and inversion weight every mask voxel equally instead of by the chain's field
+    reliability."""
     o = QSMOptions()
     vox = tuple(float(v) for v in kernels.voxel_size_from_affine(d["affine"]))
     b0_dir = kernels.b0_direction_from_affine(d["affine"])
     truth = np.asarray(d["chi"], np.float64)
-    w = res["reliability"]
+    w = np.ones_like(res["reliability"]) if uniform_weights else res["reliability"]
     if local_only:
         m = res["mask"].astype(bool)
         inside = np.where(m, truth - truth[m].mean(), 0.0)
@@ -168,9 +180,11 @@ def main(argv=None):
     p.add_argument("--tilt", type=float, default=8.0)
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated cases (module docstring)")
     p.add_argument("--bf-removal", default="auto",
-                   help="background removal of the forward case (default: the chain's, auto)")
+                   help="background removal of the chain and the forward case (default: auto)")
     p.add_argument("--bf-options", type=json.loads, default=None,
                    help='options of that method, JSON (e.g. \'{"max_iter": 1000, "tol": 1e-7}\')')
+    p.add_argument("--uniform-weights", action="store_true",
+                   help="forward and masklocal: uniform weights instead of the chain's reliability")
     p.add_argument("--noisy", action="store_true",
                    help="also the noisy axial and oblique acquisitions of independent.py")
     args = p.parse_args(argv)
@@ -192,7 +206,8 @@ def main(argv=None):
             else:  # every noise-free case takes the images, truth and geometry of ``complex``
                 d = noise_free(seed, tilt, args.cache_dir, heads)
             ev = (evaluate_local(d, tissue, LOCAL[model]) if model in LOCAL
-                  else evaluate(d, tissue, model, args.bf_removal, args.bf_options))
+                  else evaluate(d, tissue, model, args.bf_removal, args.bf_options,
+                                args.uniform_weights))
             r = {"seed": seed, "model": model, "tilt": tilt, **ev}
             rows.append(r)
             rn = [r["tab_err"][k] for k in RN]

@@ -201,7 +201,7 @@ REGISTRY: tuple[Method, ...] = (
        "projection onto dipole fields (weighted least squares, CG stopped early)",
        references=("liu2011pdf",), consensus=("sharp_pdf_family",),
        parameters={"tol": 1e-4, "max_iter": 100, "pad_mm": 20.0, "erode_mm": 0.0,
-                   "workers": None}),
+                   "weighted": True, "workers": None}),
     _m("bf_removal", "resharp", "resharp",
        "RESHARP: SHARP with Tikhonov regularisation solved by conjugate gradients",
        references=("sun2014resharp",), consensus=("sharp_pdf_family",),

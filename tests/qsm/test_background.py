@@ -112,6 +112,20 @@ def test_pdf_weights_and_determinism(phantom):
     assert _rel_err(a, local, reliable) < TOL["pdf"]
 
 
+def test_pdf_unweighted_ignores_the_weights(phantom):
+    """``weighted=False`` fits every mask voxel equally: the same local field as no weights,
+    and a different one from the weighted fit when the weights are not uniform."""
+    total, local, bg, brain = phantom
+    w = np.ones(SHAPE)
+    w[_ellipsoid(SHAPE, VOX, (0, -40, 0), (12, 12, 12))] = 0.05
+    un, _ = background.pdf(total, brain, VOX, B0, weights=w, weighted=False)
+    none, _ = background.pdf(total, brain, VOX, B0)
+    wtd, _ = background.pdf(total, brain, VOX, B0, weights=w)
+    np.testing.assert_array_equal(un, none)
+    assert np.abs(wtd - un)[brain].max() > 1e-4
+    assert _rel_err(un, local, brain) < TOL["pdf"]
+
+
 def test_bad_inputs(phantom):
     total, local, bg, brain = phantom
     with pytest.raises(ValueError, match="empty"):
