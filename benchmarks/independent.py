@@ -130,16 +130,27 @@ def load_acquisition(seed: int, acq: str, tilt_deg: float, cache_dir: Path, sim_
     vox = "" if sim_vox == 1.0 else f"_vox{sim_vox:g}"
     path = cache_dir / f"qsmprep_independent_seed{seed}_{acq}_tilt{tilt_deg:g}{vox}.npz"
     if path.exists():
-        z = np.load(path, allow_pickle=False)
-        return {k: z[k] for k in z.files}
+        return load_cached(path)
     t0, c0 = time.perf_counter(), time.process_time()
     changes = CHANGES_PPB if acq == "followup" else None
     head = H.build_head(seed, sim_vox=sim_vox, changes_ppb=changes)
     d = H.acquire(head, tilt_deg=tilt_deg if is_oblique(acq) else 0.0,
                   noise_seed=1000 * seed + _noise_offset(acq))
-    d["b0"] = np.float64(d["b0"])
     print(f"# simulated seed {seed} {acq}: {d['mag'].shape} in {time.perf_counter() - t0:.0f} s "
           f"wall, {time.process_time() - c0:.0f} s CPU", flush=True)
+    return save_cached(path, d)
+
+
+def load_cached(path: Path) -> dict:
+    """An acquisition cached by :func:`save_cached`."""
+    z = np.load(path, allow_pickle=False)
+    return {k: z[k] for k in z.files}
+
+
+def save_cached(path: Path, d: dict) -> dict:
+    """Cache an acquisition (``b0`` as a float64 array; written to a temporary name first, so
+    an interrupted run leaves no half-written cache); returns ``d``."""
+    d["b0"] = np.float64(d["b0"])
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **d)
     tmp.replace(path)

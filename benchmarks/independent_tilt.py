@@ -73,20 +73,15 @@ def noise_free(seed: int, tilt: float, cache_dir: Path, head_cache: dict) -> dic
     (cached in ``cache_dir``)."""
     path = cache_dir / f"qsmprep_independent_seed{seed}_nonoise-complex_tilt{tilt:g}.npz"
     if path.exists():
-        z = np.load(path, allow_pickle=False)
-        return {k: z[k] for k in z.files}
+        return IND.load_cached(path)
     if seed not in head_cache:
         head_cache.clear()
         head_cache[seed] = H.build_head(seed)
     t0 = time.process_time()
     d = H.acquire(head_cache[seed], tilt_deg=tilt, noise=False)
-    d["b0"] = np.float64(d["b0"])
     print(f"# simulated seed {seed} tilt {tilt:g} noise-free in "
           f"{time.process_time() - t0:.0f} s CPU", flush=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **d)
-    tmp.replace(path)
-    return d
+    return IND.save_cached(path, d)
 
 
 def evaluate(d: dict, tissue: pd.Series, case: str = "complex", bf_removal: str = "auto",
