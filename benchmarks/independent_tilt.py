@@ -115,10 +115,8 @@ def forward_chain(res: dict, d: dict, local_only: bool = False, bf_removal: str 
     truth = np.asarray(d["chi"], np.float64)
     w = np.ones_like(res["reliability"]) if uniform_weights else res["reliability"]
     if local_only:
-        m = res["mask"].astype(bool)
-        inside = np.where(m, truth - truth[m].mean(), 0.0)
-        local = (kernels.forward_field(inside, vox, b0_dir, pad=32) * m).astype(np.float32)
-        eroded = m
+        eroded = res["mask"].astype(bool)
+        local = true_local_field(truth, eroded, vox, b0_dir)
     else:
         field = kernels.forward_field(truth, vox, b0_dir, pad=48)
         local, eroded, _ = run_background_removal(field.astype(np.float32), res["mask"], vox,
@@ -133,6 +131,13 @@ def forward_chain(res: dict, d: dict, local_only: bool = False, bf_removal: str 
             "inversion_info": info}
 
 
+def true_local_field(truth: np.ndarray, mask: np.ndarray, vox, b0_dir) -> np.ndarray:
+    """The field (ppm) of the truth inside ``mask`` (demeaned there), zero outside: a local
+    field that background removal would return if it were perfect."""
+    inside = np.where(mask, truth - truth[mask].mean(), 0.0)
+    return (kernels.forward_field(inside, vox, b0_dir, pad=32) * mask).astype(np.float32)
+
+
 def evaluate_local(d: dict, tissue: pd.Series, n_iter: int) -> dict:
     """MEDI alone: the field of the true susceptibility inside the true brain (demeaned there;
     qsmprep's dipole kernel with the B0 direction of the affine), inverted on the true brain
@@ -141,9 +146,7 @@ def evaluate_local(d: dict, tissue: pd.Series, n_iter: int) -> dict:
     vox = tuple(float(v) for v in kernels.voxel_size_from_affine(d["affine"]))
     b0_dir = kernels.b0_direction_from_affine(d["affine"])
     brain = d["brain_mask"].astype(bool)
-    truth = np.asarray(d["chi"], np.float64)
-    inside = np.where(brain, truth - truth[brain].mean(), 0.0)
-    local = (kernels.forward_field(inside, vox, b0_dir, pad=32) * brain).astype(np.float32)
+    local = true_local_field(np.asarray(d["chi"], np.float64), brain, vox, b0_dir)
     t0, c0 = time.perf_counter(), time.process_time()
     info: dict = {}
     chi, _ = run_inversion(local, brain, vox, b0_dir, "medi", weights=brain.astype(np.float32),
