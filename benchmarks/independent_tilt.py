@@ -58,14 +58,14 @@ import independent as IND  # noqa: E402
 import independent_head as H  # noqa: E402
 
 from qsmprep.qsm import kernels  # noqa: E402
-from qsmprep.qsm.pipeline import (QSMOptions, run_background_removal, run_inversion,  # noqa: E402
-                                  run_referencing)
+from qsmprep.qsm.pipeline import (QSMOptions, run_background_removal, run_field_fit,  # noqa: E402
+                                  run_inversion, run_masking, run_referencing)
 
 #: the cases, in the order of the chain they replace (module docstring)
 MODELS = ("complex", "forward", "masklocal", "local", "local200")
 #: inversion-only cases: MEDI on the true local field, with its iteration count
 LOCAL = {"local": 50, "local200": 200}
-RN = (11, 12)
+RN = H.DGM_LABELS[H.T_RN]
 
 
 def noise_free(seed: int, tilt: float, cache_dir: Path, head_cache: dict) -> dict:
@@ -89,21 +89,35 @@ def evaluate(d: dict, tissue: pd.Series, case: str = "complex", bf_removal: str 
     """The default chain on ``d`` (``complex``, ``noisy``; its background removal
     ``bf_removal`` with ``bf_options``), or its mask and weights with the field of ``case``
     (``forward``, ``masklocal``: :func:`forward_chain`)."""
-    res, cost = IND.run_chain(d, "default", {"bf_removal": dict(bf_options or {})},
-                              {"bf_removal": bf_removal})
     if case in ("forward", "masklocal"):
-        c0 = time.process_time()
-        res = forward_chain(res, d, local_only=case == "masklocal", bf_removal=bf_removal,
-                            bf_options=bf_options, uniform_weights=uniform_weights)
-        cost = {**cost, "t_cpu": time.process_time() - c0}
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = forward_chain(mask_and_weights(d), d, local_only=case == "masklocal",
+                            bf_removal=bf_removal, bf_options=bf_options,
+                            uniform_weights=uniform_weights)
+        cost = {"t_wall": time.perf_counter() - t0, "t_cpu": time.process_time() - c0,
+                "peak_mb": np.nan}
+    else:
+        res, cost = IND.run_chain(d, "default", {"bf_removal": dict(bf_options or {})},
+                                  {"bf_removal": bf_removal})
     s = IND.score(res, d, tissue)
     return {**s, **cost, "_rep": s["_rep"]}
+
+
+def mask_and_weights(d: dict) -> dict:
+    """The default chain's brain mask and field reliability for ``d`` (its first two steps,
+    as :func:`qsmprep.qsm.pipeline.reconstruct` runs them), without the rest of the chain."""
+    o = QSMOptions()
+    vox = tuple(float(v) for v in kernels.voxel_size_from_affine(d["affine"]))
+    mask, _ = run_masking(d["mag"], d["phase"], d["tes"], vox, o.masking)
+    fit, _ = run_field_fit(d["phase"], d["mag"], d["tes"], mask, vox, float(d["b0"]),
+                           o.combination, o.unwrapping)
+    return {"mask": mask, "reliability": fit["reliability"], "voxel_size": vox}
 
 
 def forward_chain(res: dict, d: dict, local_only: bool = False, bf_removal: str = "auto",
                   bf_options: dict | None = None, uniform_weights: bool = False) -> dict:
     """Background removal, inversion and referencing of the default chain (its mask and
-    weights) on the noise-free dipole field of the acquisition-grid truth over the whole field
+    weights, ``res`` of :func:`mask_and_weights`) on the noise-free dipole field of the acquisition-grid truth over the whole field
     of view (qsmprep's kernel, the affine's B0 direction; no shim, phase offset, k-space crop or
     intravoxel dephasing); ``local_only``: no background removal, the field of the truth inside
     the chain's mask (demeaned there) is the local field; ``uniform_weights``: background

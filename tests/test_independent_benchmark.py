@@ -42,7 +42,7 @@ def test_unknown_oblique_repeat_is_refused(bad):
         B._noise_offset(bad)
 
 
-# ----------------------------------------------------------------------------- phase models
+# ----------------------------------------------------------------------------- noise-free
 # independent_head.acquire with a stand-in for qsm-forward (numpy only): the diagnostics of
 # benchmarks/independent_tilt.py relies on ``noise=False``.
 HEAD = load_script("benchmarks/independent_head.py")
