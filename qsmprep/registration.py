@@ -1415,3 +1415,88 @@ def compose_and_apply(
     if m is not None:
         arr = np.where(m > 0, arr, 0).astype(arr.dtype)
     return _save_like(arr, reference, out_file, np.int16 if is_label else np.float32)
+
+
+def map_points(points_ras: np.ndarray, transforms: Sequence, invert: Sequence[bool] | None = None
+               ) -> np.ndarray:
+    """Carry world points through a transform chain, as :func:`compose_and_apply` carries voxels.
+
+    ``transforms`` and ``invert`` are those that resample an image *into* the grid the points
+    lie on (antsApplyTransforms order); the points land where that resampling reads the moving
+    image, i.e. in the moving image's space. (ANTs maps points the opposite way to images: the
+    forward transforms of a registration take fixed-space points to moving space.)
+
+    Parameters
+    ----------
+    points_ras : ndarray, shape (N, 3)
+        World points (NIfTI RAS, mm) in the reference space of the chain.
+    transforms : sequence of path
+        Transform chain (empty: the points are returned unchanged).
+    invert : sequence of bool, optional
+        One flag per transform (linear transforms only).
+
+    Returns
+    -------
+    ndarray, shape (N, 3)
+        The points in the moving space (RAS, mm).
+
+    Raises
+    ------
+    ValueError
+        One ``invert`` flag per transform is needed.
+    """
+    import pandas as pd
+
+    transforms = [str(t) for t in transforms]
+    invert = [bool(x) for x in (invert or [False] * len(transforms))]
+    if len(invert) != len(transforms):
+        raise ValueError("invert must have one flag per transform")
+    pts = np.asarray(points_ras, float).copy()
+    if not transforms:
+        return pts
+    lps = pts * [-1.0, -1.0, 1.0]  # ITK physical space is LPS
+    df = pd.DataFrame(lps, columns=["x", "y", "z"])
+    out = _ants().apply_transforms_to_points(3, df, transforms, whichtoinvert=invert)
+    return out[["x", "y", "z"]].to_numpy(float) * [-1.0, -1.0, 1.0]
+
+
+def b0_orientation(mask, transforms: Sequence, invert: Sequence[bool] | None = None,
+                   out_file="b0_orientation.json") -> str:
+    """A session's B0 direction in the frame its transform chain leads to (JSON file).
+
+    Points of ``mask`` (the GRE brain mask) are carried through the chain that brings the atlas
+    labels into the GRE grid (:func:`map_points`, same ``transforms`` and ``invert``), and
+    :func:`qsmprep.b0_orientation.session_orientation` fits the rotation and turns B0 (the
+    scanner z axis) into the atlas frame.
+
+    Parameters
+    ----------
+    mask : path
+        Binary image on the GRE grid (its affine is the session's world frame).
+    transforms, invert : sequence
+        The labels' chain (:func:`compose_and_apply` order).
+    out_file : path, default "b0_orientation.json"
+
+    Returns
+    -------
+    str
+        ``out_file``: :func:`~qsmprep.b0_orientation.session_orientation`'s keys plus
+        ``Frame`` ("atlas") and ``Method``.
+    """
+    import json
+
+    from . import b0_orientation as bo
+
+    img = nb.load(str(mask))
+    arr = np.asarray(img.dataobj)
+    if arr.ndim == 4:
+        arr = arr[..., 0]
+    pts = bo.mask_points(arr > 0, img.affine)
+    doc = bo.session_orientation(pts, map_points(pts, transforms, invert))
+    doc.update(Frame="atlas", Method=(
+        "B0 = scanner z axis of the GRE world frame, rotated into the atlas frame by the "
+        "least-squares rigid fit (Kabsch 1976) of GRE brain-mask points to their images through "
+        "this session's atlas-label transform chain"))
+    with open(out_file, "w") as fh:
+        json.dump(doc, fh, indent=2)
+    return str(out_file)

@@ -47,6 +47,11 @@ CHANGE_COLUMNS = KEY_COLUMNS + [
 ]
 #: R2* columns (1/s) appended after :data:`COLUMNS` when an R2* map is given (contract 3)
 R2STAR_COLUMNS = ["r2star_mean", "r2star_median", "r2star_sd"]
+#: the session's B0 direction in the atlas frame (:mod:`qsmprep.b0_orientation`), appended to a
+#: ROI table when it is known (the same value on every row)
+B0_COLUMNS = ["b0_x", "b0_y", "b0_z", "b0_tilt_deg"]
+#: appended to the change table when both sessions' ROI tables carry :data:`B0_COLUMNS`
+CHANGE_B0_COLUMNS = ["b0_angle_deg", "orientation_flagged"]
 PPM_TO_PPB = 1000.0
 #: ``erode_vox="auto"`` erodes by one voxel when every voxel dimension is at most this (mm)
 AUTO_EROSION_MAX_VOXEL_MM = 1.5
@@ -370,12 +375,62 @@ def add_qc_columns(df: pd.DataFrame, metrics: Mapping, flagged: int,
     return out
 
 
+def add_b0_columns(df: pd.DataFrame, orientation: Mapping) -> pd.DataFrame:
+    """Append the session's B0 direction in the atlas frame (:data:`B0_COLUMNS`).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A :func:`roi_statistics` table.
+    orientation : mapping
+        :func:`qsmprep.b0_orientation.session_orientation` (``B0Direction``, ``TiltDeg``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with ``b0_x``, ``b0_y``, ``b0_z`` (unit vector, atlas RAS axes) and
+        ``b0_tilt_deg``, the same value on every row.
+    """
+    out = df.copy()
+    for col, value in zip(B0_COLUMNS[:3], orientation["B0Direction"]):
+        out[col] = float(value)
+    out["b0_tilt_deg"] = float(orientation["TiltDeg"])
+    return out
+
+
+def session_b0(df: pd.DataFrame) -> np.ndarray | None:
+    """The B0 vector of a ROI table (:data:`B0_COLUMNS`), or None when it has none.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A ROI table.
+
+    Returns
+    -------
+    ndarray, shape (3,), or None
+        None when a column is missing or the table's rows disagree or are all NaN.
+    """
+    if not set(B0_COLUMNS[:3]) <= set(df.columns) or df.empty:
+        return None
+    vals = df[B0_COLUMNS[:3]].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+    if not np.all(np.isfinite(vals)) or not np.allclose(vals, vals[0]):
+        return None
+    return vals[0]
+
+
 def longitudinal_change(
     stats_by_session: Mapping[str, pd.DataFrame], baseline: str, followup: str
 ) -> pd.DataFrame:
     """Follow-up minus baseline per label (ppb), from two :func:`roi_statistics` tables.
 
     Labels are matched on ``index``; a label missing or empty in either session gives NaN.
+    When both tables carry :data:`B0_COLUMNS`, :data:`CHANGE_B0_COLUMNS` are appended:
+    ``b0_angle_deg``, the angle between the sessions' B0 directions in the atlas frame (how
+    much the head's orientation to B0 changed), and ``orientation_flagged`` (0/1), 1 on the
+    rows of :data:`qsmprep.b0_orientation.SENSITIVE_STRUCTURES` when that angle is above
+    :data:`qsmprep.b0_orientation.ANGLE_WARN_DEG` (their change may carry an orientation bias;
+    :func:`qsmprep.b0_orientation.flag_rows`).
 
     Parameters
     ----------
@@ -423,7 +478,47 @@ def longitudinal_change(
         },
         columns=CHANGE_COLUMNS,
     )
+    b_base, b_foll = session_b0(base), session_b0(foll)
+    if b_base is not None and b_foll is not None:
+        from .b0_orientation import angle_between_deg, flag_rows
+
+        angle = angle_between_deg(b_base, b_foll)
+        out["b0_angle_deg"] = angle
+        out["orientation_flagged"] = flag_rows(out["structure"].fillna(""), angle)
     return out.reset_index(drop=True)
+
+
+def b0_dictionary() -> dict:
+    """Column dictionary of :data:`B0_COLUMNS` (shared by the ROI and group tables)."""
+    comp = ("Component {} of the session's B0 direction (unit vector) in the atlas template's "
+            "RAS axes: the scanner z axis carried through this session's registrations into "
+            "the atlas frame (rigid least-squares fit; qsmprep.b0_orientation)")
+    return {
+        "b0_x": {"Description": comp.format("x (left to right)")},
+        "b0_y": {"Description": comp.format("y (posterior to anterior)")},
+        "b0_z": {"Description": comp.format("z (inferior to superior)")},
+        "b0_tilt_deg": {"Description": "Angle between B0 and the atlas's inferior-superior axis: "
+                        "how far the head was pitched or rolled in the scanner", "Units": "deg"},
+    }
+
+
+def change_b0_dictionary() -> dict:
+    """Column dictionary of :data:`CHANGE_B0_COLUMNS`."""
+    from .b0_orientation import ANGLE_WARN_DEG, SENSITIVE_STRUCTURES
+
+    return {
+        "b0_angle_deg": {
+            "Description": "Angle between the baseline and follow-up B0 directions in the atlas "
+                           "frame: how much the head's orientation to B0 changed between the "
+                           "sessions", "Units": "deg"},
+        "orientation_flagged": {
+            "Description": f"1 when b0_angle_deg > {ANGLE_WARN_DEG:g} and the structure is one "
+                           f"of {', '.join(SENSITIVE_STRUCTURES)}: on the independent simulator "
+                           "their mean moved by 1-5 ppb with the head's orientation to B0 "
+                           "(docs/validation.md), so part of this change may not be in the "
+                           "tissue",
+            "Levels": {"0": "not flagged", "1": "change may carry an orientation bias"}},
+    }
 
 
 def roi_sidecar(
@@ -435,6 +530,7 @@ def roi_sidecar(
     change: bool = False,
     erosion_mode: str | None = None,
     r2star: bool = False,
+    b0: bool = False,
 ) -> dict:
     """JSON data dictionary for a ROI statistics table (``*_stats.tsv``).
 
@@ -457,6 +553,9 @@ def roi_sidecar(
         How ``erode_vox`` was chosen (``"auto"``; default ``"fixed"``).
     r2star : bool, default False
         Describe the R2* columns (:data:`R2STAR_COLUMNS`, 1/s).
+    b0 : bool, default False
+        Describe the B0-orientation columns (:data:`B0_COLUMNS`, or with ``change``
+        :data:`CHANGE_B0_COLUMNS`).
 
     Returns
     -------
@@ -487,6 +586,8 @@ def roi_sidecar(
             "baseline_n_voxels": {"Description": "Voxels used at baseline"},
             "followup_n_voxels": {"Description": "Voxels used at follow-up"},
         }
+        if b0:
+            cols.update(change_b0_dictionary())
     else:
         cols = {
             **common,
@@ -507,6 +608,8 @@ def roi_sidecar(
                 "r2star_sd": {"Description": "Sample standard deviation (ddof=1) of R2*",
                               "Units": "1/s"},
             })
+        if b0:
+            cols.update(b0_dictionary())
     selection = []
     if erode_vox:
         selection.append(f"each label eroded by {erode_vox} voxel(s) (6-connectivity)")

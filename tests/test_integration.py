@@ -126,6 +126,44 @@ def test_recovered_dgm_means_track_truth(finished, request):
 
 
 @pytest.mark.slow
+def test_change_table_measures_the_head_turning_against_b0(finished, request):
+    """The simulator moves the head between sessions (up to 3 degrees per axis): the angle
+    between the sessions' B0 directions that the change table reports, found through the
+    registrations, is the true one from the simulator's motion (``head_to_scanner``)."""
+    from qsmprep.b0_orientation import ANGLE_WARN_DEG, SENSITIVE_STRUCTURES, angle_between_deg
+
+    out = finished / "out"
+    truth_root = finished / "sim" / "derivatives" / "qsmprep-truth"
+    lines = []
+    for sub in ("01", "02"):
+        b0_true = {}
+        for ses in ("baseline", "followup"):
+            motion = json.loads(next((truth_root / f"sub-{sub}" / f"ses-{ses}" / "anat").glob(
+                "*_desc-truth_motion.json")).read_text())
+            rot = np.asarray(motion["head_to_scanner"])[:3, :3]
+            b0_true[ses] = rot.T @ [0.0, 0.0, 1.0]  # B0 in the head's frame
+            stats = pd.read_csv(out / f"sub-{sub}/ses-{ses}/anat/"
+                                f"sub-{sub}_ses-{ses}_atlas-DGM_desc-dgm_stats.tsv", sep="\t")
+            b0 = stats[["b0_x", "b0_y", "b0_z"]].iloc[0].to_numpy(float)
+            # the atlas frame is the simulator's head frame up to the subject's warp
+            assert angle_between_deg(b0, b0_true[ses]) < 1.0, (sub, ses, b0, b0_true[ses])
+        change = pd.read_csv(out / f"sub-{sub}/anat/sub-{sub}_atlas-DGM_desc-dgmchange_stats.tsv",
+                             sep="\t")
+        side = json.loads((out / f"sub-{sub}/anat/sub-{sub}_atlas-DGM_desc-dgmchange_stats.json"
+                           ).read_text())
+        assert "b0_angle_deg" in side and "orientation_flagged" in side
+        est = float(change["b0_angle_deg"].iloc[0])
+        true = angle_between_deg(b0_true["baseline"], b0_true["followup"])
+        lines.append(f"sub-{sub} {est:.2f} (true {true:.2f})")
+        assert abs(est - true) < 0.5, (sub, est, true)
+        flagged = change["structure"].isin(SENSITIVE_STRUCTURES) & (est > ANGLE_WARN_DEG)
+        assert change["orientation_flagged"].tolist() == flagged.astype(int).tolist()
+    line = "[integration] B0 angle between sessions (deg): " + ", ".join(lines)
+    print(line)
+    report_line(request, line)
+
+
+@pytest.mark.slow
 def test_participant_benchmark_scores_every_subject(finished):
     """``benchmarks/participant.py --subjects 2`` scores both subjects of one run: one row per
     subject and ROI, each with its own Dice, table error and change against its own truth."""

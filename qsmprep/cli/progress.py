@@ -57,6 +57,7 @@ STEPS: dict[str, tuple[str, str | None] | None] = {
     "atlas_to_gre": ("atlas -> GRE registration", "SyN mattes, {syn_region}"),
     "labels_to_gre": ("atlas labels -> GRE", "genericLabel"),
     "labels_to_t1w": ("atlas labels -> T1w", "genericLabel"),
+    "b0_orientation": ("head orientation to B0", "atlas frame"),
     # per session / subject, qsmprep.workflows.base
     "roi_stats": ("ROI statistics", None),
     "dgm_change": ("longitudinal change table", None),

@@ -72,15 +72,17 @@ def dgm_long_sidecar(columns, participants_sidecar=None):
     -------
     dict
         ``column -> {"Description": ..., ["Units": ...]}`` for every column, in order.  The
-        R2* (``r2star_*``) and registration QC (``qc_*``) columns carried over from the ROI
-        tables are described by their participant-level owners
-        (:func:`qsmprep.roi.roi_sidecar`, :func:`qsmprep.registration_qc.column_dictionary`).
+        R2* (``r2star_*``), B0-orientation (``b0_*``) and registration QC (``qc_*``) columns
+        carried over from the ROI tables are described by their participant-level owners
+        (:func:`qsmprep.roi.roi_sidecar`, :func:`qsmprep.roi.b0_dictionary`,
+        :func:`qsmprep.registration_qc.column_dictionary`).
     """
     from ..registration_qc import column_dictionary
-    from ..roi import R2STAR_COLUMNS, roi_sidecar
+    from ..roi import R2STAR_COLUMNS, b0_dictionary, roi_sidecar
 
     columns = list(columns)
     carried = {c: e for c, e in roi_sidecar(r2star=True).items() if c in R2STAR_COLUMNS}
+    carried.update(b0_dictionary())
     carried.update(column_dictionary(c[len("qc_"):] for c in columns
                                      if c.startswith("qc_") and c not in ("qc_flagged", "qc_reasons")))
     roi = {

@@ -293,6 +293,33 @@ class ApplyTransforms(SimpleInterface):
 
 
 # --------------------------------------------------------------------------------------------
+class _B0InputSpec(BaseInterfaceInputSpec):
+    mask = File(exists=True, mandatory=True, desc="GRE brain mask (its points are mapped)")
+    transforms = InputMultiObject(
+        File(exists=True), desc="the atlas labels' chain into this GRE grid (ApplyTransforms order)"
+    )
+    invert = traits.List(traits.Bool, desc="invert flag per transform")
+
+
+class _B0OutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="B0 direction in the atlas frame (JSON)")
+
+
+class B0Orientation(SimpleInterface):
+    """The session's B0 direction in the atlas frame (:func:`qsmprep.registration.b0_orientation`)."""
+
+    input_spec = _B0InputSpec
+    output_spec = _B0OutputSpec
+
+    def _run_interface(self, runtime):
+        xfms = list(self.inputs.transforms) if isdefined(self.inputs.transforms) else []
+        inv = list(self.inputs.invert) if isdefined(self.inputs.invert) else None
+        self._results["out_file"] = reg.b0_orientation(
+            self.inputs.mask, xfms, inv, out_file=os.path.join(runtime.cwd, "b0_orientation.json"))
+        return runtime
+
+
+# --------------------------------------------------------------------------------------------
 class _QCInputSpec(BaseInterfaceInputSpec):
     in_files = InputMultiObject(traits.Str, mandatory=True,
                                 desc="registration_quality.json of each registration ('' = none)")

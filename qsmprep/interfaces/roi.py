@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import pandas as pd
@@ -19,6 +20,8 @@ from nipype.interfaces.base import (
 from .. import roi
 from ..qsm.kernels import voxel_size_from_affine
 from ._io import load, load_mask, write_json
+
+LOGGER = logging.getLogger("qsmprep.roi")
 
 
 def write_tsv(df: pd.DataFrame, fname) -> str:
@@ -76,6 +79,8 @@ class _ROIStatsInputSpec(BaseInterfaceInputSpec):
     reference = traits.Str("n/a", usedefault=True, desc="susceptibility reference region")
     atlas_name = traits.Str("DGM", usedefault=True)
     qc_file = File(exists=True, desc="session registration quality verdict (RegistrationQC)")
+    orientation_file = File(exists=True, desc="B0 direction in the atlas frame (B0Orientation): "
+                            "adds the b0_* columns")
 
 
 class _ROIStatsOutputSpec(TraitedSpec):
@@ -125,6 +130,11 @@ class ROIStats(SimpleInterface):
             df = roi.add_qc_columns(df, qc["Metrics"], qc["Flagged"], qc["Reasons"])
             sidecar.update(column_dictionary(qc["Metrics"]))
             sidecar["RegistrationQuality"] = qc
+        if isdefined(self.inputs.orientation_file):
+            orient = json.loads(open(self.inputs.orientation_file).read())
+            df = roi.add_b0_columns(df, orient)
+            sidecar.update(roi.b0_dictionary())
+            sidecar["B0Orientation"] = orient
         self._results["out_tsv"] = write_tsv(df, os.path.join(runtime.cwd, "stats.tsv"))
         self._results["out_json"] = write_json(sidecar, os.path.join(runtime.cwd, "stats.json"))
         return runtime
@@ -136,6 +146,7 @@ class _ChangeInputSpec(BaseInterfaceInputSpec):
     baseline = traits.Str(mandatory=True)
     followup = traits.Str(mandatory=True)
     atlas_name = traits.Str("DGM", usedefault=True)
+    subject = traits.Str("", usedefault=True, desc="subject label, named in the log")
 
 
 class _ChangeOutputSpec(TraitedSpec):
@@ -155,9 +166,21 @@ class LongitudinalChange(SimpleInterface):
             raise ValueError("one stats TSV per session id is required")
         stats = {s: read_stats_tsv(f) for s, f in zip(self.inputs.session_ids, files)}
         df = roi.longitudinal_change(stats, self.inputs.baseline, self.inputs.followup)
+        has_b0 = "b0_angle_deg" in df.columns
+        if has_b0 and df["orientation_flagged"].any():
+            from ..b0_orientation import ANGLE_WARN_DEG
+
+            names = ", ".join(df.loc[df["orientation_flagged"] == 1, "name"].astype(str))
+            LOGGER.warning(
+                "%s: the head's orientation to B0 changed by %.1f degrees between ses-%s and "
+                "ses-%s (above %g): the change of %s may carry an orientation bias of a few ppb "
+                "(orientation_flagged = 1 in the change table; docs/validation.md)",
+                f"sub-{self.inputs.subject}" if self.inputs.subject else "this subject",
+                float(df["b0_angle_deg"].iloc[0]), self.inputs.baseline, self.inputs.followup,
+                ANGLE_WARN_DEG, names)
         self._results["out_tsv"] = write_tsv(df, os.path.join(runtime.cwd, "change.tsv"))
         self._results["out_json"] = write_json(
-            roi.roi_sidecar(atlas_name=self.inputs.atlas_name, change=True),
+            roi.roi_sidecar(atlas_name=self.inputs.atlas_name, change=True, b0=has_b0),
             os.path.join(runtime.cwd, "change.json"),
         )
         return runtime

@@ -45,6 +45,29 @@ _CHANGE_COLUMNS = {"name": "structure", "baseline_mean_ppb": "baseline mean",
                    "followup_n_voxels": "voxels (f)"}
 
 
+def _orientation_html(change: pd.DataFrame) -> str:
+    """The change of the head's orientation to B0 between the sessions, as a paragraph
+    (empty when the change table has no ``b0_angle_deg``)."""
+    from ..b0_orientation import ANGLE_WARN_DEG
+
+    if "b0_angle_deg" not in change.columns or change.empty:
+        return ""
+    angle = pd.to_numeric(change["b0_angle_deg"], errors="coerce").iloc[0]
+    if not np.isfinite(angle):
+        return ""
+    flagged = change.loc[pd.to_numeric(change["orientation_flagged"], errors="coerce") == 1,
+                         "name"].astype(str).tolist()
+    text = (f"The head's orientation to B0 changed by {angle:.1f}° between the sessions "
+            "(angle between their B0 directions in the atlas frame, from the registrations).")
+    if flagged:
+        return (f"<p class='warn'>{html.escape(text)} Above {ANGLE_WARN_DEG:g}°, the change of "
+                f"{html.escape(', '.join(flagged))} may carry an orientation bias of a few ppb "
+                "that is not in the tissue: on the independent simulator these structures read "
+                "1-5 ppb differently when only the head's tilt to B0 changed "
+                "(<code>orientation_flagged</code> = 1; docs/validation.md).</p>")
+    return f"<p class='meta'>{html.escape(text)} Not above {ANGLE_WARN_DEG:g}°: no flag.</p>"
+
+
 def _exists(path) -> bool:
     return bool(path) and os.path.exists(str(path))
 
@@ -247,7 +270,11 @@ def build_report(subject, sessions, out_dir, extra_figures=(), change_tsv=None, 
             figure_later(_change_html, f"sub-{subject}-change", "Mean susceptibility per "
                          "structure (ppb) at both sessions (left) and their difference (right).",
                          df, title=f"sub-{subject}: baseline vs follow-up", label_table=table)
-        body.append(_table_html(df, _CHANGE_COLUMNS)
+        body.append(_orientation_html(df))
+        cols = dict(_CHANGE_COLUMNS)
+        if "orientation_flagged" in df.columns:
+            cols["orientation_flagged"] = "orientation flag"
+        body.append(_table_html(df, cols)
                     + "<p class='meta'>All values in ppb; voxels (b)/(f): voxels at baseline "
                     "and follow-up.</p>")
 

@@ -291,7 +291,8 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
                            ("outputnode.reliability", "reliability"),
                            ("outputnode.r2star", "r2star")]),
             (long_wf, roi, [(("outputnode.labels_gre", _pick, k), "labels"),
-                            (("outputnode.qc_session", _pick, k), "qc_file")]),
+                            (("outputnode.qc_session", _pick, k), "qc_file"),
+                            (("outputnode.b0_orientation", _pick, k), "orientation_file")]),
             (qsm_wf, report_lists["chi"], [("outputnode.chi", f"in{k + 1}")]),
             (qsm_wf, report_lists["mask"], [("outputnode.mask", f"in{k + 1}")]),
             (qsm_wf, report_lists["brain_mask"], [("outputnode.brain_mask", f"in{k + 1}")]),
@@ -358,7 +359,8 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
             wf.connect(node, "out_tsv", gather_stats, f"in{k + 1}")
         change = pe.Node(
             LongitudinalChange(session_ids=session_ids, baseline=session_ids[0],
-                               followup=session_ids[-1], atlas_name=atlas.name),
+                               followup=session_ids[-1], atlas_name=atlas.name,
+                               subject=subject),
             name="dgm_change",
         )
         wf.connect(gather_stats, "out", change, "in_files")

@@ -12,6 +12,7 @@ from nipype.pipeline import engine as pe
 
 from ..interfaces.registration import (
     ApplyTransforms,
+    B0Orientation,
     BrainExtraction,
     BuildSubjectTemplate,
     RegisterAtlas,
@@ -52,10 +53,13 @@ OUTPUT_FIELDS = [
     "qc_atlas_to_session",
     "qc_session",
     "qc_atlas_to_template",
+    # per session: B0 direction in the atlas frame (JSON, qsmprep.b0_orientation)
+    "b0_orientation",
 ]
 #: per-session list outputs (``session_ids`` order)
 PER_SESSION_FIELDS = OUTPUT_FIELDS[:6] + [
-    "qc_gre_to_t1w", "qc_t1w_to_template", "qc_atlas_to_session", "qc_session"]
+    "qc_gre_to_t1w", "qc_t1w_to_template", "qc_atlas_to_session", "qc_session",
+    "b0_orientation"]
 
 
 def _pick(inlist, index):
@@ -106,6 +110,11 @@ def init_longitudinal_wf(
     ``RegistrationQC`` node per session combines them, logs a WARNING naming subject, session,
     metric, value and threshold for each metric below its threshold, and outputs the session
     verdict (``qc_session``) that the ROI table turns into ``qc_*`` columns.
+
+    A ``B0Orientation`` node per session carries the GRE brain mask's points through the same
+    chain as the labels and outputs the session's B0 direction in the atlas frame
+    (``b0_orientation``; :mod:`qsmprep.b0_orientation`), which the ROI table turns into
+    ``b0_*`` columns and the change table into the angle between the sessions.
 
     Parameters
     ----------
@@ -267,6 +276,11 @@ def init_longitudinal_wf(
                                      (("qsm_mask", _pick, i), "mask")]),
             (labels_gre, merges["labels_gre"], [("out_file", slot)]),
         ])
+        orient = pe.Node(B0Orientation(), name=f"b0_orientation_{tag}", mem_gb=1.0)
+        wf.connect([
+            (inputnode, orient, [(("gre_brain_mask", _pick, i), "mask")]),
+            (orient, merges["b0_orientation"], [("out_file", slot)]),
+        ])
         qc_inputs = pe.Node(niu.Merge(3), name=f"qc_inputs_{tag}", run_without_submitting=True)
         ses_qc = pe.Node(RegistrationQC(subject=str(subject), session=str(ses)),
                          name=f"registration_qc_{tag}", run_without_submitting=True)
@@ -286,13 +300,14 @@ def init_longitudinal_wf(
                 (inputnode, atlas_to_gre, [(("gre_mag", _pick, i), "fixed")]),
                 (inputnode, atlas_to_gre, [(("gre_brain_mask", _pick, i), "fixed_mask")]),
                 (atlas_to_gre, labels_gre, [("fwd_transform", "transforms")]),
+                (atlas_to_gre, orient, [("fwd_transform", "transforms")]),
                 (atlas_to_gre, merges["xfm_atlas_to_session"], [("fwd_transform", slot)]),
                 (atlas_to_gre, merges["xfm_session_to_atlas"], [("inv_transform", slot)]),
                 (atlas_to_gre, merges["qc_atlas_to_session"], [("qc_file", slot)]),
                 (atlas_to_gre, qc_inputs, [("qc_file", "in1")]),
             ])
             qc_inputs.inputs.in2 = qc_inputs.inputs.in3 = ""
-            labels_gre.inputs.invert = [False]
+            labels_gre.inputs.invert = orient.inputs.invert = [False]
             for field in ("labels_t1w", "t1w_brain_mask", "xfm_gre_to_t1w",
                           "xfm_t1w_to_template", "qc_gre_to_t1w", "qc_t1w_to_template"):
                 setattr(merges[field].inputs, slot, "")
@@ -324,6 +339,7 @@ def init_longitudinal_wf(
         wf.connect([
             (gre_to_t1w, chain_gre, [("out_transform", "in1")]),
             (chain_gre, labels_gre, [("out", "transforms")]),
+            (chain_gre, orient, [("out", "transforms")]),
             (chain_t1w, labels_t1w, [("out", "transforms")]),
         ])
 
@@ -356,7 +372,7 @@ def init_longitudinal_wf(
                 (t1w_to_tpl, qc_inputs, [("qc_file", "in2")]),
                 (atlas_to_tpl, qc_inputs, [("qc_file", "in3")]),
             ])
-            labels_gre.inputs.invert = [True, True, False]
+            labels_gre.inputs.invert = orient.inputs.invert = [True, True, False]
             labels_t1w.inputs.invert = [True, False]
             setattr(merges["xfm_atlas_to_session"].inputs, slot, "")
             setattr(merges["xfm_session_to_atlas"].inputs, slot, "")
@@ -387,7 +403,7 @@ def init_longitudinal_wf(
                 (atlas_to_t1w, qc_inputs, [("qc_file", "in3")]),
             ])
             qc_inputs.inputs.in2 = ""
-            labels_gre.inputs.invert = [True, False]
+            labels_gre.inputs.invert = orient.inputs.invert = [True, False]
             labels_t1w.inputs.invert = [False]
             setattr(merges["xfm_t1w_to_template"].inputs, slot, "")
             setattr(merges["qc_t1w_to_template"].inputs, slot, "")

@@ -1,0 +1,234 @@
+"""The head's orientation to B0 in the atlas frame, and its change between sessions (plain numpy).
+
+Why it matters: susceptibility is measured from a field that depends on the angle between B0
+and the anatomy. The reconstruction takes that angle into account (the dipole kernel is built
+along each session's own B0, :func:`qsmprep.qsm.kernels.b0_direction_from_affine`), but not
+perfectly: on the independent simulator (``benchmarks/independent_tilt.py``, noise-free heads
+imaged axially and with B0 tilted against the anatomy) the default chain's substantia nigra and
+red nucleus read lower when the head is tilted, because PDF's reliability weights turn with B0
+(``docs/validation.md``, "Where the tilt effect comes from"). Measured (ppb, tilted minus axial,
+PDF on the perfect total field): 1.1-1.9 at 2 degrees, 1.8-4.0 at 8, 0.8-2.8 at 15; the full
+noise-free chain at 8 degrees, up to 5.0 ppb (substantia nigra / red nucleus), thalamus up to
+2.2, elsewhere within 2.5. A head that sits differently in the coil at follow-up therefore
+gives these structures a change that is not in the tissue.
+
+qsmprep cannot remove that bias, so it measures the head's orientation to B0 in every session
+and flags what may carry it:
+
+* B0 in a session is the scanner z axis in the GRE's world frame (as everywhere in qsmprep);
+* the session's GRE points are carried into the atlas frame through the session's own transform
+  chain (the one its labels came through), and :func:`rigid_fit` finds the rotation that best
+  maps them (least squares, Kabsch), averaging out any non-linear part of the chain;
+* that rotation takes B0 into the atlas frame (:func:`b0_in_frame`): a unit vector in the atlas
+  template's RAS axes, and its tilt from the atlas's inferior-superior axis;
+* between two sessions of a subject, the angle between their B0 vectors
+  (:func:`angle_between_deg`) is the change of the head's orientation to B0; above
+  :data:`ANGLE_WARN_DEG` the change table flags :data:`SENSITIVE_STRUCTURES`.
+
+Kabsch W. A solution for the best rotation to relate two sets of vectors. Acta Cryst A
+1976;32:922-923.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+#: B0 in the scanner (GRE world) frame: the z axis, as in :mod:`qsmprep.qsm.kernels`
+B0_WORLD = (0.0, 0.0, 1.0)
+#: between-session angle (degrees) above which :data:`SENSITIVE_STRUCTURES` are flagged: the
+#: largest angle at which the measured orientation bias stayed below the 2 ppb change target
+#: (1.1-1.9 ppb at 2 degrees; up to 4-5 ppb at 8 degrees; module docstring)
+ANGLE_WARN_DEG = 2.0
+#: structures (``structure`` column of the label table) whose mean moves with the head's
+#: orientation to B0 by more than 2 ppb on the independent simulator at 8 degrees
+SENSITIVE_STRUCTURES = ("substantia_nigra", "red_nucleus")
+#: at most this many GRE brain voxels are carried into the atlas frame (an even subsample)
+MAX_POINTS = 4000
+
+
+def mask_points(mask: np.ndarray, affine: np.ndarray, max_points: int = MAX_POINTS) -> np.ndarray:
+    """World (RAS, mm) coordinates of an even subsample of a mask's voxels.
+
+    Parameters
+    ----------
+    mask : ndarray, 3-D
+        Non-zero voxels are sampled.
+    affine : ndarray, shape (4, 4)
+        Voxel -> world (RAS) affine of the mask.
+    max_points : int, default :data:`MAX_POINTS`
+        Upper bound on the points returned (every k-th voxel in scan order).
+
+    Returns
+    -------
+    ndarray, shape (N, 3)
+
+    Raises
+    ------
+    ValueError
+        If the mask has fewer than 4 voxels (no rotation can be fitted).
+    """
+    ijk = np.argwhere(np.asarray(mask) > 0)
+    if len(ijk) < 4:
+        raise ValueError(f"the mask has {len(ijk)} voxel(s); at least 4 are needed")
+    step = max(1, int(np.ceil(len(ijk) / max_points)))
+    ijk = ijk[::step].astype(float)
+    aff = np.asarray(affine, float)
+    return ijk @ aff[:3, :3].T + aff[:3, 3]
+
+
+def rigid_fit(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Least-squares rotation and translation with ``dst ~ R @ src + t`` (Kabsch 1976).
+
+    Parameters
+    ----------
+    src, dst : ndarray, shape (N, 3)
+        Corresponding points (N >= 3, not all on one line).
+
+    Returns
+    -------
+    rotation : ndarray, shape (3, 3)
+        A proper rotation (determinant +1).
+    translation : ndarray, shape (3,)
+    rms : float
+        Root-mean-square residual (the points' units): the part of the mapping that is not
+        rigid (scaling, warps) or an error.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or there are fewer than 3 points.
+
+    Examples
+    --------
+    >>> r = np.array([[0., -1, 0], [1, 0, 0], [0, 0, 1]])
+    >>> p = np.array([[0., 0, 0], [1, 0, 0], [0, 2, 0], [0, 0, 3]])
+    >>> rot, t, rms = rigid_fit(p, p @ r.T + 5)
+    >>> np.allclose(rot, r), np.allclose(t, 5), rms < 1e-9
+    (True, True, True)
+    """
+    src = np.asarray(src, float)
+    dst = np.asarray(dst, float)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 3 or len(src) < 3:
+        raise ValueError(f"need two (N>=3, 3) point arrays of one shape, got {src.shape} and "
+                         f"{dst.shape}")
+    cs, cd = src.mean(0), dst.mean(0)
+    h = (src - cs).T @ (dst - cd)
+    u, _, vt = np.linalg.svd(h)
+    d = np.sign(np.linalg.det(vt.T @ u.T)) or 1.0
+    rot = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
+    t = cd - rot @ cs
+    rms = float(np.sqrt(((src @ rot.T + t - dst) ** 2).sum(1).mean()))
+    return rot, t, rms
+
+
+def b0_in_frame(rotation: np.ndarray, b0_world: Iterable[float] = B0_WORLD) -> np.ndarray:
+    """B0's unit vector after the rotation that carries the session's world into a frame.
+
+    Parameters
+    ----------
+    rotation : ndarray, shape (3, 3)
+        From :func:`rigid_fit` (session world points -> frame points, both RAS).
+    b0_world : sequence of float, default :data:`B0_WORLD`
+        B0 in the session's world (RAS) frame.
+
+    Returns
+    -------
+    ndarray, shape (3,)
+        Unit vector in the frame's RAS axes.
+    """
+    v = np.asarray(rotation, float) @ np.asarray(list(b0_world), float)
+    return v / np.linalg.norm(v)
+
+
+def angle_between_deg(u: Iterable[float], v: Iterable[float]) -> float:
+    """Angle (degrees, 0-180) between two vectors.
+
+    Parameters
+    ----------
+    u, v : sequence of float
+        Non-zero 3-vectors.
+
+    Returns
+    -------
+    float
+        NaN when either vector has a non-finite component or zero length.
+
+    Examples
+    --------
+    >>> round(angle_between_deg([0, 0, 1], [0, np.sin(np.pi / 36), np.cos(np.pi / 36)]), 6)
+    5.0
+    """
+    u = np.asarray(list(u), float)
+    v = np.asarray(list(v), float)
+    nu, nv = np.linalg.norm(u), np.linalg.norm(v)
+    if not (np.all(np.isfinite(u)) and np.all(np.isfinite(v))) or nu == 0 or nv == 0:
+        return float("nan")
+    # atan2 of |u x v| and u.v: accurate at small angles (arccos is not)
+    return float(np.degrees(np.arctan2(np.linalg.norm(np.cross(u, v)), float(u @ v))))
+
+
+def tilt_deg(b0_frame: Iterable[float]) -> float:
+    """Angle (degrees) between B0 and the frame's inferior-superior (z) axis.
+
+    Parameters
+    ----------
+    b0_frame : sequence of float
+        B0 in the frame's RAS axes (:func:`b0_in_frame`).
+
+    Returns
+    -------
+    float
+    """
+    return angle_between_deg(b0_frame, (0.0, 0.0, 1.0))
+
+
+def session_orientation(gre_points: np.ndarray, frame_points: np.ndarray,
+                        b0_world: Iterable[float] = B0_WORLD) -> dict:
+    """B0 of one session in a common frame, from its points mapped into that frame.
+
+    Parameters
+    ----------
+    gre_points : ndarray, shape (N, 3)
+        Points in the session's GRE world (RAS, mm), e.g. :func:`mask_points` of its brain mask.
+    frame_points : ndarray, shape (N, 3)
+        The same points carried into the frame (RAS, mm) by the session's transform chain.
+    b0_world : sequence of float, default :data:`B0_WORLD`
+        B0 in the session's world frame.
+
+    Returns
+    -------
+    dict
+        ``B0Direction`` (unit vector, frame RAS), ``TiltDeg`` (:func:`tilt_deg`),
+        ``FitResidualMm`` (RMS of the rigid fit, :func:`rigid_fit`) and ``Points`` (N).
+    """
+    rot, _, rms = rigid_fit(gre_points, frame_points)
+    b0 = b0_in_frame(rot, b0_world)
+    return {"B0Direction": [float(x) for x in b0], "TiltDeg": tilt_deg(b0),
+            "FitResidualMm": rms, "Points": int(len(gre_points))}
+
+
+def flag_rows(structures: Iterable[str], angle_deg: float, threshold_deg: float = ANGLE_WARN_DEG,
+              sensitive: Iterable[str] = SENSITIVE_STRUCTURES) -> np.ndarray:
+    """Which rows of a change table carry a possible orientation bias.
+
+    Parameters
+    ----------
+    structures : sequence of str
+        The ``structure`` of each row.
+    angle_deg : float
+        Angle between the two sessions' B0 directions (NaN: unknown, nothing flagged).
+    threshold_deg : float, default :data:`ANGLE_WARN_DEG`
+    sensitive : sequence of str, default :data:`SENSITIVE_STRUCTURES`
+
+    Returns
+    -------
+    ndarray of int (0/1)
+        1 where the structure is sensitive and ``angle_deg > threshold_deg``.
+    """
+    structures = [str(s) for s in structures]
+    if not np.isfinite(angle_deg) or angle_deg <= threshold_deg:
+        return np.zeros(len(structures), dtype=int)
+    sens = set(sensitive)
+    return np.array([int(s in sens) for s in structures], dtype=int)
