@@ -232,3 +232,82 @@ def flag_rows(structures: Iterable[str], angle_deg: float, threshold_deg: float 
         return np.zeros(len(structures), dtype=int)
     sens = set(sensitive)
     return np.array([int(s in sens) for s in structures], dtype=int)
+
+
+def largest_session_angles(long, b0_columns=("b0_x", "b0_y", "b0_z")):
+    """Per participant, the largest angle between two of its sessions' B0 directions.
+
+    Parameters
+    ----------
+    long : pandas.DataFrame
+        Rows of ROI tables with ``participant_id``, ``session_id`` and the B0 columns (the
+        group level's long table; one B0 per session, repeated on its rows).
+    b0_columns : sequence of str
+        The B0 vector's columns (:data:`qsmprep.roi.B0_COLUMNS`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``participant_id``, ``session_a``, ``session_b``, ``b0_angle_deg``: one row per
+        participant with at least two sessions that carry a B0 direction (the pair with the
+        largest angle), sorted by participant. Empty when the columns are absent.
+    """
+    import pandas as pd
+
+    cols = ["participant_id", "session_a", "session_b", "b0_angle_deg"]
+    need = ["participant_id", "session_id", *b0_columns]
+    if not set(need) <= set(long.columns):
+        return pd.DataFrame(columns=cols)
+    per = long[need].drop_duplicates(["participant_id", "session_id"])
+    rows = []
+    for pid, grp in per.groupby("participant_id", sort=True):
+        vecs = grp[list(b0_columns)].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+        ses = grp["session_id"].astype(str).tolist()
+        ok = [i for i in range(len(ses)) if np.all(np.isfinite(vecs[i]))]
+        best = None
+        for a in range(len(ok)):
+            for b in range(a + 1, len(ok)):
+                ang = angle_between_deg(vecs[ok[a]], vecs[ok[b]])
+                if best is None or ang > best[2]:
+                    best = (ses[ok[a]], ses[ok[b]], ang)
+        if best is not None:
+            rows.append({"participant_id": pid, "session_a": best[0], "session_b": best[1],
+                         "b0_angle_deg": best[2]})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def orientation_warning(long, structures, threshold_deg: float = ANGLE_WARN_DEG,
+                        sensitive: Iterable[str] = SENSITIVE_STRUCTURES) -> str | None:
+    """The group level's warning about sessions whose head orientation to B0 differs.
+
+    Parameters
+    ----------
+    long : pandas.DataFrame
+        The group level's long table (:func:`largest_session_angles`).
+    structures : sequence of str
+        Structures analysed.
+    threshold_deg : float, default :data:`ANGLE_WARN_DEG`
+    sensitive : sequence of str, default :data:`SENSITIVE_STRUCTURES`
+
+    Returns
+    -------
+    str or None
+        One sentence naming the participants above the threshold (largest angle and its
+        sessions) and the sensitive structures analysed; None when no analysed structure is
+        sensitive or no participant is above the threshold.
+    """
+    hit = [s for s in structures if s in set(sensitive)]
+    if not hit:
+        return None
+    ang = largest_session_angles(long)
+    over = ang[ang["b0_angle_deg"] > threshold_deg]
+    if over.empty:
+        return None
+    who = ", ".join(f"{r.participant_id} {r.b0_angle_deg:.1f} deg ({r.session_a} vs {r.session_b})"
+                    for r in over.itertuples())
+    return (f"{len(over)} of {len(ang)} participant(s) have sessions whose head orientation to "
+            f"B0 differs by more than {threshold_deg:g} degrees: {who}. Their {', '.join(hit)} "
+            "values may differ between those sessions by an orientation bias of a few ppb that "
+            "is not in the tissue (time effects and changes in these structures; "
+            "docs/validation.md, 'Where the tilt effect comes from'; the angle per session is in "
+            "the b0_* columns of dgm_long.tsv)")

@@ -178,3 +178,45 @@ def test_b0_orientation_through_an_ants_transform(tmp_path, invert):
     if invert:
         fwd = (lps - c - [4.0, -2.0, 7.0]) @ np.linalg.inv(r_lps).T + c
     np.testing.assert_allclose(mapped, fwd * [-1, -1, 1], atol=1e-4)
+
+
+def _long(angles_by_pid):
+    rows = []
+    for pid, angles in angles_by_pid.items():
+        for k, deg in enumerate(angles):
+            a = np.deg2rad(deg)
+            for struct in ("caudate", "red_nucleus"):
+                rows.append({"participant_id": pid, "session_id": f"ses-{k}", "structure": struct,
+                             "b0_x": 0.0, "b0_y": np.sin(a), "b0_z": np.cos(a)})
+    return pd.DataFrame(rows)
+
+
+def test_largest_session_angles_and_the_group_warning():
+    long = _long({"sub-01": [0.0, 1.0, 3.5], "sub-02": [0.0, 0.5], "sub-03": [2.0]})
+    ang = bo.largest_session_angles(long)
+    assert ang["participant_id"].tolist() == ["sub-01", "sub-02"]  # sub-03 has one session
+    assert ang["b0_angle_deg"].tolist() == pytest.approx([3.5, 0.5])
+    assert ang.iloc[0][["session_a", "session_b"]].tolist() == ["ses-0", "ses-2"]
+    msg = bo.orientation_warning(long, ["caudate", "red_nucleus"])
+    assert "1 of 2 participant(s)" in msg and "sub-01 3.5 deg" in msg and "red_nucleus" in msg
+    assert "sub-02" not in msg
+    # nothing sensitive analysed, or nobody above the threshold: no warning
+    assert bo.orientation_warning(long, ["caudate"]) is None
+    assert bo.orientation_warning(_long({"sub-01": [0.0, 1.5]}), ["red_nucleus"]) is None
+    # tables without the columns (older outputs)
+    assert bo.largest_session_angles(long.drop(columns="b0_x")).empty
+
+
+def test_long_table_carries_the_b0_columns():
+    from qsmprep.group.tables import dgm_long_sidecar
+    from qsmprep.stats.cohort import stack_long_table
+
+    tab = _stats([0.0, 0.1, np.sqrt(0.99)], 5.7)
+    both = pd.concat([tab, _stats([0.0, 0.0, 1.0])], ignore_index=True)
+    long = stack_long_table(both, ["01", "01"], ["a", "b"], [len(tab), len(tab)])
+    assert set(roi.B0_COLUMNS) <= set(long.columns)
+    assert long["b0_tilt_deg"].dtype.kind == "f"
+    assert bo.largest_session_angles(long)["b0_angle_deg"].iloc[0] == pytest.approx(
+        np.degrees(np.arcsin(0.1)), rel=1e-6)
+    side = dgm_long_sidecar(long.columns)
+    assert side["b0_tilt_deg"]["Units"] == "deg"

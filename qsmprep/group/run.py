@@ -42,6 +42,7 @@ from .. import stats as qstats
 from ..derivatives.readers import collect_provenance, participant_reports
 from . import report
 from .analyses import ANALYSES, Design, run_analyses
+from ..b0_orientation import orientation_warning
 from .inputs import check_structures, collect_inputs, coverage_warnings
 from .measures import DEFAULT_STRUCTURES, get_measure
 from .tables import SIDECARS, analysis_sidecar, dgm_long_sidecar, write_table
@@ -146,6 +147,10 @@ def run_group(
         covariates=tuple(covariates), sessions=sessions, value=get_measure(measure).column,
     )
     data_warnings += w
+    orient = orientation_warning(long[long["participant_id"].isin(set(table["participant_id"]))],
+                                 table.attrs["structures"])
+    if orient:
+        data_warnings.append(orient)
     session_order = table.attrs["session_order"]
     groups = qstats.group_order(table["group"])
     structs = table.attrs["structures"]

@@ -36,8 +36,9 @@ KEYS = ("participant_id", "session_id")
 #: columns without which a ROI table cannot enter the long table
 REQUIRED_ROI_COLUMNS = ("structure", "hemisphere", "mean_ppb")
 #: optional per-label columns carried into the long table when present: registration QC
-#: (``qc_*``, contract 2) and R2* (``r2star_*``, contract 3)
-_EXTRA_COLUMN = re.compile(r"^(qc_|r2star_)")
+#: (``qc_*``, contract 2), R2* (``r2star_*``, contract 3) and the B0 direction (``b0_*``,
+#: :mod:`qsmprep.b0_orientation`)
+_EXTRA_COLUMN = re.compile(r"^(qc_|r2star_|b0_)")
 
 #: session labels recognised as "first" or "later" time points when no order is given
 _EARLY_WORDS = ("baseline", "base", "bl", "screening", "pre", "initial", "first", "t0")
@@ -176,7 +177,7 @@ def stack_long_table(long, participant_ids, session_ids, lengths, participants=N
     for col in ("mean_ppb", "median_ppb", "sd_ppb", "n_voxels", "volume_mm3"):
         long[col] = pd.to_numeric(long[col], errors="coerce")
     for col in extra_cols:
-        if col.startswith("r2star_") or col == "qc_flagged":
+        if col.startswith(("r2star_", "b0_")) or col == "qc_flagged":
             long[col] = pd.to_numeric(long[col], errors="coerce")
     long["structure"] = long["structure"].astype(str).str.lower()
     long["hemisphere"] = long["hemisphere"].astype(str).str.lower()
