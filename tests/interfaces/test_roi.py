@@ -5,6 +5,7 @@ import json
 import nibabel as nb
 import numpy as np
 import pandas as pd
+import pytest
 
 from qsmprep import roi
 from qsmprep.interfaces.roi import LongitudinalChange, ROIStats, read_stats_tsv, write_tsv
@@ -79,3 +80,60 @@ def test_longitudinal_change_interface_writes_the_change_contract(tmp_path):
     assert (out["baseline_session"] == "a").all() and (out["followup_session"] == "b").all()
     side = json.loads(open(res.outputs.out_json).read())
     assert side == json.loads(json.dumps(roi.roi_sidecar(atlas_name="Test", change=True)))
+
+
+def test_longitudinal_change_interface_flags_a_turned_head(tmp_path, caplog):
+    """With the sessions' B0 directions 5 degrees apart, the change table carries the angle,
+    flags the sensitive structures' rows, describes both columns, and the log names subject,
+    sessions, angle and structures; 1 degree apart flags nothing and logs nothing."""
+    import logging
+
+    table = pd.DataFrame({"index": [1, 9], "name": ["Left_Caudate", "Left_SubstantiaNigra"],
+                          "structure": ["caudate", "substantia_nigra"],
+                          "hemisphere": ["left", "left"]})
+    for deg, flagged in ((5.0, [0, 1]), (1.0, [0, 0])):
+        d = tmp_path / f"deg{deg:g}"
+        d.mkdir()
+        files = []
+        for ses, ang in (("a", 0.0), ("b", np.deg2rad(deg))):
+            df = pd.DataFrame({**table.to_dict("list"), "mean_ppb": [10.0, 90.0],
+                               "median_ppb": [10.0, 90.0], "sd_ppb": 1.0, "n_voxels": [9, 8],
+                               "volume_mm3": [9.0, 8.0]})[roi.COLUMNS]
+            df = roi.add_b0_columns(df, {"B0Direction": [0.0, np.sin(ang), np.cos(ang)],
+                                         "TiltDeg": np.degrees(ang)})
+            files.append(write_tsv(df, d / f"{ses}.tsv"))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="qsmprep.roi"):
+            res = LongitudinalChange(in_files=files, session_ids=["a", "b"], baseline="a",
+                                     followup="b", subject="07").run(cwd=str(d))
+        out = read_stats_tsv(res.outputs.out_tsv)
+        assert out["b0_angle_deg"].tolist() == pytest.approx([deg, deg], abs=0.01)
+        assert out["orientation_flagged"].tolist() == flagged
+        side = json.loads(open(res.outputs.out_json).read())
+        assert "b0_angle_deg" in side and "orientation_flagged" in side
+        msgs = [r.getMessage() for r in caplog.records if "orientation to B0" in r.getMessage()]
+        if any(flagged):
+            assert len(msgs) == 1
+            assert all(s in msgs[0] for s in ("sub-07", "ses-a", "ses-b", "5.0 degrees",
+                                              "Left_SubstantiaNigra"))
+        else:
+            assert msgs == []
+
+
+def test_roistats_adds_the_b0_columns_from_the_orientation_file(tmp_path):
+    labels = np.zeros((8, 8, 8), np.int16)
+    labels[2:6, 2:6, 2:6] = 1
+    aff = np.diag([3.0, 3.0, 3.0, 1.0])
+    nb.Nifti1Image(np.zeros((8, 8, 8), np.float32), aff).to_filename(tmp_path / "chi.nii.gz")
+    nb.Nifti1Image(labels, aff).to_filename(tmp_path / "lab.nii.gz")
+    TABLE.to_csv(tmp_path / "dseg.tsv", sep="\t", index=False)
+    doc = {"B0Direction": [0.0, 0.1, float(np.sqrt(0.99))], "TiltDeg": 5.74, "Frame": "atlas"}
+    (tmp_path / "b0.json").write_text(json.dumps(doc))
+    res = ROIStats(in_file=str(tmp_path / "chi.nii.gz"), labels=str(tmp_path / "lab.nii.gz"),
+                   label_table=str(tmp_path / "dseg.tsv"),
+                   orientation_file=str(tmp_path / "b0.json")).run(cwd=str(tmp_path))
+    df = read_stats_tsv(res.outputs.out_tsv)
+    assert list(df.columns[-4:]) == roi.B0_COLUMNS
+    assert df["b0_y"].tolist() == pytest.approx([0.1] * len(df))
+    side = json.loads(open(res.outputs.out_json).read())
+    assert side["B0Orientation"] == doc and side["b0_tilt_deg"]["Units"] == "deg"
