@@ -265,7 +265,13 @@ def build_report(subject, sessions, out_dir, extra_figures=(), change_tsv=None, 
             body.append(f"<figure>{text[start:]}</figure>" if start >= 0 else "")
     if _exists(change_tsv):
         df = pd.read_csv(change_tsv, sep="\t", na_values="n/a", keep_default_na=False)
-        body.append("<h2>Longitudinal change (ppb)</h2>")
+        body.append("<h2 id='change'>Longitudinal change (ppb)</h2>")
+        if "orientation_flagged" in df.columns and (
+                pd.to_numeric(df["orientation_flagged"], errors="coerce") == 1).any():
+            angle = pd.to_numeric(df["b0_angle_deg"], errors="coerce").iloc[0]
+            summary.append(f"<li><a href='#change'>longitudinal change</a>: <span class='warn'>"
+                           f"head orientation to B0 changed by {angle:.1f}°; substantia nigra / "
+                           "red nucleus changes flagged</span></li>")
         if len(df.dropna(subset=["baseline_mean_ppb", "followup_mean_ppb"])):
             figure_later(_change_html, f"sub-{subject}-change", "Mean susceptibility per "
                          "structure (ppb) at both sessions (left) and their difference (right).",

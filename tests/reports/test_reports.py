@@ -197,3 +197,30 @@ def test_display_range_is_the_percentiles_of_the_nonzero_voxels(tmp_path):
     norm = fig.axes[0].images[0].norm
     assert norm.vmin == float(np.percentile(vals, 1))
     assert norm.vmax == float(np.percentile(vals, 99.5))
+
+
+def test_change_section_and_summary_show_the_orientation_flag(tmp_path, session_files):
+    s = dict(session_files)
+    table = s.pop("table")
+    pages = {}
+    for deg, flags in ((6.2, [0, 1]), (1.0, [0, 0])):
+        change = pd.DataFrame({"index": [1, 9], "name": ["Left_Caudate", "Left_SubstantiaNigra"],
+                               "structure": ["caudate", "substantia_nigra"],
+                               "hemisphere": ["left", "left"],
+                               "baseline_session": ["baseline"] * 2,
+                               "followup_session": ["followup"] * 2,
+                               "baseline_mean_ppb": [50.0, 100.0], "followup_mean_ppb": [60.0, 95.0],
+                               "change_mean_ppb": [10.0, -5.0], "change_median_ppb": [10.0, -5.0],
+                               "baseline_n_voxels": [30, 30], "followup_n_voxels": [31, 30],
+                               "b0_angle_deg": [deg, deg], "orientation_flagged": flags})
+        change.to_csv(tmp_path / f"change{deg}.tsv", sep="\t", index=False)
+        pages[deg] = open(build_report("01", [s], tmp_path / f"o{deg}", label_table=table,
+                                       change_tsv=str(tmp_path / f"change{deg}.tsv"))[0]).read()
+    flagged = pages[6.2]
+    summary = flagged[flagged.index("Quality control summary"):flagged.index("Longitudinal change")]
+    assert "head orientation to B0 changed by 6.2°" in summary
+    part = flagged[flagged.index("Longitudinal change"):]
+    assert "<p class='warn'>" in part and "Left_SubstantiaNigra may carry an orientation bias" in part
+    assert "<th>orientation flag</th>" in part
+    calm = pages[1.0]
+    assert "changed by 1.0°" in calm and "no flag." in calm and "<p class='warn'>" not in calm
