@@ -271,6 +271,13 @@ class _ApplyOutputSpec(TraitedSpec):
     out_file = File(exists=True)
 
 
+def _chain(inputs):
+    """``transforms`` (a list, empty when undefined) and ``invert`` (None when undefined)."""
+    xfms = list(inputs.transforms) if isdefined(inputs.transforms) else []
+    inv = list(inputs.invert) if isdefined(inputs.invert) else None
+    return xfms, inv
+
+
 class ApplyTransforms(SimpleInterface):
     """One resampling through a transform chain (:func:`compose_and_apply`)."""
 
@@ -278,8 +285,7 @@ class ApplyTransforms(SimpleInterface):
     output_spec = _ApplyOutputSpec
 
     def _run_interface(self, runtime):
-        xfms = list(self.inputs.transforms) if isdefined(self.inputs.transforms) else []
-        inv = list(self.inputs.invert) if isdefined(self.inputs.invert) else None
+        xfms, inv = _chain(self.inputs)
         self._results["out_file"] = reg.compose_and_apply(
             self.inputs.in_file,
             self.inputs.reference,
@@ -312,8 +318,7 @@ class B0Orientation(SimpleInterface):
     output_spec = _B0OutputSpec
 
     def _run_interface(self, runtime):
-        xfms = list(self.inputs.transforms) if isdefined(self.inputs.transforms) else []
-        inv = list(self.inputs.invert) if isdefined(self.inputs.invert) else None
+        xfms, inv = _chain(self.inputs)
         self._results["out_file"] = reg.b0_orientation(
             self.inputs.mask, xfms, inv, out_file=os.path.join(runtime.cwd, "b0_orientation.json"))
         return runtime
