@@ -1500,3 +1500,64 @@ def b0_orientation(mask, transforms: Sequence, invert: Sequence[bool] | None = N
     with open(out_file, "w") as fh:
         json.dump(doc, fh, indent=2)
     return str(out_file)
+
+
+def b0_angle_between_sessions(baseline_mag, followup_mag, baseline_mask, followup_mask,
+                              out_dir=".", seed=DEFAULT_SEED, num_threads=1,
+                              out_file="b0_change.json") -> str:
+    """How much the head turned against B0 between two sessions (JSON file).
+
+    A masked rigid registration of the follow-up GRE magnitude to the baseline one
+    (:func:`register_rigid`, same contrast) maps the baseline brain-mask points into the
+    follow-up's world frame; the rotation fitted to the pairs
+    (:func:`qsmprep.b0_orientation.session_orientation`) carries the follow-up's B0 (its
+    scanner z axis) into the baseline's world frame, where the baseline's B0 is the z axis.
+    This avoids the atlas registrations altogether: on the independent heads the angle came
+    out within 0.01 degrees of the 8-degree tilt, against 1.4 degrees off through the two
+    sessions' atlas registrations (docs/registration.md).
+
+    Parameters
+    ----------
+    baseline_mag, followup_mag : path
+        3-D magnitude images (the sessions' registration targets).
+    baseline_mask, followup_mask : path
+        Their brain masks.
+    out_dir : path, default "."
+        Where the transform and ``out_file`` are written.
+    seed, num_threads : int
+        As for :func:`register_rigid`.
+    out_file : str, default "b0_change.json"
+        File name in ``out_dir``.
+
+    Returns
+    -------
+    str
+        ``out_file``: ``B0AngleDeg`` (the angle between the sessions' B0 directions in the
+        head), ``FollowupB0InBaselineFrame`` (unit vector, baseline world RAS), ``Transform``
+        (the rigid transform's file name) and ``Method``.
+    """
+    import json
+
+    from . import b0_orientation as bo
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    xfm, _ = register_rigid(baseline_mag, followup_mag, out_dir=out_dir, src="followup",
+                            dst="baseline", fixed_mask=baseline_mask, moving_mask=followup_mask,
+                            seed=seed, num_threads=num_threads)
+    img = nb.load(str(baseline_mask))
+    arr = np.asarray(img.dataobj)
+    if arr.ndim == 4:
+        arr = arr[..., 0]
+    pts = bo.mask_points(arr > 0, img.affine)
+    # the transform resamples the follow-up into the baseline: it maps baseline points to
+    # follow-up points; fitting follow-up -> baseline turns the follow-up's B0 into the baseline
+    doc = bo.session_orientation(map_points(pts, [xfm], [False]), pts)
+    result = {"B0AngleDeg": doc["TiltDeg"], "FollowupB0InBaselineFrame": doc["B0Direction"],
+              "FitResidualMm": doc["FitResidualMm"], "Transform": Path(xfm).name,
+              "Method": "rigid registration (Mattes MI, brain masks) of the follow-up GRE "
+                        "magnitude to the baseline one; the follow-up's scanner z axis rotated "
+                        "into the baseline's world frame, angle to its z axis"}
+    path = out_dir / out_file
+    path.write_text(json.dumps(result, indent=2))
+    return str(path)

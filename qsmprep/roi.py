@@ -420,7 +420,8 @@ def session_b0(df: pd.DataFrame) -> np.ndarray | None:
 
 
 def longitudinal_change(
-    stats_by_session: Mapping[str, pd.DataFrame], baseline: str, followup: str
+    stats_by_session: Mapping[str, pd.DataFrame], baseline: str, followup: str,
+    b0_angle_deg: float | None = None,
 ) -> pd.DataFrame:
     """Follow-up minus baseline per label (ppb), from two :func:`roi_statistics` tables.
 
@@ -430,7 +431,10 @@ def longitudinal_change(
     much the head's orientation to B0 changed), and ``orientation_flagged`` (0/1), 1 on the
     rows of :data:`qsmprep.b0_orientation.SENSITIVE_STRUCTURES` when that angle is above
     :data:`qsmprep.b0_orientation.ANGLE_WARN_DEG` (their change may carry an orientation bias;
-    :func:`qsmprep.b0_orientation.flag_rows`).
+    :func:`qsmprep.b0_orientation.flag_rows`). ``b0_angle_deg``, when given (the participant
+    level measures it by registering the two sessions' GRE magnitudes to each other,
+    :func:`qsmprep.registration.b0_angle_between_sessions`), is used instead of the tables'
+    vectors, and the columns are appended even when the tables have none.
 
     Parameters
     ----------
@@ -443,6 +447,9 @@ def longitudinal_change(
     -------
     pandas.DataFrame
         Columns :data:`CHANGE_COLUMNS`.
+
+    b0_angle_deg : float, optional
+        The angle between the sessions' B0 directions (degrees).
 
     Raises
     ------
@@ -478,11 +485,15 @@ def longitudinal_change(
         },
         columns=CHANGE_COLUMNS,
     )
-    b_base, b_foll = session_b0(base), session_b0(foll)
-    if b_base is not None and b_foll is not None:
-        from .b0_orientation import angle_between_deg, flag_rows
+    from .b0_orientation import angle_between_deg, flag_rows
 
-        angle = angle_between_deg(b_base, b_foll)
+    angle = b0_angle_deg
+    if angle is None:
+        b_base, b_foll = session_b0(base), session_b0(foll)
+        if b_base is not None and b_foll is not None:
+            angle = angle_between_deg(b_base, b_foll)
+    if angle is not None:
+        angle = float(angle)
         out["b0_angle_deg"] = angle
         out["orientation_flagged"] = flag_rows(out["structure"].fillna(""), angle)
     return out.reset_index(drop=True)
@@ -508,9 +519,12 @@ def change_b0_dictionary() -> dict:
 
     return {
         "b0_angle_deg": {
-            "Description": "Angle between the baseline and follow-up B0 directions in the atlas "
-                           "frame: how much the head's orientation to B0 changed between the "
-                           "sessions", "Units": "deg"},
+            "Description": "Angle between the baseline and follow-up B0 directions in the head: "
+                           "how much the head's orientation to B0 changed between the sessions. "
+                           "Measured by a rigid registration of the follow-up GRE magnitude to "
+                           "the baseline one (qsmprep.registration.b0_angle_between_sessions); "
+                           "from the b0_* columns of the sessions' ROI tables where that was "
+                           "not run", "Units": "deg"},
         "orientation_flagged": {
             "Description": f"1 when b0_angle_deg > {ANGLE_WARN_DEG:g} and the structure is one "
                            f"of {', '.join(SENSITIVE_STRUCTURES)}: on the independent simulator "

@@ -127,6 +127,13 @@ def test_change_table_carries_the_angle_and_flags():
     # a session without the columns (older outputs): no angle, no flag column
     old = {"b": _stats(), "f": _stats([0, 0, 1])}
     assert list(roi.longitudinal_change(old, "b", "f").columns) == roi.CHANGE_COLUMNS
+    # a measured angle (the participant level's GRE -> GRE registration) wins over the vectors
+    # and is used even when the tables have none
+    measured = roi.longitudinal_change(stats, "b", "f", b0_angle_deg=1.5)
+    assert measured["b0_angle_deg"].tolist() == [1.5] * 3
+    assert measured["orientation_flagged"].sum() == 0
+    assert roi.longitudinal_change(old, "b", "f", b0_angle_deg=3.0)[
+        "orientation_flagged"].tolist() == [0, 1, 1]
 
 
 def test_roi_sidecar_describes_the_b0_columns():

@@ -654,3 +654,28 @@ def test_warp_in_domain_equals_the_whole_grid_warp(tpl, tmp_path):
     inside[22:33, 24:36, 17:28] = True  # the small domain's box plus the 2-voxel margin
     assert np.array_equal(inner[inside], whole[inside]) and not inner[~inside].any()
     assert inner.any() and not np.array_equal(inner, whole)
+
+
+def test_b0_angle_between_sessions_is_the_head_turn(tpl, tmp_path):
+    """The follow-up is the same head turned in the scanner (its affine rotated about a point
+    off-centre, rotation about z included, which leaves B0's angle alone): the measured angle
+    between the sessions' B0 directions is that of the turn's B0 component."""
+    import json
+
+    data, aff = tpl["data"], tpl["affine"]
+    rm = rotation([5, -3, 10])
+    turned = aff.copy()
+    turned[:3, :3] = rm @ aff[:3, :3]
+    turned[:3, 3] = rm @ aff[:3, 3] + [4.0, -6.0, 3.0]
+    mask = (data > 0).astype(np.uint8)
+    for name, a in (("b", aff), ("f", turned)):
+        nb.Nifti1Image(data, a).to_filename(tmp_path / f"{name}_mag.nii.gz")
+        nb.Nifti1Image(mask, a).to_filename(tmp_path / f"{name}_mask.nii.gz")
+    out = R.b0_angle_between_sessions(tmp_path / "b_mag.nii.gz", tmp_path / "f_mag.nii.gz",
+                                      tmp_path / "b_mask.nii.gz", tmp_path / "f_mask.nii.gz",
+                                      out_dir=tmp_path)
+    doc = json.loads(open(out).read())
+    true = np.degrees(np.arccos(rm[2, 2]))  # angle between z and R^T z
+    print(f"B0 angle between sessions: {doc['B0AngleDeg']:.3f} (true {true:.3f}) degrees")
+    assert abs(doc["B0AngleDeg"] - true) < 0.2
+    np.testing.assert_allclose(doc["FollowupB0InBaselineFrame"], rm.T @ [0, 0, 1], atol=0.005)

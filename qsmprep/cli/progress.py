@@ -60,6 +60,7 @@ STEPS: dict[str, tuple[str, str | None] | None] = {
     "b0_orientation": ("head orientation to B0", "atlas frame"),
     # per session / subject, qsmprep.workflows.base
     "roi_stats": ("ROI statistics", None),
+    "b0_change": ("head turn against B0 between sessions", "rigid GRE -> GRE"),
     "dgm_change": ("longitudinal change table", None),
     "report": ("participant report", None),
     "publish": ("publish derivatives", None),

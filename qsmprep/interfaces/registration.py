@@ -324,6 +324,28 @@ class B0Orientation(SimpleInterface):
         return runtime
 
 
+class _B0ChangeInputSpec(_CommonInputSpec):
+    baseline_mag = File(exists=True, mandatory=True, desc="baseline GRE magnitude (3-D)")
+    followup_mag = File(exists=True, mandatory=True, desc="follow-up GRE magnitude (3-D)")
+    baseline_mask = File(exists=True, mandatory=True, desc="baseline GRE brain mask")
+    followup_mask = File(exists=True, mandatory=True, desc="follow-up GRE brain mask")
+
+
+class B0Change(SimpleInterface):
+    """Angle between two sessions' B0 directions in the head
+    (:func:`qsmprep.registration.b0_angle_between_sessions`)."""
+
+    input_spec = _B0ChangeInputSpec
+    output_spec = _B0OutputSpec
+
+    def _run_interface(self, runtime):
+        self._results["out_file"] = reg.b0_angle_between_sessions(
+            self.inputs.baseline_mag, self.inputs.followup_mag, self.inputs.baseline_mask,
+            self.inputs.followup_mask, out_dir=runtime.cwd, seed=self.inputs.seed,
+            num_threads=self.inputs.num_threads)
+        return runtime
+
+
 # --------------------------------------------------------------------------------------------
 class _QCInputSpec(BaseInterfaceInputSpec):
     in_files = InputMultiObject(traits.Str, mandatory=True,

@@ -147,6 +147,8 @@ class _ChangeInputSpec(BaseInterfaceInputSpec):
     followup = traits.Str(mandatory=True)
     atlas_name = traits.Str("DGM", usedefault=True)
     subject = traits.Str("", usedefault=True, desc="subject label, named in the log")
+    angle_file = File(exists=True, desc="B0Change JSON: the measured angle between the two "
+                      "sessions' B0 directions (else from the tables' b0_* columns)")
 
 
 class _ChangeOutputSpec(TraitedSpec):
@@ -165,7 +167,11 @@ class LongitudinalChange(SimpleInterface):
         if len(files) != len(self.inputs.session_ids):
             raise ValueError("one stats TSV per session id is required")
         stats = {s: read_stats_tsv(f) for s, f in zip(self.inputs.session_ids, files)}
-        df = roi.longitudinal_change(stats, self.inputs.baseline, self.inputs.followup)
+        angle = None
+        if isdefined(self.inputs.angle_file):
+            angle = float(json.loads(open(self.inputs.angle_file).read())["B0AngleDeg"])
+        df = roi.longitudinal_change(stats, self.inputs.baseline, self.inputs.followup,
+                                     b0_angle_deg=angle)
         has_b0 = "b0_angle_deg" in df.columns
         if has_b0 and df["orientation_flagged"].any():
             from ..b0_orientation import ANGLE_WARN_DEG

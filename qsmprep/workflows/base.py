@@ -9,6 +9,7 @@ from nipype.pipeline import engine as pe
 
 from ..derivatives import spec
 from ..interfaces.derivatives import PublishDerivatives
+from ..interfaces.registration import B0Change
 from ..interfaces.reports import ParticipantReport
 from ..interfaces.roi import LongitudinalChange, ROIStats
 from ..interfaces.spaces import ResampleToSpace
@@ -364,6 +365,17 @@ def init_single_subject_wf(*, subject, sessions, config, atlas, options, name=No
             name="dgm_change",
         )
         wf.connect(gather_stats, "out", change, "in_files")
+        # how much the head turned against B0 between the two sessions: their GRE magnitudes
+        # registered to each other (same contrast; more exact than through the atlas)
+        b0_change = pe.Node(B0Change(seed=config.random_seed, num_threads=config.omp_nthreads),
+                            name="b0_change", n_procs=config.omp_nthreads, mem_gb=mem_gb)
+        wf.connect([
+            (gre_mags, b0_change, [(("out", _pick, 0), "baseline_mag"),
+                                   (("out", _pick, n - 1), "followup_mag")]),
+            (report_lists["brain_mask"], b0_change, [(("out", _pick, 0), "baseline_mask"),
+                                                     (("out", _pick, n - 1), "followup_mask")]),
+            (b0_change, change, [("out_file", "angle_file")]),
+        ])
     ds_subject_wf = init_ds_subject_wf(subject=subject, atlas_name=atlas.name,
                                        atlas_space=atlas.space, longitudinal=is_long,
                                        change=change is not None)

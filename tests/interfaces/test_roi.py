@@ -137,3 +137,20 @@ def test_roistats_adds_the_b0_columns_from_the_orientation_file(tmp_path):
     assert df["b0_y"].tolist() == pytest.approx([0.1] * len(df))
     side = json.loads(open(res.outputs.out_json).read())
     assert side["B0Orientation"] == doc and side["b0_tilt_deg"]["Units"] == "deg"
+
+
+def test_longitudinal_change_interface_takes_the_measured_angle(tmp_path):
+    """The B0Change JSON's angle is the change table's, with or without b0_* columns."""
+    files = []
+    for ses in ("a", "b"):
+        df = pd.DataFrame({**TABLE.to_dict("list"), "mean_ppb": [10.0, 20.0, 30.0],
+                           "median_ppb": [10.0, 20.0, 30.0], "sd_ppb": 1.0,
+                           "n_voxels": [9, 8, 7], "volume_mm3": [9.0, 8.0, 7.0]})[roi.COLUMNS]
+        files.append(write_tsv(df, tmp_path / f"{ses}.tsv"))
+    (tmp_path / "angle.json").write_text(json.dumps({"B0AngleDeg": 3.25}))
+    res = LongitudinalChange(in_files=files, session_ids=["a", "b"], baseline="a", followup="b",
+                             angle_file=str(tmp_path / "angle.json")).run(cwd=str(tmp_path))
+    out = read_stats_tsv(res.outputs.out_tsv)
+    assert out["b0_angle_deg"].tolist() == [3.25] * 3
+    assert out["orientation_flagged"].tolist() == [0, 0, 0]  # no sensitive structure here
+    assert "b0_angle_deg" in json.loads(open(res.outputs.out_json).read())
