@@ -22,8 +22,13 @@ and flags what may carry it:
 * that rotation takes B0 into the atlas frame (:func:`b0_in_frame`): a unit vector in the atlas
   template's RAS axes, and its tilt from the atlas's inferior-superior axis;
 * between two sessions of a subject, the angle between their B0 vectors
-  (:func:`angle_between_deg`) is the change of the head's orientation to B0; above
-  :data:`ANGLE_WARN_DEG` the change table flags :data:`SENSITIVE_STRUCTURES`.
+  (:func:`angle_between_deg`) is the change of the head's orientation to B0. Through two atlas
+  registrations it is approximate (up to 1.4 degrees off on the independent heads), so the
+  change table measures it directly instead: the follow-up GRE magnitude registered rigidly to
+  the baseline one, the same fit on the point pairs
+  (:func:`qsmprep.registration.b0_angle_between_sessions`; within 0.01 degrees there). Above
+  :data:`ANGLE_WARN_DEG` the change table flags :data:`SENSITIVE_STRUCTURES`; the group level
+  warns from the tables' vectors (:func:`orientation_warning`).
 
 Kabsch W. A solution for the best rotation to relate two sets of vectors. Acta Cryst A
 1976;32:922-923.
@@ -306,7 +311,8 @@ def orientation_warning(long, structures, threshold_deg: float = ANGLE_WARN_DEG,
     who = ", ".join(f"{r.participant_id} {r.b0_angle_deg:.1f} deg ({r.session_a} vs {r.session_b})"
                     for r in over.itertuples())
     return (f"{len(over)} of {len(ang)} participant(s) have sessions whose head orientation to "
-            f"B0 differs by more than {threshold_deg:g} degrees: {who}. Their {', '.join(hit)} "
+            f"B0 differs by more than {threshold_deg:g} degrees (from the ROI tables' b0_* "
+            f"columns, within about 1 degree; the change tables measure it exactly): {who}. Their {', '.join(hit)} "
             "values may differ between those sessions by an orientation bias of a few ppb that "
             "is not in the tissue (time effects and changes in these structures; "
             "docs/validation.md, 'Where the tilt effect comes from'; the angle per session is in "

@@ -503,7 +503,9 @@ def b0_dictionary() -> dict:
     """Column dictionary of :data:`B0_COLUMNS` (shared by the ROI and group tables)."""
     comp = ("Component {} of the session's B0 direction (unit vector) in the atlas template's "
             "RAS axes: the scanner z axis carried through this session's registrations into "
-            "the atlas frame (rigid least-squares fit; qsmprep.b0_orientation)")
+            "the atlas frame (rigid least-squares fit; qsmprep.b0_orientation). Approximate, "
+            "within about 1 degree: the change table measures the change between sessions "
+            "directly")
     return {
         "b0_x": {"Description": comp.format("x (left to right)")},
         "b0_y": {"Description": comp.format("y (posterior to anterior)")},

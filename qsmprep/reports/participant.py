@@ -58,7 +58,8 @@ def _orientation_html(change: pd.DataFrame) -> str:
     flagged = change.loc[pd.to_numeric(change["orientation_flagged"], errors="coerce") == 1,
                          "name"].astype(str).tolist()
     text = (f"The head's orientation to B0 changed by {angle:.1f}° between the sessions "
-            "(angle between their B0 directions in the atlas frame, from the registrations).")
+            "(angle between their B0 directions in the head, from a rigid registration of the "
+            "follow-up GRE magnitude to the baseline one).")
     if flagged:
         return (f"<p class='warn'>{html.escape(text)} Above {ANGLE_WARN_DEG:g}°, the change of "
                 f"{html.escape(', '.join(flagged))} may carry an orientation bias of a few ppb "
