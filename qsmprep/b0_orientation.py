@@ -7,9 +7,9 @@ perfectly: on the independent simulator (``benchmarks/independent_tilt.py``, noi
 imaged axially and with B0 tilted against the anatomy) the default chain's substantia nigra and
 red nucleus read lower when the head is tilted, because PDF's reliability weights turn with B0
 (``docs/validation.md``, "Where the tilt effect comes from"). Measured (ppb, tilted minus axial,
-PDF on the perfect total field): 1.1-1.9 at 2 degrees, 1.8-4.0 at 8, 0.8-2.8 at 15; the full
-noise-free chain at 8 degrees, up to 5.0 ppb (substantia nigra / red nucleus), thalamus up to
-2.2, elsewhere within 2.5. A head that sits differently in the coil at follow-up therefore
+PDF on the perfect total field, SN and RN): 1.1-1.9 at 2 degrees, 1.8-4.0 at 8, 0.8-2.8 at
+15; the full noise-free chain, largest over all labels: 1.6 at 2 degrees, 2.6 at 4, 5.0 at 8
+(SN and RN), the thalamus within 0.8 at 2-8 degrees. A head that sits differently in the coil at follow-up therefore
 gives these structures a change that is not in the tissue.
 
 qsmprep cannot remove that bias, so it measures the head's orientation to B0 in every session
@@ -44,7 +44,8 @@ import numpy as np
 B0_WORLD = (0.0, 0.0, 1.0)
 #: between-session angle (degrees) above which :data:`SENSITIVE_STRUCTURES` are flagged: the
 #: largest angle at which the measured orientation bias stayed below the 2 ppb change target
-#: (1.1-1.9 ppb at 2 degrees; up to 4-5 ppb at 8 degrees; module docstring)
+#: (full noise-free chain, largest over 12 labels: 1.5 / 1.6 ppb at 2 degrees, 2.6 / 1.8 at 4,
+#: 3.2 / 5.0 at 8, seeds 1 / 2; docs/validation.md)
 ANGLE_WARN_DEG = 2.0
 #: structures (``structure`` column of the label table) whose mean moves with the head's
 #: orientation to B0 by more than 2 ppb on the independent simulator at 8 degrees

@@ -50,7 +50,8 @@ R2STAR_COLUMNS = ["r2star_mean", "r2star_median", "r2star_sd"]
 #: the session's B0 direction in the atlas frame (:mod:`qsmprep.b0_orientation`), appended to a
 #: ROI table when it is known (the same value on every row)
 B0_COLUMNS = ["b0_x", "b0_y", "b0_z", "b0_tilt_deg"]
-#: appended to the change table when both sessions' ROI tables carry :data:`B0_COLUMNS`
+#: appended to the change table when the angle between its sessions is known (measured, or
+#: from both ROI tables' :data:`B0_COLUMNS`)
 CHANGE_B0_COLUMNS = ["b0_angle_deg", "orientation_flagged"]
 PPM_TO_PPB = 1000.0
 #: ``erode_vox="auto"`` erodes by one voxel when every voxel dimension is at most this (mm)
