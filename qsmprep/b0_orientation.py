@@ -240,7 +240,7 @@ def flag_rows(structures: Iterable[str], angle_deg: float, threshold_deg: float 
     return np.array([int(s in sens) for s in structures], dtype=int)
 
 
-def largest_session_angles(long, b0_columns=("b0_x", "b0_y", "b0_z")):
+def largest_session_angles(long, b0_columns=("b0_x", "b0_y", "b0_z"), measured=None):
     """Per participant, the largest angle between two of its sessions' B0 directions.
 
     Parameters
@@ -250,40 +250,50 @@ def largest_session_angles(long, b0_columns=("b0_x", "b0_y", "b0_z")):
         group level's long table; one B0 per session, repeated on its rows).
     b0_columns : sequence of str
         The B0 vector's columns (:data:`qsmprep.roi.B0_COLUMNS`).
+    measured : pandas.DataFrame, optional
+        Angles measured directly (``participant_id``, ``session_a``, ``session_b``,
+        ``b0_angle_deg``; the change tables'): each replaces the estimate of its session pair
+        from the vectors, and counts for a participant whose tables have no vectors.
 
     Returns
     -------
     pandas.DataFrame
-        ``participant_id``, ``session_a``, ``session_b``, ``b0_angle_deg``: one row per
-        participant with at least two sessions that carry a B0 direction (the pair with the
-        largest angle), sorted by participant. Empty when the columns are absent.
+        ``participant_id``, ``session_a``, ``session_b``, ``b0_angle_deg``, ``source``
+        (``"measured"`` or ``"atlas frame"``): one row per participant with at least one
+        session pair (the pair with the largest angle), sorted by participant. Empty when
+        there are neither vectors nor measured angles.
     """
     import pandas as pd
 
-    cols = ["participant_id", "session_a", "session_b", "b0_angle_deg"]
+    cols = ["participant_id", "session_a", "session_b", "b0_angle_deg", "source"]
+    pairs = {}  # participant -> {(session_a, session_b): (angle, source)}
     need = ["participant_id", "session_id", *b0_columns]
-    if not set(need) <= set(long.columns):
-        return pd.DataFrame(columns=cols)
-    per = long[need].drop_duplicates(["participant_id", "session_id"])
+    if set(need) <= set(long.columns):
+        per = long[need].drop_duplicates(["participant_id", "session_id"])
+        for pid, grp in per.groupby("participant_id", sort=True):
+            vecs = grp[list(b0_columns)].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+            ses = grp["session_id"].astype(str).tolist()
+            ok = [i for i in range(len(ses)) if np.all(np.isfinite(vecs[i]))]
+            for a in range(len(ok)):
+                for b in range(a + 1, len(ok)):
+                    key = tuple(sorted((ses[ok[a]], ses[ok[b]])))
+                    pairs.setdefault(pid, {})[key] = (
+                        angle_between_deg(vecs[ok[a]], vecs[ok[b]]), "atlas frame")
+    if measured is not None:
+        for r in measured.itertuples():
+            key = tuple(sorted((str(r.session_a), str(r.session_b))))
+            pairs.setdefault(r.participant_id, {})[key] = (float(r.b0_angle_deg), "measured")
     rows = []
-    for pid, grp in per.groupby("participant_id", sort=True):
-        vecs = grp[list(b0_columns)].apply(pd.to_numeric, errors="coerce").to_numpy(float)
-        ses = grp["session_id"].astype(str).tolist()
-        ok = [i for i in range(len(ses)) if np.all(np.isfinite(vecs[i]))]
-        best = None
-        for a in range(len(ok)):
-            for b in range(a + 1, len(ok)):
-                ang = angle_between_deg(vecs[ok[a]], vecs[ok[b]])
-                if best is None or ang > best[2]:
-                    best = (ses[ok[a]], ses[ok[b]], ang)
-        if best is not None:
-            rows.append({"participant_id": pid, "session_a": best[0], "session_b": best[1],
-                         "b0_angle_deg": best[2]})
+    for pid in sorted(pairs):
+        (sa, sb), (ang, src) = max(pairs[pid].items(), key=lambda kv: kv[1][0])
+        rows.append({"participant_id": pid, "session_a": sa, "session_b": sb,
+                     "b0_angle_deg": ang, "source": src})
     return pd.DataFrame(rows, columns=cols)
 
 
 def orientation_warning(long, structures, threshold_deg: float = ANGLE_WARN_DEG,
-                        sensitive: Iterable[str] = SENSITIVE_STRUCTURES) -> str | None:
+                        sensitive: Iterable[str] = SENSITIVE_STRUCTURES,
+                        measured=None) -> str | None:
     """The group level's warning about sessions whose head orientation to B0 differs.
 
     Parameters
@@ -294,6 +304,8 @@ def orientation_warning(long, structures, threshold_deg: float = ANGLE_WARN_DEG,
         Structures analysed.
     threshold_deg : float, default :data:`ANGLE_WARN_DEG`
     sensitive : sequence of str, default :data:`SENSITIVE_STRUCTURES`
+    measured : pandas.DataFrame, optional
+        The change tables' measured angles (:func:`largest_session_angles`).
 
     Returns
     -------
@@ -305,15 +317,17 @@ def orientation_warning(long, structures, threshold_deg: float = ANGLE_WARN_DEG,
     hit = [s for s in structures if s in set(sensitive)]
     if not hit:
         return None
-    ang = largest_session_angles(long)
+    ang = largest_session_angles(long, measured=measured)
     over = ang[ang["b0_angle_deg"] > threshold_deg]
     if over.empty:
         return None
-    who = ", ".join(f"{r.participant_id} {r.b0_angle_deg:.1f} deg ({r.session_a} vs {r.session_b})"
+    who = ", ".join(f"{r.participant_id} {r.b0_angle_deg:.1f} deg ({r.session_a} vs {r.session_b}"
+                    + ("" if r.source == "measured" else ", atlas-frame estimate") + ")"
                     for r in over.itertuples())
     return (f"{len(over)} of {len(ang)} participant(s) have sessions whose head orientation to "
-            f"B0 differs by more than {threshold_deg:g} degrees (from the ROI tables' b0_* "
-            f"columns, within about 1 degree; the change tables measure it exactly): {who}. Their {', '.join(hit)} "
+            f"B0 differs by more than {threshold_deg:g} degrees (measured by the change tables; "
+            f"pairs they do not cover estimated from the ROI tables' b0_* columns, within about "
+            f"1 degree): {who}. Their {', '.join(hit)} "
             "values may differ between those sessions by an orientation bias of a few ppb that "
             "is not in the tissue (time effects and changes in these structures; "
             "docs/validation.md, 'Where the tilt effect comes from'; the angle per session is in "

@@ -227,3 +227,37 @@ def test_long_table_carries_the_b0_columns():
         np.degrees(np.arcsin(0.1)), rel=1e-6)
     side = dgm_long_sidecar(long.columns)
     assert side["b0_tilt_deg"]["Units"] == "deg"
+
+
+def test_group_warning_prefers_the_measured_angle():
+    """A change table's measured angle replaces the atlas-frame estimate of its pair (and
+    counts for a participant without vectors); the warning says which is which."""
+    long = _long({"sub-01": [0.0, 1.5], "sub-02": [0.0, 3.0]})
+    measured = pd.DataFrame({"participant_id": ["sub-01", "sub-02", "sub-03"],
+                             "session_a": ["ses-0", "ses-0", "ses-0"],
+                             "session_b": ["ses-1", "ses-1", "ses-1"],
+                             "b0_angle_deg": [2.6, 1.0, 4.0]})
+    ang = bo.largest_session_angles(long, measured=measured)
+    assert ang["b0_angle_deg"].tolist() == pytest.approx([2.6, 1.0, 4.0])
+    assert set(ang["source"]) == {"measured"}
+    msg = bo.orientation_warning(long, ["red_nucleus"], measured=measured)
+    assert "2 of 3 participant(s)" in msg and "sub-01 2.6 deg" in msg and "sub-02" not in msg
+    assert "atlas-frame estimate" not in msg
+    # without the measurement the atlas-frame estimate decides, and is labelled so
+    msg = bo.orientation_warning(long, ["red_nucleus"])
+    assert "sub-02 3.0 deg (ses-0 vs ses-1, atlas-frame estimate)" in msg
+
+
+def test_read_change_angles(tmp_path):
+    from qsmprep.derivatives.readers import read_change_angles
+
+    anat = tmp_path / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    pd.DataFrame({"index": [1, 2], "baseline_session": ["baseline"] * 2,
+                  "followup_session": ["followup"] * 2, "b0_angle_deg": [2.5, 2.5]}).to_csv(
+        anat / "sub-01_atlas-DGM_desc-dgmchange_stats.tsv", sep="\t", index=False)
+    (tmp_path / "sub-02" / "anat").mkdir(parents=True)  # no change table
+    got = read_change_angles(tmp_path, ["sub-01", "sub-02"])
+    assert got.to_dict("records") == [{"participant_id": "sub-01", "session_a": "ses-baseline",
+                                       "session_b": "ses-followup", "b0_angle_deg": 2.5}]
+    assert read_change_angles(tmp_path, ["sub-01"], atlas="Other").empty

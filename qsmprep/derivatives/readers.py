@@ -119,6 +119,45 @@ def read_tsv(path):
     return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False)
 
 
+def read_change_angles(output_dir, participant_ids, atlas=None):
+    """The measured head-turn angle of each participant's change table, where there is one.
+
+    Parameters
+    ----------
+    output_dir : str or Path
+        The participant level's output folder.
+    participant_ids : iterable of str
+        ``sub-<label>`` of the participants to look at.
+    atlas : str, optional
+        Only change tables of ``atlas-<atlas>``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``participant_id``, ``session_a``, ``session_b`` (``ses-<label>``), ``b0_angle_deg``:
+        one row per ``*_desc-dgmchange_stats.tsv`` that has a ``b0_angle_deg`` value (the
+        follow-up GRE registered to the baseline one:
+        :func:`qsmprep.registration.b0_angle_between_sessions`).
+    """
+    output_dir = Path(output_dir)
+    rows = []
+    for pid in participant_ids:
+        pattern = f"{pid}_atlas-{atlas or '*'}_desc-dgmchange_stats.tsv"
+        for path in sorted((output_dir / pid / "anat").glob(pattern)):
+            df = read_tsv(path)
+            if "b0_angle_deg" not in df.columns or df.empty:
+                continue
+            angle = pd.to_numeric(df["b0_angle_deg"], errors="coerce").iloc[0]
+            if pd.isna(angle):
+                continue
+            ses = [str(df[c].iloc[0]) for c in ("baseline_session", "followup_session")]
+            rows.append({"participant_id": pid,
+                         **{k: v if v.startswith("ses-") else f"ses-{v}"
+                            for k, v in zip(("session_a", "session_b"), ses)},
+                         "b0_angle_deg": float(angle)})
+    return pd.DataFrame(rows, columns=["participant_id", "session_a", "session_b", "b0_angle_deg"])
+
+
 class StatsTables(Sequence):
     """ROI tables parsed in one pass: a sequence of one DataFrame per path, plus their rows stacked.
 

@@ -39,7 +39,7 @@ import pandas as pd
 
 from .. import __version__
 from .. import stats as qstats
-from ..derivatives.readers import collect_provenance, participant_reports
+from ..derivatives.readers import collect_provenance, participant_reports, read_change_angles
 from . import report
 from .analyses import ANALYSES, Design, run_analyses
 from ..b0_orientation import orientation_warning
@@ -147,8 +147,16 @@ def run_group(
         covariates=tuple(covariates), sessions=sessions, value=get_measure(measure).column,
     )
     data_warnings += w
-    orient = orientation_warning(long[long["participant_id"].isin(set(table["participant_id"]))],
-                                 table.attrs["structures"])
+    # the head's turn against B0 between sessions: measured (change tables) where there is one,
+    # else estimated from the ROI tables' b0_* columns; only pairs of sessions analysed
+    analysed = long[long["participant_id"].isin(set(table["participant_id"]))]
+    kept = set(zip(analysed["participant_id"], analysed["session_id"]))
+    measured = read_change_angles(output_dir, sorted(set(analysed["participant_id"])),
+                                  atlas=atlas_names[0] if len(atlas_names) == 1 else None)
+    measured = measured[[(p, a) in kept and (p, b) in kept for p, a, b in
+                         zip(measured["participant_id"], measured["session_a"],
+                             measured["session_b"])]]
+    orient = orientation_warning(analysed, table.attrs["structures"], measured=measured)
     if orient:
         data_warnings.append(orient)
     session_order = table.attrs["session_order"]
