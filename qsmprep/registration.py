@@ -1460,6 +1460,17 @@ def map_points(points_ras: np.ndarray, transforms: Sequence, invert: Sequence[bo
     return out[["x", "y", "z"]].to_numpy(float) * [-1.0, -1.0, 1.0]
 
 
+def _mask_file_points(mask):
+    """World (RAS) points of a mask file's voxels (:func:`qsmprep.b0_orientation.mask_points`)."""
+    from .b0_orientation import mask_points
+
+    img = nb.load(str(mask))
+    arr = np.asarray(img.dataobj)
+    if arr.ndim == 4:
+        arr = arr[..., 0]
+    return mask_points(arr > 0, img.affine)
+
+
 def b0_orientation(mask, transforms: Sequence, invert: Sequence[bool] | None = None,
                    out_file="b0_orientation.json") -> str:
     """A session's B0 direction in the frame its transform chain leads to (JSON file).
@@ -1487,11 +1498,7 @@ def b0_orientation(mask, transforms: Sequence, invert: Sequence[bool] | None = N
 
     from . import b0_orientation as bo
 
-    img = nb.load(str(mask))
-    arr = np.asarray(img.dataobj)
-    if arr.ndim == 4:
-        arr = arr[..., 0]
-    pts = bo.mask_points(arr > 0, img.affine)
+    pts = _mask_file_points(mask)
     doc = bo.session_orientation(pts, map_points(pts, transforms, invert))
     doc.update(Frame="atlas", Method=(
         "B0 = scanner z axis of the GRE world frame, rotated into the atlas frame by the "
@@ -1545,11 +1552,7 @@ def b0_angle_between_sessions(baseline_mag, followup_mag, baseline_mask, followu
     xfm, _ = register_rigid(baseline_mag, followup_mag, out_dir=out_dir, src="followup",
                             dst="baseline", fixed_mask=baseline_mask, moving_mask=followup_mask,
                             seed=seed, num_threads=num_threads)
-    img = nb.load(str(baseline_mask))
-    arr = np.asarray(img.dataobj)
-    if arr.ndim == 4:
-        arr = arr[..., 0]
-    pts = bo.mask_points(arr > 0, img.affine)
+    pts = _mask_file_points(baseline_mask)
     # the transform resamples the follow-up into the baseline: it maps baseline points to
     # follow-up points; fitting follow-up -> baseline turns the follow-up's B0 into the baseline
     doc = bo.session_orientation(map_points(pts, [xfm], [False]), pts)
