@@ -43,7 +43,8 @@ import numpy as np
 #: B0 in the scanner (GRE world) frame: the z axis, as in :mod:`qsmprep.qsm.kernels`
 B0_WORLD = (0.0, 0.0, 1.0)
 #: between-session angle (degrees) above which :data:`SENSITIVE_STRUCTURES` are flagged: the
-#: largest angle at which the measured orientation bias stayed below the 2 ppb change target
+#: largest angle measured (2, 4, 8 degrees) at which the orientation bias stayed below the 2 ppb
+#: change target
 #: (full noise-free chain, largest over 12 labels: 1.5 / 1.6 ppb at 2 degrees, 2.6 / 1.8 at 4,
 #: 3.2 / 5.0 at 8, seeds 1 / 2; docs/validation.md)
 ANGLE_WARN_DEG = 2.0

@@ -410,7 +410,7 @@ def session_b0(df: pd.DataFrame) -> np.ndarray | None:
     Returns
     -------
     ndarray, shape (3,), or None
-        None when a column is missing or the table's rows disagree or are all NaN.
+        None when a column is missing, a value is not finite, or the rows disagree.
     """
     if not set(B0_COLUMNS[:3]) <= set(df.columns) or df.empty:
         return None

@@ -45,18 +45,27 @@ _CHANGE_COLUMNS = {"name": "structure", "baseline_mean_ppb": "baseline mean",
                    "followup_n_voxels": "voxels (f)"}
 
 
+def _orientation(change: pd.DataFrame):
+    """``(angle, names of the flagged rows)`` of a change table; ``(None, [])`` without a
+    ``b0_angle_deg``."""
+    if "b0_angle_deg" not in change.columns or change.empty:
+        return None, []
+    angle = pd.to_numeric(change["b0_angle_deg"], errors="coerce").iloc[0]
+    if not np.isfinite(angle):
+        return None, []
+    flagged = change.loc[pd.to_numeric(change["orientation_flagged"], errors="coerce") == 1,
+                         "name"].astype(str).tolist()
+    return float(angle), flagged
+
+
 def _orientation_html(change: pd.DataFrame) -> str:
     """The change of the head's orientation to B0 between the sessions, as a paragraph
     (empty when the change table has no ``b0_angle_deg``)."""
     from ..b0_orientation import ANGLE_WARN_DEG
 
-    if "b0_angle_deg" not in change.columns or change.empty:
+    angle, flagged = _orientation(change)
+    if angle is None:
         return ""
-    angle = pd.to_numeric(change["b0_angle_deg"], errors="coerce").iloc[0]
-    if not np.isfinite(angle):
-        return ""
-    flagged = change.loc[pd.to_numeric(change["orientation_flagged"], errors="coerce") == 1,
-                         "name"].astype(str).tolist()
     text = (f"The head's orientation to B0 changed by {angle:.1f}° between the sessions "
             "(angle between their B0 directions in the head, from a rigid registration of the "
             "follow-up GRE magnitude to the baseline one).")
@@ -267,12 +276,11 @@ def build_report(subject, sessions, out_dir, extra_figures=(), change_tsv=None, 
     if _exists(change_tsv):
         df = pd.read_csv(change_tsv, sep="\t", na_values="n/a", keep_default_na=False)
         body.append("<h2 id='change'>Longitudinal change (ppb)</h2>")
-        if "orientation_flagged" in df.columns and (
-                pd.to_numeric(df["orientation_flagged"], errors="coerce") == 1).any():
-            angle = pd.to_numeric(df["b0_angle_deg"], errors="coerce").iloc[0]
+        angle, flagged = _orientation(df)
+        if flagged:
             summary.append(f"<li><a href='#change'>longitudinal change</a>: <span class='warn'>"
-                           f"head orientation to B0 changed by {angle:.1f}°; substantia nigra / "
-                           "red nucleus changes flagged</span></li>")
+                           f"head orientation to B0 changed by {angle:.1f}°; changes of "
+                           f"{esc(', '.join(flagged))} flagged</span></li>")
         if len(df.dropna(subset=["baseline_mean_ppb", "followup_mean_ppb"])):
             figure_later(_change_html, f"sub-{subject}-change", "Mean susceptibility per "
                          "structure (ppb) at both sessions (left) and their difference (right).",
