@@ -200,6 +200,7 @@ class _FieldInputSpec(BaseInterfaceInputSpec):
 class _FieldOutputSpec(TraitedSpec):
     field_file = File(exists=True, desc="total field (ppm)")
     reliability_file = File(exists=True, desc="fit reliability 0..1")
+    noise_file = File(exists=True, desc="noise SD of the field (ppm), when the method gives one")
     provenance = traits.Dict()
 
 
@@ -220,6 +221,9 @@ class TotalField(SimpleInterface):
         self._results["field_file"] = save(fit["field_ppm"], mimg, os.path.join(runtime.cwd, "field_ppm.nii"))
         self._results["reliability_file"] = save(fit["reliability"], mimg,
                                                  os.path.join(runtime.cwd, "reliability.nii"))
+        noise = pipeline.noise_sd_ppm(fit, self.inputs.b0)
+        if noise is not None:
+            self._results["noise_file"] = save(noise, mimg, os.path.join(runtime.cwd, "field_noise_ppm.nii"))
         self._results["provenance"] = prov
         return runtime
 
@@ -264,6 +268,8 @@ class _InvInputSpec(BaseInterfaceInputSpec):
     local_file = File(exists=True, mandatory=True)
     mask_file = File(exists=True, mandatory=True)
     reliability_file = File(exists=True)
+    noise_file = File(exists=True, desc="noise SD of the field (ppm): the map's field residual "
+                      "is recorded and flagged against it")
     mag_file = File(exists=True, desc="magnitude for morphology-enabled methods: 3-D "
                     "echo-combined (the workflow passes LoadGRE's RSS) or 4-D (combined here)")
     method = traits.Str(mandatory=True)
@@ -279,9 +285,11 @@ class _InvOutputSpec(TraitedSpec):
 class DipoleInversion(SimpleInterface):
     """Dipole inversion (:func:`qsmprep.qsm.pipeline.run_inversion`).
 
-    Iterative solvers' convergence (iterations, converged) goes into the provenance; a solver
-    that stopped at its iteration cap without reaching its tolerance adds a ``QualityFlags``
-    warning and logs it at WARNING under the method's own name.
+    Iterative solvers' convergence (iterations, converged, what stopped them) goes into the
+    provenance; a solver cut short at its iteration cap (:func:`qsmprep.qsm.inversion.
+    convergence_flag`) adds a ``QualityFlags`` warning and logs it at WARNING under the method's
+    own name. With ``noise_file`` the field residual is recorded and flagged the same way
+    (:func:`qsmprep.qsm.inversion.residual_flag`).
     """
 
     input_spec = _InvInputSpec
@@ -292,10 +300,12 @@ class DipoleInversion(SimpleInterface):
         mask, _ = load_mask(self.inputs.mask_file)
         weights = load(self.inputs.reliability_file)[0] if isdefined(self.inputs.reliability_file) else None
         mag = load(self.inputs.mag_file)[0] if isdefined(self.inputs.mag_file) else None
+        noise = load(self.inputs.noise_file)[0] if isdefined(self.inputs.noise_file) else None
         voxel_size, b0_dir = _geometry(img)
         chi, prov = pipeline.run_inversion(
             local, mask, voxel_size, b0_dir, self.inputs.method, weights=weights, mag=mag,
-            log_label=self.inputs.log_label, **_method_opts(self.inputs.method_options))
+            log_label=self.inputs.log_label, noise_sd=noise,
+            **_method_opts(self.inputs.method_options))
         self._results["chi_file"] = save(chi, img, os.path.join(runtime.cwd, "chi_unreferenced.nii"))
         self._results["provenance"] = prov
         return runtime

@@ -368,8 +368,9 @@ def run_background_removal(total_ppm, mask, voxel_size, b0_dir, method, weights=
 
 
 def run_inversion(local_ppm, mask, voxel_size, b0_dir, method, weights=None, mag=None,
-                  log_label="", info=None, **opts):
-    """Step 4: dipole inversion; the convergence record and flag go into the provenance.
+                  log_label="", info=None, noise_sd=None, **opts):
+    """Step 4: dipole inversion; the convergence record, the field residual and their flags go
+    into the provenance.
 
     Parameters
     ----------
@@ -389,11 +390,15 @@ def run_inversion(local_ppm, mask, voxel_size, b0_dir, method, weights=None, mag
         Magnitude, 3-D or 4-D (echo-combined by root-sum-of-squares) for morphology-enabled
         methods.
     log_label : str
-        Prefix of the warning logged when an iterative solver stops at its cap
-        (e.g. ``"sub-01 ses-baseline"``).
+        Prefix of the warnings logged (e.g. ``"sub-01 ses-baseline"``).
     info : dict, optional
         Filled with the solver's convergence record (``method``, ``iterations``, ``max_iter``,
         ``tol``, ``final_change``, ``converged``; iterative methods only).
+    noise_sd : ndarray or float, optional
+        Noise SD of the field (ppm; the echo fit's). When given, the provenance records how much
+        of the field the map leaves unexplained (``FieldResidual``,
+        :func:`qsmprep.qsm.inversion.field_residual`), flagged above
+        :data:`qsmprep.qsm.inversion.FIELD_RESIDUAL_WARN`.
     **opts
         Options of the method.
 
@@ -403,10 +408,14 @@ def run_inversion(local_ppm, mask, voxel_size, b0_dir, method, weights=None, mag
         Susceptibility (ppm), not referenced, zero outside ``mask``.
     provenance : dict
         ``{"DipoleInversion": {"Method", "Parameters", and for iterative solvers "Iterations",
-        "MaxIterations", "FinalRelativeChange", "Converged"}}``, plus ``QualityFlags`` when the
-        solver stopped at its iteration cap (:func:`qsmprep.qsm.inversion.convergence_flag`).
+        "MaxIterations", "FinalRelativeChange", "Converged", "StoppedBy"; with ``noise_sd``
+        "FieldResidual": {"RMSOverNoise", "WarnAbove"}}}``, plus ``QualityFlags`` when the
+        solver was cut short at its iteration cap (:func:`qsmprep.qsm.inversion.
+        convergence_flag`; MEDI's designed stop at its iteration budget is recorded, not
+        flagged) or the residual is above its threshold
+        (:func:`qsmprep.qsm.inversion.residual_flag`).
     """
-    from .inversion import convergence_flag
+    from .inversion import FIELD_RESIDUAL_WARN, convergence_flag, field_residual, residual_flag
     from .masking import combine_magnitude
 
     info = {} if info is None else info
@@ -419,14 +428,46 @@ def run_inversion(local_ppm, mask, voxel_size, b0_dir, method, weights=None, mag
     if "converged" in info:
         record.update({"Iterations": info["iterations"], "MaxIterations": info["max_iter"],
                        "FinalRelativeChange": info["final_change"],
-                       "Converged": info["converged"]})
+                       "Converged": info["converged"],
+                       "StoppedBy": "tolerance" if info["converged"] else "iteration cap"})
     prov = {"DipoleInversion": record}
+    flags = []
+    if noise_sd is not None:
+        value = field_residual(chi, local_ppm, mask, voxel_size, b0_dir, noise_sd)
+        record["FieldResidual"] = {"RMSOverNoise": value, "WarnAbove": FIELD_RESIDUAL_WARN}
+        flags.append(residual_flag(value, method))
     flag = convergence_flag(info)
-    if flag is not None:
-        label = (log_label + " ") if log_label else ""
-        LOGGER.warning("%sdipole inversion (%s): %s", label, method, flag["message"])
-        prov["QualityFlags"] = [flag]
+    flags.insert(0, flag)
+    label = (log_label + " ") if log_label else ""
+    for f in flags:
+        if f is not None:
+            LOGGER.warning("%sdipole inversion (%s): %s", label, method, f["message"])
+            prov.setdefault("QualityFlags", []).append(f)
+    if flag is None and "converged" in info and not info["converged"]:
+        LOGGER.info("%sdipole inversion (%s): stopped at its iteration budget (%d iterations, last "
+                    "relative change %.3g, not above %.3g): the designed stop, not flagged "
+                    "(docs/outputs.md)", label, method, info["iterations"], info["final_change"],
+                    info["warn_change"])
     return chi, prov
+
+
+def noise_sd_ppm(fit: dict, b0: float):
+    """The echo fit's field noise SD in ppm (``noise_std_hz`` converted), or ``None``.
+
+    Parameters
+    ----------
+    fit : dict
+        A :func:`run_field_fit` result.
+    b0 : float
+        Field strength (T).
+
+    Returns
+    -------
+    ndarray of float32, or None
+        ``None`` when the combination method gives no ``noise_std_hz``.
+    """
+    sd = fit.get("noise_std_hz")
+    return None if sd is None else hz_to_ppm(np.asarray(sd, dtype=np.float32), b0).astype(np.float32)
 
 
 def run_referencing(chi, mask, method, ref_mask=None, mag=None, tes=None, voxel_size=None):
@@ -613,7 +654,7 @@ def reconstruct(mag, phase, tes, b0, affine, options: QSMOptions | None = None, 
     inv_info = {}
     chi, p_inv = run_inversion(local, eroded, voxel_size, b0_dir, options.inversion,
                                weights=weights, mag=mag, info=inv_info,
-                               **mopts.get("inversion", {}))
+                               noise_sd=noise_sd_ppm(fit, b0), **mopts.get("inversion", {}))
     timings["inversion"] = time.perf_counter() - t
     t = time.perf_counter()
     chi_ref, p_ref = run_referencing(chi, eroded, options.reference, ref_mask=ref_mask, mag=mag,

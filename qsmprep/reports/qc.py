@@ -6,8 +6,8 @@ Sources of flags (each flag: ``{"category", "severity" ("warning"|"error"), "mes
   documented threshold) and ``qc_reasons`` (written by the registration step; absent columns mean
   "not assessed", not "flagged");
 * small ROIs: a structure whose statistics rest on fewer than :data:`MIN_ROI_VOXELS` voxels;
-* reconstruction: every entry of the Chimap sidecar's ``QualityFlags`` list (solver not
-  converged, non-finite voxels, ...), as the QSM steps wrote them;
+* reconstruction: every entry of the Chimap sidecar's ``QualityFlags`` list (solver cut short,
+  field residual far above the noise, non-finite voxels, ...), as the QSM steps wrote them;
 * method choices that depart from the 2024 ISMRM QSM consensus
   (:func:`qsmprep.qsm.pipeline.consensus_report`), read from the sidecar's recorded methods.
 """

@@ -68,7 +68,7 @@ def init_qsm_wf(
         Memory estimate of one step (GB); the field, background and inversion steps get twice.
     log_label : str
         Prefix of the warnings that steps log (e.g. ``"sub-01 ses-baseline"`` for a solver
-        stopped at its iteration cap).
+        cut short at its iteration cap).
     name : str
         Workflow name.
 
@@ -161,7 +161,7 @@ def init_qsm_wf(
         (field, bfr, [("field_file", "field_file"), ("reliability_file", "reliability_file")]),
         (mask, bfr, [("mask_file", "mask_file")]),
         (bfr, inv, [("local_file", "local_file"), ("mask_file", "mask_file")]),
-        (field, inv, [("reliability_file", "reliability_file")]),
+        (field, inv, [("reliability_file", "reliability_file"), ("noise_file", "noise_file")]),
         (load, inv, [("mag_ref_file", "mag_file")]),  # the RSS magnitude, computed once
         (inv, ref, [("chi_file", "chi_file")]),
         (bfr, ref, [("mask_file", "mask_file")]),

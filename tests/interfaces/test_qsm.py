@@ -145,6 +145,43 @@ def test_dipole_inversion_records_convergence(tmp_path, caplog):
     assert "Converged" not in prov["DipoleInversion"] and "QualityFlags" not in prov
 
 
+def test_field_noise_reaches_the_inversion(session_files, tmp_path):
+    """TotalField writes the echo fit's field noise (ppm); DipoleInversion records the map's
+    field residual against it (about the noise on a simulated session: no flag); the workflow
+    connects the two."""
+    import os
+
+    from qsmprep.interfaces.qsm import DipoleInversion, TotalField
+    from qsmprep.workflows.qsm import init_qsm_wf
+
+    d, mags, phases, mask, _ = session_files
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        load = LoadGRE(mag_files=mags, phase_files=phases).run()
+        field = TotalField(mag_file=load.outputs.mag_file, phase_file=load.outputs.phase_file,
+                           mask_file=mask, echo_times=list(d.tes), b0=float(d.b0),
+                           combination="nonlinear", unwrapping="romeo").run()
+        inv = DipoleInversion(local_file=field.outputs.field_file, mask_file=mask,
+                              mag_file=load.outputs.mag_ref_file, method="tkd",
+                              noise_file=field.outputs.noise_file).run()
+    finally:
+        os.chdir(cwd)
+    noise = nb.load(field.outputs.noise_file).get_fdata()
+    brain = nb.load(mask).get_fdata() > 0
+    # 3 T, 6 echoes, SNR 100: a field noise of the order of a ppb, zero outside the mask
+    assert 1e-4 < float(np.median(noise[brain])) < 0.05 and np.all(noise[~brain] == 0)
+    rec = inv.outputs.provenance["DipoleInversion"]["FieldResidual"]
+    # the total field is not a local field: TKD's map leaves most of it (background) unexplained
+    assert rec["RMSOverNoise"] > rec["WarnAbove"] == 10.0
+    assert inv.outputs.provenance["QualityFlags"][0]["message"].startswith("tkd: the map leaves")
+    wf = init_qsm_wf(echo_times=list(d.tes), b0=3.0, masking="phase-quality",
+                     combination="nonlinear", unwrapping="romeo", bf_removal="pdf",
+                     inversion="medi", reference="mean")
+    edges = {(u.name, v.name): data["connect"] for u, v, data in wf._graph.edges(data=True)}
+    assert ("noise_file", "noise_file") in edges[("total_field", "dipole_inversion")]
+
+
 def test_r2star_interface_and_workflow_outputs(session_files, tmp_path):
     """R2StarMap writes R2* (1/s) and T2* (s) inside the mask; the QSM workflow exposes both."""
     import os

@@ -254,6 +254,51 @@ def test_convergence_record_when_tolerance_reached(phantom, name):
     assert inversion.convergence_flag(info) is None
 
 
+@pytest.mark.parametrize("name", ["tv_admm", "medi"])
+def test_admm_budget_is_recorded_not_flagged(phantom, name):
+    """The ADMM solvers' designed stop: at the iteration budget with the map settled (last change
+    between tol and ADMM_WARN_CHANGE) is recorded as not converged but raises no flag; cut at 3
+    iterations (change > 0.05) it is flagged."""
+    info = {}
+    _run(name, phantom, info=info, n_iter=50, tol=1e-6)
+    assert info["converged"] is False and info["iterations"] == 50
+    assert 1e-6 < info["final_change"] <= inversion.ADMM_WARN_CHANGE == info["warn_change"]
+    assert inversion.convergence_flag(info) is None
+    info = {}
+    _run(name, phantom, info=info, n_iter=3, tol=1e-6)
+    assert info["final_change"] > inversion.ADMM_WARN_CHANGE
+    assert "0.05" in inversion.convergence_flag(info)["message"]
+
+
+def test_field_residual_reads_noise_and_flags_a_wrap(phantom):
+    """The field residual of MEDI's map is about the noise when the field is a dipole field plus
+    noise (0.5-3: a map fits part of the noise), and far above FIELD_RESIDUAL_WARN when a phase wrap is left in a ball of the
+    field (an unwrapping error: one cycle over 6 ms at 3 T is 1.3 ppm); flags follow."""
+    chi_true, field, brain, mag, _ = phantom
+    sd = 0.002
+    rng = np.random.default_rng(7)
+    noisy = np.where(brain, field + rng.standard_normal(field.shape) * sd, 0).astype(np.float32)
+    chi = inversion.medi(noisy, brain, VOX, B0, magnitude=mag)
+    ok = inversion.field_residual(chi, noisy, brain, VOX, B0, np.full(brain.shape, sd))
+    assert 0.5 < ok < 3.0 and inversion.residual_flag(ok, "medi") is None
+    # the true map explains everything but the noise
+    truth = inversion.field_residual(np.where(brain, chi_true, 0), field * brain, brain, VOX, B0,
+                                     sd)
+    assert truth < 0.3
+    g = np.indices(brain.shape)
+    ball = sum(((g[k] - n // 2 - (8 if k == 0 else 0)) * VOX[k]) ** 2
+               for k, n in enumerate(brain.shape)) < 10 ** 2
+    wrapped = (noisy + np.where(ball & brain, 1.3, 0)).astype(np.float32)
+    chi_w = inversion.medi(wrapped, brain, VOX, B0, magnitude=mag)
+    bad = inversion.field_residual(chi_w, wrapped, brain, VOX, B0, sd)
+    assert bad > inversion.FIELD_RESIDUAL_WARN
+    flag = inversion.residual_flag(bad, "medi")
+    assert flag["severity"] == "warning" and "unwrapping" in flag["message"]
+    # no usable noise SD: not assessed
+    assert inversion.field_residual(chi, noisy, brain, VOX, B0, 0.0) is None
+    assert inversion.residual_flag(None, "medi") is None
+
+
 def test_convergence_flag_ignores_direct_methods(phantom):
     info = {}
     _run("tkd", phantom)  # no info parameter: nothing recorded

@@ -68,7 +68,7 @@ def _interface_chain(h, options, tmp_path):
                                 method=options.bf_removal), "bfr")
     inv = run(DipoleInversion(local_file=bfr.local_file, mask_file=bfr.mask_file,
                               reliability_file=field.reliability_file, mag_file=mag_file,
-                              method=options.inversion), "inv")
+                              noise_file=field.noise_file, method=options.inversion), "inv")
     ref = run(ReferenceChi(chi_file=inv.chi_file, mask_file=bfr.mask_file, mag_file=mag_file,
                            echo_times=tes, method=options.reference), "ref")
 
@@ -108,6 +108,12 @@ def test_interfaces_and_reconstruct_give_identical_maps(session, tmp_path, chain
     fc = pure["r2star_provenance"]["Parameters"]["field_correction"]
     assert fc == options.method_options.get("relaxometry", {}).get("field_correction", "none")
     assert pure["provenance"]["BrainMask"]["Method"] == options.masking
+    # the map explains its field to within a few noise SDs (default 3.2; Laplacian unwrapping
+    # and TKD 8.9): recorded, not flagged
+    residual = pure["provenance"]["DipoleInversion"]["FieldResidual"]["RMSOverNoise"]
+    assert 0.3 < residual < (5.0 if chain == "default" else 10.0)
+    assert not any(f["step"] == "dipole_inversion"
+                   for f in pure["provenance"].get("QualityFlags", []))
 
 
 def test_masking_provenance_lists_the_real_parameters(head):
@@ -185,3 +191,20 @@ def test_convergence_warning_logged_once_with_label(head, caplog):
                                          log_label="sub-01", max_iter=1, tol=0.0)
     assert prov["DipoleInversion"]["Converged"] is False and prov["QualityFlags"]
     assert [r.getMessage()[:32] for r in caplog.records] == ["sub-01 dipole inversion (cg): cg"]
+
+
+def test_medi_budget_logged_at_info_not_flagged(head, caplog):
+    """MEDI stopping at its iteration budget with the map settled (how every default run ends):
+    recorded in the provenance, logged at INFO, no QualityFlags and no WARNING."""
+    local = np.zeros(head["brain"].shape, np.float32)
+    local[head["brain"]] = 0.01
+    local[tuple(s // 2 for s in local.shape)] = 0.05
+    with caplog.at_level(logging.INFO, logger="qsmprep.qsm.pipeline"):
+        _, prov = pipeline.run_inversion(local, head["brain"], head["voxel_size"], (0, 0, 1),
+                                         "medi", mag=np.ones_like(local), log_label="sub-01",
+                                         n_iter=20, tol=1e-9)
+    rec = prov["DipoleInversion"]
+    assert rec["Converged"] is False and rec["StoppedBy"] == "iteration cap"
+    assert rec["FinalRelativeChange"] <= 0.05 and "QualityFlags" not in prov
+    assert [r.levelname for r in caplog.records] == ["INFO"]
+    assert "sub-01 dipole inversion (medi): stopped at its iteration budget" in caplog.text
