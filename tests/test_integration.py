@@ -79,6 +79,12 @@ def test_participant_outputs(finished):
             for key in ("BrainMask", "EchoCombination", "PhaseUnwrapping", "BackgroundFieldRemoval",
                         "DipoleInversion", "Reference", "B0Direction", "EchoTime", "MagneticFieldStrength"):
                 assert key in side, key
+            # the default MEDI stops at its iteration budget: recorded, not flagged; its map
+            # explains the field to within a few noise SDs (docs/outputs.md)
+            inv = side["DipoleInversion"]
+            assert inv["StoppedBy"] == "iteration cap" and inv["Iterations"] == 50
+            assert 0.3 < inv["FieldResidual"]["RMSOverNoise"] < inv["FieldResidual"]["WarnAbove"]
+            assert not any(f["step"] == "dipole_inversion" for f in side.get("QualityFlags", []))
             for name in (f"{prefix}_desc-brain_mask.nii.gz", f"{prefix}_atlas-DGM_dseg.nii.gz",
                          f"{prefix}_desc-local_field.nii.gz", f"{prefix}_atlas-DGM_desc-dgm_stats.tsv",
                          f"{prefix}_atlas-DGM_desc-dgm_stats.json"):

@@ -319,6 +319,11 @@ def read_stats_tables(paths):
     return StatsTables(len(texts), batches, where)
 
 
+#: Text-valued outcomes of a step (what happened on this session, not how it was set up):
+#: left out of the settings, so sessions that stopped differently do not read as mixed settings.
+_OUTCOME_KEYS = frozenset({"StoppedBy"})
+
+
 def _step_setting(value):
     """``(method, settings dict)`` of one provenance entry of a Chimap sidecar, or None.
 
@@ -327,7 +332,8 @@ def _step_setting(value):
     referencing (:func:`qsmprep.qsm.reference.reference_mean`).  Only the method, its parameters
     and text-valued settings describe *how* a map was made; numbers measured on the session
     (mask volume, reference value, voxel counts) differ between sessions by nature and are left
-    out, otherwise every cohort would look like one with mixed settings.
+    out, otherwise every cohort would look like one with mixed settings; so are the text-valued
+    outcomes of :data:`_OUTCOME_KEYS` (``StoppedBy``: tolerance or iteration cap).
     """
     if not isinstance(value, dict):
         return None
@@ -344,7 +350,8 @@ def _step_setting(value):
     extra = {
         k: v
         for k, v in value.items()
-        if k not in ("Method", "method", "reference", "Reference", "Parameters", "parameters") and isinstance(v, str)
+        if k not in ("Method", "method", "reference", "Reference", "Parameters", "parameters")
+        and k not in _OUTCOME_KEYS and isinstance(v, str)
     }
     return method, {**params, **extra}
 

@@ -1,6 +1,8 @@
 """Readers of the participant outputs (qsmprep.derivatives.readers) on trees written by the
 real participant-level writers (tests/_group_helpers.py)."""
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -46,6 +48,20 @@ def test_provenance_reads_the_keys_the_pipeline_writes(tmp_path, sidecars):
         assert f"{key}={val}" in list(prov["DipoleInversion"])[0]
     # every step with a method is summarised by one setting (measured volumes differ per session)
     assert all(len(prov[k]) == 1 for k in ("BrainMask", "BackgroundFieldRemoval", "DipoleInversion"))
+    assert "StoppedBy" not in list(prov["DipoleInversion"])[0]
+
+
+def test_solver_outcome_is_not_a_setting(tmp_path, sidecars):
+    """Sessions whose solver stopped differently (tolerance / iteration cap) with the same
+    settings are one setting, not a cohort of mixed settings."""
+    side = json.loads(json.dumps(sidecars["mean"]))
+    bids, out = write_tree(tmp_path, sidecar=side)
+    files = sorted(out.glob("sub-*/**/*_Chimap.json"))
+    for i, f in enumerate(files):
+        s = json.loads(f.read_text())
+        s["DipoleInversion"]["StoppedBy"] = "tolerance" if i % 2 else "iteration cap"
+        f.write_text(json.dumps(s))
+    assert len(collect_provenance(out)["DipoleInversion"]) == 1
 
 
 def test_read_stats_tables_equals_reading_each_file(tmp_path):
