@@ -133,7 +133,7 @@ def convergence_flag(info: dict | None) -> dict | None:
 
 #: ``field_residual`` above this flags a map (:func:`residual_flag`). The default chain's maps
 #: leave 0.7-3.4 times the field noise unexplained (the independent heads 0.8, real data 0.7,
-#: qsmprep's own simulator 2.4-3.4; the other inversion methods 0.4-3.9), while inputs that
+#: qsmprep's own simulator 2.4-3.4; the other method chains 0.6-6.0), while inputs that
 #: cannot give a right map read 16-32 on the
 #: independent head (a phase wrap left in the field over a 12 mm ball: 16; the total field
 #: inverted without background removal: 32); docs/validation.md, "What MEDI's iteration cap
@@ -206,7 +206,7 @@ def residual_flag(value: float | None, method: str) -> dict | None:
         "severity": "warning",
         "message": (f"{method}: the map leaves {value:.1f} times the field noise unexplained "
                     f"(RMS of D chi - f over the noise SD; above {FIELD_RESIDUAL_WARN:g}, where "
-                    f"validated runs read 0.4-3.9): the local field is not the field of a "
+                    f"validated runs read up to 6): the local field is not the field of a "
                     f"susceptibility inside the mask. Check the phase unwrapping (wraps left in "
                     f"the field map) and the background removal before using these values."),
     }

@@ -110,6 +110,25 @@ def _flags_html(flags: list[dict]) -> str:
             f"<th>message</th></tr>{rows}</table></div>")
 
 
+def _recon_metrics_html(side: dict) -> str:
+    """The dipole inversion's stop and field residual, as the Chimap sidecar recorded them."""
+    inv = side.get("DipoleInversion") if isinstance(side, dict) else None
+    if not isinstance(inv, dict):
+        return ""
+    parts = []
+    if "Iterations" in inv and "StoppedBy" in inv:
+        parts.append(f"{html.escape(str(inv.get('Method', '')))} stopped by its "
+                     f"{html.escape(str(inv['StoppedBy']))} after {inv['Iterations']} iterations "
+                     f"(last relative change {float(inv.get('FinalRelativeChange', float('nan'))):.3g})")
+    res = inv.get("FieldResidual")
+    if isinstance(res, dict) and res.get("RMSOverNoise") is not None:
+        parts.append(f"field residual {float(res['RMSOverNoise']):.2f} x the field noise "
+                     f"(flagged above {float(res.get('WarnAbove', float('nan'))):g})")
+    if not parts:
+        return ""
+    return f"<p class='meta'>Dipole inversion: {'; '.join(parts)}.</p>"
+
+
 def _metrics_html(metrics: dict) -> str:
     if not metrics:
         return ("<p class='meta'>Registration quality metrics: not recorded in the stats table "
@@ -262,7 +281,8 @@ def build_report(subject, sessions, out_dir, extra_figures=(), change_tsv=None, 
                          f"{hi:g} ppm, with the atlas labels on the GRE grid.", s["chi"], labels,
                          label_table=table, vmin=lo, vmax=hi,
                          cbar_label="susceptibility χ (ppm)", title=f"{prefix}: QSM + atlas")
-        body.append("<h3>Quality flags</h3>" + _flags_html(flags) + _metrics_html(metrics))
+        body.append("<h3>Quality flags</h3>" + _flags_html(flags) + _metrics_html(metrics)
+                    + _recon_metrics_html(side))
         if stats is not None:
             body.append("<h3>Deep gray matter susceptibility (ppb)</h3>"
                         + _table_html(stats, _STATS_COLUMNS))
@@ -307,8 +327,9 @@ def build_report(subject, sessions, out_dir, extra_figures=(), change_tsv=None, 
     head.append("<h2>Quality control summary</h2><ul>" + "".join(summary) + "</ul>"
                 f"<p class='meta'>Checks: registration quality (<code>qc_*</code> columns of the "
                 f"stats table), structures with fewer than {min_roi_voxels} voxels, "
-                "reconstruction flags recorded in the Chimap sidecar (solver not converged, "
-                "non-finite voxels, ...), and departures from the 2024 ISMRM QSM consensus "
+                "reconstruction flags recorded in the Chimap sidecar (solver cut short, a map "
+                "that leaves more than 10 times the field noise unexplained, non-finite voxels, "
+                "...), and departures from the 2024 ISMRM QSM consensus "
                 "recommendations.</p>")
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>qsmprep sub-"
             f"{esc(subject)}</title><style>{_CSS}</style></head><body>"

@@ -107,6 +107,21 @@ def test_report_without_flags_says_so(tmp_path, session_files):
     page = open(build_report("01", [s], tmp_path, label_table=table)[0]).read()
     assert "No quality flag." in page and "no flag" in page
     assert "not recorded in the stats table" in page  # no qc_* columns: not assessed
+    assert "Dipole inversion:" not in page  # nothing recorded, nothing shown
+
+
+def test_report_shows_the_inversion_stop_and_field_residual(tmp_path, session_files):
+    """The sidecar's StoppedBy and FieldResidual are listed under the session's quality flags."""
+    s = dict(session_files)
+    table = s.pop("table")
+    s["sidecar"] = {"DipoleInversion": {
+        "Method": "medi", "Iterations": 50, "MaxIterations": 50, "FinalRelativeChange": 0.0128,
+        "Converged": False, "StoppedBy": "iteration cap",
+        "FieldResidual": {"RMSOverNoise": 3.114, "WarnAbove": 10.0}}, "QualityFlags": []}
+    page = open(build_report("01", [s], tmp_path, label_table=table)[0]).read()
+    assert ("Dipole inversion: medi stopped by its iteration cap after 50 iterations (last "
+            "relative change 0.0128); field residual 3.11 x the field noise (flagged above 10)."
+            in page)
 
 
 def test_small_roi_threshold_and_empty_label():
