@@ -22,8 +22,8 @@ Datasets (``--datasets``):
   in its upstream tests; no truth);
 * ``bad-total``, ``bad-wrap``, ``bad-noise`` (on ``indep1``): inputs that must give a wrong map:
   the total field inverted without background removal; the local field plus one phase wrap at
-  the echo spacing in a 12 mm ball (an unwrapping error); 0.02 ppm of white noise instead of a
-  field.
+  the echo spacing in a 12 mm ball (an unwrapping error; ``bad-wrap:R`` for a ball of radius R
+  mm); 0.02 ppm of white noise instead of a field.
 
 ``--matrix PRESET`` prints, instead, the field residual and the DGM error (max and mean over the
 labels, ppb, against the truth) of every registered echo combination, unwrapping and background
@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -56,7 +57,9 @@ from qsmprep.qsm.inversion import field_residual  # noqa: E402
 from qsmprep.qsm.pipeline import (QSMOptions, noise_sd_ppm, run_background_removal,  # noqa: E402
                                   run_field_fit, run_inversion, run_masking)
 
-ROMEO = Path(__file__).resolve().parents[2] / "shared" / "data" / "romeo-small-megre" / "small"
+ROMEO = (Path(os.environ.get("QSMPREP_SHARED_DATA")
+             or Path(__file__).resolve().parents[2] / "shared" / "data")
+         / "romeo-small-megre" / "small")  # as tests/_paths.SHARED_DATA
 ROMEO_TES = (0.004, 0.008, 0.012)
 ROMEO_B0 = 3.0
 

@@ -431,13 +431,12 @@ def run_inversion(local_ppm, mask, voxel_size, b0_dir, method, weights=None, mag
                        "Converged": info["converged"],
                        "StoppedBy": "tolerance" if info["converged"] else "iteration cap"})
     prov = {"DipoleInversion": record}
-    flags = []
+    flag = convergence_flag(info)
+    flags = [flag]
     if noise_sd is not None:
         value = field_residual(chi, local_ppm, mask, voxel_size, b0_dir, noise_sd)
         record["FieldResidual"] = {"RMSOverNoise": value, "WarnAbove": FIELD_RESIDUAL_WARN}
         flags.append(residual_flag(value, method))
-    flag = convergence_flag(info)
-    flags.insert(0, flag)
     label = (log_label + " ") if log_label else ""
     for f in flags:
         if f is not None:
