@@ -53,7 +53,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from qsmprep.qsm import kernels  # noqa: E402
-from qsmprep.qsm.inversion import field_residual  # noqa: E402
+from qsmprep.qsm.inversion import field_misfit, field_residual  # noqa: E402
 from qsmprep.qsm.pipeline import (QSMOptions, noise_sd_ppm, run_background_removal,  # noqa: E402
                                   run_field_fit, run_inversion, run_masking)
 
@@ -84,10 +84,7 @@ def local_residual_max(chi, local, region, vox, b0_dir, sd, half_width_mm=6.0):
     good from bad inputs better than the global RMS)."""
     from scipy import ndimage
 
-    from qsmprep.qsm.inversion import _Problem
-
-    p = _Problem(local, region, vox, b0_dir, None, 12.0, np.float32, None)
-    r = p.grid.extract(p.conv_d(p.grid.embed(np.asarray(chi, np.float32) * region)) - p.f)
+    r = field_misfit(chi, local, region, vox, b0_dir)
     ok = region & (sd > 0)
     z2 = np.where(ok, (r / np.where(ok, sd, 1.0)) ** 2, 0.0)
     size = [max(1, int(round(2 * half_width_mm / v)) + 1) for v in vox]

@@ -76,7 +76,7 @@ LOGGER = logging.getLogger("qsmprep.qsm.inversion")
 ADMM_WARN_CHANGE = 0.05
 
 __all__ = ["tkd", "tikhonov", "cg", "tv_admm", "medi", "rts", "magnitude_edge_weights",
-           "convergence_flag", "ADMM_WARN_CHANGE", "field_residual", "residual_flag",
+           "convergence_flag", "ADMM_WARN_CHANGE", "field_residual", "field_misfit", "residual_flag",
            "FIELD_RESIDUAL_WARN", "METHODS", "DEFAULT"]
 
 
@@ -174,14 +174,29 @@ def field_residual(chi, local_ppm, mask, voxel_size, b0_dir, noise_sd_ppm, pad_m
     float or None
         The RMS ratio; ``None`` when no voxel of ``mask`` has a usable noise SD.
     """
-    p = _Problem(local_ppm, mask, voxel_size, b0_dir, None, pad_mm, np.float32, None)
-    sd = np.broadcast_to(np.asarray(noise_sd_ppm, dtype=np.float32), p.mask_full.shape)
-    sd = p.grid.embed(np.nan_to_num(sd, nan=0.0, posinf=0.0), np.float32)
-    ok = (p.m > 0) & (sd > 0)
+    mask = np.asarray(mask, bool)
+    sd = np.broadcast_to(np.asarray(noise_sd_ppm, dtype=np.float32), mask.shape)
+    ok = mask & (np.nan_to_num(sd, nan=0.0, posinf=0.0) > 0)
     if not ok.any():
         return None
-    r = p.conv_d(p.grid.embed(np.asarray(chi, np.float32) * p.mask_full, np.float32)) - p.f
+    r = field_misfit(chi, local_ppm, mask, voxel_size, b0_dir, pad_mm)
     return float(np.sqrt(np.mean((r[ok] / sd[ok]).astype(np.float64) ** 2)))
+
+
+def field_misfit(chi, local_ppm, mask, voxel_size, b0_dir, pad_mm=12.0):
+    """``D chi - f`` inside ``mask`` (ppm, zero outside): the dipole field of ``chi``, computed on
+    the solvers' padded grid, minus the local field. :func:`field_residual` summarises it.
+
+    Parameters are those of :func:`field_residual` (without the noise SD).
+
+    Returns
+    -------
+    ndarray of float32
+        The misfit, on the grid of ``mask``.
+    """
+    p = _Problem(local_ppm, mask, voxel_size, b0_dir, None, pad_mm, np.float32, None)
+    r = p.conv_d(p.grid.embed(np.asarray(chi, np.float32) * p.mask_full, np.float32)) - p.f
+    return p.grid.extract(r * p.m)
 
 
 def residual_flag(value: float | None, method: str) -> dict | None:
